@@ -1,0 +1,78 @@
+"""Model shape as a dataclass; defaults are the Parameter Golf baseline (17,059,912 parameters)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 1024
+    num_layers: int = 9
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: int = 2
+    tie_embeddings: bool = True
+    tied_embed_init_std: float = 0.005
+    logit_softcap: float = 30.0
+    rope_base: float = 10000.0
+    qk_gain_init: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.model_dim % self.num_heads:
+            raise ValueError(f"model_dim={self.model_dim} must be divisible by num_heads={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} must be divisible by num_kv_heads={self.num_kv_heads}")
+        if (self.model_dim // self.num_heads) % 2:
+            raise ValueError("head_dim must be even for RoPE")
+        if self.logit_softcap <= 0:
+            raise ValueError(f"logit_softcap must be positive, got {self.logit_softcap}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GPTConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**dict(d))
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], **overrides: Any) -> "GPTConfig":
+        """Infer the shape from a state dict's tensor shapes.
+
+        Head counts are not visible in the matrices except through ``q_gain`` (one gain per
+        head); the KV head count then follows from ``c_k``'s output width. Scalars that leave
+        no trace in the weights (softcap, RoPE base) keep their defaults unless overridden.
+        """
+        try:
+            vocab_size, model_dim = sd["tok_emb.weight"].shape
+            layers = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.")}
+            num_layers = max(layers) + 1
+            num_heads = sd["blocks.0.attn.q_gain"].shape[0]
+            kv_dim = sd["blocks.0.attn.c_k.weight"].shape[0]
+            hidden = sd["blocks.0.mlp.fc.weight"].shape[0]
+        except (KeyError, ValueError, IndexError) as e:
+            raise ValueError(f"not a GPT state dict (missing or malformed {e})") from None
+        head_dim = model_dim // num_heads
+        inferred = dict(
+            vocab_size=int(vocab_size),
+            num_layers=int(num_layers),
+            model_dim=int(model_dim),
+            num_heads=int(num_heads),
+            num_kv_heads=int(kv_dim // head_dim),
+            mlp_mult=int(hidden // model_dim),
+            tie_embeddings="lm_head.weight" not in sd,
+        )
+        inferred.update(overrides)
+        return cls(**inferred)

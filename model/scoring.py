@@ -1,0 +1,187 @@
+"""Exact val_bpb, as the challenge computes it.
+
+For each scored target token the byte count is the UTF-8 length of its piece without a
+leading '▁', plus one byte for that '▁' only when the previous token is not a boundary
+(control, unknown and unused tokens are boundaries and count 0 bytes; byte-fallback pieces
+count 1). Losses and byte counts are summed in float64 and all-reduced across ranks;
+``bpb = loss_sum / ln 2 / bytes``, i.e. ``val_loss / ln 2 * tokens / bytes``.
+
+Two window modes share one loop:
+
+* contiguous (``stride=None``): the challenge's ``eval_val`` windows, non-overlapping
+  ``seq_len`` blocks over the validation tokens truncated to a multiple of ``seq_len`` (+1);
+* sliding (``stride=S``): windows start every ``S`` tokens and each scores only the targets
+  no earlier window scored, so every target is scored exactly once (asserted) with at least
+  ``seq_len - S`` tokens of context. ``S = seq_len`` reproduces the contiguous mode.
+
+Per-token losses come from float64 log-softmax of the model's logits, so the only rounding
+that differs from a plain float64 reference is inside the model itself.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+class TokenizerError(ValueError):
+    """The tokenizer file is missing or unusable."""
+
+
+@dataclass(frozen=True)
+class ByteTables:
+    base_bytes: torch.Tensor  # int16[V]
+    has_leading_space: torch.Tensor  # bool[V]
+    is_boundary: torch.Tensor  # bool[V]
+
+    def to(self, device: torch.device | str) -> "ByteTables":
+        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.has_leading_space, self.is_boundary)))
+
+
+def load_tokenizer(path: str | Path):
+    import sentencepiece as spm
+
+    path = Path(path)
+    if not path.is_file():
+        raise TokenizerError(f"{path}: no such tokenizer file")
+    if path.suffix != ".model":
+        raise TokenizerError(f"{path}: expected a SentencePiece .model file")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
+
+
+def build_byte_tables(sp, vocab_size: int) -> ByteTables:
+    """The challenge's sentencepiece byte look-up tables (``build_sentencepiece_luts``)."""
+    sp_vocab = int(sp.vocab_size())
+    size = max(sp_vocab, vocab_size)
+    base = np.zeros(size, dtype=np.int16)
+    space = np.zeros(size, dtype=np.bool_)
+    boundary = np.ones(size, dtype=np.bool_)
+    for i in range(sp_vocab):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith("\u2581"):
+            space[i] = True
+            piece = piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return ByteTables(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
+
+
+def target_bytes(prev_ids: torch.Tensor, tgt_ids: torch.Tensor, tables: ByteTables) -> torch.Tensor:
+    """Bytes of each target token given the token before it (int16, same shape)."""
+    extra = tables.has_leading_space[tgt_ids] & ~tables.is_boundary[prev_ids]
+    return tables.base_bytes[tgt_ids].to(torch.int16) + extra.to(torch.int16)
+
+
+def truncate_for_eval(tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The challenge's ``load_validation_tokens`` cut: a whole number of ``seq_len`` targets."""
+    usable = ((tokens.numel() - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ValueError(f"validation split ({tokens.numel()} tokens) is too short for seq_len={seq_len}")
+    return tokens[: usable + 1]
+
+
+def windows(n_targets: int, seq_len: int, stride: int | None) -> list[tuple[int, int]]:
+    """``(start, first_scored)`` per window: inputs ``tokens[start:start+seq_len]``, scored
+    target offsets ``first_scored..seq_len-1``. Asserts every target is scored exactly once."""
+    if stride is None:
+        stride = seq_len
+    if not 1 <= stride <= seq_len:
+        raise ValueError(f"stride must be in 1..seq_len={seq_len}, got {stride}")
+    if n_targets < seq_len:
+        raise ValueError(f"{n_targets} targets are fewer than one window of seq_len={seq_len}")
+    starts = list(range(0, n_targets - seq_len + 1, stride))
+    if starts[-1] + seq_len < n_targets:
+        starts.append(n_targets - seq_len)
+    out, scored_to = [], 0
+    for s in starts:
+        out.append((s, scored_to - s if scored_to > s else 0))
+        scored_to = s + seq_len
+    covered = sum(seq_len - f for _, f in out)
+    assert covered == n_targets and scored_to == n_targets, "window coverage is not exact"
+    return out
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    val_loss: float
+    val_bpb: float
+    tokens: int
+    bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    tables: ByteTables,
+    seq_len: int,
+    stride: int | None = None,
+    batch_seqs: int = 32,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Score ``tokens`` (already truncated with :func:`truncate_for_eval`) with ``model.logits``.
+
+    Windows are split into contiguous rank slices; sums are all-reduced when a process group
+    is initialised. ``progress`` is called with the number of windows done in each batch.
+    """
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    tables = tables.to(device)
+    all_windows = windows(tokens.numel() - 1, seq_len, stride)
+    lo, hi = len(all_windows) * rank // world_size, len(all_windows) * (rank + 1) // world_size
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
+    offsets = torch.arange(seq_len, device=device)
+    tokens = tokens.to(device)
+    was_training = model.training
+    model.eval()
+    for batch in _batches(all_windows[lo:hi], batch_seqs):
+        idx = torch.tensor([s for s, _ in batch], device=device)[:, None] + torch.arange(seq_len + 1, device=device)
+        local = tokens[idx].long()
+        x, y = local[:, :-1], local[:, 1:]
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model.logits(x)
+        nll = F.cross_entropy(logits.double().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+        mask = offsets[None, :] >= torch.tensor([f for _, f in batch], device=device)[:, None]
+        nbytes = target_bytes(x, y, tables).to(torch.float64)
+        sums += torch.stack((nll[mask].sum(), mask.sum().to(torch.float64), nbytes[mask].sum()))
+        if progress is not None:
+            progress(len(batch))
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    loss_sum, n_tok, n_bytes = (float(v) for v in sums.cpu())
+    val_loss = loss_sum / n_tok
+    return EvalResult(
+        val_loss=val_loss,
+        val_bpb=val_loss / math.log(2.0) * n_tok / n_bytes,
+        tokens=int(n_tok),
+        bytes=int(n_bytes),
+        seconds=time.perf_counter() - t0,
+    )

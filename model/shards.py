@@ -1,0 +1,128 @@
+"""The challenge's token shard format, read and written exactly.
+
+A shard is an ``int32[256]`` little-endian header (``[0]=20240520`` magic, ``[1]=1`` version,
+``[2]=n_tokens``, the rest zero) followed by ``uint16[n_tokens]`` little-endian token ids.
+Every reader error is a :class:`ShardError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAX_TOKEN_ID = np.iinfo(np.uint16).max
+
+
+class ShardError(ValueError):
+    """A shard file is missing, malformed or inconsistent with the tokenizer."""
+
+
+def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.ndarray:
+    """Tokens of one shard as ``uint16``; validates header, size and (optionally) token range."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+            if header.size != HEADER_INTS:
+                raise ShardError(f"{path}: too short for a shard header ({size} bytes, need {HEADER_BYTES})")
+            if int(header[0]) != SHARD_MAGIC:
+                raise ShardError(f"{path}: wrong magic {int(header[0])} (expected {SHARD_MAGIC})")
+            if int(header[1]) != SHARD_VERSION:
+                raise ShardError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+            n = int(header[2])
+            expected = HEADER_BYTES + 2 * n
+            if n < 0 or size != expected:
+                raise ShardError(f"{path}: header says {n} tokens ({expected} bytes) but the file has {size} bytes")
+            tokens = np.fromfile(f, dtype="<u2", count=n).astype(np.uint16, copy=False)
+    except FileNotFoundError:
+        raise ShardError(f"{path}: no such shard file") from None
+    except IsADirectoryError:
+        raise ShardError(f"{path}: is a directory, not a shard file") from None
+    if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
+        bad = int(np.argmax(tokens >= vocab_size))
+        raise ShardError(f"{path}: token id {int(tokens[bad])} at position {bad} is >= vocab size {vocab_size}")
+    return tokens
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int]) -> None:
+    """Write one shard atomically (temp file in the same folder, then rename)."""
+    arr = np.asarray(tokens)
+    if arr.size and (arr.min() < 0 or arr.max() > MAX_TOKEN_ID):
+        raise ShardError(f"{path}: token ids must fit uint16")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, arr.size)
+    atomic_write_bytes(Path(path), header.tobytes() + arr.astype("<u2").tobytes())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_shards(pattern: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Sorted shard paths from a glob, a file, or a list of either; an empty match is an error."""
+    patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else list(pattern)
+    files: list[Path] = []
+    for p in patterns:
+        matched = sorted(glob.glob(str(p)))
+        if not matched:
+            raise ShardError(f"{p}: no shard files match")
+        files.extend(Path(m) for m in matched)
+    return files
+
+
+def load_tokens(pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_size: int | None = None) -> torch.Tensor:
+    """All tokens of the matching shards, concatenated in sorted path order."""
+    arrays = [read_shard(f, vocab_size) for f in resolve_shards(pattern)]
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+class TokenStream:
+    """Reads shards in order and wraps around forever, as the challenge's loader does."""
+
+    def __init__(self, pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_size: int | None = None):
+        self.files = resolve_shards(pattern)
+        self.vocab_size = vocab_size
+        self.file_idx = 0
+        self.tokens = torch.from_numpy(read_shard(self.files[0], vocab_size))
+        self.pos = 0
+
+    def state(self) -> dict[str, int]:
+        return {"file_idx": self.file_idx, "pos": self.pos}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.file_idx = int(state["file_idx"])
+        self.tokens = torch.from_numpy(read_shard(self.files[self.file_idx], self.vocab_size))
+        self.pos = int(state["pos"])
+
+    def take(self, n: int) -> torch.Tensor:
+        chunks: list[torch.Tensor] = []
+        while n > 0:
+            avail = self.tokens.numel() - self.pos
+            if avail <= 0:
+                self.file_idx = (self.file_idx + 1) % len(self.files)
+                self.tokens = torch.from_numpy(read_shard(self.files[self.file_idx], self.vocab_size))
+                self.pos = 0
+                continue
+            k = min(n, avail)
+            chunks.append(self.tokens[self.pos : self.pos + k])
+            self.pos += k
+            n -= k
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

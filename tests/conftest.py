@@ -1,0 +1,41 @@
+"""Shared fixtures: the real data in ../shared/data and tiny models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from golfpack.model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+VAL_SHARD = DATA / "fineweb" / "fineweb_val_sp1024_prefix_000000.bin"
+VAL_DOCS = DATA / "fineweb" / "fineweb_val_first901docs_spnorm.jsonl"
+TRAIN_DOCS = DATA / "fineweb" / "fineweb_docs_200_raw.jsonl"
+SP1024 = DATA / "tokenizers" / "fineweb_1024_bpe.model"
+
+TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not VAL_SHARD.is_file():
+        pytest.skip(f"shared data not found at {DATA}")
+    return DATA
+
+
+def make_tiny(seed: int = 0, cfg: GPTConfig = TINY) -> GPT:
+    """A tiny GPT with random (not zero) weights everywhere, so every tensor matters."""
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "resid_mix" not in name:
+                p.normal_(0, 0.5 / p.shape[1] ** 0.5 if "tok_emb" not in name else 0.3)
+    return model
+
+
+@pytest.fixture
+def tiny_model() -> GPT:
+    return make_tiny()

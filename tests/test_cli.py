@@ -1,0 +1,88 @@
+"""The installed ``golfpack`` command: help, eval output format, tokenize, and clean errors."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from golfpack.model.checkpoint import Checkpoint, save_checkpoint
+from golfpack.model.shards import read_shard, write_shard
+
+from .conftest import SP1024, TRAIN_DOCS, VAL_SHARD, make_tiny
+
+
+def golfpack(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    exe = shutil.which("golfpack")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "golfpack.packer", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_installed_console_script_help():
+    assert shutil.which("golfpack"), "the golfpack console script is not installed"
+    out = golfpack("--help")
+    assert out.returncode == 0
+    for command in ("eval", "data"):
+        assert command in out.stdout
+
+
+def test_eval_prints_eight_decimals(tmp_path, data_dir):
+    model = make_tiny(7)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    val = tmp_path / "fineweb_val_000000.bin"
+    write_shard(val, read_shard(VAL_SHARD)[:4097])
+    out = golfpack("eval", str(tmp_path / "m.pt"), "--val", str(tmp_path / "fineweb_val_*.bin"),
+                   "--tokenizer", str(SP1024), "--seq-len", "256")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^val_loss:\d+\.\d{8}$", out.stdout, re.M)
+    assert re.search(r"^val_bpb:\d+\.\d{8}$", out.stdout, re.M)
+    assert "tokens:4096 " in out.stdout
+    js = golfpack("eval", str(tmp_path / "m.pt"), "--val", str(val), "--tokenizer", str(SP1024),
+                  "--seq-len", "256", "--stride", "128", "--json")
+    assert json.loads(js.stdout)["tokens"] == 4096
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "{tmp}/none.pt", "--val", "x", "--tokenizer", str(SP1024)], "no such checkpoint"),
+        (["eval", "{tmp}/garbage.pt", "--val", "x", "--tokenizer", str(SP1024)], "not a loadable torch checkpoint"),
+        (["eval", "{tmp}/m.pt", "--val", "{tmp}/bad.bin", "--tokenizer", str(SP1024)], "wrong magic"),
+        (["eval", "{tmp}/m.pt", "--val", "{tmp}/none_*.bin", "--tokenizer", str(SP1024)], "no shard files match"),
+        (["eval", "{tmp}/m.pt", "--val", "{tmp}/bad.bin", "--tokenizer", "{tmp}/none.model"], "no such tokenizer"),
+        (["data", "tokenize", "{tmp}/garbage.pt", "--tokenizer", str(SP1024), "--out", "{tmp}/o"], "not UTF-8"),
+        (["data", "tokenize", "{tmp}/bad.jsonl", "--tokenizer", str(SP1024), "--out", "{tmp}/o"], "'text' field"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    model = make_tiny(0)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    (tmp_path / "garbage.pt").write_bytes(b"\xff\xfe not a checkpoint")
+    (tmp_path / "bad.bin").write_bytes(b"\0" * 2048)
+    (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
+    out = golfpack(*[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_tokenize_writes_challenge_shards(tmp_path, data_dir):
+    docs = tmp_path / "docs.jsonl"
+    lines = TRAIN_DOCS.read_text(encoding="utf-8").splitlines()[:5]
+    docs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = golfpack("data", "tokenize", str(docs), "--tokenizer", str(SP1024), "--out", str(tmp_path / "s"),
+                   "--shard-tokens", "3000")
+    assert out.returncode == 0, out.stderr
+    shards = sorted((tmp_path / "s").glob("fineweb_train_*.bin"))
+    tokens = np.concatenate([read_shard(p, 1024) for p in shards])
+    assert all(read_shard(p).size == 3000 for p in shards[:-1])
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(SP1024))
+    expected = np.concatenate([[1] + sp.encode(json.loads(line)["text"]) for line in lines])
+    assert np.array_equal(tokens, expected)
+    again = golfpack("data", "tokenize", str(docs), "--tokenizer", str(SP1024), "--out", str(tmp_path / "s"))
+    assert again.returncode == 1 and "--force" in again.stderr
