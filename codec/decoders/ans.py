@@ -1,0 +1,70 @@
+"""Range-ANS over integer symbols with one static categorical model per tensor (constriction).
+
+Stream layout (all counted in the container):
+
+* blob ``table``: the symbol histogram as LEB128 varints, ``count[lo .. lo+n-1]``;
+* params ``lo`` (smallest symbol) and ``n`` (alphabet size);
+* data: the ANS coder's 32-bit words, little-endian (empty for a one-symbol alphabet).
+
+Encoder and decoder build the model from the same integer counts (``counts / sum`` in
+float64, then constriction's deterministic ``perfect=False`` fixed-point quantization), so
+the model needs no floating-point bytes stored.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DecodeError, TensorMeta, blob, param
+
+MAX_ALPHABET = 1 << 16
+
+
+def read_varints(raw: bytes, count: int) -> np.ndarray:
+    out = np.zeros(count, dtype=np.int64)
+    pos = 0
+    for i in range(count):
+        value = shift = 0
+        while True:
+            if pos >= len(raw) or shift > 56:
+                raise DecodeError("truncated or oversized varint in the ANS table")
+            b = raw[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        out[i] = value
+    if pos != len(raw):
+        raise DecodeError(f"{len(raw) - pos} stray bytes after the ANS table")
+    return out
+
+
+def categorical(counts: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
+
+
+def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
+    import constriction
+
+    lo = param(params, "lo", int, -(1 << 31), 1 << 31)
+    n = param(params, "n", int, 1, MAX_ALPHABET)
+    counts = read_varints(blob(blobs, "table"), n)
+    if counts.sum() != meta.numel:
+        raise DecodeError(f"ANS table counts {int(counts.sum())} symbols, tensor has {meta.numel}")
+    if len(data) % 4:
+        raise DecodeError("ANS stream length is not a multiple of 4")
+    if n == 1:  # a constant tensor: the table says it all
+        if data:
+            raise DecodeError("ANS stream of a one-symbol alphabet must be empty")
+        return np.full(meta.numel, lo, dtype=np.int32)
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        symbols = coder.decode(categorical(counts), meta.numel)
+    except (ValueError, RuntimeError, AssertionError) as e:
+        raise DecodeError(f"ANS: {e}") from None
+    if not coder.is_empty():
+        raise DecodeError("ANS stream has data left after the last symbol")
+    return symbols.astype(np.int32) + lo

@@ -1,0 +1,61 @@
+"""What every decoder shares: the error type, the tensor description and the size limits.
+
+The limits exist because a container is untrusted input: no decoder may allocate more than
+the declared tensor needs, and no declaration may exceed these bounds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+MAX_NUMEL = 1 << 26  # elements in one tensor (67M; a 16 MB artifact holds far fewer)
+MAX_TOTAL_NUMEL = 1 << 27  # elements in one container
+MAX_ELEMENT_BYTES = 8  # widest intermediate per element (int64 symbols / fp64)
+DTYPES = ("float32", "float16", "bfloat16")
+
+# The kinds of value handed between stages: float tensor -> integer symbols -> bytes.
+TENSOR, SYMBOLS, BYTES = "tensor", "symbols", "bytes"
+KINDS = (TENSOR, SYMBOLS, BYTES)
+
+
+class DecodeError(ValueError):
+    """A stream does not decode to what its manifest entry declares."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def max_bytes(self) -> int:
+        """Upper bound on any intermediate byte stream of this tensor."""
+        return self.numel * MAX_ELEMENT_BYTES + 64
+
+
+def param(params: Mapping[str, Any], key: str, kind: type, lo: int | float | None = None, hi: int | float | None = None):
+    """A typed, range-checked parameter from a manifest entry."""
+    if key not in params:
+        raise DecodeError(f"missing parameter '{key}'")
+    v = params[key]
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        raise DecodeError(f"parameter '{key}' must be {kind.__name__}, got {type(v).__name__}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise DecodeError(f"parameter '{key}'={v} outside [{lo}, {hi}]")
+    return v
+
+
+def blob(blobs: Mapping[str, bytes], key: str) -> bytes:
+    if key not in blobs:
+        raise DecodeError(f"missing side stream '{key}'")
+    return blobs[key]

@@ -1,0 +1,95 @@
+"""State dict -> container bytes (encode) and container -> state dict (decode), with the
+per-tensor byte ledger that ``golfpack inspect`` and the benchmarks print."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .container import Container, Entry, read_container, write_container
+from .decode import DecoderSpec, decode_container
+from .decoders.base import SYMBOLS, DecodeError, TensorMeta
+from .entropy import order0_bits
+from .registry import decoder_table
+from .spec import PipelineSpec
+from .stage import EncodeContext, StageError
+
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def encode_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    spec: PipelineSpec,
+    hessians: Mapping[str, torch.Tensor] | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> bytes:
+    """Encode every tensor with the chain of the first matching rule; deterministic."""
+    records = []
+    for name, tensor in state_dict.items():
+        if tensor.dtype not in DTYPE_NAMES:
+            raise StageError(f"tensor '{name}' has dtype {tensor.dtype}; only float tensors are supported")
+        tmeta = TensorMeta(name, DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))
+        ctx = EncodeContext(tmeta, (hessians or {}).get(name))
+        value: Any = tensor.detach().cpu().contiguous()
+        chain = []
+        for stage in spec.rule_for(name).stages:
+            out = stage.encode(value, ctx)
+            chain.append((stage.name, out.params, out.blobs))
+            value = out.value
+        records.append((tmeta, chain, bytes(value)))
+        if progress is not None:
+            progress(name)
+    return write_container(records, meta or {})
+
+
+def decode_state_dict(data: bytes, table: Mapping[str, DecoderSpec] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    container = read_container(data)
+    return decode_container(container, decoder_table() if table is None else table), container.meta
+
+
+@dataclass(frozen=True)
+class TensorLedger:
+    name: str
+    shape: tuple[int, ...]
+    params: int
+    chain: str
+    bytes: int
+    entropy_bytes: float | None  # order-0 bound of the symbols, for quantized tensors
+
+    @property
+    def bits_per_param(self) -> float:
+        return 8 * self.bytes / max(self.params, 1)
+
+
+def symbols_of(container: Container, entry: Entry, table: Mapping[str, DecoderSpec]) -> np.ndarray | None:
+    """Undo the coding stages of ``entry`` down to its integer symbols (None if it has none)."""
+    kinds = [table[r.stage].produces for r in entry.chain]
+    if SYMBOLS not in kinds:
+        return None
+    value: Any = container.stream(entry.data)
+    for i in range(len(entry.chain) - 1, kinds.index(SYMBOLS), -1):
+        rec = entry.chain[i]
+        blobs = {k: container.stream(s) for k, s in rec.blobs.items()}
+        try:
+            value = table[rec.stage].load()(value, rec.params, blobs, entry.meta)
+        except DecodeError as e:
+            raise StageError(f"tensor '{entry.meta.name}', stage '{rec.stage}': {e}") from None
+    return value
+
+
+def ledger(container: Container, table: Mapping[str, DecoderSpec] | None = None) -> list[TensorLedger]:
+    table = decoder_table() if table is None else table
+    rows = []
+    for e in container.entries:
+        nbytes = e.data.length + sum(s.length for r in e.chain for s in r.blobs.values())
+        symbols = symbols_of(container, e, table) if all(r.stage in table for r in e.chain) else None
+        side = sum(s.length for r in e.chain for s in r.blobs.values() if table.get(r.stage) and
+                   table[r.stage].produces == SYMBOLS)
+        entropy = None if symbols is None else order0_bits(np.asarray(symbols)) / 8 + side
+        chain = " -> ".join(f"{r.stage}" + "".join(f" {k}={v}" for k, v in sorted(r.params.items())
+                                                   if k in ("bits", "level", "width", "store")) for r in e.chain)
+        rows.append(TensorLedger(e.meta.name, e.meta.shape, e.meta.numel, chain, nbytes, entropy))
+    return rows

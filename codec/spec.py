@@ -1,0 +1,140 @@
+"""Pipeline specs: ordered rules mapping tensor-name globs to stage chains.
+
+A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from a TOML file::
+
+    [[rule]]
+    match = ["blocks.*.mlp.*.weight"]
+    chain = "gptq bits=6 clip=sdclip:12.85 -> ans"
+
+or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
+or the word ``default`` (``codec/default_pipeline.toml``). Chains are built and type-checked
+when the spec is loaded: a wrong hand-off fails here, not at decode time.
+"""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .registry import Registered, discover, get_stage
+from .stage import BYTES, TENSOR, Stage, StageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_SPEC = Path(__file__).with_name("default_pipeline.toml")
+
+HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use 'ans'",
+         ("tensor", "symbols"): "start with a quantizer such as 'rtn' or 'gptq'",
+         ("tensor", "bytes"): "start with a quantizer or a float stage such as 'fp16'"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    patterns: tuple[str, ...]
+    chain_text: str
+    stages: tuple[Stage, ...]
+
+    def matches(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    @property
+    def chain(self) -> str:
+        return " -> ".join(s.describe() for s in self.stages)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    rules: tuple[Rule, ...]
+    source: str
+
+    def rule_for(self, name: str) -> Rule:
+        for rule in self.rules:
+            if rule.matches(name):
+                return rule
+        raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
+
+    def stage_names(self) -> set[str]:
+        return {s.name for r in self.rules for s in r.stages}
+
+
+def _value(text: str) -> str | int | float:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_chain(text: str, registry: Mapping[str, Registered] | None = None) -> tuple[Stage, ...]:
+    registry = discover() if registry is None else registry
+    stages: list[Stage] = []
+    for part in (p.strip() for p in text.split("->")):
+        if not part:
+            raise StageError(f"chain '{text}': empty stage")
+        name, *args = part.split()
+        kwargs = {}
+        for a in args:
+            key, eq, val = a.partition("=")
+            if not eq or not key:
+                raise StageError(f"chain '{text}': expected key=value, got '{a}'")
+            kwargs[key] = _value(val)
+        stages.append(get_stage(name, registry)(**kwargs))
+    check_chain(stages, text)
+    return tuple(stages)
+
+
+def check_chain(stages: list[Stage], text: str) -> None:
+    kind = TENSOR
+    for i, s in enumerate(stages):
+        if s.consumes != kind:
+            after = f"after '{stages[i - 1].name}'" if i else "at the start"
+            hint = HINTS.get((kind, s.consumes), "")
+            raise StageError(f"chain '{text}': stage '{s.name}' consumes {s.consumes} but gets {kind} {after}"
+                             + (f"; {hint}" if hint else ""))
+        kind = s.produces
+    if kind != BYTES:
+        raise StageError(f"chain '{text}': ends in {kind}; it must end in bytes (add a coder such as 'ans' or 'zstd')")
+
+
+def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
+    rules = doc.get("rule")
+    if not isinstance(rules, list) or not rules:
+        raise StageError(f"pipeline {source}: expected one or more [[rule]] tables")
+    out = []
+    for i, r in enumerate(rules):
+        match, chain = r.get("match"), r.get("chain")
+        if isinstance(match, str):
+            match = [match]
+        if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)):
+            raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list) and 'chain' (string)")
+        out.append(Rule(tuple(match), chain, parse_chain(chain, registry)))
+    return tuple(out)
+
+
+def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] | None = None) -> PipelineSpec:
+    registry = discover() if registry is None else registry
+    text = str(spec)
+    path = DEFAULT_SPEC if text == "default" else Path(text)
+    if text == "default" or text.endswith(".toml"):
+        if not path.is_file():
+            raise StageError(f"{path}: no such pipeline file")
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise StageError(f"{path}: not valid TOML ({e})") from None
+        return PipelineSpec(_rules_from_toml(doc, str(path), registry), "default" if text == "default" else str(path))
+    rules = []
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        pattern, eq, chain = part.partition("=")
+        if not eq or not pattern.strip() or " " in pattern.strip():
+            raise StageError(f"inline pipeline: expected 'glob=chain', got '{part}'")
+        rules.append(Rule((pattern.strip(),), chain.strip(), parse_chain(chain, registry)))
+    if not rules:
+        raise StageError("inline pipeline: no rules")
+    return PipelineSpec(tuple(rules), "inline")

@@ -1,0 +1,119 @@
+"""Exact round trips: lossless stages give back their input bit for bit; quantizers give back
+exactly the dequantized tensor they computed at encode time."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golfpack.codec.decoders.intq import dequantize
+from golfpack.codec.gptq import GPTQConfig, gptq_quantize
+from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
+from golfpack.codec.quant import ClipRule, fake_quantize, quantize_rtn
+from golfpack.codec.spec import load_spec
+from golfpack.codec.stage import StageError
+
+LOSSLESS = ["fp32 -> zstd", "fp32 -> shuffle width=4 -> brotli", "fp32 -> lzma", "fp32 -> shuffle width=2 -> zstd level=3"]
+CLIPS = ["absmax", "percentile:99.5", "sdclip:3", "mse:8"]
+
+
+def _tensor(shape, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * 0.05).to(dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 70), chain=st.sampled_from(LOSSLESS), seed=st.integers(0, 10**6))
+def test_lossless_chains_are_bit_exact(rows, cols, chain, seed):
+    t = _tensor((rows, cols), torch.float32, seed)
+    out, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*={chain}")))
+    assert out["w"].dtype == t.dtype
+    assert torch.equal(out["w"].view(torch.int32), t.view(torch.int32))
+
+
+@pytest.mark.parametrize("store, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_stages_are_exact_for_their_own_dtype(store, dtype):
+    t = _tensor((33, 17), dtype, 3)
+    out, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*={store} -> brotli")))
+    assert out["w"].dtype == dtype and torch.equal(out["w"], t)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.sampled_from([(7,), (1, 1), (5, 9), (32, 64), (3, 4, 5)]), bits=st.integers(2, 8),
+       clip=st.sampled_from(CLIPS), coder=st.sampled_from(["ans", "pack -> zstd", "pack -> lzma"]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 10**6))
+def test_rtn_reproduces_its_dequantized_tensor(shape, bits, clip, coder, dtype, seed):
+    t = _tensor(shape, dtype, seed)
+    q, scales = quantize_rtn(t, bits, ClipRule.parse(clip))
+    expected = dequantize(q, scales, shape, dtype)
+    out, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} clip={clip} -> {coder}")))
+    assert torch.equal(out["w"], expected)
+    # The trainer's fake quantizer computes the very same grid.
+    assert torch.equal(fake_quantize(t, bits, ClipRule.parse(clip)), expected)
+
+
+@pytest.mark.parametrize("bits", [3, 6, 8])
+@pytest.mark.parametrize("act_order", [True, False])
+def test_gptq_round_trip_and_beats_rtn_on_its_objective(bits, act_order):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn(48, 96, generator=g) * 0.05
+    x = torch.randn(512, 96, generator=g) @ (torch.randn(96, 96, generator=g) * 0.3)  # correlated inputs
+    h = 2 * x.T @ x
+    rule = ClipRule.parse("absmax")
+    q, scales = gptq_quantize(w, h, GPTQConfig(bits, rule, act_order=act_order, block_size=32))
+    deq = dequantize(q, scales, tuple(w.shape), w.dtype)
+    spec = load_spec(f"*=gptq bits={bits} block=32 act_order={act_order} -> ans")
+    out, _ = decode_state_dict(encode_state_dict({"w": w}, spec, hessians={"w": h}))
+    assert torch.equal(out["w"], deq)
+    q_rtn, s_rtn = quantize_rtn(w, bits, rule)
+    err = lambda d: float(((x @ (d - w).T) ** 2).sum())  # noqa: E731  the layer-output error GPTQ minimises
+    assert err(deq) < err(dequantize(q_rtn, s_rtn, tuple(w.shape), w.dtype))
+
+
+def test_gptq_without_calibration_is_a_clear_error():
+    with pytest.raises(StageError, match="no calibration statistics for 'w'"):
+        encode_state_dict({"w": torch.randn(4, 4)}, load_spec("*=gptq bits=6 -> ans"))
+
+
+def test_ans_symbols_round_trip_many_alphabets():
+    from golfpack.codec.container import read_container
+    from golfpack.codec.pipeline import symbols_of
+    from golfpack.codec.registry import decoder_table
+
+    for bits in range(2, 9):
+        t = _tensor((64, 64), torch.float32, bits) ** 3
+        q, _ = quantize_rtn(t, bits, ClipRule())
+        c = read_container(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ans")))
+        assert np.array_equal(symbols_of(c, c.entries[0], decoder_table()), q.reshape(-1).numpy())
+
+
+def test_encoding_is_deterministic():
+    sd = {"a": _tensor((16, 16), torch.float32, 1), "b": _tensor((16,), torch.float32, 2)}
+    spec = load_spec("a=rtn bits=5 clip=mse -> ans; *=fp16 -> brotli")
+    assert encode_state_dict(sd, spec) == encode_state_dict(sd, spec)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("*=rtn bits=6 -> zstd", "insert 'pack'"),
+    ("*=rtn bits=6", "must end in bytes"),
+    ("*=ans", "consumes symbols but gets tensor"),
+    ("*=rtn bits=9 -> ans", "bits must be in 2..8"),
+    ("*=rtn bitz=6 -> ans", "unknown parameter"),
+    ("*=nope -> ans", "unknown stage 'nope'"),
+    ("*=rtn clip=foo -> ans", "unknown clip rule"),
+    ("w.weight", "expected 'glob=chain'"),
+])
+def test_wrong_chains_fail_at_build_time(bad, message):
+    with pytest.raises(StageError, match=message):
+        load_spec(bad)
+
+
+def test_spec_first_match_wins(tmp_path):
+    p = tmp_path / "spec.toml"
+    p.write_text('[[rule]]\nmatch = "blocks.*"\nchain = "rtn bits=4 -> ans"\n'
+                 '[[rule]]\nmatch = ["*"]\nchain = "fp16 -> zstd"\n')
+    spec = load_spec(p)
+    assert spec.rule_for("blocks.0.mlp.fc.weight").stages[0].name == "rtn"
+    assert spec.rule_for("tok_emb.weight").stages[0].name == "fp16"
+    with pytest.raises(StageError, match="no rule matches"):
+        load_spec("blocks.*=fp16 -> zstd").rule_for("tok_emb.weight")

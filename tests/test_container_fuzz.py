@@ -1,0 +1,152 @@
+"""The container parser treats its input as hostile: mutated containers raise ContainerError
+(or, if the mutation happens to be valid, decode); nothing else ever escapes."""
+import copy
+import hashlib
+import json
+import struct
+
+import brotli
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from golfpack.codec.container import HEADER, ContainerError, read_container
+from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
+from golfpack.codec.spec import load_spec
+
+SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
+        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; *=fp32 -> zstd")
+
+
+@pytest.fixture(scope="module")
+def sample() -> bytes:
+    g = torch.Generator().manual_seed(0)
+    sd = {n: torch.randn(s, generator=g) for n, s in
+          [("a.w", (12, 16)), ("b.w", (8, 8)), ("c.w", (5,)), ("d.w", (3, 7)), ("e.w", (4, 2))]}
+    sd["a.const"] = torch.full((4, 4), 0.5)
+    return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
+
+
+def decode_all(data: bytes) -> None:
+    """What `golfpack run` and `inspect` do with a container: parse, ledger, decode."""
+    try:
+        ledger(read_container(data))
+        decode_state_dict(data)
+    except ContainerError:
+        pass
+    except ValueError as e:  # StageError from the ledger wraps decode errors of one tensor
+        assert type(e).__name__ == "StageError", repr(e)
+
+
+def reseal(header_and_rest: bytes) -> bytes:
+    return header_and_rest + hashlib.sha256(header_and_rest).digest()
+
+
+def split(data: bytes) -> tuple[dict, bytes]:
+    _, _, _, m, s = HEADER.unpack_from(data)
+    manifest = json.loads(brotli.decompress(data[HEADER.size : HEADER.size + m]))
+    return manifest, data[HEADER.size + m : HEADER.size + m + s]
+
+
+def join(manifest: dict, streams: bytes) -> bytes:
+    packed = brotli.compress(json.dumps(manifest).encode(), quality=1)
+    return reseal(HEADER.pack(b"GPAK", 1, b"\0\0\0", len(packed), len(streams)) + packed + streams)
+
+
+def paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k in sorted(obj):
+            yield from paths(obj[k], prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from paths(v, prefix + (i,))
+
+
+NASTY = st.one_of(
+    st.integers(-(2**64), 2**64), st.floats(allow_nan=True), st.text(max_size=8), st.none(), st.booleans(),
+    st.just([]), st.just({}), st.just([2**31, 2**31]), st.just([0, 10**12]), st.just([[[[[]]]]]),
+    st.lists(st.integers(-5, 10**9), max_size=5), st.just("gptq"), st.just("float16"), st.just({"x": [1]}),
+)
+
+
+def fuzz(n: int) -> settings:
+    return settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                    database=None)
+
+
+def test_clean_sample_decodes(sample):
+    out, meta = decode_state_dict(sample)
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+
+
+@pytest.mark.slow
+@fuzz(4000)
+@given(data=st.data())
+def test_raw_byte_mutations(sample, data):
+    buf = bytearray(sample)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice"]))
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        del buf[data.draw(st.integers(0, len(buf) - 1)):]
+    elif kind == "extend":
+        buf += data.draw(st.binary(min_size=1, max_size=64))
+    else:
+        i = data.draw(st.integers(0, len(buf)))
+        buf[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    assume(bytes(buf) != sample)  # two flips of one bit cancel
+    with pytest.raises(ContainerError):
+        read_container(bytes(buf))
+
+
+@pytest.mark.slow
+@fuzz(3000)
+@given(data=st.data())
+def test_resealed_manifest_mutations(sample, data):
+    manifest, streams = split(sample)
+    all_paths = list(paths(manifest))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(all_paths))
+        value = copy.deepcopy(data.draw(NASTY))  # st.just() hands out one shared object
+        if not path:
+            manifest = value
+            break
+        target = manifest
+        try:
+            for p in path[:-1]:
+                target = target[p]
+            target[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            pass
+    decode_all(join(manifest, streams))
+
+
+@pytest.mark.slow
+@fuzz(3000)
+@given(data=st.data())
+def test_resealed_stream_mutations(sample, data):
+    manifest, streams = split(sample)
+    buf = bytearray(streams)
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] = data.draw(st.integers(0, 255))
+    decode_all(join(manifest, bytes(buf)))
+
+
+def test_header_lies_are_caught_before_allocation(sample):
+    _, _, _, m, s = HEADER.unpack_from(sample)
+    for m2, s2 in [(2**32 - 1, s), (m, 2**32 - 1), (0, 0)]:
+        bad = HEADER.pack(b"GPAK", 1, b"\0\0\0", m2, s2) + sample[HEADER.size :]
+        with pytest.raises(ContainerError, match="header declares"):
+            read_container(bad)
+    with pytest.raises(ContainerError, match="SHA-256 mismatch"):
+        read_container(sample[:-1] + bytes([sample[-1] ^ 1]))
+    with pytest.raises(ContainerError, match="bad magic"):
+        read_container(b"PK\x03\x04" + sample[4:])
+    big = {"tensors": [{"name": "x", "dtype": "float32", "shape": [2**20, 2**20], "chain": [], "data": [0, 0]}]}
+    with pytest.raises(ContainerError, match="shape|exceed"):
+        read_container(join(big, b""))
