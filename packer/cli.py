@@ -92,3 +92,82 @@ def echo_result(d: dict, as_json: bool) -> None:
     click.echo(f"val_loss:{d['val_loss']:.8f}")
     click.echo(f"val_bpb:{d['val_bpb']:.8f}")
     click.echo(f"tokens:{d['tokens']} bytes:{d['bytes']} eval_time:{d['seconds']:.2f}s")
+
+
+@main.command("stages")
+@click.option("--check", "chain", default=None, help="Type-check a chain or inline pipeline instead of listing.")
+def stages_cmd(chain: str | None) -> None:
+    """List every codec stage: kinds, parameters with defaults, decoder and origin."""
+    from ..codec.registry import discover
+    from ..codec.spec import load_spec, parse_chain
+    from ..codec.stage import params_of
+
+    registry = discover()
+    if chain is not None:
+        if "=" in chain.split("->")[0].split()[0]:
+            spec = load_spec(chain, registry)
+            for rule in spec.rules:
+                click.echo(f"{','.join(rule.patterns)}: {rule.chain}")
+        else:
+            click.echo(" -> ".join(s.describe() for s in parse_chain(chain, registry)))
+        return
+    for name, reg in sorted(registry.items()):
+        params = " ".join(f"{k}={v}" for k, v in params_of(reg.cls).items()) or "-"
+        click.echo(f"{name:<8} {reg.cls.consumes + ' -> ' + reg.cls.produces:<18} {params:<50} {reg.origin}")
+        click.echo(f"{'':<8} {reg.cls.summary}  [decoder {reg.cls.decoder}]")
+
+
+TRAIN_FLAGS = {  # CLI flag -> config key
+    "train_files": "train_files", "val_files": "val_files", "tokenizer": "tokenizer", "out_dir": "out_dir",
+    "iterations": "iterations", "max_wallclock_seconds": "max_wallclock_seconds", "device": "device",
+    "seed": "seed", "qat_start": "qat_start_frac", "calib_tokens": "calib_tokens",
+}
+
+
+@main.command("train")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML/JSON config.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, repeatable.")
+@click.option("--train", "train_files", default=None, help="Training shard glob.")
+@click.option("--val", "val_files", default=None, help="Validation shard glob.")
+@click.option("--tokenizer", default=None)
+@click.option("--out", "out_dir", default=None, help="Run folder (final.pt, train.log, final.calib.pt).")
+@click.option("--iterations", type=int, default=None)
+@click.option("--max-wallclock-seconds", type=float, default=None, help="Stop after this much training time.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--pipeline", default=None, help="Pipeline spec whose quantizers QAT imitates (default, file or inline).")
+@click.option("--qat-start", type=float, default=None, help="Fraction of training after which QAT is on.")
+@click.option("--calib-tokens", type=int, default=None, help="Collect GPTQ calibration from this many training tokens.")
+@click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun) for DDP.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a checkpoint.")
+@click.option("--save-every", type=int, default=0, help="Save a resumable checkpoint every N steps.")
+@click.option("--force", is_flag=True, help="Overwrite an existing final checkpoint in the run folder.")
+def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, **flags) -> None:
+    """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
+    import subprocess
+    import tempfile
+
+    from ..trainer.config import load_config
+    from ..trainer.qat import rules_from_spec
+
+    sets = [f"{TRAIN_FLAGS[k]}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    cfg = load_config(config_file, sets)
+    if pipeline is not None:
+        cfg.qat_rules = rules_from_spec(pipeline)
+    if nproc == 1:
+        from ..trainer.train import train
+
+        result = train(cfg, resume=resume, force=force, save_every=save_every)
+        click.echo(f"checkpoint:{result.checkpoint}" + (f" calibration:{result.calib}" if result.calib else ""))
+        return
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg.to_dict(), f)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every)]
+    cmd += (["--resume", str(resume)] if resume else []) + (["--force"] if force else [])
+    rc = subprocess.call(cmd)
+    Path(f.name).unlink(missing_ok=True)
+    if rc:
+        raise RuntimeError(f"torchrun exited with status {rc}")

@@ -1,0 +1,140 @@
+"""Trainer: config resolution, CPU training, QAT switch, DDP equivalence, exact resume, calibration."""
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from golfpack.model import GPTConfig
+from golfpack.model.checkpoint import load_checkpoint
+from golfpack.trainer.calibrate import collect_hessians
+from golfpack.trainer.config import ConfigError, load_config
+from golfpack.trainer.qat import rules_from_spec, set_qat
+from golfpack.trainer.train import train
+from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
+
+from .conftest import SP1024, TRAIN_DOCS, VAL_SHARD, make_tiny
+
+TINY_SETS = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
+             "train_seq_len=64", "train_batch_tokens=1024", "val_max_tokens=4096", "val_batch_seqs=16",
+             "warmdown_iters=2", "train_log_every=1", "val_loss_every=0", "device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def train_glob(tmp_path_factory, data_dir) -> str:
+    out = tmp_path_factory.mktemp("shards")
+    tokenize_to_shards(iter_documents([TRAIN_DOCS]), SP1024, out)
+    return str(out / "fineweb_train_*.bin")
+
+
+def tiny_cfg(tmp_path, train_glob, *extra):
+    return load_config(None, [*TINY_SETS, f"train_files={train_glob}", f"val_files={VAL_SHARD}",
+                              f"tokenizer={SP1024}", f"out_dir={tmp_path}", *extra])
+
+
+def test_config_file_and_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('iterations = 7\nmatrix_lr = 0.02\n[model]\nnum_layers = 3\n')
+    cfg = load_config(p, ["model.model_dim=128", "ema_decay=0.99", "compile=false"])
+    assert (cfg.iterations, cfg.matrix_lr, cfg.model.num_layers, cfg.model.model_dim) == (7, 0.02, 3, 128)
+    assert cfg.ema_decay == 0.99 and cfg.compile is False
+    for bad, msg in [(["nope=1"], "unknown config key 'nope'"), (["iterations=x"], "cannot parse"),
+                     (["model.num_heads=7"], "divisible"), (["iterations"], "key=value")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, bad)
+
+
+def test_baseline_config_runs_steps_on_cpu(tmp_path, train_glob):
+    cfg = tiny_cfg(tmp_path, train_glob, "iterations=2", "train_seq_len=128", "train_batch_tokens=1024",
+                   "val_max_tokens=1024")
+    cfg.model = GPTConfig()
+    lines = []
+    result = train(cfg, echo=lines.append)
+    assert any("model_params:17059912" in ln for ln in lines)
+    assert result.steps == 2 and result.val is not None and math.isfinite(result.val.val_loss)
+
+
+def test_training_reduces_loss_and_logs_challenge_style(tmp_path, train_glob):
+    lines = []
+    result = train(tiny_cfg(tmp_path, train_glob, "iterations=30", "lr_warmup_steps=3"), echo=lines.append)
+    losses = [float(m.group(1)) for ln in lines if (m := re.match(r"step:\d+/30 train_loss:([\d.]+) train_time:", ln))]
+    assert len(losses) == 30 and losses[-1] < losses[0] - 1.0
+    assert any(re.match(r"step:30/30 val_loss:[\d.]+ val_bpb:[\d.]+ train_time:\d+ms step_avg:", ln) for ln in lines)
+    ck = load_checkpoint(result.checkpoint)
+    assert ck.train_config["iterations"] == 30 and ck.meta["step"] == 30
+    assert (tmp_path / "train.log").read_text().count("train_loss:") == 30
+    with pytest.raises(FileExistsError, match="--force"):
+        train(tiny_cfg(tmp_path, train_glob, "iterations=1"), echo=lines.append)
+
+
+def test_wallclock_cap_stops_early(tmp_path, train_glob):
+    lines = []
+    result = train(tiny_cfg(tmp_path, train_glob, "iterations=100000", "max_wallclock_seconds=2"), echo=lines.append)
+    assert result.steps < 100000 and any(ln.startswith("stopping_early: wallclock_cap") for ln in lines)
+
+
+def test_resume_continues_exactly(tmp_path, train_glob):
+    straight = train(tiny_cfg(tmp_path / "a", train_glob, "iterations=6", "ema_decay=0.9"), echo=lambda m: None)
+    train(tiny_cfg(tmp_path / "b", train_glob, "iterations=6", "ema_decay=0.9"), echo=lambda m: None, save_every=3)
+    resumed = train(tiny_cfg(tmp_path / "c", train_glob, "iterations=6", "ema_decay=0.9"),
+                    resume=tmp_path / "b" / "step_000003.pt", echo=lambda m: None)
+    a, b = load_checkpoint(straight.checkpoint).state_dict, load_checkpoint(resumed.checkpoint).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_qat_changes_the_forward_pass_even_when_compiled():
+    model = make_tiny(4)
+    x = torch.randint(0, 1024, (2, 32))
+    compiled = torch.compile(model, backend="eager")
+    before = compiled.logits(x) if hasattr(compiled, "logits") else model.logits(x)
+    plain = compiled(x, x)
+    names = set_qat(model, rules_from_spec("blocks.*=rtn bits=3 -> ans; tok_emb.*=rtn bits=4 -> ans; *=fp16 -> zstd"), True)
+    assert "blocks.0.attn.c_q.weight" in names and "tok_emb.weight" in names
+    quantized = compiled(x, x)
+    assert not torch.allclose(plain, quantized), "QAT did not change the compiled forward pass"
+    set_qat(model, [], False)
+    assert torch.equal(compiled(x, x), plain)
+    assert torch.equal(model.logits(x), before)
+
+
+def test_qat_switch_is_logged(tmp_path, train_glob):
+    lines = []
+    cfg = tiny_cfg(tmp_path, train_glob, "iterations=4", "qat_start_frac=0.5")
+    cfg.qat_rules = rules_from_spec("default")
+    train(cfg, echo=lines.append)
+    assert any(re.match(r"qat:on step:2 .*quantized_weights:13$", ln) for ln in lines), lines
+
+
+def test_calibration_hessians(train_glob):
+    model = make_tiny(8)
+    hs = collect_hessians(model, train_glob, tokens=512, seq_len=64, progress=False)
+    linear = [n for n, p in model.named_parameters() if p.ndim == 2 and "resid_mix" not in n and n != "skip_weights"]
+    assert set(hs) == set(linear)
+    assert hs["blocks.0.attn.c_q.weight"] is hs["blocks.0.attn.c_k.weight"]
+    h = hs["blocks.1.mlp.proj.weight"].double()
+    assert h.shape == (128, 128) and torch.allclose(h, h.T) and torch.linalg.eigvalsh(h).min() > -1e-6
+
+
+def _torchrun(nproc: int, out, train_glob) -> str:
+    sets = [*TINY_SETS, f"train_files={train_glob}", f"val_files={VAL_SHARD}", f"tokenizer={SP1024}",
+            f"out_dir={out}", "iterations=3", "grad_accum_steps=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "golfpack.trainer", *sets], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
+    one = _torchrun(1, tmp_path / "one", train_glob)
+    two = _torchrun(2, tmp_path / "two", train_glob)
+    assert "ranks_in_sync:true" in two and "world_size:2 grad_accum_steps:4" in two
+    loss = lambda log: [float(x) for x in re.findall(r"train_loss:([\d.]+)", log)]  # noqa: E731
+    assert loss(one) == pytest.approx(loss(two), abs=2e-4)
+    a = load_checkpoint(tmp_path / "one" / "final.pt").state_dict
+    b = load_checkpoint(tmp_path / "two" / "final.pt").state_dict
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3

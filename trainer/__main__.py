@@ -1,0 +1,38 @@
+"""``python -m golfpack.trainer [--config F] [--resume CKPT] [--force] [key=value ...]``:
+the entry point torchrun launches on every rank (``golfpack train --nproc N`` does this)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import load_config
+from .train import train
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m golfpack.trainer", description=__doc__)
+    ap.add_argument("--config", default=None, help="TOML or JSON config file")
+    ap.add_argument("--resume", default=None, help="checkpoint with resume state")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing final checkpoint")
+    ap.add_argument("--save-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    ap.add_argument("--debug", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (model.num_layers=4)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg, resume=args.resume, force=args.force, save_every=args.save_every)
+    except (ValueError, OSError, RuntimeError) as e:
+        if args.debug:
+            raise
+        print(f"golfpack train: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+              file=sys.stderr)
+        return 1
+    finally:
+        from ..model.distributed import shutdown
+
+        shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

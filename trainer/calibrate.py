@@ -1,0 +1,93 @@
+"""GPTQ calibration: ``H = 2 X^T X / n`` of the inputs of every linear layer, from training data.
+
+Hooks record the input of each ``CastedLinear`` and, for a tied embedding, the final hidden
+states that multiply ``tok_emb.weight`` as the output layer. Inputs of q/k/v share one
+Hessian object (they see the same activations). Only training shards are read.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..model.gpt import GPT, CastedLinear
+from ..model.shards import TokenStream, atomic_write_bytes
+
+
+@torch.no_grad()
+def collect_hessians(model: GPT, train_files: str, tokens: int, seq_len: int, batch_seqs: int = 8,
+                     device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+    if tokens < seq_len:
+        raise ValueError(f"calibration needs at least one sequence ({seq_len} tokens), got {tokens}")
+    device = torch.device(device)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def accumulate(key: str, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
+        if key not in sums:
+            sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=device)
+            counts[key] = 0
+        sums[key] += (x.T @ x).double()
+        counts[key] += x.shape[0]
+
+    hooks, sites = [], {}
+    for name, module in model.named_modules():
+        if isinstance(module, CastedLinear):
+            site = f"{name.rsplit('.', 1)[0]}.qkv" if name.endswith((".c_q", ".c_k", ".c_v")) else name
+            if site not in sites.values():
+                hooks.append(module.register_forward_pre_hook(lambda m, a, s=site: accumulate(s, a[0])))
+            sites[f"{name}.weight"] = site
+    if model.lm_head is None:  # the tied embedding is the output layer: its input is the final hidden state
+        sites["tok_emb.weight"] = "head"
+        original_head = model.head
+
+        def head(h: torch.Tensor) -> torch.Tensor:
+            accumulate("head", h)
+            return original_head(h)
+
+        model.head = head
+    stream = TokenStream(train_files, model.cfg.vocab_size)
+    was_training = model.training
+    model.eval().to(device)
+    n_seqs = tokens // seq_len
+    try:
+        with tqdm(total=n_seqs * seq_len, desc="calibrate", unit="tok", disable=None if progress else True) as bar:
+            for i in range(0, n_seqs, batch_seqs):
+                b = min(batch_seqs, n_seqs - i)
+                x = stream.take(b * seq_len).to(device=device, dtype=torch.int64).reshape(b, seq_len)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    model.logits(x)
+                bar.update(b * seq_len)
+    finally:
+        for h in hooks:
+            h.remove()
+        if "head" in model.__dict__:
+            del model.head
+        model.train(was_training)
+    hessians = {site: (2.0 * sums[site] / counts[site]).float().cpu() for site in sums}
+    return {name: hessians[site] for name, site in sites.items() if site in hessians}
+
+
+def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor]) -> None:
+    """One file; shared Hessians (q/k/v) are stored once thanks to torch's storage sharing."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(hessians, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_hessians(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such calibration file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise ValueError(f"{p}: not a calibration file ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in obj.values()):
+        raise ValueError(f"{p}: not a calibration file (expected name -> square matrix)")
+    return obj

@@ -1,0 +1,149 @@
+"""Training configuration: one dataclass, defaults = the challenge baseline recipe.
+
+Resolution order (later wins): defaults, a TOML/JSON file (top-level keys for training,
+a ``[model]`` table for :class:`GPTConfig`), then ``key=value`` overrides from the command
+line (``model.num_layers=4``). The resolved config is logged at start and saved in every
+checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..model.config import GPTConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed or names an unknown key."""
+
+
+@dataclass
+class TrainConfig:
+    # data
+    train_files: str = "data/datasets/fineweb10B_sp1024/fineweb_train_*.bin"
+    val_files: str = "data/datasets/fineweb10B_sp1024/fineweb_val_*.bin"
+    tokenizer: str = "data/tokenizers/fineweb_1024_bpe.model"
+    out_dir: str = "runs/golfpack"
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    # length and batch
+    iterations: int = 20000
+    max_wallclock_seconds: float = -1.0  # <0: 600 on CUDA, none on CPU; 0: none
+    train_batch_tokens: int = 524_288
+    train_seq_len: int = 1024
+    grad_accum_steps: int = 0  # 0: 8 // world_size, as the challenge
+    # schedule
+    lr_warmup_steps: int = 0
+    warmdown_iters: int = 1200
+    compile_warmup_steps: int = 20  # steps to prime torch.compile, then weights are restored
+    # optimizers
+    matrix_lr: float = 0.04
+    scalar_lr: float = 0.04
+    tied_embed_lr: float = 0.05
+    embed_lr: float = 0.6
+    head_lr: float = 0.008
+    muon_momentum: float = 0.95
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    muon_backend_steps: int = 5
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0  # decoupled, on matrices
+    grad_clip_norm: float = 0.0
+    ema_decay: float = 0.0  # 0: off; else EMA weights are exported
+    # quantization-aware training
+    qat_start_frac: float = 1.0  # fraction of training (steps or wall clock) after which QAT is on; 1: off
+    qat_rules: list = field(default_factory=list)  # [[glob, bits, clip], ...], resolved from a pipeline spec
+    # CUDA
+    compile: bool = True
+    # logging and evaluation
+    val_loss_every: int = 1000
+    train_log_every: int = 200
+    val_batch_seqs: int = 32
+    val_max_tokens: int = 0  # 0: the whole validation set
+    # calibration for GPTQ after training
+    calib_tokens: int = 0  # 0: no calibration pass
+    model: GPTConfig = field(default_factory=GPTConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        cfg = cls()
+        apply_mapping(cfg, d, "")
+        return cfg
+
+
+def _convert(current: Any, value: Any, key: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            if isinstance(current, bool):
+                value = value.lower() in ("true", "yes", "on", "1")
+            else:
+                raise ConfigError(f"config key '{key}': cannot parse {value!r}") from None
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' must be true/false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, type(current)) or (isinstance(value, bool) and not isinstance(current, bool)):
+        raise ConfigError(f"config key '{key}' must be {type(current).__name__}, got {value!r}")
+    return value
+
+
+def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
+    where = f" in {source}" if source else ""
+    for key, value in d.items():
+        if key == "model":
+            if not isinstance(value, dict):
+                raise ConfigError(f"'model'{where} must be a table")
+            model = cfg.model.to_dict()
+            for mk, mv in value.items():
+                if mk not in model:
+                    raise ConfigError(f"unknown model config key '{mk}'{where}")
+                model[mk] = _convert(model[mk], mv, f"model.{mk}")
+            try:
+                cfg.model = GPTConfig(**model)
+            except ValueError as e:
+                raise ConfigError(f"model config{where}: {e}") from None
+            continue
+        if key not in {f.name for f in dataclasses.fields(cfg)}:
+            raise ConfigError(f"unknown config key '{key}'{where}")
+        setattr(cfg, key, _convert(getattr(cfg, key), value, key))
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            text = p.read_text(encoding="utf-8")
+            doc = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'} ({e})") from None
+        apply_mapping(cfg, doc, str(p))
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"override '{item}' must be key=value")
+        if key.startswith("model."):
+            apply_mapping(cfg, {"model": {key[6:]: value}}, "overrides")
+        else:
+            apply_mapping(cfg, {key: value}, "overrides")
+    return cfg
