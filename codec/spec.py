@@ -138,3 +138,14 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
     if not rules:
         raise StageError("inline pipeline: no rules")
     return PipelineSpec(tuple(rules), "inline")
+
+
+def quantizer_rules(spec: PipelineSpec) -> list[list]:
+    """``[glob, bits, clip]`` per rule, for quantization-aware training: the grid of the chain's
+    first stage when it is a quantizer, ``bits=0`` (leave the weight alone) otherwise."""
+    rules = []
+    for rule in spec.rules:
+        first = rule.stages[0]
+        bits, clip = (first.params.bits, first.params.clip) if first.name in ("rtn", "gptq") else (0, "absmax")
+        rules.extend([p, bits, clip] for p in rule.patterns)
+    return rules

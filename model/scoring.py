@@ -158,7 +158,7 @@ def evaluate(
     lo, hi = len(all_windows) * rank // world_size, len(all_windows) * (rank + 1) // world_size
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
     offsets = torch.arange(seq_len, device=device)
-    tokens = tokens.to(device)
+    tokens = tokens.to(device=device, dtype=torch.int64)  # CUDA cannot index uint16
     was_training = model.training
     model.eval()
     for batch in _batches(all_windows[lo:hi], batch_seqs):

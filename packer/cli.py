@@ -148,12 +148,12 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     import tempfile
 
     from ..trainer.config import load_config
-    from ..trainer.qat import rules_from_spec
+    from ..codec.spec import load_spec, quantizer_rules
 
     sets = [f"{TRAIN_FLAGS[k]}={v}" for k, v in flags.items() if v is not None] + list(overrides)
     cfg = load_config(config_file, sets)
     if pipeline is not None:
-        cfg.qat_rules = rules_from_spec(pipeline)
+        cfg.qat_rules = quantizer_rules(load_spec(pipeline))
     if nproc == 1:
         from ..trainer.train import train
 
@@ -171,3 +171,70 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     Path(f.name).unlink(missing_ok=True)
     if rc:
         raise RuntimeError(f"torchrun exited with status {rc}")
+
+
+@main.command("build")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@click.option("--calib", default=None, help="Calibration: a .calib.pt file or a training-shard glob (GPTQ).")
+@click.option("--calib-tokens", default=262_144, show_default=True, help="Tokens to calibrate on from --calib shards.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact to write, e.g. submission.pyz.")
+@click.option("--budget", default=16_000_000, show_default=True, help="Byte budget of the whole file (decimal).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
+def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, force, as_json) -> None:
+    """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
+    from .build import BudgetError, BuildOptions, build
+    from .ledger import format_ledger
+
+    try:
+        led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force),
+                    echo=lambda m: click.echo(m, err=True))
+    except BudgetError as e:
+        click.echo(f"golfpack: error: {e}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
+    if not as_json:
+        click.echo(f"wrote {out} ({led.total:,} bytes, sha256 {led.sha256})")
+
+
+@main.command("inspect")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--budget", default=16_000_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a PNG of where the bytes go.")
+def inspect_cmd(artifact, budget, as_json, plot) -> None:
+    """Print the byte ledger of ARTIFACT (parses it; never runs its code)."""
+    from .artifact import read_artifact
+    from .ledger import artifact_ledger, format_ledger, plot_ledger
+
+    led = artifact_ledger(read_artifact(artifact), budget)
+    click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
+    if plot is not None:
+        plot_ledger(led, str(plot))
+        if not as_json:
+            click.echo(f"plot: {plot}")
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--val", required=True, help="Validation shard glob.")
+@click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
+@click.option("--nproc", default=1, show_default=True, help="Processes (torchrun) for evaluation.")
+@click.option("--stride", type=int, default=None, help="Sliding-window stride (default: contiguous).")
+@click.option("--seq-len", default=1024, show_default=True)
+@click.option("--batch-seqs", default=32, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device, as_json) -> None:
+    """Verify ARTIFACT's hashes, then run its own evaluation and print val_bpb."""
+    from .run import run_artifact
+
+    r = run_artifact(artifact, val, str(tokenizer), nproc, stride, seq_len, batch_seqs, device)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    echo_result(r, False)
+    click.echo(f"artifact_bytes:{r['artifact_bytes']} sha256:{r['sha256']}")
+    verdict = "within" if r["wall_seconds"] <= r["eval_limit_seconds"] else "OVER"
+    click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")

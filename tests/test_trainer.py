@@ -12,7 +12,8 @@ from golfpack.model import GPTConfig
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.trainer.calibrate import collect_hessians
 from golfpack.trainer.config import ConfigError, load_config
-from golfpack.trainer.qat import rules_from_spec, set_qat
+from golfpack.codec.spec import load_spec, quantizer_rules
+from golfpack.trainer.qat import set_qat
 from golfpack.trainer.train import train
 from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
 
@@ -91,7 +92,7 @@ def test_qat_changes_the_forward_pass_even_when_compiled():
     compiled = torch.compile(model, backend="eager")
     before = compiled.logits(x) if hasattr(compiled, "logits") else model.logits(x)
     plain = compiled(x, x)
-    names = set_qat(model, rules_from_spec("blocks.*=rtn bits=3 -> ans; tok_emb.*=rtn bits=4 -> ans; *=fp16 -> zstd"), True)
+    names = set_qat(model, quantizer_rules(load_spec("blocks.*=rtn bits=3 -> ans; tok_emb.*=rtn bits=4 -> ans; *=fp16 -> zstd")), True)
     assert "blocks.0.attn.c_q.weight" in names and "tok_emb.weight" in names
     quantized = compiled(x, x)
     assert not torch.allclose(plain, quantized), "QAT did not change the compiled forward pass"
@@ -103,7 +104,7 @@ def test_qat_changes_the_forward_pass_even_when_compiled():
 def test_qat_switch_is_logged(tmp_path, train_glob):
     lines = []
     cfg = tiny_cfg(tmp_path, train_glob, "iterations=4", "qat_start_frac=0.5")
-    cfg.qat_rules = rules_from_spec("default")
+    cfg.qat_rules = quantizer_rules(load_spec("default"))
     train(cfg, echo=lines.append)
     assert any(re.match(r"qat:on step:2 .*quantized_weights:13$", ln) for ln in lines), lines
 

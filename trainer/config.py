@@ -126,8 +126,9 @@ def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
         setattr(cfg, key, _convert(getattr(cfg, key), value, key))
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
-    cfg = TrainConfig()
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                base: TrainConfig | None = None) -> TrainConfig:
+    cfg = base or TrainConfig()
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -1,7 +1,8 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
 Rules ``[glob, bits, clip]`` pick the grid for each weight (first match wins), resolved from
-the pipeline spec the model will be exported with, so training sees exactly the export grid.
+the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``), so training
+sees exactly the export grid.
 
 Why the explicit switch: in several challenge records a QAT flag read inside a
 ``torch.compile``d forward was constant-folded at trace time, and QAT silently never ran.
@@ -28,21 +29,6 @@ def parse_rules(rules: Iterable[Sequence]) -> list[tuple[str, int, ClipRule]]:
             raise ValueError(f"QAT rule {r!r} must be [glob, bits, clip]")
         out.append((str(r[0]), int(r[1]), ClipRule.parse(str(r[2]))))
     return out
-
-
-def rules_from_spec(spec_text: str) -> list[list]:
-    """``[glob, bits, clip]`` for every rule of a pipeline spec whose chain starts with a
-    quantizer (golfpack-side only: needs the codec's spec parser)."""
-    from ..codec.spec import load_spec
-
-    rules = []
-    for rule in load_spec(spec_text).rules:
-        first = rule.stages[0]
-        if first.name in ("rtn", "gptq"):
-            rules.extend([p, first.params.bits, first.params.clip] for p in rule.patterns)
-        else:  # a float rule shadows later quantizer rules for its names
-            rules.extend([p, 0, "absmax"] for p in rule.patterns)
-    return rules
 
 
 def _targets(model: GPT):

@@ -1,0 +1,93 @@
+"""``golfpack build``: checkpoint + pipeline spec -> one verified, budgeted artifact file."""
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..codec.pipeline import encode_state_dict
+from ..codec.registry import decoder_table, discover
+from ..codec.spec import load_spec
+from ..model.checkpoint import load_checkpoint
+from ..model.shards import atomic_write_bytes
+from ..trainer.calibrate import collect_hessians, load_hessians
+from .artifact import BOOTSTRAP, WEIGHTS, parse_artifact, write_artifact
+from .bootstrap import BOOTSTRAP as BOOTSTRAP_SOURCE
+from .bundle import build_bundle, minify
+from .ledger import Ledger, artifact_ledger, format_ledger
+
+DEFAULT_BUDGET = 16_000_000  # decimal bytes, the challenge's cap
+
+
+class BudgetError(ValueError):
+    """The artifact would exceed its byte budget; nothing was written."""
+
+
+@dataclass
+class BuildOptions:
+    budget: int = DEFAULT_BUDGET
+    calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
+    calib_tokens: int = 262_144
+    force: bool = False
+
+
+def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], calib: str | None, tokens: int,
+                     seq_len: int, echo: Callable[[str], None]) -> dict[str, torch.Tensor] | None:
+    if calib is not None and calib.endswith(".pt"):
+        return load_hessians(calib)
+    if calib is not None:
+        echo(f"calibrating GPTQ on {tokens:,} tokens of {calib}")
+        return collect_hessians(model_fn(), calib, tokens, seq_len)
+    beside = checkpoint.with_name(checkpoint.stem + ".calib.pt")
+    if beside.is_file():
+        echo(f"calibration: {beside}")
+        return load_hessians(beside)
+    return None
+
+
+def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: BuildOptions = BuildOptions(),
+          echo: Callable[[str], None] = print, progress: bool = True) -> Ledger:
+    from tqdm import tqdm
+
+    out, checkpoint = Path(out), Path(checkpoint)
+    if out.exists() and not options.force:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    if options.budget <= 0:
+        raise ValueError(f"budget must be positive, got {options.budget}")
+    registry = discover()
+    spec = load_spec(pipeline, registry)
+    ckpt = load_checkpoint(checkpoint)
+    state = {k: v for k, v in ckpt.state_dict.items()}
+    seq_len = int((ckpt.train_config or {}).get("train_seq_len", 1024))
+    needs_calib = any(s.name == "gptq" for rule in spec.rules for s in rule.stages)
+    hessians = resolve_hessians(checkpoint, ckpt.build_model, options.calib, options.calib_tokens, seq_len, echo) \
+        if needs_calib else None
+
+    with tqdm(total=len(state), desc="encode", unit="tensor", disable=None if progress else True) as bar:
+        weights = encode_state_dict(state, spec, hessians, {"model_config": ckpt.model_config.to_dict()},
+                                    progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
+    used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
+    table = {n: spec_ for n, spec_ in decoder_table(registry).items() if n in used}
+    bundle = build_bundle(table.values())
+    manifest = {
+        "format": "golfpack.artifact", "version": 1,
+        "golfpack": importlib.metadata.version("golfpack"),
+        "code": {"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
+                 "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
+        "weights": {"member": WEIGHTS},
+        "decoders": {n: [s.target, s.consumes, s.produces] for n, s in sorted(table.items())},
+        "pipeline": [[list(r.patterns), r.chain] for r in spec.rules],
+        "train_config": ckpt.train_config,
+    }
+    members = [(BOOTSTRAP, minify(BOOTSTRAP_SOURCE, BOOTSTRAP).encode()), (f"code.{bundle.codec}", bundle.compressed),
+               (WEIGHTS, weights)]
+    data = write_artifact(members, manifest)
+    led = artifact_ledger(parse_artifact(data, out), options.budget)
+    if led.total > options.budget:
+        raise BudgetError(f"artifact would be {led.total:,} bytes, {led.total - options.budget:,} over the budget of "
+                          f"{options.budget:,}; nothing written\n{format_ledger(led)}")
+    atomic_write_bytes(out, data)
+    return led
