@@ -24,7 +24,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .decoders.base import DTYPES, MAX_NUMEL, MAX_TOTAL_NUMEL, TensorMeta
+from .decoders.base import DTYPES, MAX_NUMEL, MAX_TOTAL_NUMEL, DecodeError, TensorMeta
+from .decoders.bytecoders import brotli_bounded
 
 MAGIC = b"GPAK"
 VERSION = 1
@@ -104,16 +105,10 @@ def write_container(entries: list[tuple[TensorMeta, list[tuple[str, dict, dict[s
 
 
 def _inflate_manifest(packed: bytes) -> Any:
-    import brotli
-
-    d = brotli.Decompressor()
     try:
-        raw = d.process(packed, output_buffer_limit=MAX_MANIFEST_BYTES + 1)
-        done = d.is_finished()
-    except brotli.error as e:
-        raise ContainerError(f"manifest: not a brotli stream ({e})") from None
-    if len(raw) > MAX_MANIFEST_BYTES or not done:
-        raise ContainerError(f"manifest: truncated or larger than {MAX_MANIFEST_BYTES} bytes")
+        raw = brotli_bounded(packed, MAX_MANIFEST_BYTES)
+    except DecodeError as e:
+        raise ContainerError(f"manifest: {e}") from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -13,16 +13,23 @@ def fail(msg):
     sys.exit("golfpack artifact: " + msg)
 
 
+def read(z, name):
+    try:
+        return z.read(name)
+    except Exception as e:  # CRC errors, truncation
+        fail(name + " is corrupted (" + str(e) + ")")
+
+
 def unpack():
     z = zipfile.ZipFile(os.path.dirname(os.path.abspath(__file__)))
-    raw = z.read("manifest.json")
+    raw = read(z, "manifest.json")
     if z.comment != b"golfpack-sha256:" + hashlib.sha256(raw).hexdigest().encode():
         fail("manifest hash mismatch (corrupted or tampered)")
     m = json.loads(raw)
     for name, digest in m["sha256"].items():
-        if hashlib.sha256(z.read(name)).hexdigest() != digest:
+        if hashlib.sha256(read(z, name)).hexdigest() != digest:
             fail(name + " hash mismatch (corrupted or tampered)")
-    code = z.read(m["code"]["member"])
+    code = read(z, m["code"]["member"])
     if m["code"]["codec"] == "lzma":
         import lzma
         code = lzma.decompress(code, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])

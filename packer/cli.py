@@ -16,6 +16,16 @@ from ..model.checkpoint import load_checkpoint
 USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
+def error_message(e: BaseException) -> str:
+    """One line, except for errors whose whole message is the point (a budget ledger, where
+    to find data)."""
+    from .build import BudgetError
+    from .demo import DataNotFoundError
+
+    text = str(e).strip() or type(e).__name__
+    return text if isinstance(e, (BudgetError, DataNotFoundError)) else text.splitlines()[0]
+
+
 class FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -23,8 +33,7 @@ class FriendlyGroup(click.Group):
         except USER_ERRORS as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            click.echo(f"golfpack: error: {msg}", err=True)
+            click.echo(f"golfpack: error: {error_message(e)}", err=True)
             sys.exit(1)
 
 
@@ -184,15 +193,11 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, force, as_json) -> None:
     """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
-    from .build import BudgetError, BuildOptions, build
+    from .build import BuildOptions, build
     from .ledger import format_ledger
 
-    try:
-        led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force),
-                    echo=lambda m: click.echo(m, err=True))
-    except BudgetError as e:
-        click.echo(f"golfpack: error: {e}", err=True)
-        sys.exit(1)
+    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force),
+                echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:
         click.echo(f"wrote {out} ({led.total:,} bytes, sha256 {led.sha256})")
@@ -238,3 +243,19 @@ def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device
     click.echo(f"artifact_bytes:{r['artifact_bytes']} sha256:{r['sha256']}")
     verdict = "within" if r["wall_seconds"] <= r["eval_limit_seconds"] else "OVER"
     click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")
+
+
+@main.command("demo")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Data folder (default: ./data, then ../shared/data).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--seconds", default=300.0, show_default=True, help="Training wall-clock budget.")
+@click.option("--force", is_flag=True, help="Redo a demo whose artifact already exists.")
+def demo_cmd(data_dir, out_dir, seconds, force) -> None:
+    """Train a small model on the CPU, build, inspect and run its artifact."""
+    from .demo import find_data, run_demo
+
+    r = run_demo(find_data(data_dir), out_dir, seconds, force, echo=click.echo)
+    click.echo(f"float model val_bpb:{r['float_val_bpb']:.8f}" if r["float_val_bpb"] is not None else "")
+    echo_result(r, False)
+    click.echo(f"artifact:{r['artifact']} bytes:{r['artifact_bytes']} sha256:{r['sha256']}")

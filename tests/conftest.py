@@ -39,3 +39,23 @@ def make_tiny(seed: int = 0, cfg: GPTConfig = TINY) -> GPT:
 @pytest.fixture
 def tiny_model() -> GPT:
     return make_tiny()
+
+
+@pytest.fixture(scope="session")
+def train_glob(tmp_path_factory, data_dir) -> str:
+    """The 200 shared FineWeb training documents as challenge shards."""
+    from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    tokenize_to_shards(iter_documents([TRAIN_DOCS]), SP1024, out)
+    return str(out / "fineweb_train_*.bin")
+
+
+@pytest.fixture(scope="session")
+def small_val(tmp_path_factory, data_dir) -> str:
+    """The first 8,193 validation tokens as a shard: quick to score."""
+    from golfpack.model.shards import read_shard, write_shard
+
+    path = tmp_path_factory.mktemp("val") / "fineweb_val_000000.bin"
+    write_shard(path, read_shard(VAL_SHARD)[:8193])
+    return str(path)

@@ -96,3 +96,15 @@ def test_windows_score_every_target_once(n, seq_len, stride):
 def test_windows_reject_bad_stride():
     with pytest.raises(ValueError, match="stride"):
         windows(100, 10, 11)
+
+
+def test_rank_slices_add_up_to_the_whole(data_dir):
+    """Multi-process evaluation splits windows by rank; the partial sums make the total."""
+    model = make_tiny(9)
+    tokens = truncate_for_eval(torch.from_numpy(read_shard(VAL_SHARD)[:6000].astype(np.int64)), 128)
+    tables = build_byte_tables(load_tokenizer(SP1024), 1024)
+    whole = evaluate(model, tokens, tables, 128, 64)
+    parts = [evaluate(model, tokens, tables, 128, 64, rank=r, world_size=3) for r in range(3)]
+    assert sum(p.tokens for p in parts) == whole.tokens and sum(p.bytes for p in parts) == whole.bytes
+    loss_sum = sum(p.val_loss * p.tokens for p in parts)
+    assert abs(loss_sum / whole.tokens - whole.val_loss) <= 1e-12 * whole.val_loss

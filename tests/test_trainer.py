@@ -15,20 +15,12 @@ from golfpack.trainer.config import ConfigError, load_config
 from golfpack.codec.spec import load_spec, quantizer_rules
 from golfpack.trainer.qat import set_qat
 from golfpack.trainer.train import train
-from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
 
-from .conftest import SP1024, TRAIN_DOCS, VAL_SHARD, make_tiny
+from .conftest import SP1024, VAL_SHARD, make_tiny
 
 TINY_SETS = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
              "train_seq_len=64", "train_batch_tokens=1024", "val_max_tokens=4096", "val_batch_seqs=16",
              "warmdown_iters=2", "train_log_every=1", "val_loss_every=0", "device=cpu"]
-
-
-@pytest.fixture(scope="session")
-def train_glob(tmp_path_factory, data_dir) -> str:
-    out = tmp_path_factory.mktemp("shards")
-    tokenize_to_shards(iter_documents([TRAIN_DOCS]), SP1024, out)
-    return str(out / "fineweb_train_*.bin")
 
 
 def tiny_cfg(tmp_path, train_glob, *extra):

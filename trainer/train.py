@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
         log(f"resume:{resume} step:{step} train_time:{train_ms:.0f}ms qat:{qat_on}")
 
     n_params = sum(p.numel() for p in base.parameters())
-    log(f"config:{json.dumps(cfg.to_dict(), sort_keys=True)}")
+    log(f"config:{json.dumps(cfg.to_dict(), sort_keys=True)}", console=False)
     log(f"model_params:{n_params} world_size:{world} grad_accum_steps:{grad_accum} device:{ctx.device}")
     log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} iterations:{cfg.iterations} "
         f"max_wallclock_seconds:{wallclock:.3f} val_tokens:{val_tokens.numel() - 1}")

@@ -36,17 +36,24 @@ def decode_zstd(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> byt
     return _checked(b"".join(chunks), size, False)
 
 
-def decode_brotli(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> bytes:
+def brotli_bounded(data: bytes, limit: int) -> bytes:
+    """Inflate a complete brotli stream, never producing more than ``limit + 1`` bytes."""
     import brotli
 
-    size = _size(params, meta)
     d = brotli.Decompressor()
     try:
-        out = d.process(data, output_buffer_limit=size + 1)
+        out = d.process(data, output_buffer_limit=limit + 1)
         finished = d.is_finished()
     except brotli.error as e:
         raise DecodeError(f"brotli: {e}") from None
-    return _checked(out, size, not finished)
+    if len(out) > limit or not finished:
+        raise DecodeError(f"brotli: truncated stream or more than {limit} bytes")
+    return out
+
+
+def decode_brotli(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> bytes:
+    size = _size(params, meta)
+    return _checked(brotli_bounded(data, size), size, False)
 
 
 def decode_lzma(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> bytes:

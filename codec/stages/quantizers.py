@@ -24,20 +24,27 @@ class QuantParams:
         self.rule = ClipRule.parse(self.clip)
 
 
-def _encoded(q: torch.Tensor, scales: torch.Tensor, bits: int) -> Encoded:
-    return Encoded(q.reshape(-1).numpy().astype(np.int32), {"bits": bits},
-                   {"scales": scales.numpy().astype("<f2").tobytes()})
+class _Quantizer(Stage):
+    """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales."""
 
-
-class RTN(Stage):
-    name = "rtn"
-    summary = "round-to-nearest per-row symmetric integers"
     consumes, produces, decoder = TENSOR, SYMBOLS, DECODER
-    Params = QuantParams
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
-        q, scales = quantize_rtn(value, self.params.bits, self.params.rule)
-        return _encoded(q, scales, self.params.bits)
+        q, scales = self.quantize(value, ctx)
+        return Encoded(q.reshape(-1).numpy().astype(np.int32), {"bits": self.params.bits},
+                       {"scales": scales.numpy().astype("<f2").tobytes()})
+
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class RTN(_Quantizer):
+    name = "rtn"
+    summary = "round-to-nearest per-row symmetric integers"
+    Params = QuantParams
+
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        return quantize_rtn(value, self.params.bits, self.params.rule)
 
 
 @dataclass
@@ -47,19 +54,16 @@ class GPTQParams(QuantParams):
     act_order: bool = True
 
 
-class GPTQ(Stage):
+class GPTQ(_Quantizer):
     name = "gptq"
     summary = "GPTQ per-row symmetric integers (needs calibration Hessians)"
-    consumes, produces, decoder = TENSOR, SYMBOLS, DECODER
     Params = GPTQParams
 
-    def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
         if value.ndim != 2:
             raise StageError(f"gptq: '{ctx.meta.name}' is not a matrix; use rtn for it")
         if ctx.hessian is None:
             raise StageError(f"gptq: no calibration statistics for '{ctx.meta.name}' "
                              "(give calibration shards with --calib, or use rtn)")
         p = self.params
-        cfg = GPTQConfig(p.bits, p.rule, p.damp, p.block, p.act_order)
-        q, scales = gptq_quantize(value, ctx.hessian, cfg)
-        return _encoded(q, scales, p.bits)
+        return gptq_quantize(value, ctx.hessian, GPTQConfig(p.bits, p.rule, p.damp, p.block, p.act_order))

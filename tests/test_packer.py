@@ -1,0 +1,180 @@
+"""Packer: build -> inspect -> run, the artifact alone in a fresh venv, determinism, budget,
+no clobber, tampering, malformed zips."""
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from golfpack.codec.pipeline import decode_state_dict
+from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from golfpack.model.evaluate import evaluate_files
+from golfpack.packer.artifact import ArtifactError, read_artifact
+from golfpack.packer.build import BudgetError, BuildOptions, build
+from golfpack.packer.run import run_artifact
+from golfpack.trainer.config import load_config
+from golfpack.trainer.train import train
+
+from .conftest import SP1024
+from .test_cli import golfpack
+from .venv import clean_env, fresh_venv
+
+PIPELINE = "blocks.*.weight=gptq bits=5 clip=sdclip:4 -> ans; tok_emb.weight=rtn bits=7 clip=mse -> ans; *=fp16 -> brotli"
+EVAL = ["--seq-len", "128", "--batch-seqs", "16"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, train_glob, small_val):
+    """A tiny model trained for a few steps, with GPTQ calibration beside its checkpoint."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
+                             "train_seq_len=128", "train_batch_tokens=2048", "iterations=8", "warmdown_iters=3",
+                             "val_loss_every=0", "device=cpu", "calib_tokens=2048", f"train_files={train_glob}",
+                             f"val_files={small_val}", f"tokenizer={SP1024}", f"out_dir={out}"])
+    result = train(cfg, echo=lambda m: None)
+    assert result.calib is not None and result.calib.is_file()
+    return result.checkpoint
+
+
+@pytest.fixture(scope="module")
+def artifact(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("art") / "submission.pyz"
+    build(trained, PIPELINE, path, echo=lambda m: None, progress=False)
+    return path
+
+
+def test_build_inspect_run_matches_eval_of_round_tripped_checkpoint(artifact, trained, small_val, tmp_path):
+    art = read_artifact(artifact)
+    assert art.size == artifact.stat().st_size and all(i.compress_type == zipfile.ZIP_STORED
+                                                      for i in zipfile.ZipFile(artifact).infolist())
+    ins = golfpack("inspect", str(artifact), "--json")
+    assert ins.returncode == 0, ins.stderr
+    led = json.loads(ins.stdout)
+    assert led["total"] == art.size and led["headroom"] == 16_000_000 - art.size
+    assert {t["name"] for t in led["tensors"]} == set(load_checkpoint(trained).state_dict)
+    parts = led["zip_overhead"] + led["bootstrap"] + led["manifest"] + led["code_compressed"] + led["weights"]
+    assert parts == led["total"], "the ledger must account for every byte"
+    text = golfpack("inspect", str(artifact), "--plot", str(tmp_path / "b.png"))
+    assert text.returncode == 0 and "headroom" in text.stdout and (tmp_path / "b.png").stat().st_size > 1000
+
+    run = golfpack("run", str(artifact), "--val", small_val, "--tokenizer", str(SP1024), *EVAL, "--json")
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    # Reference: golfpack eval of the checkpoint after the same quantization round trip.
+    state, meta = decode_state_dict(art.members["weights.gpak"])
+    ck = load_checkpoint(trained)
+    save_checkpoint(tmp_path / "rt.pt", Checkpoint(state, ck.model_config))
+    ref = golfpack("eval", str(tmp_path / "rt.pt"), "--val", small_val, "--tokenizer", str(SP1024), *EVAL, "--json")
+    expected = json.loads(ref.stdout)
+    print(f"run val_bpb={got['val_bpb']:.10f} eval-after-round-trip val_bpb={expected['val_bpb']:.10f}")
+    assert abs(got["val_bpb"] - expected["val_bpb"]) <= 1e-9 * expected["val_bpb"]
+    assert got["artifact_bytes"] == art.size
+    pretty = golfpack("run", str(artifact), "--val", small_val, "--tokenizer", str(SP1024), *EVAL)
+    assert f"val_bpb:{got['val_bpb']:.8f}" in pretty.stdout and "within the 600s limit" in pretty.stdout
+
+
+def test_quantization_changes_weights_but_not_much(artifact, trained, small_val):
+    state, _ = decode_state_dict(read_artifact(artifact).members["weights.gpak"])
+    ck = load_checkpoint(trained)
+    w = ck.state_dict["blocks.0.mlp.fc.weight"]
+    assert not torch.equal(state["blocks.0.mlp.fc.weight"], w)
+    assert torch.allclose(state["blocks.0.attn_scale"], ck.state_dict["blocks.0.attn_scale"], atol=1e-3)
+
+
+def test_build_is_deterministic(trained, tmp_path):
+    a, b = tmp_path / "a.pyz", tmp_path / "b.pyz"
+    build(trained, PIPELINE, a, echo=lambda m: None, progress=False)
+    build(trained, PIPELINE, b, echo=lambda m: None, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_over_budget_writes_nothing_and_shows_ledger(trained, tmp_path):
+    out = tmp_path / "big.pyz"
+    proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--out", str(out), "--budget", "50000")
+    assert proc.returncode == 1 and not out.exists()
+    assert "over the budget of 50,000" in proc.stderr and "OVER BUDGET" in proc.stderr
+    assert list(tmp_path.iterdir()) == [], "no temporary files left behind"
+
+
+def test_no_clobber_without_force(trained, tmp_path):
+    out = tmp_path / "s.pyz"
+    out.write_bytes(b"precious")
+    proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--out", str(out))
+    assert proc.returncode == 1 and "--force" in proc.stderr and out.read_bytes() == b"precious"
+    forced = golfpack("build", str(trained), "--pipeline", PIPELINE, "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_bytes()[:2] == b"PK"
+
+
+def test_gptq_without_calibration_is_a_clear_error(trained, tmp_path):
+    bare = tmp_path / "bare.pt"
+    bare.write_bytes(trained.read_bytes())  # no .calib.pt beside this copy
+    proc = golfpack("build", str(bare), "--pipeline", "default", "--out", str(tmp_path / "x.pyz"))
+    assert proc.returncode == 1 and "no calibration statistics" in proc.stderr
+
+
+def _tamper(src, dst, member: str) -> None:
+    data = bytearray(src.read_bytes())
+    info = zipfile.ZipFile(src).getinfo(member)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0x01
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("member", ["code.brotli|code.lzma", "weights.gpak", "manifest.json", "__main__.py"])
+def test_tampered_artifacts_are_rejected_before_execution(artifact, tmp_path, small_val, member):
+    names = zipfile.ZipFile(artifact).namelist()
+    target = next(n for n in names if n in member.split("|"))
+    bad = tmp_path / "bad.pyz"
+    _tamper(artifact, bad, target)
+    with pytest.raises(ArtifactError):
+        read_artifact(bad)
+    proc = golfpack("run", str(bad), "--val", small_val, "--tokenizer", str(SP1024))
+    assert proc.returncode == 1 and "golfpack: error:" in proc.stderr and "val_bpb" not in proc.stdout
+    assert golfpack("inspect", str(bad)).returncode == 1
+    if target != "__main__.py":  # the bootstrap itself refuses too, before unpacking any code
+        direct = subprocess.run([sys.executable, str(bad), "verify"], capture_output=True, text=True)
+        assert direct.returncode != 0 and direct.stderr.startswith("golfpack artifact:"), direct.stderr
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"not a zip at all", b"PK\x05\x06" + b"\0" * 18,
+    "deflated", "foreign", "truncated",
+])
+def test_inspect_refuses_malformed_zips_cleanly(artifact, tmp_path, content):
+    bad = tmp_path / "bad.pyz"
+    if content == "deflated":
+        with zipfile.ZipFile(bad, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("manifest.json", "{}" * 1000)
+    elif content == "foreign":
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr("hello.txt", "hi")
+    elif content == "truncated":
+        bad.write_bytes(artifact.read_bytes()[: artifact.stat().st_size // 2])
+    else:
+        bad.write_bytes(content)
+    proc = golfpack("inspect", str(bad))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_artifact_runs_and_retrains_in_fresh_venv_without_golfpack(artifact, tmp_path, small_val, train_glob):
+    py = fresh_venv(tmp_path / "venv")
+    env = clean_env()
+    probe = subprocess.run([str(py), "-c", "import golfpack"], capture_output=True, cwd=tmp_path, env=env)
+    assert probe.returncode != 0, "golfpack must not be importable in the fresh venv"
+    out = subprocess.run([str(py), str(artifact), "eval", "--val", small_val, "--tokenizer", str(SP1024), *EVAL,
+                          "--json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    expected = run_artifact(artifact, small_val, str(SP1024), seq_len=128, batch_seqs=16)
+    assert json.loads(out.stdout)["val_bpb"] == expected["val_bpb"]
+    retrain = subprocess.run([str(py), str(artifact), "train", f"out_dir={tmp_path / 'again'}", "iterations=2",
+                              f"train_files={train_glob}", f"val_files={small_val}", f"tokenizer={SP1024}",
+                              "calib_tokens=0"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert retrain.returncode == 0, retrain.stderr
+    assert "step:2/2 val_loss:" in retrain.stdout and (tmp_path / "again" / "final.pt").is_file()
+    verify = subprocess.run([str(py), str(artifact), "verify"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert verify.returncode == 0 and verify.stdout.startswith("ok: hashes verified")
