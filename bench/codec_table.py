@@ -14,7 +14,6 @@ import argparse
 import fnmatch
 import time
 
-import torch
 
 from golfpack.codec.container import read_container
 from golfpack.codec.entropy import order0_bits

@@ -15,6 +15,7 @@ Layout (all integers little-endian)::
 The file length must be exactly ``16 + M + S + 32``. Every length and count is checked
 against the file size or a fixed limit (``decoders.base``) before anything is allocated;
 every failure is a :class:`ContainerError` that says what is wrong and where.
+This module is the reader, which ships in every artifact; ``container_write`` is the writer.
 """
 from __future__ import annotations
 
@@ -71,37 +72,6 @@ class Container:
 
     def stream(self, span: Span) -> bytes:
         return self.streams[span.offset : span.offset + span.length]
-
-
-# ---------------------------------------------------------------- writing
-
-
-def write_container(entries: list[tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]], meta: dict) -> bytes:
-    """Serialize ``(tensor meta, [(stage, params, blobs)], data)`` records deterministically."""
-    import brotli
-
-    streams = bytearray()
-
-    def put(b: bytes) -> list[int]:
-        span = [len(streams), len(b)]
-        streams.extend(b)
-        return span
-
-    tensors = []
-    for tmeta, chain, data in entries:
-        records = [
-            {"stage": name, "params": params, "blobs": {k: put(v) for k, v in sorted(blobs.items())}}
-            for name, params, blobs in chain
-        ]
-        tensors.append({"name": tmeta.name, "dtype": tmeta.dtype, "shape": list(tmeta.shape),
-                        "chain": records, "data": put(data)})
-    manifest = json.dumps({"tensors": tensors, "meta": meta}, sort_keys=True, separators=(",", ":"))
-    packed = brotli.compress(manifest.encode("utf-8"), quality=11)
-    body = HEADER.pack(MAGIC, VERSION, b"\0\0\0", len(packed), len(streams)) + packed + bytes(streams)
-    return body + hashlib.sha256(body).digest()
-
-
-# ---------------------------------------------------------------- reading
 
 
 def _inflate_manifest(packed: bytes) -> Any:

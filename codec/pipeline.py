@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .container import Container, Entry, read_container, write_container
+from .container import Container, Entry, read_container
+from .container_write import write_container
 from .decode import DecoderSpec, decode_container
 from .decoders.base import SYMBOLS, DecodeError, TensorMeta
 from .entropy import order0_bits

@@ -112,8 +112,24 @@ def check_imports(sources: dict[str, tuple[str, bool]], decoder_modules: set[str
                                   "library, numpy, torch, the codec libraries and golfpack.codec.decoders.base")
 
 
+class _EraseFieldTypes(ast.NodeTransformer):
+    """Class-level annotations only declare (dataclass) fields at run time; their types are
+    never read, so ``x: dict[str, Any] | None = None`` ships as ``x: int = None``. ClassVar,
+    InitVar and KW_ONLY annotations, which dataclasses do read, are kept."""
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and not any(
+                    k in ast.unparse(stmt.annotation) for k in ("ClassVar", "InitVar", "KW_ONLY")):
+                stmt.annotation = ast.Name("int", ast.Load())
+        self.generic_visit(node)
+        return node
+
+
 def minify(source: str, path: str) -> str:
-    return python_minifier.minify(source, filename=path, remove_literal_statements=True)
+    """python-minifier (docstrings dropped, locals renamed) after erasing field types."""
+    erased = ast.unparse(_EraseFieldTypes().visit(ast.parse(source)))
+    return python_minifier.minify(erased, filename=path, remove_literal_statements=True)
 
 
 def compress_solid(data: bytes) -> tuple[bytes, str]:

@@ -3,7 +3,6 @@
 import copy
 import hashlib
 import json
-import struct
 
 import brotli
 import pytest

@@ -10,9 +10,8 @@ import torch
 
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from golfpack.model.evaluate import evaluate_files
 from golfpack.packer.artifact import ArtifactError, read_artifact
-from golfpack.packer.build import BudgetError, BuildOptions, build
+from golfpack.packer.build import build
 from golfpack.packer.run import run_artifact
 from golfpack.trainer.config import load_config
 from golfpack.trainer.train import train
