@@ -177,3 +177,19 @@ def test_artifact_runs_and_retrains_in_fresh_venv_without_golfpack(artifact, tmp
     assert "step:2/2 val_loss:" in retrain.stdout and (tmp_path / "again" / "final.pt").is_file()
     verify = subprocess.run([str(py), str(artifact), "verify"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert verify.returncode == 0 and verify.stdout.startswith("ok: hashes verified")
+
+
+def test_build_accepts_the_challenges_plain_state_dict(trained, tmp_path):
+    plain = tmp_path / "final_model.pt"
+    torch.save(load_checkpoint(trained).state_dict, plain)
+    out = tmp_path / "plain.pyz"
+    led = build(plain, "blocks.*=rtn bits=6 -> ans; *=fp16 -> zstd", out, echo=lambda m: None, progress=False)
+    assert out.stat().st_size == led.total and read_artifact(out).manifest["train_config"] is None
+
+
+@pytest.mark.slow
+def test_run_with_two_processes_matches_one(artifact, small_val):
+    one = run_artifact(artifact, small_val, str(SP1024), nproc=1, seq_len=128, stride=64)
+    two = run_artifact(artifact, small_val, str(SP1024), nproc=2, seq_len=128, stride=64)
+    assert two["world_size"] == 2 and two["tokens"] == one["tokens"] and two["bytes"] == one["bytes"]
+    assert abs(two["val_bpb"] - one["val_bpb"]) <= 1e-12 * one["val_bpb"]

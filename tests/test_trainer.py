@@ -111,20 +111,22 @@ def test_calibration_hessians(train_glob):
     assert h.shape == (128, 128) and torch.allclose(h, h.T) and torch.linalg.eigvalsh(h).min() > -1e-6
 
 
-def _torchrun(nproc: int, out, train_glob) -> str:
+def _train_cli(nproc: int, out, train_glob) -> str:
+    """``golfpack train --nproc N``: launches torchrun, which runs ``python -m golfpack.trainer``."""
     sets = [*TINY_SETS, f"train_files={train_glob}", f"val_files={VAL_SHARD}", f"tokenizer={SP1024}",
             f"out_dir={out}", "iterations=3", "grad_accum_steps=0"]
+    args = [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           "-m", "golfpack.trainer", *sets], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "golfpack.packer", "train", "--nproc", str(nproc), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
-    one = _torchrun(1, tmp_path / "one", train_glob)
-    two = _torchrun(2, tmp_path / "two", train_glob)
+    one = _train_cli(1, tmp_path / "one", train_glob)
+    two = _train_cli(2, tmp_path / "two", train_glob)
     assert "ranks_in_sync:true" in two and "world_size:2 grad_accum_steps:4" in two
     loss = lambda log: [float(x) for x in re.findall(r"train_loss:([\d.]+)", log)]  # noqa: E731
     assert loss(one) == pytest.approx(loss(two), abs=2e-4)
