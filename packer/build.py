@@ -22,6 +22,13 @@ from .ledger import Ledger, artifact_ledger, format_ledger
 DEFAULT_BUDGET = 16_000_000  # decimal bytes, the challenge's cap
 
 
+def golfpack_version() -> str:
+    try:
+        return importlib.metadata.version("golfpack")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "source"
+
+
 class BudgetError(ValueError):
     """The artifact would exceed its byte budget; nothing was written."""
 
@@ -74,7 +81,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     bundle = build_bundle(table.values())
     manifest = {
         "format": "golfpack.artifact", "version": 1,
-        "golfpack": importlib.metadata.version("golfpack"),
+        "golfpack": golfpack_version(),
         "code": {"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
                  "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
         "weights": {"member": WEIGHTS},
