@@ -125,4 +125,7 @@ def parse_artifact(data: bytes, path: Path) -> Artifact:
     for key in ("code", "weights", "decoders"):
         if not isinstance(manifest.get(key), dict):
             raise ArtifactError(f"{path}: manifest lacks '{key}'")
+    need = manifest.get("python")
+    if not (isinstance(need, list) and len(need) == 2 and all(isinstance(v, int) for v in need)):
+        raise ArtifactError(f"{path}: manifest lacks the building Python version")
     return Artifact(path, size, members, manifest, len(raw_manifest), hashlib.sha256(data).hexdigest())

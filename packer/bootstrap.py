@@ -1,6 +1,9 @@
 """The artifact's ``__main__.py``: verify every member's hash, unpack the code bundle into an
 import hook, hand over to ``golfpack.packer.runtime``. Kept tiny; minified when packed.
 
+The minifier writes the syntax of the Python that builds (3.12's f-strings, for one), so an
+artifact records that version and refuses older interpreters with a clear message.
+
 The hook goes first on ``sys.meta_path``, so an artifact runs its own code even where some
 golfpack is installed.
 """
@@ -26,6 +29,9 @@ def unpack():
     if z.comment != b"golfpack-sha256:" + hashlib.sha256(raw).hexdigest().encode():
         fail("manifest hash mismatch (corrupted or tampered)")
     m = json.loads(raw)
+    need = tuple(m["python"])
+    if sys.version_info[:2] < need:
+        fail("built with Python %d.%d, whose code this Python %d.%d may not parse" % (need + sys.version_info[:2]))
     for name, digest in m["sha256"].items():
         if hashlib.sha256(read(z, name)).hexdigest() != digest:
             fail(name + " hash mismatch (corrupted or tampered)")

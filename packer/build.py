@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -80,7 +81,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     table = {n: spec_ for n, spec_ in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values())
     manifest = {
-        "format": "golfpack.artifact", "version": 1,
+        "format": "golfpack.artifact", "version": 1, "python": list(sys.version_info[:2]),
         "golfpack": golfpack_version(),
         "code": {"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
                  "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},

@@ -129,7 +129,9 @@ class _EraseFieldTypes(ast.NodeTransformer):
 def minify(source: str, path: str) -> str:
     """python-minifier (docstrings dropped, locals renamed) after erasing field types."""
     erased = ast.unparse(_EraseFieldTypes().visit(ast.parse(source)))
-    return python_minifier.minify(erased, filename=path, remove_literal_statements=True)
+    out = python_minifier.minify(erased, filename=path, remove_literal_statements=True)
+    compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
+    return out
 
 
 def compress_solid(data: bytes) -> tuple[bytes, str]:

@@ -193,3 +193,17 @@ def test_run_with_two_processes_matches_one(artifact, small_val):
     two = run_artifact(artifact, small_val, str(SP1024), nproc=2, seq_len=128, stride=64)
     assert two["world_size"] == 2 and two["tokens"] == one["tokens"] and two["bytes"] == one["bytes"]
     assert abs(two["val_bpb"] - one["val_bpb"]) <= 1e-12 * one["val_bpb"]
+
+
+def test_artifact_refuses_an_older_python_than_it_was_built_with(artifact, tmp_path):
+    from golfpack.packer.artifact import MANIFEST, write_artifact
+
+    art = read_artifact(artifact)
+    manifest = {k: v for k, v in art.manifest.items() if k != "sha256"}
+    assert manifest["python"] == list(sys.version_info[:2])
+    manifest["python"] = [sys.version_info[0], 99]
+    members = [(n, art.members[n]) for n in zipfile.ZipFile(artifact).namelist() if n != MANIFEST]
+    future = tmp_path / "future.pyz"
+    future.write_bytes(write_artifact(members, manifest))
+    proc = subprocess.run([sys.executable, str(future), "verify"], capture_output=True, text=True)
+    assert proc.returncode == 1 and f"built with Python {sys.version_info[0]}.99" in proc.stderr
