@@ -13,7 +13,7 @@ from golfpack.model.checkpoint import load_checkpoint
 from golfpack.trainer.calibrate import collect_hessians
 from golfpack.trainer.config import ConfigError, load_config
 from golfpack.codec.spec import load_spec, quantizer_rules
-from golfpack.trainer.qat import set_qat
+from golfpack.trainer.qat import set_qat, switch_is_visible
 from golfpack.trainer.train import train
 
 from .conftest import SP1024, VAL_SHARD, make_tiny
@@ -91,6 +91,21 @@ def test_qat_changes_the_forward_pass_even_when_compiled():
     set_qat(model, [], False)
     assert torch.equal(compiled(x, x), plain)
     assert torch.equal(model.logits(x), before)
+
+
+def test_switch_probe_trusts_only_a_graph_that_sees_qat():
+    model = make_tiny(5)
+    rules = quantizer_rules(load_spec("*=rtn bits=3 -> ans"))
+    x = torch.randint(0, 1024, (2, 32))
+    compiled = torch.compile(model, backend="eager")
+    compiled(x, x)  # trace without QAT
+    set_qat(model, rules, True, reset=False)
+    assert switch_is_visible(lambda: compiled(x, x), model, rules), "the compiled graph's guards missed the switch"
+    assert model.blocks[0].mlp.fc.weight_fn is None  # the probe leaves QAT off
+    frozen = compiled(x, x).detach()  # a forward that ignores QAT, like a constant-folded flag
+    set_qat(model, rules, True, reset=False)
+    assert not switch_is_visible(lambda: frozen, model, rules)
+    set_qat(model, [], False)
 
 
 def test_qat_switch_is_logged(tmp_path, train_glob):

@@ -6,15 +6,17 @@ sees exactly the export grid.
 
 Why the explicit switch: in several challenge records a QAT flag read inside a
 ``torch.compile``d forward was constant-folded at trace time, and QAT silently never ran.
-Here turning QAT on installs a function on the modules (``weight_fn``) and resets
-torch.compile's caches, so the next forward is re-traced with the quantizer in it; tests
-check that the forward pass changes.
+Here turning QAT on installs a function on the modules (``weight_fn``). By default it also
+resets torch.compile's caches, so the next forward is re-traced with the quantizer in it.
+The trainer can instead prime both graphs during its compile warm-up and *prove* that the
+compiled forward sees the switch (:func:`switch_is_visible`); only then does it switch
+without a reset, saving a re-trace. Tests check that the forward pass changes either way.
 """
 from __future__ import annotations
 
 import fnmatch
-from functools import partial
-from typing import Iterable, Sequence
+from functools import lru_cache, partial
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -39,8 +41,17 @@ def _targets(model: GPT):
         yield "tok_emb.weight", model, "head_weight_fn"
 
 
-def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool) -> list[str]:
-    """Install (or remove) fake quantizers; returns the names of quantized weights."""
+@lru_cache(maxsize=None)
+def _quantizer(bits: int, rule: ClipRule):
+    """One function object per grid, so a compiled graph's guards match it on every switch."""
+    return partial(fake_quantize, bits=bits, rule=rule)
+
+
+def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool, reset: bool = True) -> list[str]:
+    """Install (or remove) fake quantizers; returns the names of quantized weights.
+
+    ``reset=False`` keeps torch.compile's caches: only safe once :func:`switch_is_visible`
+    has shown that the compiled model notices the switch."""
     parsed = parse_rules(rules)
     done = []
     for name, owner, attr in _targets(model):
@@ -48,9 +59,20 @@ def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool) -> list[str]:
         if enabled:
             match = next(((bits, clip) for pat, bits, clip in parsed if fnmatch.fnmatchcase(name, pat)), None)
             if match is not None and match[0] > 0:
-                fn = partial(fake_quantize, bits=match[0], rule=match[1])
+                fn = _quantizer(match[0], match[1])
                 done.append(name)
         setattr(owner, attr, fn)
-    if hasattr(torch, "_dynamo"):
+    if reset and hasattr(torch, "_dynamo"):
         torch._dynamo.reset()  # force a re-trace: never let a compiled graph keep the old forward
     return done
+
+
+def switch_is_visible(forward: Callable[[], torch.Tensor], model: GPT, rules: Iterable[Sequence]) -> bool:
+    """With QAT on, compare ``forward()`` before and after switching QAT off without a reset.
+    Equal outputs mean the compiled graph ignored the switch (the constant-folding failure).
+    Gradients stay enabled so the probe runs the very graphs training uses (no backward is
+    taken). Leaves QAT off."""
+    on = forward().detach().clone()
+    set_qat(model, rules, False, reset=False)
+    off = forward().detach()
+    return not torch.equal(on, off)

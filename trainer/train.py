@@ -2,6 +2,7 @@
 DDP on any world size, EMA, QAT switched on part-way, exact resume and GPTQ calibration."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -25,7 +26,7 @@ from .calibrate import collect_hessians, save_hessians
 from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .muon import Muon
-from .qat import set_qat
+from .qat import set_qat, switch_is_visible
 from .schedule import lr_multiplier, progress_fraction
 
 
@@ -172,16 +173,32 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
             (loss / grad_accum).backward()
         return total / grad_accum
 
+    qat_primed = False
     if cuda and cfg.compile and cfg.compile_warmup_steps > 0 and resume is None:
         # Prime the compiled paths, then restore the true initial state (the challenge's warmup).
+        # If QAT will switch on later, the second half of the warmup primes the QAT graphs too,
+        # and a probe proves the compiled model sees the switch before it is trusted to.
+        qat_later = bool(cfg.qat_rules) and cfg.qat_start_frac < 1
         init_model = {k: v.detach().clone() for k, v in base.state_dict().items()}
         init_opt = [copy.deepcopy(o.state_dict()) for o in optimizers]
         data_state = loader.stream.state()
-        for _ in range(cfg.compile_warmup_steps):
+        for i in range(cfg.compile_warmup_steps):
+            if qat_later and i == cfg.compile_warmup_steps // 2:
+                set_qat(base, cfg.qat_rules, True, reset=False)
             zero_grad()
             run_step()
             for opt in optimizers:
                 opt.step()
+        if qat_later:
+            probe = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
+
+            def probe_forward() -> torch.Tensor:
+                with (model.no_sync() if world > 1 else contextlib.nullcontext()), \
+                        torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                    return model(*probe)
+
+            qat_primed = switch_is_visible(probe_forward, base, cfg.qat_rules)
+            log(f"qat:compiled_switch_{'verified' if qat_primed else 'not_seen (will re-trace at the switch)'}")
         base.load_state_dict(init_model)
         for o, s in zip(optimizers, init_opt):
             o.load_state_dict(s)
@@ -214,9 +231,23 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
                disable=None if ctx.is_main else True)
     stop_after: int | None = None
     val: EvalResult | None = None
+
+    def shared_clock_ms() -> float:
+        """Training time so far, rank 0's, on every rank: decisions taken on the clock (LR scale,
+        QAT switch, stop) must agree across ranks or their weights drift apart."""
+        ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+        if world > 1 and max_wallclock_ms is not None:
+            t = torch.tensor([ms], dtype=torch.float64, device=ctx.device)
+            dist.broadcast(t, src=0)
+            ms = float(t.item())
+        return ms
+
     sync()
     t0 = time.perf_counter()
     while True:
+        elapsed = shared_clock_ms()
+        if stop_after is None and max_wallclock_ms is not None and elapsed >= max_wallclock_ms and step > 0:
+            stop_after = step
         last = step == cfg.iterations or (stop_after is not None and step >= stop_after)
         if last or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0 and step > 0):
             sync()
@@ -230,11 +261,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
             if stop_after is not None and step < cfg.iterations:
                 log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}")
             break
-        elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
         if cfg.qat_rules and not qat_on and progress_fraction(step, elapsed, cfg.iterations, max_wallclock_ms) >= cfg.qat_start_frac:
             qat_on = True
-            names = set_qat(base, cfg.qat_rules, True)
-            log(f"qat:on step:{step} train_time:{elapsed:.0f}ms quantized_weights:{len(names)}")
+            names = set_qat(base, cfg.qat_rules, True, reset=not qat_primed)
+            log(f"qat:on step:{step} train_time:{elapsed:.0f}ms quantized_weights:{len(names)}"
+                + (" graph:primed" if qat_primed else ""))
         scale = lr_multiplier(step, elapsed, cfg.iterations, cfg.lr_warmup_steps, cfg.warmdown_iters, max_wallclock_ms)
         zero_grad()
         train_loss = run_step()
@@ -256,7 +287,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
         step += 1
         bar.update(1)
         approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
-        if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
+        if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or
+                                        (max_wallclock_ms is not None and approx_ms >= max_wallclock_ms)):
             if world > 1:  # log the global mean (gloo has no AVG)
                 dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
                 train_loss /= world
@@ -267,13 +299,6 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
             train_ms += 1000.0 * (time.perf_counter() - t0)
             save(out / f"step_{step:06d}.pt", base.state_dict())
             t0 = time.perf_counter()
-        reached = max_wallclock_ms is not None and approx_ms >= max_wallclock_ms
-        if world > 1 and max_wallclock_ms is not None:
-            flag = torch.tensor(int(reached), device=ctx.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            reached = bool(flag.item())
-        if stop_after is None and reached:
-            stop_after = step
     bar.close()
 
     if world > 1:
