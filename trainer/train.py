@@ -227,8 +227,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
 
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.iterations, initial=step, desc="train", unit="step", file=sys.stderr,
-               disable=None if ctx.is_main else True)
+    by_clock = max_wallclock_ms is not None  # the bar follows whatever ends the run first
+    bar = tqdm(total=round(wallclock) if by_clock else cfg.iterations, initial=round(train_ms / 1000) if by_clock else step,
+               desc="train", unit="s" if by_clock else "step", file=sys.stderr, disable=None if ctx.is_main else True)
     stop_after: int | None = None
     val: EvalResult | None = None
 
@@ -285,8 +286,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
                 for k, v in base.state_dict().items():
                     ema[k].mul_(cfg.ema_decay).add_(v.float(), alpha=1 - cfg.ema_decay)
         step += 1
-        bar.update(1)
         approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+        bar.update(min(round(approx_ms / 1000), bar.total) - bar.n if by_clock else 1)
+        bar.set_postfix_str(f"step {step}", refresh=False)  # no .item(): it would sync CUDA every step
         if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or
                                         (max_wallclock_ms is not None and approx_ms >= max_wallclock_ms)):
             if world > 1:  # log the global mean (gloo has no AVG)
