@@ -34,8 +34,9 @@ CORE_MODULES = (
     "golfpack.trainer.muon", "golfpack.trainer.schedule", "golfpack.trainer.qat", "golfpack.trainer.calibrate",
     "golfpack.packer", "golfpack.packer.runtime",
 )
-DECODER_ALLOWED_IMPORTS = {"numpy", "torch", "constriction", "zstandard", "brotli", "golfpack.codec.decoders.base",
-                           "__future__", *sys.stdlib_module_names}
+DECODER_ALLOWED_IMPORTS = {"numpy", "torch", "constriction", "zstandard", "brotli", "__future__",
+                           "golfpack", "golfpack.codec", "golfpack.codec.decoders", "golfpack.codec.decoders.base",
+                           *sys.stdlib_module_names}
 NAMESPACE_INIT = '"""golfpack, as shipped inside an artifact."""\n'
 
 
@@ -79,7 +80,8 @@ def _imports(name: str, source: str, is_pkg: bool) -> set[str]:
             else:
                 mod = node.module or ""
             found.add(mod)
-            found.update(f"{mod}.{a.name}" for a in node.names if importlib.util.find_spec(mod) and _is_module(f"{mod}.{a.name}"))
+            # `from pkg import sub` imports a module too when `sub` is one
+            found.update(f"{mod}.{a.name}" for a in node.names if _is_module(mod) and _is_module(f"{mod}.{a.name}"))
     return found
 
 
@@ -106,8 +108,8 @@ def check_imports(sources: dict[str, tuple[str, bool]], decoder_modules: set[str
             top = imp.split(".")[0]
             if imp.startswith("golfpack") and imp not in shipped and _is_module(imp):
                 raise BundleError(f"shipped module '{name}' imports '{imp}', which would not ship")
-            if name in decoder_modules and imp not in DECODER_ALLOWED_IMPORTS and top not in DECODER_ALLOWED_IMPORTS \
-                    and not imp.startswith("golfpack.codec.decoders.base"):
+            allowed = imp in DECODER_ALLOWED_IMPORTS or (top in DECODER_ALLOWED_IMPORTS and top != "golfpack")
+            if name in decoder_modules and not allowed:
                 raise BundleError(f"decoder module '{name}' imports '{imp}'; decoders may import only the standard "
                                   "library, numpy, torch, the codec libraries and golfpack.codec.decoders.base")
 
