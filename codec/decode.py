@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -27,6 +27,11 @@ class DecoderSpec:
         return getattr(importlib.import_module(module), fn)
 
 
+def table_from_json(doc: Mapping[str, list]) -> dict[str, DecoderSpec]:
+    """The decoder table as an artifact's manifest stores it: name -> [target, consumes, produces]."""
+    return {name: DecoderSpec(*spec) for name, spec in doc.items()}
+
+
 def check_chain(entry: Entry, table: Mapping[str, DecoderSpec]) -> None:
     name = entry.meta.name
     kind = TENSOR
@@ -41,21 +46,27 @@ def check_chain(entry: Entry, table: Mapping[str, DecoderSpec]) -> None:
         raise ContainerError(f"tensor '{name}': chain ends in {kind}, not bytes")
 
 
-def decode_entry(container: Container, entry: Entry, table: Mapping[str, DecoderSpec]) -> torch.Tensor:
-    check_chain(entry, table)
-    value = container.stream(entry.data)
-    for rec in reversed(entry.chain):
+def undo_stages(container: Container, entry: Entry, table: Mapping[str, DecoderSpec], keep: int = 0) -> Any:
+    """Run the decoders of ``entry.chain[keep:]`` backwards over its data stream: ``keep=0``
+    gives the tensor, ``keep=i`` the value that stage ``i - 1`` produced. The chain must have
+    passed :func:`check_chain`."""
+    value: Any = container.stream(entry.data)
+    for rec in reversed(entry.chain[keep:]):
         blobs = {k: container.stream(span) for k, span in rec.blobs.items()}
         try:
             value = table[rec.stage].load()(value, rec.params, blobs, entry.meta)
         except DecodeError as e:
             raise ContainerError(f"tensor '{entry.meta.name}', stage '{rec.stage}': {e}") from None
-    if not isinstance(value, torch.Tensor) or tuple(value.shape) != entry.meta.shape:
-        raise ContainerError(f"tensor '{entry.meta.name}': decoded to the wrong shape")
     return value
 
 
 def decode_container(container: Container, table: Mapping[str, DecoderSpec]) -> dict[str, torch.Tensor]:
-    for entry in container.entries:
+    for entry in container.entries:  # every chain is checked before any stream is decoded
         check_chain(entry, table)
-    return {e.meta.name: decode_entry(container, e, table) for e in container.entries}
+    out = {}
+    for entry in container.entries:
+        value = undo_stages(container, entry, table)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != entry.meta.shape:
+            raise ContainerError(f"tensor '{entry.meta.name}': decoded to the wrong shape")
+        out[entry.meta.name] = value
+    return out

@@ -10,8 +10,8 @@ import torch
 
 from .container import Container, Entry, read_container
 from .container_write import write_container
-from .decode import DecoderSpec, decode_container
-from .decoders.base import SYMBOLS, DecodeError, TensorMeta
+from .decode import DecoderSpec, check_chain, decode_container, undo_stages
+from .decoders.base import SYMBOLS, TensorMeta
 from .entropy import order0_bits
 from .registry import decoder_table
 from .spec import PipelineSpec
@@ -67,18 +67,11 @@ class TensorLedger:
 
 def symbols_of(container: Container, entry: Entry, table: Mapping[str, DecoderSpec]) -> np.ndarray | None:
     """Undo the coding stages of ``entry`` down to its integer symbols (None if it has none)."""
+    check_chain(entry, table)
     kinds = [table[r.stage].produces for r in entry.chain]
     if SYMBOLS not in kinds:
         return None
-    value: Any = container.stream(entry.data)
-    for i in range(len(entry.chain) - 1, kinds.index(SYMBOLS), -1):
-        rec = entry.chain[i]
-        blobs = {k: container.stream(s) for k, s in rec.blobs.items()}
-        try:
-            value = table[rec.stage].load()(value, rec.params, blobs, entry.meta)
-        except DecodeError as e:
-            raise StageError(f"tensor '{entry.meta.name}', stage '{rec.stage}': {e}") from None
-    return value
+    return undo_stages(container, entry, table, keep=kinds.index(SYMBOLS) + 1)
 
 
 def ledger(container: Container, table: Mapping[str, DecoderSpec] | None = None) -> list[TensorLedger]:

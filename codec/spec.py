@@ -20,6 +20,7 @@ from typing import Mapping
 
 from .registry import Registered, discover, get_stage
 from .stage import BYTES, TENSOR, Stage, StageError
+from .stages.quantizers import QuantParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +37,6 @@ HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use '
 @dataclass(frozen=True)
 class Rule:
     patterns: tuple[str, ...]
-    chain_text: str
     stages: tuple[Stage, ...]
 
     def matches(self, name: str) -> bool:
@@ -57,9 +57,6 @@ class PipelineSpec:
             if rule.matches(name):
                 return rule
         raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
-
-    def stage_names(self) -> set[str]:
-        return {s.name for r in self.rules for s in r.stages}
 
 
 def _value(text: str) -> str | int | float:
@@ -113,7 +110,7 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
             match = [match]
         if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)):
             raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list) and 'chain' (string)")
-        out.append(Rule(tuple(match), chain, parse_chain(chain, registry)))
+        out.append(Rule(tuple(match), parse_chain(chain, registry)))
     return tuple(out)
 
 
@@ -134,7 +131,7 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
         pattern, eq, chain = part.partition("=")
         if not eq or not pattern.strip() or " " in pattern.strip():
             raise StageError(f"inline pipeline: expected 'glob=chain', got '{part}'")
-        rules.append(Rule((pattern.strip(),), chain.strip(), parse_chain(chain, registry)))
+        rules.append(Rule((pattern.strip(),), parse_chain(chain, registry)))
     if not rules:
         raise StageError("inline pipeline: no rules")
     return PipelineSpec(tuple(rules), "inline")
@@ -142,10 +139,11 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
 
 def quantizer_rules(spec: PipelineSpec) -> list[list]:
     """``[glob, bits, clip]`` per rule, for quantization-aware training: the grid of the chain's
-    first stage when it is a quantizer, ``bits=0`` (leave the weight alone) otherwise."""
+    first stage when it quantizes on the per-row grid (its params are ``QuantParams``: rtn, gptq,
+    or a plugin built on them), ``bits=0`` (leave the weight alone) otherwise."""
     rules = []
     for rule in spec.rules:
         first = rule.stages[0]
-        bits, clip = (first.params.bits, first.params.clip) if first.name in ("rtn", "gptq") else (0, "absmax")
+        bits, clip = (first.params.bits, first.params.clip) if isinstance(first.params, QuantParams) else (0, "absmax")
         rules.extend([p, bits, clip] for p in rule.patterns)
     return rules

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from .distributed import DistContext
-from .scoring import EvalResult, build_byte_tables, evaluate, load_tokenizer, truncate_for_eval, windows
+from .scoring import EvalResult, byte_tables_for, evaluate, truncate_for_eval
 from .shards import load_tokens
 
 
@@ -24,15 +24,14 @@ def evaluate_files(
 ) -> EvalResult:
     ctx = ctx or DistContext(0, 1, 0, torch.device("cpu"))
     vocab = model.cfg.vocab_size
-    sp = load_tokenizer(tokenizer)
-    if int(sp.vocab_size()) != vocab:
-        raise ValueError(f"{tokenizer}: tokenizer vocab {int(sp.vocab_size())} does not match the model's {vocab}")
+    tables = byte_tables_for(tokenizer, vocab)
     tokens = truncate_for_eval(load_tokens(val, vocab), seq_len)
-    n_windows = len(windows(tokens.numel() - 1, seq_len, stride))
-    mine = n_windows * (ctx.rank + 1) // ctx.world_size - n_windows * ctx.rank // ctx.world_size
     model = model.to(ctx.device)
-    with tqdm(total=mine, desc="eval", unit="win", disable=None if (progress and ctx.is_main) else True) as bar:
-        return evaluate(
-            model, tokens, build_byte_tables(sp, vocab), seq_len, stride, batch_seqs,
-            ctx.device, ctx.rank, ctx.world_size, progress=bar.update,
-        )
+    with tqdm(desc="eval", unit="win", disable=None if (progress and ctx.is_main) else True) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
+        return evaluate(model, tokens, tables, seq_len, stride, batch_seqs, ctx.device, ctx.rank, ctx.world_size,
+                        progress=advance)

@@ -59,6 +59,14 @@ def load_tokenizer(path: str | Path):
         raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
 
 
+def byte_tables_for(tokenizer: str | Path, vocab_size: int) -> ByteTables:
+    """Load a tokenizer, check it matches the model's vocabulary, and build its byte tables."""
+    sp = load_tokenizer(tokenizer)
+    if int(sp.vocab_size()) != vocab_size:
+        raise TokenizerError(f"{tokenizer}: tokenizer vocab {int(sp.vocab_size())} does not match the model's {vocab_size}")
+    return build_byte_tables(sp, vocab_size)
+
+
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
     """The challenge's sentencepiece byte look-up tables (``build_sentencepiece_luts``)."""
     sp_vocab = int(sp.vocab_size())
@@ -144,12 +152,13 @@ def evaluate(
     device: torch.device | str = "cpu",
     rank: int = 0,
     world_size: int = 1,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Score ``tokens`` (already truncated with :func:`truncate_for_eval`) with ``model.logits``.
 
     Windows are split into contiguous rank slices; sums are all-reduced when a process group
-    is initialised. ``progress`` is called with the number of windows done in each batch.
+    is initialised. ``progress(done, total)`` is called after each batch with the windows just
+    scored and the number of windows of this rank.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -161,9 +170,10 @@ def evaluate(
     tokens = tokens.to(device=device, dtype=torch.int64)  # CUDA cannot index uint16
     was_training = model.training
     model.eval()
-    for batch in _batches(all_windows[lo:hi], batch_seqs):
+    mine = all_windows[lo:hi]
+    for batch in _batches(mine, batch_seqs):
         idx = torch.tensor([s for s, _ in batch], device=device)[:, None] + torch.arange(seq_len + 1, device=device)
-        local = tokens[idx].long()
+        local = tokens[idx]
         x, y = local[:, :-1], local[:, 1:]
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model.logits(x)
@@ -172,7 +182,7 @@ def evaluate(
         nbytes = target_bytes(x, y, tables).to(torch.float64)
         sums += torch.stack((nll[mask].sum(), mask.sum().to(torch.float64), nbytes[mask].sum()))
         if progress is not None:
-            progress(len(batch))
+            progress(len(batch), len(mine))
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     model.train(was_training)

@@ -68,16 +68,15 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     registry = discover()
     spec = load_spec(pipeline, registry)
     ckpt = load_checkpoint(checkpoint)
-    state = {k: v for k, v in ckpt.state_dict.items()}
+    state = ckpt.state_dict
+    used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     seq_len = int((ckpt.train_config or {}).get("train_seq_len", 1024))
-    needs_calib = any(s.name == "gptq" for rule in spec.rules for s in rule.stages)
     hessians = resolve_hessians(checkpoint, ckpt.build_model, options.calib, options.calib_tokens, seq_len, echo) \
-        if needs_calib else None
+        if "gptq" in used else None
 
     with tqdm(total=len(state), desc="encode", unit="tensor", disable=None if progress else True) as bar:
         weights = encode_state_dict(state, spec, hessians, {"model_config": ckpt.model_config.to_dict()},
                                     progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
-    used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     table = {n: spec_ for n, spec_ in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values())
     manifest = {

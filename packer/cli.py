@@ -6,12 +6,11 @@ traceback is shown only with ``golfpack --debug ...``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import click
-
-from ..model.checkpoint import load_checkpoint
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)
 
@@ -83,6 +82,7 @@ def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as_json) -> None:
     """Score CHECKPOINT (golfpack checkpoint or plain state dict) with the challenge's val_bpb."""
+    from ..model.checkpoint import load_checkpoint
     from ..model.distributed import init_from_env, shutdown
     from ..model.evaluate import evaluate_files
 
@@ -113,7 +113,7 @@ def stages_cmd(chain: str | None) -> None:
 
     registry = discover()
     if chain is not None:
-        if "=" in chain.split("->")[0].split()[0]:
+        if re.match(r"\s*[^\s=]+=", chain):  # 'glob=chain; ...' is a pipeline, 'stage k=v -> ...' a chain
             spec = load_spec(chain, registry)
             for rule in spec.rules:
                 click.echo(f"{','.join(rule.patterns)}: {rule.chain}")

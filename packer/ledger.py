@@ -5,7 +5,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from ..codec.container import read_container
-from ..codec.decode import DecoderSpec
+from ..codec.decode import table_from_json
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
 from .artifact import BOOTSTRAP, MANIFEST, WEIGHTS, Artifact
 
@@ -65,7 +65,7 @@ class Ledger:
 def artifact_ledger(art: Artifact, budget: int) -> Ledger:
     code = art.manifest["code"]
     container = read_container(art.members[WEIGHTS])
-    table = {name: DecoderSpec(*spec) for name, spec in art.manifest["decoders"].items()}
+    table = table_from_json(art.manifest["decoders"])
     rows = tensor_ledger(container, table)
     return Ledger(
         path=str(art.path), sha256=art.sha256, total=art.size, budget=budget, zip_overhead=art.zip_overhead,

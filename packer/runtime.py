@@ -9,7 +9,7 @@ import time
 import zipfile
 
 from ..codec.container import read_container
-from ..codec.decode import DecoderSpec, decode_container
+from ..codec.decode import decode_container, table_from_json
 from ..model.config import GPTConfig
 from ..model.distributed import init_from_env, shutdown
 from ..model.gpt import GPT
@@ -17,7 +17,7 @@ from ..model.gpt import GPT
 
 def load_model(z: zipfile.ZipFile, manifest: dict) -> GPT:
     container = read_container(z.read(manifest["weights"]["member"]))
-    table = {name: DecoderSpec(*spec) for name, spec in manifest["decoders"].items()}
+    table = table_from_json(manifest["decoders"])
     model = GPT(GPTConfig.from_dict(container.meta["model_config"]))
     model.load_state_dict(decode_container(container, table), strict=True)
     return model

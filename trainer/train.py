@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env
 from ..model.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT, CastedLinear, restore_low_dim_params_to_fp32
-from ..model.scoring import EvalResult, build_byte_tables, evaluate, load_tokenizer, truncate_for_eval
+from ..model.scoring import EvalResult, byte_tables_for, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from .calibrate import collect_hessians, save_hessians
 from .config import TrainConfig
@@ -113,10 +113,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = Fals
     _seed(cfg.seed)
 
     # model, optimizers, data
-    sp = load_tokenizer(cfg.tokenizer)
-    if int(sp.vocab_size()) != cfg.model.vocab_size:
-        raise ValueError(f"{cfg.tokenizer}: vocab {int(sp.vocab_size())} != model vocab {cfg.model.vocab_size}")
-    tables = build_byte_tables(sp, cfg.model.vocab_size)
+    tables = byte_tables_for(cfg.tokenizer, cfg.model.vocab_size)
     val_tokens = load_tokens(cfg.val_files, cfg.model.vocab_size)
     if cfg.val_max_tokens:
         val_tokens = val_tokens[: cfg.val_max_tokens + 1]
