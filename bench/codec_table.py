@@ -14,7 +14,7 @@ import argparse
 import fnmatch
 
 
-from golfpack.codec.container import read_container
+from golfpack.codec.decoders.container import read_container
 from golfpack.codec.entropy import order0_bits
 from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger, symbols_of
 from golfpack.codec.registry import decoder_table

@@ -7,29 +7,23 @@ on the original weights), so the stored format is identical and only the symbols
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .quant import ClipRule, as_rows, round_to_grid, row_scales
+from .decoders.intq import as_rows, round_to_grid, row_scales
+
+if TYPE_CHECKING:
+    from .encoders.intq import GPTQParams
 
 
-@dataclass(frozen=True)
-class GPTQConfig:
-    bits: int = 6
-    clip: ClipRule = ClipRule()
-    damp: float = 0.01  # fraction of the mean Hessian diagonal added to the diagonal
-    block_size: int = 128
-    act_order: bool = True
-
-
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> tuple[torch.Tensor, torch.Tensor]:
     """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian."""
     W = as_rows(w).double().clone()
     rows, cols = W.shape
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match {cols} input columns")
-    scales = row_scales(w, cfg.bits, cfg.clip)
+    scales = row_scales(w, cfg.bits, cfg.rule)
     s = scales.double()[:, None]
     H = hessian.detach().double().clone()
     dead = torch.diag(H) == 0
@@ -43,8 +37,8 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQConfig) -> tu
     except RuntimeError as e:  # not positive definite even after damping
         raise ValueError(f"GPTQ: Hessian is not positive definite ({e}); raise damp") from None
     Q = torch.zeros(rows, cols, dtype=torch.int8)
-    for i1 in range(0, cols, cfg.block_size):
-        i2 = min(i1 + cfg.block_size, cols)
+    for i1 in range(0, cols, cfg.block):
+        i2 = min(i1 + cfg.block, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):

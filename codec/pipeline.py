@@ -8,16 +8,22 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .container import Container, Entry, read_container
-from .container_write import write_container
-from .decode import DecoderSpec, check_chain, decode_container, undo_stages
-from .decoders.base import SYMBOLS, TensorMeta
+from .decoders.base import FLOAT_WIDTH, MAX_NAME_CHARS, SYMBOLS, TensorMeta
+from .decoders.chain import DecoderSpec, check_chain, decode_container, undo_stages
+from .decoders.container import Container, Entry, read_container, write_container
 from .entropy import order0_bits
 from .registry import decoder_table
 from .spec import PipelineSpec
 from .stage import EncodeContext, StageError
 
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+def tensor_meta(name: str, tensor: torch.Tensor) -> TensorMeta:
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if dtype not in FLOAT_WIDTH:
+        raise StageError(f"tensor '{name}' has dtype {tensor.dtype}; only {', '.join(FLOAT_WIDTH)} are supported")
+    if not (0 < len(name) <= MAX_NAME_CHARS and name.isprintable()):
+        raise StageError(f"tensor name {name[:80]!r} must be 1..{MAX_NAME_CHARS} printable characters")
+    return TensorMeta(name, dtype, tuple(tensor.shape))
 
 
 def encode_state_dict(
@@ -30,9 +36,7 @@ def encode_state_dict(
     """Encode every tensor with the chain of the first matching rule; deterministic."""
     records = []
     for name, tensor in state_dict.items():
-        if tensor.dtype not in DTYPE_NAMES:
-            raise StageError(f"tensor '{name}' has dtype {tensor.dtype}; only float tensors are supported")
-        tmeta = TensorMeta(name, DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))
+        tmeta = tensor_meta(name, tensor)
         ctx = EncodeContext(tmeta, (hessians or {}).get(name))
         value: Any = tensor.detach().cpu().contiguous()
         chain = []
@@ -58,7 +62,7 @@ class TensorLedger:
     params: int
     chain: str
     bytes: int
-    entropy_bytes: float | None  # order-0 bound of the symbols, for quantized tensors
+    entropy_bytes: float | None  # order-0 bound of the symbols (+ their side streams), for quantized tensors
 
     @property
     def bits_per_param(self) -> float:
@@ -74,16 +78,21 @@ def symbols_of(container: Container, entry: Entry, table: Mapping[str, DecoderSp
     return undo_stages(container, entry, table, keep=kinds.index(SYMBOLS) + 1)
 
 
+LEDGER_PARAMS = ("bits", "level", "width", "store")  # the stage params worth showing in a chain
+
+
 def ledger(container: Container, table: Mapping[str, DecoderSpec] | None = None) -> list[TensorLedger]:
+    """One row per tensor, computed one tensor at a time (each tensor's symbols are freed before
+    the next is decoded, so the peak is one tensor's intermediates)."""
     table = decoder_table() if table is None else table
     rows = []
     for e in container.entries:
         nbytes = e.data.length + sum(s.length for r in e.chain for s in r.blobs.values())
-        symbols = symbols_of(container, e, table) if all(r.stage in table for r in e.chain) else None
-        side = sum(s.length for r in e.chain for s in r.blobs.values() if table.get(r.stage) and
-                   table[r.stage].produces == SYMBOLS)
+        symbols = symbols_of(container, e, table)
+        side = sum(s.length for r in e.chain for s in r.blobs.values() if table[r.stage].produces == SYMBOLS)
         entropy = None if symbols is None else order0_bits(np.asarray(symbols)) / 8 + side
+        del symbols
         chain = " -> ".join(f"{r.stage}" + "".join(f" {k}={v}" for k, v in sorted(r.params.items())
-                                                   if k in ("bits", "level", "width", "store")) for r in e.chain)
+                                                   if k in LEDGER_PARAMS) for r in e.chain)
         rows.append(TensorLedger(e.meta.name, e.meta.shape, e.meta.numel, chain, nbytes, entropy))
     return rows

@@ -7,20 +7,23 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
     chain = "gptq bits=6 clip=sdclip:12.85 -> ans"
 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
-or the word ``default`` (``codec/default_pipeline.toml``). Chains are built and type-checked
-when the spec is loaded: a wrong hand-off fails here, not at decode time.
+or the word ``default`` (``codec/default_pipeline.toml``). A TOML rule may have a ``name``
+(the class ``golfpack inspect`` groups its tensors under); otherwise its first glob names it.
+Chains are built and type-checked when the spec is loaded: a wrong hand-off fails here, not
+at decode time.
 """
 from __future__ import annotations
 
-import fnmatch
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .decoders.base import first_match
+from .decoders.chain import chain_mismatch
+from .encoders.intq import QuantParams
 from .registry import Registered, discover, get_stage
-from .stage import BYTES, TENSOR, Stage, StageError
-from .stages.quantizers import QuantParams
+from .stage import Stage, StageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,9 +41,11 @@ HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use '
 class Rule:
     patterns: tuple[str, ...]
     stages: tuple[Stage, ...]
+    name: str = ""
 
-    def matches(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+    @property
+    def label(self) -> str:
+        return self.name or self.patterns[0]
 
     @property
     def chain(self) -> str:
@@ -53,19 +58,17 @@ class PipelineSpec:
     source: str
 
     def rule_for(self, name: str) -> Rule:
-        for rule in self.rules:
-            if rule.matches(name):
-                return rule
-        raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
+        i = first_match(name, (r.patterns for r in self.rules))
+        if i is None:
+            raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
+        return self.rules[i]
 
+    def to_json(self) -> list[dict]:
+        """The rules as data (labels, globs, chain text), for the artifact's manifest."""
+        return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} for r in self.rules]
 
-def _value(text: str) -> str | int | float:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    def needs_calibration(self, names: list[str]) -> bool:
+        return any(s.needs_calibration for n in names for s in self.rule_for(n).stages)
 
 
 def parse_chain(text: str, registry: Mapping[str, Registered] | None = None) -> tuple[Stage, ...]:
@@ -80,23 +83,24 @@ def parse_chain(text: str, registry: Mapping[str, Registered] | None = None) -> 
             key, eq, val = a.partition("=")
             if not eq or not key:
                 raise StageError(f"chain '{text}': expected key=value, got '{a}'")
-            kwargs[key] = _value(val)
+            kwargs[key] = val
         stages.append(get_stage(name, registry)(**kwargs))
     check_chain(stages, text)
     return tuple(stages)
 
 
 def check_chain(stages: list[Stage], text: str) -> None:
-    kind = TENSOR
-    for i, s in enumerate(stages):
-        if s.consumes != kind:
-            after = f"after '{stages[i - 1].name}'" if i else "at the start"
-            hint = HINTS.get((kind, s.consumes), "")
-            raise StageError(f"chain '{text}': stage '{s.name}' consumes {s.consumes} but gets {kind} {after}"
-                             + (f"; {hint}" if hint else ""))
-        kind = s.produces
-    if kind != BYTES:
+    bad = chain_mismatch([(s.consumes, s.produces) for s in stages])
+    if bad is None:
+        return
+    i, kind = bad
+    if i == len(stages):
         raise StageError(f"chain '{text}': ends in {kind}; it must end in bytes (add a coder such as 'ans' or 'zstd')")
+    s = stages[i]
+    after = f"after '{stages[i - 1].name}'" if i else "at the start"
+    hint = HINTS.get((kind, s.consumes), "")
+    raise StageError(f"chain '{text}': stage '{s.name}' consumes {s.consumes} but gets {kind} {after}"
+                     + (f"; {hint}" if hint else ""))
 
 
 def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
@@ -105,12 +109,16 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
         raise StageError(f"pipeline {source}: expected one or more [[rule]] tables")
     out = []
     for i, r in enumerate(rules):
-        match, chain = r.get("match"), r.get("chain")
+        if not isinstance(r, dict):
+            raise StageError(f"pipeline {source}: rule #{i + 1} must be a table")
+        match, chain, name = r.get("match"), r.get("chain"), r.get("name", "")
         if isinstance(match, str):
             match = [match]
-        if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)):
-            raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list) and 'chain' (string)")
-        out.append(Rule(tuple(match), parse_chain(chain, registry)))
+        if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)
+                and isinstance(name, str)):
+            raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list), 'chain' (string) "
+                             "and optionally 'name' (string)")
+        out.append(Rule(tuple(match), parse_chain(chain, registry), name))
     return tuple(out)
 
 
@@ -123,7 +131,7 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
             raise StageError(f"{path}: no such pipeline file")
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             raise StageError(f"{path}: not valid TOML ({e})") from None
         return PipelineSpec(_rules_from_toml(doc, str(path), registry), "default" if text == "default" else str(path))
     rules = []

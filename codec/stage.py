@@ -4,13 +4,15 @@ A stage turns one kind of value into another on the way to bytes::
 
     tensor --quantizer--> symbols --transform/coder--> bytes --compressor--> bytes
 
-``encode`` may be heavy (GPTQ, searches) and runs only inside golfpack. ``decoder`` names a
-function in a module that imports only the standard library, numpy, torch and the codec
-libraries, because that module ships inside every artifact that uses the stage. A chain is
-type-checked when a pipeline spec is built, long before anything is decoded.
+``encode`` may be heavy (GPTQ, searches) and runs only inside golfpack. Its decoder is found
+by name, never typed: a stage defined in ``<package>.encoders.<name>`` decodes with
+``<package>.decoders.<name>.decode``, a module that imports only the standard library, numpy,
+torch and the codec libraries, because it ships inside every artifact that uses the stage. A
+chain is type-checked when a pipeline spec is built, long before anything is decoded.
 
-To add a stage, subclass :class:`Stage`, declare ``Params`` as a dataclass, and expose the
-class through the entry-point group ``golfpack.stages`` (see docs/stages.md).
+To add a stage, subclass :class:`Stage` in an ``encoders`` module, write the ``decoders``
+module beside it, declare ``Params`` as a dataclass, and expose the class through the
+entry-point group ``golfpack.stages`` (see docs/stages.md).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 
-from .decoders.base import BYTES, KINDS, SYMBOLS, TENSOR, TensorMeta
+from .decoders.base import BYTES, KINDS, SYMBOLS, TENSOR, TensorMeta, coerce
+from .decoders.chain import DecoderSpec
 
 __all__ = ["Stage", "Encoded", "EncodeContext", "TENSOR", "SYMBOLS", "BYTES", "StageError"]
 
@@ -44,7 +47,7 @@ class Encoded:
 @dataclass
 class EncodeContext:
     meta: TensorMeta
-    hessian: torch.Tensor | None = None  # GPTQ calibration statistics for this tensor
+    hessian: torch.Tensor | None = None  # calibration statistics for this tensor (stages that need_calibration)
 
 
 @dataclass
@@ -56,9 +59,9 @@ class Stage(ABC):
     name: ClassVar[str]
     consumes: ClassVar[str]
     produces: ClassVar[str]
-    decoder: ClassVar[str]  # "module:function"
     Params: ClassVar[type] = _NoParams
     summary: ClassVar[str] = ""
+    needs_calibration: ClassVar[bool] = False  # encode() wants EncodeContext.hessian
 
     def __init__(self, **params: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self.Params)}
@@ -67,18 +70,23 @@ class Stage(ABC):
             raise StageError(f"stage '{self.name}': unknown parameter(s) {sorted(unknown)}; "
                              f"known: {sorted(fields) or 'none'}")
         try:
-            self.params = self.Params(**{k: _coerce(v, fields[k].type) for k, v in params.items()})
+            self.params = self.Params(**{k: coerce(v, _field_type(fields[k]), k) for k, v in params.items()})
         except (TypeError, ValueError) as e:
             raise StageError(f"stage '{self.name}': {e}") from None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if "name" in cls.__dict__:  # a concrete stage; unnamed classes are shared bases
-            for attr in ("consumes", "produces", "decoder"):
+            for attr in ("consumes", "produces"):
                 if not hasattr(cls, attr):
                     raise TypeError(f"stage class {cls.__name__} must define '{attr}'")
             if cls.consumes not in KINDS or cls.produces not in KINDS:
                 raise TypeError(f"stage {cls.name}: kinds must be among {KINDS}")
+            decoder_module(cls)  # fails here, at import, for a stage outside an encoders module
+
+    @classmethod
+    def decoder(cls) -> DecoderSpec:
+        return DecoderSpec(decoder_module(cls), cls.consumes, cls.produces)
 
     @abstractmethod
     def encode(self, value: Any, ctx: EncodeContext) -> Encoded: ...
@@ -88,19 +96,21 @@ class Stage(ABC):
         return f"{self.name} {args}".strip()
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Spec values arrive as strings or TOML scalars; convert to the declared field type."""
-    kind = annotation if isinstance(annotation, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(
-        str(annotation), None)
-    if kind is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    if kind is bool:
-        if str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"not a boolean: {value!r}")
-    return kind(value)
+def decoder_module(cls: type) -> str:
+    """``pkg.encoders.name`` -> ``pkg.decoders.name``: a stage's two halves share one name."""
+    parts = cls.__module__.split(".")
+    if "encoders" not in parts[:-1]:
+        raise TypeError(f"stage {cls.__name__} is defined in '{cls.__module__}'; stages live in a module "
+                        "'<package>.encoders.<name>' whose decoder is '<package>.decoders.<name>'")
+    i = len(parts) - 1 - parts[::-1].index("encoders")
+    return ".".join(parts[:i] + ["decoders"] + parts[i + 1 :])
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    """A Params field's declared type (annotations are strings under ``from __future__``)."""
+    if isinstance(f.type, type):
+        return f.type
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type), str)
 
 
 def params_of(stage_cls: type[Stage]) -> Mapping[str, Any]:

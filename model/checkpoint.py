@@ -25,7 +25,7 @@ import torch
 
 from .config import GPTConfig
 from .gpt import GPT
-from .shards import atomic_write_bytes
+from .files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1

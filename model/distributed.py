@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -49,3 +50,13 @@ def init_from_env(device: str | None = None) -> DistContext:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def torchrun_command(nproc: int, *target: str) -> list[str]:
+    """The command that runs ``target`` (a script, or ``-m module``) on ``nproc`` local processes:
+    plain Python for one, torchrun (``torch.distributed.run --standalone``) for more."""
+    if not (isinstance(nproc, int) and nproc >= 1):
+        raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    if nproc == 1:
+        return [sys.executable, *target]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target]

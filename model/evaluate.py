@@ -5,11 +5,12 @@ import os
 from typing import Iterable
 
 import torch
-from tqdm import tqdm
 
+from .console import progress_bar
 from .distributed import DistContext
-from .scoring import EvalResult, byte_tables_for, evaluate, truncate_for_eval
+from .scoring import EvalResult, check_eval_args, evaluate, truncate_for_eval
 from .shards import load_tokens
+from .tokenizer import byte_tables_for
 
 
 def evaluate_files(
@@ -22,12 +23,13 @@ def evaluate_files(
     ctx: DistContext | None = None,
     progress: bool = True,
 ) -> EvalResult:
+    check_eval_args(seq_len, stride, batch_seqs)
     ctx = ctx or DistContext(0, 1, 0, torch.device("cpu"))
     vocab = model.cfg.vocab_size
     tables = byte_tables_for(tokenizer, vocab)
     tokens = truncate_for_eval(load_tokens(val, vocab), seq_len)
     model = model.to(ctx.device)
-    with tqdm(desc="eval", unit="win", disable=None if (progress and ctx.is_main) else True) as bar:
+    with progress_bar(progress and ctx.is_main, desc="eval", unit="win") as bar:
 
         def advance(done: int, total: int) -> None:
             bar.total = total

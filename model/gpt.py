@@ -27,6 +27,12 @@ CONTROL_TENSOR_NAME_PATTERNS = (
 )
 
 
+def is_control(name: str, tensor: Tensor) -> bool:
+    """The challenge's rule for small/control parameters: vectors and scalars, or a name that
+    says it is a scale, mix, gain or skip weight."""
+    return tensor.ndim < 2 or any(s in name for s in CONTROL_TENSOR_NAME_PATTERNS)
+
+
 class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, (x.size(-1),))
@@ -185,5 +191,5 @@ def restore_low_dim_params_to_fp32(model: nn.Module) -> None:
     """Keep small/control parameters in fp32 when the body is cast to bf16 (challenge behaviour)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if (p.ndim < 2 or any(s in name for s in CONTROL_TENSOR_NAME_PATTERNS)) and p.dtype != torch.float32:
+            if is_control(name, p) and p.dtype != torch.float32:
                 p.data = p.data.float()

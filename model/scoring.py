@@ -1,9 +1,7 @@
 """Exact val_bpb, as the challenge computes it.
 
-For each scored target token the byte count is the UTF-8 length of its piece without a
-leading '▁', plus one byte for that '▁' only when the previous token is not a boundary
-(control, unknown and unused tokens are boundaries and count 0 bytes; byte-fallback pieces
-count 1). Losses and byte counts are summed in float64 and all-reduced across ranks;
+Each scored target token counts the bytes of its piece (``tokenizer.target_bytes``, the
+challenge's sentencepiece accounting). Losses and byte counts are summed in float64 and all-reduced across ranks;
 ``bpb = loss_sum / ln 2 / bytes``, i.e. ``val_loss / ln 2 * tokens / bytes``.
 
 Two window modes share one loop:
@@ -22,81 +20,28 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
-class TokenizerError(ValueError):
-    """The tokenizer file is missing or unusable."""
+from .tokenizer import ByteTables, target_bytes
 
 
-@dataclass(frozen=True)
-class ByteTables:
-    base_bytes: torch.Tensor  # int16[V]
-    has_leading_space: torch.Tensor  # bool[V]
-    is_boundary: torch.Tensor  # bool[V]
-
-    def to(self, device: torch.device | str) -> "ByteTables":
-        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.has_leading_space, self.is_boundary)))
-
-
-def load_tokenizer(path: str | Path):
-    import sentencepiece as spm
-
-    path = Path(path)
-    if not path.is_file():
-        raise TokenizerError(f"{path}: no such tokenizer file")
-    if path.suffix != ".model":
-        raise TokenizerError(f"{path}: expected a SentencePiece .model file")
-    try:
-        return spm.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as e:
-        raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
-
-
-def byte_tables_for(tokenizer: str | Path, vocab_size: int) -> ByteTables:
-    """Load a tokenizer, check it matches the model's vocabulary, and build its byte tables."""
-    sp = load_tokenizer(tokenizer)
-    if int(sp.vocab_size()) != vocab_size:
-        raise TokenizerError(f"{tokenizer}: tokenizer vocab {int(sp.vocab_size())} does not match the model's {vocab_size}")
-    return build_byte_tables(sp, vocab_size)
-
-
-def build_byte_tables(sp, vocab_size: int) -> ByteTables:
-    """The challenge's sentencepiece byte look-up tables (``build_sentencepiece_luts``)."""
-    sp_vocab = int(sp.vocab_size())
-    size = max(sp_vocab, vocab_size)
-    base = np.zeros(size, dtype=np.int16)
-    space = np.zeros(size, dtype=np.bool_)
-    boundary = np.ones(size, dtype=np.bool_)
-    for i in range(sp_vocab):
-        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-            continue
-        boundary[i] = False
-        if sp.is_byte(i):
-            base[i] = 1
-            continue
-        piece = sp.id_to_piece(i)
-        if piece.startswith("\u2581"):
-            space[i] = True
-            piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
-    return ByteTables(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
-
-
-def target_bytes(prev_ids: torch.Tensor, tgt_ids: torch.Tensor, tables: ByteTables) -> torch.Tensor:
-    """Bytes of each target token given the token before it (int16, same shape)."""
-    extra = tables.has_leading_space[tgt_ids] & ~tables.is_boundary[prev_ids]
-    return tables.base_bytes[tgt_ids].to(torch.int16) + extra.to(torch.int16)
+def check_eval_args(seq_len: int, stride: int | None, batch_seqs: int) -> None:
+    """Refuse evaluation settings that cannot score anything, before any data is loaded."""
+    if not (isinstance(seq_len, int) and seq_len >= 1):
+        raise ValueError(f"seq_len must be a positive integer, got {seq_len}")
+    if stride is not None and not (isinstance(stride, int) and 1 <= stride <= seq_len):
+        raise ValueError(f"stride must be in 1..seq_len={seq_len}, got {stride}")
+    if not (isinstance(batch_seqs, int) and batch_seqs >= 1):
+        raise ValueError(f"batch_seqs must be a positive integer, got {batch_seqs}")
 
 
 def truncate_for_eval(tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
     """The challenge's ``load_validation_tokens`` cut: a whole number of ``seq_len`` targets."""
+    check_eval_args(seq_len, None, 1)
     usable = ((tokens.numel() - 1) // seq_len) * seq_len
     if usable <= 0:
         raise ValueError(f"validation split ({tokens.numel()} tokens) is too short for seq_len={seq_len}")
@@ -160,6 +105,7 @@ def evaluate(
     is initialised. ``progress(done, total)`` is called after each batch with the windows just
     scored and the number of windows of this rank.
     """
+    check_eval_args(seq_len, stride, batch_seqs)
     t0 = time.perf_counter()
     device = torch.device(device)
     tables = tables.to(device)

@@ -13,14 +13,13 @@ from ..codec.pipeline import encode_state_dict
 from ..codec.registry import decoder_table, discover
 from ..codec.spec import load_spec
 from ..model.checkpoint import load_checkpoint
-from ..model.shards import atomic_write_bytes
-from ..trainer.calibrate import collect_hessians, load_hessians
-from .artifact import BOOTSTRAP, WEIGHTS, parse_artifact, write_artifact
-from .bootstrap import BOOTSTRAP as BOOTSTRAP_SOURCE
-from .bundle import build_bundle, minify
+from ..model.console import progress_bar
+from ..model.files import atomic_write_bytes, refuse_existing
+from ..trainer.calibrate import calib_path, collect_hessians, load_hessians
+from .bundle import bootstrap_member, build_bundle
 from .ledger import Ledger, artifact_ledger, format_ledger
-
-DEFAULT_BUDGET = 16_000_000  # decimal bytes, the challenge's cap
+from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
+from .verify import verify_bytes
 
 
 def golfpack_version() -> str:
@@ -36,7 +35,7 @@ class BudgetError(ValueError):
 
 @dataclass
 class BuildOptions:
-    budget: int = DEFAULT_BUDGET
+    budget: int = CHALLENGE_CAP
     calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
     calib_tokens: int = 262_144
     force: bool = False
@@ -49,7 +48,7 @@ def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], 
     if calib is not None:
         echo(f"calibrating GPTQ on {tokens:,} tokens of {calib}")
         return collect_hessians(model_fn(), calib, tokens, seq_len)
-    beside = checkpoint.with_name(checkpoint.stem + ".calib.pt")
+    beside = calib_path(checkpoint)
     if beside.is_file():
         echo(f"calibration: {beside}")
         return load_hessians(beside)
@@ -58,43 +57,39 @@ def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], 
 
 def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: BuildOptions = BuildOptions(),
           echo: Callable[[str], None] = print, progress: bool = True) -> Ledger:
-    from tqdm import tqdm
-
     out, checkpoint = Path(out), Path(checkpoint)
-    if out.exists() and not options.force:
-        raise FileExistsError(f"{out} exists (use --force to overwrite)")
-    if options.budget <= 0:
-        raise ValueError(f"budget must be positive, got {options.budget}")
+    refuse_existing(out, options.force)
+    if options.budget < 1:
+        raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
     registry = discover()
     spec = load_spec(pipeline, registry)
     ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     seq_len = int((ckpt.train_config or {}).get("train_seq_len", 1024))
-    hessians = resolve_hessians(checkpoint, ckpt.build_model, options.calib, options.calib_tokens, seq_len, echo) \
-        if "gptq" in used else None
+    hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, seq_len, echo) \
+        if spec.needs_calibration(list(state)) else None
 
-    with tqdm(total=len(state), desc="encode", unit="tensor", disable=None if progress else True) as bar:
+    with progress_bar(progress, total=len(state), desc="encode", unit="tensor") as bar:
         weights = encode_state_dict(state, spec, hessians, {"model_config": ckpt.model_config.to_dict()},
                                     progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
-    table = {n: spec_ for n, spec_ in decoder_table(registry).items() if n in used}
+    table = {n: d for n, d in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values())
-    manifest = {
-        "format": "golfpack.artifact", "version": 1, "python": list(sys.version_info[:2]),
-        "golfpack": golfpack_version(),
-        "code": {"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
-                 "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
-        "weights": {"member": WEIGHTS},
-        "decoders": {n: [s.target, s.consumes, s.produces] for n, s in sorted(table.items())},
-        "pipeline": [[list(r.patterns), r.chain] for r in spec.rules],
-        "train_config": ckpt.train_config,
-    }
-    members = [(BOOTSTRAP, minify(BOOTSTRAP_SOURCE, BOOTSTRAP).encode()), (f"code.{bundle.codec}", bundle.compressed),
+    manifest = Manifest(
+        python=list(sys.version_info[:2]), golfpack=golfpack_version(),
+        code={"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
+              "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
+        weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
+        pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
+        train_config=ckpt.train_config, sha256={})
+    members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed),
                (WEIGHTS, weights)]
     data = write_artifact(members, manifest)
-    led = artifact_ledger(parse_artifact(data, out), options.budget)
+    led = artifact_ledger(verify_bytes(out, data, registry), options.budget)
     if led.total > options.budget:
         raise BudgetError(f"artifact would be {led.total:,} bytes, {led.total - options.budget:,} over the budget of "
                           f"{options.budget:,}; nothing written\n{format_ledger(led)}")
-    atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data, overwrite=options.force)
     return led
+

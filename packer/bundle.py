@@ -1,17 +1,20 @@
-"""The code bundle: the modules an artifact runs, minified and compressed as one solid stream.
+"""The code bundle and the bootstrap: what an artifact runs, minified and compressed.
 
-What ships: the model, the evaluation and training code, the small runtime, the container
-reader and only the decoders of the stages the pipeline uses. Completeness is checked, not
-assumed: every ``golfpack`` import at module level in a shipped module must itself ship, and
-decoder modules may import only the standard library, numpy, torch, the codec libraries and
-``golfpack.codec.decoders.base``.
+One rule decides what ships. Shipped code lives in ``SHIPPED_PACKAGES`` (model, trainer, the
+codec's decoders, the packer's runtime) and never imports the build side; the bundle is the
+import closure of the runtime plus the decoders the pipeline uses. The closure is computed
+from every import statement (module level and lazy), so an import of build-side code is a
+:class:`BundleError` at build time, not a crash inside the artifact. A decoder module, whether
+golfpack's or a plugin's, may import only the standard library, ``DECODER_LIBRARIES`` and
+modules of its own package's ``decoders``.
 
-Bundle format (before compression): ``path NUL source NUL path NUL source ...`` with paths like
-``golfpack/model/gpt.py``; packages are the paths ending in ``__init__.py``.
+The third-party distributions the shipped code imports are recorded as the artifact's
+requirements; one imported only inside ``try: ... except ImportError`` is optional.
 """
 from __future__ import annotations
 
 import ast
+import base64
 import importlib.util
 import lzma
 import sys
@@ -21,22 +24,16 @@ from typing import Iterable
 
 import python_minifier
 
-from ..codec.decode import DecoderSpec
+from ..codec.decoders.chain import DecoderSpec
+from .runtime import artifact as artifact_format
+from .runtime import bootstrap as bootstrap_module
+from .runtime.artifact import pack_bundle
 
-# Modules every artifact runs, besides the decoders of its stages.
-CORE_MODULES = (
-    "golfpack", "golfpack.model", "golfpack.model.config", "golfpack.model.gpt", "golfpack.model.shards",
-    "golfpack.model.scoring", "golfpack.model.evaluate", "golfpack.model.distributed", "golfpack.model.checkpoint",
-    "golfpack.codec", "golfpack.codec.container", "golfpack.codec.decode", "golfpack.codec.decoders",
-    "golfpack.codec.decoders.base", "golfpack.codec.decoders.bytecoders", "golfpack.codec.decoders.intq",
-    "golfpack.codec.quant",
-    "golfpack.trainer", "golfpack.trainer.config", "golfpack.trainer.train", "golfpack.trainer.data",
-    "golfpack.trainer.muon", "golfpack.trainer.schedule", "golfpack.trainer.qat", "golfpack.trainer.calibrate",
-    "golfpack.packer", "golfpack.packer.runtime",
-)
-DECODER_ALLOWED_IMPORTS = {"numpy", "torch", "constriction", "zstandard", "brotli", "__future__",
-                           "golfpack", "golfpack.codec", "golfpack.codec.decoders", "golfpack.codec.decoders.base",
-                           *sys.stdlib_module_names}
+SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
+RUNTIME_ENTRY = "golfpack.packer.runtime"
+DECODER_LIBRARIES = {"numpy", "torch", "constriction", "zstandard", "brotli"}
+DISTRIBUTIONS = {"brotli": "Brotli", "sentencepiece": "sentencepiece", "numpy": "numpy", "torch": "torch",
+                 "constriction": "constriction", "zstandard": "zstandard", "tqdm": "tqdm"}
 NAMESPACE_INIT = '"""golfpack, as shipped inside an artifact."""\n'
 
 
@@ -51,67 +48,125 @@ class CodeBundle:
     minified_bytes: int
     compressed: bytes
     codec: str  # "lzma" or "brotli"
+    required: tuple[str, ...]  # third-party distributions the shipped code needs
+    optional: tuple[str, ...]  # ... and those it uses only when installed
+
+
+def is_shipped(module: str) -> bool:
+    return module == "golfpack" or any(module == p or module.startswith(p + ".") for p in SHIPPED_PACKAGES)
+
+
+def _spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def module_path(name: str) -> tuple[str, str]:
     """``(path inside the bundle, source)`` of an importable module."""
     if name == "golfpack":
         return "golfpack/__init__.py", NAMESPACE_INIT
-    spec = importlib.util.find_spec(name)
+    spec = _spec(name)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise BundleError(f"cannot find the source of module '{name}'")
-    is_pkg = spec.submodule_search_locations is not None
-    rel = name.replace(".", "/") + ("/__init__.py" if is_pkg else ".py")
+    rel = name.replace(".", "/") + ("/__init__.py" if spec.submodule_search_locations is not None else ".py")
     return rel, Path(spec.origin).read_text(encoding="utf-8")
 
 
-def _imports(name: str, source: str, is_pkg: bool) -> set[str]:
-    """Absolute names of modules imported at module level (function-level imports are lazy)."""
-    found: set[str] = set()
+@dataclass(frozen=True)
+class Import:
+    module: str  # absolute name
+    optional: bool  # inside try/except ImportError
+
+
+def _guarded(handlers: list[ast.ExceptHandler]) -> bool:
+    names = {ast.unparse(h.type) for h in handlers if h.type is not None}
+    return bool(names & {"ImportError", "ModuleNotFoundError"})
+
+
+def imports_of(name: str, source: str, is_pkg: bool) -> list[Import]:
+    """Every module ``source`` imports, anywhere in it (lazy imports run too)."""
     package = name if is_pkg else name.rpartition(".")[0]
-    for node in ast.parse(source).body:
+    found: list[Import] = []
+
+    def visit(node: ast.AST, optional: bool) -> None:
+        if isinstance(node, ast.If) and "sys.version_info" in ast.unparse(node.test) and \
+                {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)} == {"sys"}:
+            taken = eval(compile(ast.Expression(node.test), name, "eval"), {"sys": sys})  # our own source's test
+            for child in node.body if taken else node.orelse:
+                visit(child, optional)
+            return
+        if isinstance(node, ast.Try):
+            guarded = optional or _guarded(node.handlers)
+            for child in node.body:
+                visit(child, guarded)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, optional)
+            return
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
+            found.extend(Import(a.name, optional) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            found.add(mod)
+            found.append(Import(mod, optional))
             # `from pkg import sub` imports a module too when `sub` is one
-            found.update(f"{mod}.{a.name}" for a in node.names if _is_module(mod) and _is_module(f"{mod}.{a.name}"))
+            found.extend(Import(f"{mod}.{a.name}", optional) for a in node.names if _spec(f"{mod}.{a.name}") is not None)
+        for child in ast.iter_child_nodes(node):
+            visit(child, optional)
+
+    visit(ast.parse(source), False)
     return found
 
 
-def _is_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def select_modules(decoders: Iterable[DecoderSpec]) -> list[str]:
-    names = set(CORE_MODULES)
-    for spec in decoders:
-        module = spec.target.partition(":")[0]
-        parts = module.split(".")
-        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return sorted(names)
+@dataclass
+class _Closure:
+    sources: dict[str, tuple[str, str]]  # module -> (bundle path, source)
+    third_party: dict[str, bool]  # top-level name -> optional
 
 
-def check_imports(sources: dict[str, tuple[str, bool]], decoder_modules: set[str]) -> None:
-    shipped = set(sources)
-    for name, (source, is_pkg) in sources.items():
-        for imp in _imports(name, source, is_pkg):
-            top = imp.split(".")[0]
-            if imp.startswith("golfpack") and imp not in shipped and _is_module(imp):
-                raise BundleError(f"shipped module '{name}' imports '{imp}', which would not ship")
-            allowed = imp in DECODER_ALLOWED_IMPORTS or (top in DECODER_ALLOWED_IMPORTS and top != "golfpack")
-            if name in decoder_modules and not allowed:
-                raise BundleError(f"decoder module '{name}' imports '{imp}'; decoders may import only the standard "
-                                  "library, numpy, torch, the codec libraries and golfpack.codec.decoders.base")
+def closure(decoders: Iterable[DecoderSpec]) -> _Closure:
+    """The modules the artifact needs: the runtime's import closure plus the decoders'."""
+    decoder_modules = {d.module for d in decoders}
+    first_party = {"golfpack"} | {m.split(".")[0] for m in decoder_modules}
+    todo = [RUNTIME_ENTRY, *sorted(decoder_modules)]
+    seen: dict[str, tuple[str, str]] = {}
+    third: dict[str, bool] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path, source = module_path(name)
+        seen[name] = (path, source)
+        todo.extend(_parents(name))
+        in_decoders = ".decoders" in f".{name}" and name not in ("golfpack", "golfpack.codec")
+        for imp in imports_of(name, source, path.endswith("__init__.py")):
+            top = imp.module.split(".")[0]
+            if top in first_party:
+                if _spec(imp.module) is None:  # `from pkg import name` where name is not a module
+                    continue
+                if top == "golfpack" and not is_shipped(imp.module) and imp.module not in ("golfpack.codec",
+                                                                                         "golfpack.packer"):
+                    raise BundleError(f"shipped module '{name}' imports '{imp.module}', which is build-side code "
+                                      "and does not ship")
+                if in_decoders and ".decoders" not in f".{imp.module}" and imp.module not in _parents(name):
+                    raise BundleError(f"decoder module '{name}' imports '{imp.module}'; decoders may import only "
+                                      f"the standard library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
+                todo.append(imp.module)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                if in_decoders and top not in DECODER_LIBRARIES:
+                    raise BundleError(f"decoder module '{name}' imports '{imp.module}'; decoders may import only "
+                                      f"the standard library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
+                third[top] = third.get(top, True) and imp.optional
+    return _Closure(seen, third)
 
 
 class _EraseFieldTypes(ast.NodeTransformer):
@@ -137,7 +192,7 @@ def minify(source: str, path: str) -> str:
 
 
 def compress_solid(data: bytes) -> tuple[bytes, str]:
-    """Raw LZMA2 or brotli, whichever is smaller (ties go to lzma)."""
+    """Raw LZMA2 or brotli, whichever is smaller (ties go to lzma, which needs no package)."""
     import brotli
 
     xz = lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}])
@@ -146,16 +201,33 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
 
 
 def build_bundle(decoders: Iterable[DecoderSpec]) -> CodeBundle:
-    decoders = list(decoders)
-    sources: dict[str, tuple[str, bool]] = {}
-    paths: dict[str, str] = {}
-    for name in select_modules(decoders):
-        path, source = module_path(name)
-        sources[name] = (source, path.endswith("__init__.py"))
-        paths[name] = path
-    check_imports(sources, {d.target.partition(":")[0] for d in decoders})
-    files = {paths[n]: minify(src, paths[n]) for n, (src, _) in sorted(sources.items())}
-    raw = sum(len(src.encode()) for src, _ in sources.values())
-    blob = b"\0".join(part for p, s in files.items() for part in (p.encode(), s.encode()))
+    found = closure(decoders)
+    files = {path: minify(src, path) for path, src in sorted(found.sources.values())}
+    raw = sum(len(src.encode()) for _, src in found.sources.values())
+    blob = pack_bundle(files)
     compressed, codec = compress_solid(blob)
-    return CodeBundle(files, raw, len(blob), compressed, codec)
+    third = dict(found.third_party)
+    if codec == "brotli":
+        third["brotli"] = False
+    dist = lambda names: tuple(sorted(DISTRIBUTIONS.get(n, n) for n in names))  # noqa: E731
+    return CodeBundle(files, raw, len(blob), compressed, codec,
+                      dist(n for n, opt in third.items() if not opt), dist(n for n, opt in third.items() if opt))
+
+
+def bootstrap_source() -> str:
+    """The bootstrap's code: the artifact format module inlined, then ``runtime/bootstrap.py``,
+    then the call that boots, minified."""
+    own = Path(bootstrap_module.__file__).read_text(encoding="utf-8").splitlines()
+    glue = [ln for ln in own if not ln.startswith(("from __future__", "from .artifact import"))]
+    source = "\n".join([Path(artifact_format.__file__).read_text(encoding="utf-8"), *glue,
+                        "sys.exit(boot(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:]))", ""])
+    return minify(source, "__main__.py")
+
+
+def bootstrap_member() -> bytes:
+    """``__main__.py`` as stored: a one-line stub that executes the LZMA-compressed, base85-encoded
+    bootstrap (stored members are not compressed, and the bootstrap is the one member that must
+    be Python source)."""
+    packed = base64.b85encode(lzma.compress(bootstrap_source().encode(), format=lzma.FORMAT_ALONE,
+                                            preset=9 | lzma.PRESET_EXTREME))
+    return b"import base64,lzma;exec(lzma.decompress(base64.b85decode(b'" + packed + b"')))\n"

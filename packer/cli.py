@@ -1,7 +1,9 @@
 """The ``golfpack`` command line.
 
-Every command turns a known bad-input error into one line on stderr and exit status 1; a
-traceback is shown only with ``golfpack --debug ...``.
+Every bad input, whether a usage error click finds or a bad file golfpack finds, is one line
+on stderr and exit status 1 (a traceback only with ``golfpack --debug ...``). The exceptions
+are errors whose whole message is the point: an over-budget build prints its ledger, and a
+demo without data says where to get it.
 """
 from __future__ import annotations
 
@@ -12,36 +14,44 @@ from pathlib import Path
 
 import click
 
-USER_ERRORS = (ValueError, OSError, RuntimeError)
+from ..model.console import USER_ERRORS, format_result, one_line
+from .runtime.artifact import CHALLENGE_CAP
+
+POSITIVE = click.IntRange(min=1)
 
 
 def error_message(e: BaseException) -> str:
-    """One line, except for errors whose whole message is the point (a budget ledger, where
-    to find data)."""
     from .build import BudgetError
     from .demo import DataNotFoundError
 
-    text = str(e).strip() or type(e).__name__
-    return text if isinstance(e, (BudgetError, DataNotFoundError)) else text.splitlines()[0]
+    return str(e).strip() if isinstance(e, (BudgetError, DataNotFoundError)) else one_line(e)
 
 
 class FriendlyGroup(click.Group):
-    def invoke(self, ctx: click.Context):
+    def main(self, args=None, prog_name=None, **kwargs):  # type: ignore[override]
+        args = sys.argv[1:] if args is None else list(args)
+        debug = "--debug" in args[:1]
         try:
-            return super().invoke(ctx)
+            return super().main(args, prog_name, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"golfpack: error: {one_line(e.format_message())}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("golfpack: error: aborted", err=True)
+            sys.exit(1)
         except USER_ERRORS as e:
-            if ctx.obj and ctx.obj.get("debug"):
+            if debug:
                 raise
             click.echo(f"golfpack: error: {error_message(e)}", err=True)
             sys.exit(1)
 
 
 @click.group(cls=FriendlyGroup)
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (give it first).")
+def main(debug: bool) -> None:
     """golfpack: train, compress, pack and score tiny language models under a hard byte cap."""
-    ctx.ensure_object(dict)["debug"] = debug
 
 
 @main.group()
@@ -54,15 +64,14 @@ def data() -> None:
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path), help="SentencePiece .model file.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder for shards.")
 @click.option("--name", default="train", show_default=True, help="Shard name: fineweb_{name}_NNNNNN.bin")
-@click.option("--shard-tokens", default=100_000_000, show_default=True, help="Tokens per shard.")
+@click.option("--shard-tokens", default=100_000_000, show_default=True, type=POSITIVE, help="Tokens per shard.")
 @click.option("--force", is_flag=True, help="Replace existing shards of this name.")
 def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> None:
     """Tokenize DOCUMENTS (.jsonl with a 'text' field, or text files) into shards."""
-    from tqdm import tqdm
-
+    from ..model.console import progress_bar
     from ..trainer.tokenize import iter_documents, tokenize_to_shards
 
-    with tqdm(desc="tokenize", unit="doc", disable=None) as bar:
+    with progress_bar(desc="tokenize", unit="doc") as bar:
         report = tokenize_to_shards(
             iter_documents(documents), tokenizer, out_dir, name, shard_tokens, force, on_document=bar.update
         )
@@ -75,9 +84,9 @@ def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> N
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--val", required=True, help="Validation shard glob, e.g. 'data/fineweb_val_*.bin'.")
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
-@click.option("--seq-len", default=1024, show_default=True)
-@click.option("--stride", type=int, default=None, help="Sliding-window stride (default: contiguous windows).")
-@click.option("--batch-seqs", default=32, show_default=True, help="Windows per forward pass.")
+@click.option("--seq-len", default=1024, show_default=True, type=POSITIVE)
+@click.option("--stride", type=POSITIVE, default=None, help="Sliding-window stride (default: contiguous windows).")
+@click.option("--batch-seqs", default=32, show_default=True, type=POSITIVE, help="Windows per forward pass.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as_json) -> None:
@@ -95,12 +104,7 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
 
 
 def echo_result(d: dict, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(d))
-        return
-    click.echo(f"val_loss:{d['val_loss']:.8f}")
-    click.echo(f"val_bpb:{d['val_bpb']:.8f}")
-    click.echo(f"tokens:{d['tokens']} bytes:{d['bytes']} eval_time:{d['seconds']:.2f}s")
+    click.echo(json.dumps(d) if as_json else format_result(d))
 
 
 @main.command("stages")
@@ -121,9 +125,13 @@ def stages_cmd(chain: str | None) -> None:
             click.echo(" -> ".join(s.describe() for s in parse_chain(chain, registry)))
         return
     for name, reg in sorted(registry.items()):
+        if reg.cls is None:
+            click.echo(f"{name:<8} {'BROKEN':<18} {'-':<50} {reg.origin}")
+            click.echo(f"{'':<8} {reg.error}")
+            continue
         params = " ".join(f"{k}={v}" for k, v in params_of(reg.cls).items()) or "-"
         click.echo(f"{name:<8} {reg.cls.consumes + ' -> ' + reg.cls.produces:<18} {params:<50} {reg.origin}")
-        click.echo(f"{'':<8} {reg.cls.summary}  [decoder {reg.cls.decoder}]")
+        click.echo(f"{'':<8} {reg.cls.summary}  [decoder {reg.cls.decoder().module}]")
 
 
 TRAIN_FLAGS = {  # CLI flag -> config key
@@ -147,17 +155,18 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--pipeline", default=None, help="Pipeline spec whose quantizers QAT imitates (default, file or inline).")
 @click.option("--qat-start", type=float, default=None, help="Fraction of training after which QAT is on.")
 @click.option("--calib-tokens", type=int, default=None, help="Collect GPTQ calibration from this many training tokens.")
-@click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun) for DDP.")
+@click.option("--nproc", type=POSITIVE, default=1, show_default=True, help="Processes (torchrun) for DDP.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a checkpoint.")
-@click.option("--save-every", type=int, default=0, help="Save a resumable checkpoint every N steps.")
+@click.option("--save-every", type=click.IntRange(min=0), default=0, help="Save a resumable checkpoint every N steps.")
 @click.option("--force", is_flag=True, help="Overwrite an existing final checkpoint in the run folder.")
 def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, **flags) -> None:
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
     import subprocess
     import tempfile
 
-    from ..trainer.config import load_config
     from ..codec.spec import load_spec, quantizer_rules
+    from ..model.distributed import torchrun_command
+    from ..trainer.config import load_config
 
     sets = [f"{TRAIN_FLAGS[k]}={v}" for k, v in flags.items() if v is not None] + list(overrides)
     cfg = load_config(config_file, sets)
@@ -169,12 +178,9 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
         result = train(cfg, resume=resume, force=force, save_every=save_every)
         click.echo(f"checkpoint:{result.checkpoint}" + (f" calibration:{result.calib}" if result.calib else ""))
         return
-    if nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {nproc}")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg.to_dict(), f)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every)]
+    cmd = torchrun_command(nproc, "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every))
     cmd += (["--resume", str(resume)] if resume else []) + (["--force"] if force else [])
     rc = subprocess.call(cmd)
     Path(f.name).unlink(missing_ok=True)
@@ -186,9 +192,11 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
 @click.option("--calib", default=None, help="Calibration: a .calib.pt file or a training-shard glob (GPTQ).")
-@click.option("--calib-tokens", default=262_144, show_default=True, help="Tokens to calibrate on from --calib shards.")
+@click.option("--calib-tokens", default=262_144, show_default=True, type=POSITIVE,
+              help="Tokens to calibrate on from --calib shards.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact to write, e.g. submission.pyz.")
-@click.option("--budget", default=16_000_000, show_default=True, help="Byte budget of the whole file (decimal).")
+@click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE,
+              help="Byte budget of the whole file (decimal).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, force, as_json) -> None:
@@ -205,18 +213,19 @@ def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, force, as_
 
 @main.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--budget", default=16_000_000, show_default=True)
+@click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE)
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a PNG of where the bytes go.")
-def inspect_cmd(artifact, budget, as_json, plot) -> None:
-    """Print the byte ledger of ARTIFACT (parses it; never runs its code)."""
-    from .artifact import read_artifact
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
+def inspect_cmd(artifact, budget, as_json, plot, force) -> None:
+    """Print the byte ledger of ARTIFACT (parses it as data; never imports or runs anything it names)."""
     from .ledger import artifact_ledger, format_ledger, plot_ledger
+    from .verify import verify_artifact
 
-    led = artifact_ledger(read_artifact(artifact), budget)
+    led = artifact_ledger(verify_artifact(artifact), budget)
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if plot is not None:
-        plot_ledger(led, str(plot))
+        plot_ledger(led, str(plot), force)
         if not as_json:
             click.echo(f"plot: {plot}")
 
@@ -225,10 +234,10 @@ def inspect_cmd(artifact, budget, as_json, plot) -> None:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--val", required=True, help="Validation shard glob.")
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
-@click.option("--nproc", default=1, show_default=True, help="Processes (torchrun) for evaluation.")
-@click.option("--stride", type=int, default=None, help="Sliding-window stride (default: contiguous).")
-@click.option("--seq-len", default=1024, show_default=True)
-@click.option("--batch-seqs", default=32, show_default=True)
+@click.option("--nproc", default=1, show_default=True, type=POSITIVE, help="Processes (torchrun) for evaluation.")
+@click.option("--stride", type=POSITIVE, default=None, help="Sliding-window stride (default: contiguous).")
+@click.option("--seq-len", default=1024, show_default=True, type=POSITIVE)
+@click.option("--batch-seqs", default=32, show_default=True, type=POSITIVE)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device, as_json) -> None:
@@ -249,7 +258,8 @@ def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder (default: ./data, then ../shared/data).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-@click.option("--seconds", default=300.0, show_default=True, help="Training wall-clock budget.")
+@click.option("--seconds", default=300.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Training wall-clock budget.")
 @click.option("--force", is_flag=True, help="Redo a demo whose artifact already exists.")
 def demo_cmd(data_dir, out_dir, seconds, force) -> None:
     """Train a small model on the CPU, build, inspect and run its artifact."""

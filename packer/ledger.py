@@ -1,23 +1,20 @@
-"""The byte ledger of an artifact: where every one of its bytes goes, against the budget."""
+"""The byte ledger of an artifact: where every one of its bytes goes, against the budget.
+
+Every part is computed from the structure it describes (zip headers from the member names,
+container overhead from its header, manifest and digest, tensors from their spans), never as
+a remainder, so the test that the parts add up to the file size can fail.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from ..codec.container import read_container
-from ..codec.decode import table_from_json
+from ..codec.decoders.base import first_match
+from ..codec.decoders.container import DIGEST_BYTES, HEADER
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
-from .artifact import BOOTSTRAP, MANIFEST, WEIGHTS, Artifact
-
-
-def tensor_class(name: str) -> str:
-    if name in ("tok_emb.weight", "lm_head.weight"):
-        return "embedding"
-    if ".attn.c_" in name or ".attn.proj." in name:
-        return "attention"
-    if ".mlp." in name:
-        return "mlp"
-    return "control"
+from ..model.console import printable
+from .runtime.artifact import BOOTSTRAP, MANIFEST, WEIGHTS, zip_overhead
+from .verify import Verified
 
 
 @dataclass
@@ -35,7 +32,9 @@ class Ledger:
     code_codec: str
     weights: int
     container_overhead: int  # container header, manifest and digest
+    requirements: dict[str, list[str]]
     tensors: list[TensorLedger] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # per tensor: the name of the pipeline rule that coded it
 
     @property
     def headroom(self) -> int:
@@ -43,17 +42,16 @@ class Ledger:
 
     def classes(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = defaultdict(lambda: {"params": 0, "bytes": 0})
-        for t in self.tensors:
-            c = out[tensor_class(t.name)]
-            c["params"] += t.params
-            c["bytes"] += t.bytes
+        for t, group in zip(self.tensors, self.groups):
+            out[group]["params"] += t.params
+            out[group]["bytes"] += t.bytes
         return dict(out)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["headroom"] = self.headroom
-        d["tensors"] = [{**asdict(t), "bits_per_param": t.bits_per_param, "class": tensor_class(t.name)}
-                        for t in self.tensors]
+        d["tensors"] = [{**asdict(t), "bits_per_param": t.bits_per_param, "class": g}
+                        for t, g in zip(self.tensors, self.groups)]
         d["classes"] = self.classes()
         params = sum(t.params for t in self.tensors)
         d["params"] = params
@@ -62,24 +60,29 @@ class Ledger:
         return d
 
 
-def artifact_ledger(art: Artifact, budget: int) -> Ledger:
-    code = art.manifest["code"]
-    container = read_container(art.members[WEIGHTS])
-    table = table_from_json(art.manifest["decoders"])
-    rows = tensor_ledger(container, table)
+def artifact_ledger(v: Verified, budget: int) -> Ledger:
+    if budget < 1:
+        raise ValueError(f"budget must be a positive number of bytes, got {budget}")
+    m = v.manifest
+    rows = tensor_ledger(v.container, v.table)
+    rules = [r["match"] for r in m.pipeline]
+    groups = [m.pipeline[i]["name"] if (i := first_match(t.name, rules)) is not None else "unmatched" for t in rows]
     return Ledger(
-        path=str(art.path), sha256=art.sha256, total=art.size, budget=budget, zip_overhead=art.zip_overhead,
-        bootstrap=len(art.members[BOOTSTRAP]), manifest=art.manifest_bytes,
-        code_compressed=len(art.members[code["member"]]), code_raw=int(code["raw_bytes"]),
-        code_minified=int(code["minified_bytes"]), code_codec=str(code["codec"]), weights=len(art.members[WEIGHTS]),
-        container_overhead=len(art.members[WEIGHTS]) - sum(t.bytes for t in rows), tensors=rows)
+        path=str(v.path), sha256=v.sha256, total=v.size, budget=budget, zip_overhead=zip_overhead(v.art.order),
+        bootstrap=len(v.art.members[BOOTSTRAP]), manifest=v.art.manifest_bytes,
+        code_compressed=len(v.art.members[m.code["member"]]), code_raw=m.code["raw_bytes"],
+        code_minified=m.code["minified_bytes"], code_codec=m.code["codec"], weights=len(v.art.members[WEIGHTS]),
+        container_overhead=HEADER.size + v.container.manifest_bytes + DIGEST_BYTES,
+        requirements={"required": list(m.requirements["required"]), "optional": list(m.requirements["optional"])},
+        tensors=rows, groups=groups)
 
 
 def format_ledger(led: Ledger) -> str:
     pct = lambda n: 100.0 * n / led.budget  # noqa: E731
     params = sum(t.params for t in led.tensors)
+    req = led.requirements
     lines = [
-        f"artifact {led.path}  sha256 {led.sha256}",
+        f"artifact {printable(led.path)}  sha256 {led.sha256}",
         f"total            {led.total:>12,} bytes  budget {led.budget:,}  headroom {led.headroom:,} "
         f"({pct(led.headroom):.2f}%){'  OVER BUDGET' if led.headroom < 0 else ''}",
         f"  zip overhead   {led.zip_overhead:>12,}",
@@ -89,23 +92,31 @@ def format_ledger(led: Ledger) -> str:
         f"{led.code_codec} {led.code_compressed:,} ({led.code_compressed / max(led.code_raw, 1):.3f} of raw)",
         f"  weights        {led.weights:>12,}   {8 * led.weights / max(params, 1):.3f} bits/param over {params:,} "
         f"params; container overhead {led.container_overhead:,}",
+        f"requires         {', '.join(req['required']) or '-'}"
+        + (f"  (optional: {', '.join(req['optional'])})" if req["optional"] else ""),
         "",
         f"{'tensor':<28} {'shape':<12} {'params':>9} {'bytes':>10} {'bits/p':>7} {'H0 bound':>10} {'share':>6}  chain",
     ]
     for t in led.tensors:
         bound = f"{t.entropy_bytes:,.0f}" if t.entropy_bytes is not None else "-"
         shape = "x".join(map(str, t.shape))
-        lines.append(f"{t.name:<28} {shape:<12} {t.params:>9,} {t.bytes:>10,} {t.bits_per_param:>7.3f} {bound:>10} "
-                     f"{pct(t.bytes):>5.2f}%  {t.chain}")
+        lines.append(f"{printable(t.name):<28} {shape:<12} {t.params:>9,} {t.bytes:>10,} {t.bits_per_param:>7.3f} "
+                     f"{bound:>10} {pct(t.bytes):>5.2f}%  {printable(t.chain)}")
     lines.append("")
     lines.append(f"{'class':<12} {'params':>11} {'bytes':>12} {'bits/p':>7} {'share':>6}")
     for name, c in sorted(led.classes().items()):
-        lines.append(f"{name:<12} {int(c['params']):>11,} {int(c['bytes']):>12,} {8 * c['bytes'] / max(c['params'], 1):>7.3f} "
-                     f"{pct(c['bytes']):>5.2f}%")
+        lines.append(f"{printable(name):<12} {int(c['params']):>11,} {int(c['bytes']):>12,} "
+                     f"{8 * c['bytes'] / max(c['params'], 1):>7.3f} {pct(c['bytes']):>5.2f}%")
     return "\n".join(lines)
 
 
-def plot_ledger(led: Ledger, out: str) -> None:
+def plot_ledger(led: Ledger, out: str, force: bool = False) -> None:
+    """A PNG of where the bytes go; written atomically, never over an existing file unless ``force``."""
+    import io
+
+    from ..model.files import atomic_write_bytes, refuse_existing
+
+    refuse_existing(out, force)
     try:
         import matplotlib
 
@@ -113,7 +124,8 @@ def plot_ledger(led: Ledger, out: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install 'golfpack[plot]'") from None
-    parts = [(f"{n} ({8 * c['bytes'] / max(c['params'], 1):.2f} b/p)", c["bytes"]) for n, c in sorted(led.classes().items())]
+    parts = [(f"{printable(n)} ({8 * c['bytes'] / max(c['params'], 1):.2f} b/p)", c["bytes"])
+             for n, c in sorted(led.classes().items())]
     parts += [("code", led.code_compressed), ("container overhead", led.container_overhead),
               ("zip+bootstrap+manifest", led.zip_overhead + led.bootstrap + led.manifest)]
     if led.headroom > 0:
@@ -126,8 +138,10 @@ def plot_ledger(led: Ledger, out: str) -> None:
     ax.axvline(led.budget, color="red", linestyle="--", label=f"budget {led.budget:,} B")
     ax.set_yticks([])
     ax.set_xlabel("bytes")
-    ax.set_title(f"{led.path}: {led.total:,} bytes")
+    ax.set_title(f"{printable(led.path)}: {led.total:,} bytes")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue(), overwrite=force)

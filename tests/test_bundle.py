@@ -6,15 +6,19 @@ import types
 
 import pytest
 
-from golfpack.codec.decode import DecoderSpec
+from golfpack.codec.decoders.chain import DecoderSpec
 from golfpack.codec.registry import decoder_table
 from golfpack.packer.bundle import BundleError, build_bundle, minify
 
 
 def _decoder_module(tmp_path, monkeypatch, body: str) -> DecoderSpec:
-    (tmp_path / "my_decoder.py").write_text(textwrap.dedent(body))
+    pkg = tmp_path / f"plug_{abs(hash(body)) % 10**8}"
+    (pkg / "decoders").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "decoders" / "__init__.py").write_text("")
+    (pkg / "decoders" / "my.py").write_text(textwrap.dedent(body))
     monkeypatch.syspath_prepend(str(tmp_path))
-    return DecoderSpec("my_decoder:decode", "bytes", "bytes")
+    return DecoderSpec(f"{pkg.name}.decoders.my", "bytes", "bytes")
 
 
 def test_bundle_holds_core_and_only_the_used_decoders():
@@ -22,15 +26,18 @@ def test_bundle_holds_core_and_only_the_used_decoders():
     bundle = build_bundle([table["rtn"], table["ans"], table["fp16"], table["zstd"]])
     files = set(bundle.files)
     assert {"golfpack/codec/decoders/ans.py", "golfpack/codec/decoders/floats.py", "golfpack/model/gpt.py",
-            "golfpack/packer/runtime.py", "golfpack/trainer/train.py"} <= files
+            "golfpack/packer/runtime/__init__.py", "golfpack/trainer/train.py"} <= files
     assert "golfpack/codec/decoders/pack.py" not in files and "golfpack/codec/spec.py" not in files
-    assert "golfpack/packer/cli.py" not in files and "golfpack/codec/stages/coders.py" not in files
+    assert "golfpack/packer/cli.py" not in files and "golfpack/codec/encoders/ans.py" not in files
+    assert "golfpack/packer/runtime/artifact.py" not in files, "the bootstrap inlines the format module"
     assert bundle.minified_bytes < bundle.raw_bytes and len(bundle.compressed) < bundle.minified_bytes
+    assert "torch" in bundle.required and "tqdm" in bundle.optional and "click" not in bundle.required
 
 
 @pytest.mark.parametrize("imports, message", [
-    ("import click", "decoder module 'my_decoder' imports 'click'"),
-    ("from golfpack.codec.spec import load_spec", "imports 'golfpack.codec.spec', which would not ship"),
+    ("import click", "decoder module 'plug_\\d+.decoders.my' imports 'click'"),
+    ("from golfpack.codec.spec import load_spec", "imports 'golfpack.codec.spec', which is build-side code"),
+    ("def later():\n    from golfpack.codec.registry import discover", "imports 'golfpack.codec.registry'"),
 ])
 def test_decoder_with_a_disallowed_import_is_refused(tmp_path, monkeypatch, imports, message):
     spec = _decoder_module(tmp_path, monkeypatch, imports + "\ndef decode(data, params, blobs, meta):\n    return data\n")
@@ -47,7 +54,7 @@ def test_decoder_allowed_imports_pass(tmp_path, monkeypatch):
         def decode(data, params, blobs, meta):
             return data
     """)
-    assert "my_decoder.py" in build_bundle([spec]).files
+    assert f"{spec.module.replace('.', '/')}.py" in build_bundle([spec]).files
 
 
 def test_minify_keeps_dataclass_semantics():

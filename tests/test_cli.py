@@ -1,9 +1,9 @@
 """The installed ``golfpack`` command: help, eval output format, tokenize, and clean errors."""
 import json
 import re
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +14,27 @@ from golfpack.model.shards import read_shard, write_shard
 from .conftest import SP1024, TRAIN_DOCS, VAL_SHARD, make_tiny
 
 
+CONSOLE_SCRIPT = Path(sys.executable).parent / "golfpack"  # installed beside the interpreter, on PATH or not
+COMMANDS = [[], ["data"], ["data", "tokenize"], ["eval"], ["stages"], ["train"], ["build"], ["inspect"], ["run"],
+            ["demo"]]
+
+
 def golfpack(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    exe = shutil.which("golfpack")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "golfpack.packer", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def test_installed_console_script_help():
-    assert shutil.which("golfpack"), "the golfpack console script is not installed"
+    assert CONSOLE_SCRIPT.is_file(), f"the golfpack console script is not installed beside {sys.executable}"
     out = golfpack("--help")
     assert out.returncode == 0
-    for command in ("eval", "data"):
+    for command in ("eval", "data", "build", "inspect", "run"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "golfpack")
+def test_every_help_exits_zero(command):
+    out = golfpack(*command, "--help")
+    assert out.returncode == 0 and out.stdout.startswith("Usage:") and out.stderr == "", (out.stdout, out.stderr)
 
 
 def test_eval_prints_eight_decimals(tmp_path, data_dir):
@@ -54,6 +63,15 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
         (["eval", "{tmp}/m.pt", "--val", "{tmp}/bad.bin", "--tokenizer", "{tmp}/none.model"], "no such tokenizer"),
         (["data", "tokenize", "{tmp}/garbage.pt", "--tokenizer", str(SP1024), "--out", "{tmp}/o"], "not UTF-8"),
         (["data", "tokenize", "{tmp}/bad.jsonl", "--tokenizer", str(SP1024), "--out", "{tmp}/o"], "'text' field"),
+        (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--seq-len", "0"], "--seq-len"),
+        (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--batch-seqs", "-1"], "--batch-seqs"),
+        (["run", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--stride", "0"], "--stride"),
+        (["inspect", "{tmp}/m.pt", "--budget", "0"], "--budget"),
+        (["build", "{tmp}/m.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> brotli level=-3"], "level must be"),
+        (["build", "{tmp}/other.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> zstd"], "does not fit the model"),
+        (["build", "{tmp}/m.pt"], "Missing option '--out'"),
+        (["nope"], "No such command"),
+        (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--seq-len", "abc"], "is not a valid integer"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
@@ -62,6 +80,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     (tmp_path / "garbage.pt").write_bytes(b"\xff\xfe not a checkpoint")
     (tmp_path / "bad.bin").write_bytes(b"\0" * 2048)
     (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
+    state = dict(model.state_dict())
+    state["blocks.0.attn.c_q.weight"] = state["blocks.0.attn.c_q.weight"][:, :32]  # a state dict that does not fit
+    save_checkpoint(tmp_path / "other.pt", Checkpoint(state, model.cfg))
     out = golfpack(*[a.format(tmp=tmp_path) for a in args])
     assert out.returncode == 1
     assert "Traceback" not in out.stderr

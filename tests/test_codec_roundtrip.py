@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golfpack.codec.decoders.intq import dequantize
-from golfpack.codec.gptq import GPTQConfig, gptq_quantize
+from golfpack.codec.encoders.intq import GPTQParams
+from golfpack.codec.gptq import gptq_quantize
 from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
-from golfpack.codec.quant import ClipRule, fake_quantize, quantize_rtn
+from golfpack.codec.decoders.intq import ClipRule, fake_quantize, quantize_rtn
 from golfpack.codec.spec import load_spec
 from golfpack.codec.stage import StageError
 
@@ -59,13 +60,12 @@ def test_gptq_round_trip_and_beats_rtn_on_its_objective(bits, act_order):
     w = torch.randn(48, 96, generator=g) * 0.05
     x = torch.randn(512, 96, generator=g) @ (torch.randn(96, 96, generator=g) * 0.3)  # correlated inputs
     h = 2 * x.T @ x
-    rule = ClipRule.parse("absmax")
-    q, scales = gptq_quantize(w, h, GPTQConfig(bits, rule, act_order=act_order, block_size=32))
+    q, scales = gptq_quantize(w, h, GPTQParams(bits, "absmax", act_order=act_order, block=32))
     deq = dequantize(q, scales, tuple(w.shape), w.dtype)
     spec = load_spec(f"*=gptq bits={bits} block=32 act_order={act_order} -> ans")
     out, _ = decode_state_dict(encode_state_dict({"w": w}, spec, hessians={"w": h}))
     assert torch.equal(out["w"], deq)
-    q_rtn, s_rtn = quantize_rtn(w, bits, rule)
+    q_rtn, s_rtn = quantize_rtn(w, bits, ClipRule.parse("absmax"))
     err = lambda d: float(((x @ (d - w).T) ** 2).sum())  # noqa: E731  the layer-output error GPTQ minimises
     assert err(deq) < err(dequantize(q_rtn, s_rtn, tuple(w.shape), w.dtype))
 
@@ -76,7 +76,7 @@ def test_gptq_without_calibration_is_a_clear_error():
 
 
 def test_ans_symbols_round_trip_many_alphabets():
-    from golfpack.codec.container import read_container
+    from golfpack.codec.decoders.container import read_container
     from golfpack.codec.pipeline import symbols_of
     from golfpack.codec.registry import decoder_table
 
@@ -102,6 +102,10 @@ def test_encoding_is_deterministic():
     ("*=nope -> ans", "unknown stage 'nope'"),
     ("*=rtn clip=foo -> ans", "unknown clip rule"),
     ("w.weight", "expected 'glob=chain'"),
+    ("*=fp32 -> brotli level=-3", "level must be in 0..11"),
+    ("*=fp32 -> zstd level=99", "level must be in 0..22"),
+    ("*=rtn clip=sdclip:inf -> ans", "unknown clip rule"),
+    ("*=gptq damp=-1 -> ans", "damp must be >= 0"),
 ])
 def test_wrong_chains_fail_at_build_time(bad, message):
     with pytest.raises(StageError, match=message):
@@ -117,3 +121,16 @@ def test_spec_first_match_wins(tmp_path):
     assert spec.rule_for("tok_emb.weight").stages[0].name == "fp16"
     with pytest.raises(StageError, match="no rule matches"):
         load_spec("blocks.*=fp16 -> zstd").rule_for("tok_emb.weight")
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0,), (0, 0)])
+@pytest.mark.parametrize("chain", ["rtn bits=6 -> ans", "rtn bits=4 -> pack -> zstd", "fp16 -> brotli", "fp32 -> lzma"])
+def test_empty_tensors_round_trip(shape, chain):
+    t = torch.zeros(shape)
+    out, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*={chain}")))
+    assert out["w"].shape == t.shape and out["w"].dtype == t.dtype
+
+
+def test_non_printable_tensor_names_are_refused_at_encode():
+    with pytest.raises(StageError, match="printable"):
+        encode_state_dict({"a\x1b[2Jb": torch.zeros(2)}, load_spec("*=fp16 -> zstd"))

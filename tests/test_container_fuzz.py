@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from golfpack.codec.container import HEADER, ContainerError, read_container
+from golfpack.codec.decoders.container import HEADER, ContainerError, read_container
 from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.spec import load_spec
 
@@ -61,10 +61,17 @@ def paths(obj, prefix=()):
             yield from paths(v, prefix + (i,))
 
 
+# Boundary values for every integer a manifest holds (params, span ends, shape dims, counts):
+# around 0, the int8/int16/int32/uint32/int64 edges and golfpack's own limits.
+EDGES = sorted({e + d for e in (0, 1 << 7, 1 << 8, 1 << 15, 1 << 16, 1 << 24, 1 << 26, 1 << 27, 1 << 31, 1 << 32,
+                                1 << 63) for d in (-1, 0, 1)} | {-(1 << 31), -(1 << 31) - 1, -(1 << 63), -1, 2, 8, 9})
+BOUNDARY = st.sampled_from(EDGES)
 NASTY = st.one_of(
-    st.integers(-(2**64), 2**64), st.floats(allow_nan=True), st.text(max_size=8), st.none(), st.booleans(),
+    st.integers(-(2**64), 2**64), BOUNDARY, st.floats(allow_nan=True), st.text(max_size=8), st.none(), st.booleans(),
     st.just([]), st.just({}), st.just([2**31, 2**31]), st.just([0, 10**12]), st.just([[[[[]]]]]),
-    st.lists(st.integers(-5, 10**9), max_size=5), st.just("gptq"), st.just("float16"), st.just({"x": [1]}),
+    st.lists(st.integers(-5, 10**9), max_size=5), st.lists(BOUNDARY, min_size=1, max_size=3),
+    st.tuples(BOUNDARY, BOUNDARY).map(list), st.just("gptq"), st.just("float16"), st.just({"x": [1]}),
+    st.text(alphabet="\x1b[2J\r\n", min_size=1, max_size=6),
 )
 
 
@@ -120,6 +127,35 @@ def test_resealed_manifest_mutations(sample, data):
         except (KeyError, IndexError, TypeError):
             pass
     decode_all(join(manifest, streams))
+
+
+@pytest.mark.slow
+@fuzz(3000)
+@given(data=st.data())
+def test_boundary_values_in_every_integer_field(sample, data):
+    """Structure-aware: every int in the manifest (params, spans, shapes) set to an edge value."""
+    manifest, streams = split(sample)
+    int_paths = [p for p in paths(manifest) if p and isinstance(_get(manifest, p), int)
+                 and not isinstance(_get(manifest, p), bool)]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(int_paths))
+        _get(manifest, path[:-1])[path[-1]] = data.draw(BOUNDARY)
+    decode_all(join(manifest, streams))
+
+
+def _get(obj, path):
+    for p in path:
+        obj = obj[p]
+    return obj
+
+
+def test_ans_offset_at_the_int32_edge_is_a_container_error(sample):
+    manifest, streams = split(sample)
+    ans = next(r for t in manifest["tensors"] for r in t["chain"] if r["stage"] == "ans")
+    for lo in (2**31, 2**31 - 1, -(2**31) - 1, 2**63):
+        ans["params"]["lo"] = lo
+        with pytest.raises(ContainerError, match="lo"):
+            decode_state_dict(join(manifest, streams))
 
 
 @pytest.mark.slow

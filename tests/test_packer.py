@@ -3,14 +3,14 @@ no clobber, tampering, malformed zips."""
 import json
 import subprocess
 import sys
-import zipfile
 
 import pytest
 import torch
 
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from golfpack.packer.artifact import ArtifactError, read_artifact
+from golfpack.packer.runtime.artifact import ArtifactError, read_zip
+from golfpack.packer.verify import verify_artifact
 from golfpack.packer.build import build
 from golfpack.packer.run import run_artifact
 from golfpack.trainer.config import load_config
@@ -45,16 +45,17 @@ def artifact(trained, tmp_path_factory):
 
 
 def test_build_inspect_run_matches_eval_of_round_tripped_checkpoint(artifact, trained, small_val, tmp_path):
-    art = read_artifact(artifact)
-    assert art.size == artifact.stat().st_size and all(i.compress_type == zipfile.ZIP_STORED
-                                                      for i in zipfile.ZipFile(artifact).infolist())
+    art = verify_artifact(artifact)
+    assert art.size == artifact.stat().st_size
     ins = golfpack("inspect", str(artifact), "--json")
     assert ins.returncode == 0, ins.stderr
     led = json.loads(ins.stdout)
     assert led["total"] == art.size and led["headroom"] == 16_000_000 - art.size
     assert {t["name"] for t in led["tensors"]} == set(load_checkpoint(trained).state_dict)
     parts = led["zip_overhead"] + led["bootstrap"] + led["manifest"] + led["code_compressed"] + led["weights"]
-    assert parts == led["total"], "the ledger must account for every byte"
+    assert parts == artifact.stat().st_size, "the ledger must account for every byte"
+    assert led["container_overhead"] + sum(t["bytes"] for t in led["tensors"]) == led["weights"]
+    assert {t["class"] for t in led["tensors"]} == {"blocks.*.weight", "tok_emb.weight", "*"}
     text = golfpack("inspect", str(artifact), "--plot", str(tmp_path / "b.png"))
     assert text.returncode == 0 and "headroom" in text.stdout and (tmp_path / "b.png").stat().st_size > 1000
 
@@ -62,7 +63,7 @@ def test_build_inspect_run_matches_eval_of_round_tripped_checkpoint(artifact, tr
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout)
     # Reference: golfpack eval of the checkpoint after the same quantization round trip.
-    state, meta = decode_state_dict(art.members["weights.gpak"])
+    state, meta = decode_state_dict(art.art.members["weights.gpak"])
     ck = load_checkpoint(trained)
     save_checkpoint(tmp_path / "rt.pt", Checkpoint(state, ck.model_config))
     ref = golfpack("eval", str(tmp_path / "rt.pt"), "--val", small_val, "--tokenizer", str(SP1024), *EVAL, "--json")
@@ -75,7 +76,7 @@ def test_build_inspect_run_matches_eval_of_round_tripped_checkpoint(artifact, tr
 
 
 def test_quantization_changes_weights_but_not_much(artifact, trained, small_val):
-    state, _ = decode_state_dict(read_artifact(artifact).members["weights.gpak"])
+    state, _ = decode_state_dict(verify_artifact(artifact).art.members["weights.gpak"])
     ck = load_checkpoint(trained)
     w = ck.state_dict["blocks.0.mlp.fc.weight"]
     assert not torch.equal(state["blocks.0.mlp.fc.weight"], w)
@@ -115,21 +116,27 @@ def test_gptq_without_calibration_is_a_clear_error(trained, tmp_path):
 
 
 def _tamper(src, dst, member: str) -> None:
+    """Flip one bit in the middle of ``member``'s data, leaving every header as it was."""
     data = bytearray(src.read_bytes())
-    info = zipfile.ZipFile(src).getinfo(member)
-    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
-    data[start + info.file_size // 2] ^= 0x01
+    members, _ = read_zip(bytes(data))
+    pos = 0
+    for name, blob in members:
+        pos += 30 + len(name)
+        if name == member:
+            data[pos + len(blob) // 2] ^= 0x01
+            break
+        pos += len(blob)
     dst.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("member", ["code.brotli|code.lzma", "weights.gpak", "manifest.json", "__main__.py"])
 def test_tampered_artifacts_are_rejected_before_execution(artifact, tmp_path, small_val, member):
-    names = zipfile.ZipFile(artifact).namelist()
+    names = [n for n, _ in read_zip(artifact.read_bytes())[0]]
     target = next(n for n in names if n in member.split("|"))
     bad = tmp_path / "bad.pyz"
     _tamper(artifact, bad, target)
     with pytest.raises(ArtifactError):
-        read_artifact(bad)
+        verify_artifact(bad)
     proc = golfpack("run", str(bad), "--val", small_val, "--tokenizer", str(SP1024))
     assert proc.returncode == 1 and "golfpack: error:" in proc.stderr and "val_bpb" not in proc.stdout
     assert golfpack("inspect", str(bad)).returncode == 1
@@ -144,6 +151,8 @@ def test_tampered_artifacts_are_rejected_before_execution(artifact, tmp_path, sm
 ])
 def test_inspect_refuses_malformed_zips_cleanly(artifact, tmp_path, content):
     bad = tmp_path / "bad.pyz"
+    import zipfile
+
     if content == "deflated":
         with zipfile.ZipFile(bad, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.writestr("manifest.json", "{}" * 1000)
@@ -184,7 +193,7 @@ def test_build_accepts_the_challenges_plain_state_dict(trained, tmp_path):
     torch.save(load_checkpoint(trained).state_dict, plain)
     out = tmp_path / "plain.pyz"
     led = build(plain, "blocks.*=rtn bits=6 -> ans; *=fp16 -> zstd", out, echo=lambda m: None, progress=False)
-    assert out.stat().st_size == led.total and read_artifact(out).manifest["train_config"] is None
+    assert out.stat().st_size == led.total and verify_artifact(out).manifest.train_config is None
 
 
 @pytest.mark.slow
@@ -196,14 +205,12 @@ def test_run_with_two_processes_matches_one(artifact, small_val):
 
 
 def test_artifact_refuses_an_older_python_than_it_was_built_with(artifact, tmp_path):
-    from golfpack.packer.artifact import MANIFEST, write_artifact
+    from golfpack.packer.runtime.artifact import write_artifact
 
-    art = read_artifact(artifact)
-    manifest = {k: v for k, v in art.manifest.items() if k != "sha256"}
-    assert manifest["python"] == list(sys.version_info[:2])
-    manifest["python"] = [sys.version_info[0], 99]
-    members = [(n, art.members[n]) for n in zipfile.ZipFile(artifact).namelist() if n != MANIFEST]
+    v = verify_artifact(artifact)
+    assert v.manifest.python == list(sys.version_info[:2])
+    v.manifest.python = [sys.version_info[0], 99]
     future = tmp_path / "future.pyz"
-    future.write_bytes(write_artifact(members, manifest))
+    future.write_bytes(write_artifact([(n, v.art.members[n]) for n in v.art.order[:3]], v.manifest))
     proc = subprocess.run([sys.executable, str(future), "verify"], capture_output=True, text=True)
     assert proc.returncode == 1 and f"built with Python {sys.version_info[0]}.99" in proc.stderr

@@ -7,20 +7,22 @@ import textwrap
 
 import pytest
 
-from .conftest import ROOT
+from golfpack.model.checkpoint import Checkpoint, save_checkpoint
+
+from .conftest import ROOT, make_tiny
 
 
 def tutorial_files() -> dict[str, str]:
     text = (ROOT / "docs" / "stages.md").read_text(encoding="utf-8")
     blocks = re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.S)
-    assert {"pyproject.toml", "golfpack_xor/stage.py", "golfpack_xor/decode.py"} <= {p for p, _ in blocks}
+    assert {"pyproject.toml", "golfpack_xor/encoders/xor.py", "golfpack_xor/decoders/xor.py"} <= {p for p, _ in blocks}
     return dict(blocks)
 
 
 ROUND_TRIP = textwrap.dedent("""
     import torch
     from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
-    from golfpack.codec.container import read_container
+    from golfpack.codec.decoders.container import read_container
     from golfpack.codec.spec import load_spec
     t = torch.randn(40, 24)
     spec = load_spec("*=fp32 -> xor key=7 -> zstd")
@@ -51,6 +53,20 @@ def test_out_of_tree_plugin_round_trips(tmp_path):
                              env=env, check=True).stdout
     line = next(ln for ln in listing.splitlines() if ln.startswith("xor "))
     assert "bytes -> bytes" in line and "key=90" in line and "plugin golfpack-xor" in line
+    # An artifact that uses the stage carries its decoder: it runs where the plugin is not installed.
+    model = make_tiny(2)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    art = tmp_path / "xor.pyz"
+    built = subprocess.run([sys.executable, "-m", "golfpack.packer", "build", str(tmp_path / "m.pt"), "--out", str(art),
+                            "--pipeline", "blocks.*=rtn bits=6 -> pack -> xor key=7 -> zstd; *=fp16 -> brotli"],
+                           capture_output=True, text=True, env=env)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([sys.executable, str(art), "verify"], capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout.startswith("ok"), ran.stderr
+    # golfpack itself refuses to read it without the plugin: it imports no decoder an artifact names.
+    refused = subprocess.run([sys.executable, "-m", "golfpack.packer", "inspect", str(art)], capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and "stage 'xor' is not installed here" in refused.stderr
     # Without the plugin on the path, the stage is unknown: a clear error.
     bad = subprocess.run([sys.executable, "-m", "golfpack.packer", "stages", "--check", "fp32 -> xor -> zstd"],
                          capture_output=True, text=True)

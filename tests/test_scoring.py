@@ -7,7 +7,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from golfpack.model.scoring import build_byte_tables, evaluate, load_tokenizer, target_bytes, truncate_for_eval, windows
+from golfpack.model.scoring import evaluate, truncate_for_eval, windows
+from golfpack.model.tokenizer import build_byte_tables, load_tokenizer, target_bytes
 from golfpack.model.shards import read_shard
 
 from .conftest import SP1024, VAL_DOCS, VAL_SHARD, make_tiny

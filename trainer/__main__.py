@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..model.console import USER_ERRORS, one_line
+from ..model.distributed import shutdown
 from .config import load_config
 from .train import train
 
@@ -21,15 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         train(cfg, resume=args.resume, force=args.force, save_every=args.save_every)
-    except (ValueError, OSError, RuntimeError) as e:
+    except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"golfpack train: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
-              file=sys.stderr)
+        print(f"golfpack train: error: {one_line(e)}", file=sys.stderr)
         return 1
     finally:
-        from ..model.distributed import shutdown
-
         shutdown()
     return 0
 

@@ -10,10 +10,19 @@ import os
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from ..model.console import progress_bar
+from ..model.files import atomic_write_bytes
 from ..model.gpt import GPT, CastedLinear
-from ..model.shards import TokenStream, atomic_write_bytes
+from ..model.shards import TokenStream
+
+CALIB_SUFFIX = ".calib.pt"
+
+
+def calib_path(checkpoint: str | os.PathLike) -> Path:
+    """Where a checkpoint's calibration statistics live: ``final.pt`` -> ``final.calib.pt``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + CALIB_SUFFIX)
 
 
 @torch.no_grad()
@@ -54,7 +63,7 @@ def collect_hessians(model: GPT, train_files: str, tokens: int, seq_len: int, ba
     model.eval().to(device)
     n_seqs = tokens // seq_len
     try:
-        with tqdm(total=n_seqs * seq_len, desc="calibrate", unit="tok", disable=None if progress else True) as bar:
+        with progress_bar(progress, total=n_seqs * seq_len, desc="calibrate", unit="tok") as bar:
             for i in range(0, n_seqs, batch_seqs):
                 b = min(batch_seqs, n_seqs - i)
                 x = stream.take(b * seq_len).to(device=device, dtype=torch.int64).reshape(b, seq_len)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..codec.decoders.base import coerce
 from ..model.config import GPTConfig
 
 if sys.version_info >= (3, 11):
@@ -88,21 +89,12 @@ class TrainConfig:
 
 
 def _convert(current: Any, value: Any, key: str) -> Any:
-    if isinstance(value, str) and not isinstance(current, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            if isinstance(current, bool):
-                value = value.lower() in ("true", "yes", "on", "1")
-            else:
-                raise ConfigError(f"config key '{key}': cannot parse {value!r}") from None
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}' must be true/false, got {value!r}")
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, type(current)) or (isinstance(value, bool) and not isinstance(current, bool)):
-        raise ConfigError(f"config key '{key}' must be {type(current).__name__}, got {value!r}")
-    return value
+    """A new value for ``key``, of the type its current value has (``coerce``: the one rule
+    shared with stage parameters)."""
+    try:
+        return coerce(value, type(current), key)
+    except ValueError as e:
+        raise ConfigError(f"config key {e}") from None
 
 
 def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
@@ -118,7 +110,7 @@ def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
                 model[mk] = _convert(model[mk], mv, f"model.{mk}")
             try:
                 cfg.model = GPTConfig(**model)
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 raise ConfigError(f"model config{where}: {e}") from None
             continue
         if key not in {f.name for f in dataclasses.fields(cfg)}:

@@ -14,13 +14,13 @@ without a reset, saving a re-trace. Tests check that the forward pass changes ei
 """
 from __future__ import annotations
 
-import fnmatch
 from functools import lru_cache, partial
 from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ..codec.quant import ClipRule, fake_quantize
+from ..codec.decoders.base import first_match
+from ..codec.decoders.intq import ClipRule, fake_quantize
 from ..model.gpt import GPT, CastedLinear
 
 
@@ -56,11 +56,10 @@ def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool, reset: bool = 
     done = []
     for name, owner, attr in _targets(model):
         fn = None
-        if enabled:
-            match = next(((bits, clip) for pat, bits, clip in parsed if fnmatch.fnmatchcase(name, pat)), None)
-            if match is not None and match[0] > 0:
-                fn = _quantizer(match[0], match[1])
-                done.append(name)
+        i = first_match(name, ([pat] for pat, _, _ in parsed)) if enabled else None
+        if i is not None and parsed[i][1] > 0:
+            fn = _quantizer(parsed[i][1], parsed[i][2])
+            done.append(name)
         setattr(owner, attr, fn)
     if reset and hasattr(torch, "_dynamo"):
         torch._dynamo.reset()  # force a re-trace: never let a compiled graph keep the old forward

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..model.scoring import load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from ..model.shards import write_shard
 
 BOS_ID = 1

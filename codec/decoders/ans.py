@@ -8,7 +8,7 @@ Stream layout (all counted in the container):
 
 Encoder and decoder build the model from the same integer counts (``counts / sum`` in
 float64, then constriction's deterministic ``perfect=False`` fixed-point quantization), so
-the model needs no floating-point bytes stored.
+the model needs no floating-point bytes stored. The varint format is written and read here.
 """
 from __future__ import annotations
 
@@ -17,6 +17,17 @@ import numpy as np
 from .base import DecodeError, TensorMeta, blob, param
 
 MAX_ALPHABET = 1 << 16
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def write_varints(values: np.ndarray) -> bytes:
+    out = bytearray()
+    for v in values.tolist():
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
 
 
 def read_varints(raw: bytes, count: int) -> np.ndarray:
@@ -48,8 +59,8 @@ def categorical(counts: np.ndarray):
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
     import constriction
 
-    lo = param(params, "lo", int, -(1 << 31), 1 << 31)
     n = param(params, "n", int, 1, MAX_ALPHABET)
+    lo = param(params, "lo", int, INT32_MIN, INT32_MAX - n + 1)  # every symbol lo..lo+n-1 fits int32
     counts = read_varints(blob(blobs, "table"), n)
     if counts.sum() != meta.numel:
         raise DecodeError(f"ANS table counts {int(counts.sum())} symbols, tensor has {meta.numel}")
@@ -67,4 +78,4 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
         raise DecodeError(f"ANS: {e}") from None
     if not coder.is_empty():
         raise DecodeError("ANS stream has data left after the last symbol")
-    return symbols.astype(np.int32) + lo
+    return (symbols.astype(np.int64) + lo).astype(np.int32)

@@ -1,17 +1,25 @@
-"""What every decoder shares: the error type, the tensor description and the size limits.
+"""What every decoder shares: the error type, the tensor description, typed parameters and
+the size limits.
 
 The limits exist because a container is untrusted input: no decoder may allocate more than
-the declared tensor needs, and no declaration may exceed these bounds.
+the declared tensor needs, and no declaration may exceed these bounds (docs/container.md).
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-MAX_NUMEL = 1 << 26  # elements in one tensor (67M; a 16 MB artifact holds far fewer)
-MAX_TOTAL_NUMEL = 1 << 27  # elements in one container
+MAX_NUMEL = 1 << 24  # elements in one tensor (16.7 M: an 8192 x 2048 embedding)
+MAX_TOTAL_NUMEL = 1 << 27  # elements in one container (134 M: 1 bit each would fill 16 MB)
+MAX_ELEMENTS_PER_BYTE = 64  # declared elements per container byte (0.125 bits each), plus a slack:
+ELEMENT_SLACK = 1 << 20  # a container cannot make its decoders allocate far beyond its own size
 MAX_ELEMENT_BYTES = 8  # widest intermediate per element (int64 symbols / fp64)
-DTYPES = ("float32", "float16", "bfloat16")
+MAX_NAME_CHARS = 512  # a tensor name: printable characters only
+
+# The float dtypes a tensor may have, with their widths in bytes (the one dtype table).
+FLOAT_WIDTH = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPES = tuple(FLOAT_WIDTH)
 
 # The kinds of value handed between stages: float tensor -> integer symbols -> bytes.
 TENSOR, SYMBOLS, BYTES = "tensor", "symbols", "bytes"
@@ -59,3 +67,49 @@ def blob(blobs: Mapping[str, bytes], key: str) -> bytes:
     if key not in blobs:
         raise DecodeError(f"missing side stream '{key}'")
     return blobs[key]
+
+
+def exact_size(out: bytes, size: int, leftover: bool = False) -> bytes:
+    """A decompressor's output, which must be exactly the ``size`` its manifest entry declares."""
+    if len(out) != size or leftover:
+        raise DecodeError(f"decompressed to {len(out)}{'+' if leftover else ''} bytes, expected {size}")
+    return out
+
+
+def first_match(name: str, patterns: Iterable[Sequence[str]]) -> int | None:
+    """Index of the first group of shell-style globs that matches ``name`` (None if none does):
+    the one rule for which pipeline rule, QAT grid or ledger class a tensor gets."""
+    for i, group in enumerate(patterns):
+        if any(fnmatch.fnmatchcase(name, p) for p in group):
+            return i
+    return None
+
+
+def coerce(value: Any, kind: type, key: str) -> Any:
+    """A config or spec value (often a string from a command line) as the declared ``kind``:
+    the one conversion for stage parameters, training and model configs."""
+    import json
+
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if kind is bool and low in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return low in ("1", "true", "yes", "on")
+        if kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        if kind in (list, dict):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, kind):
+                return parsed
+    raise ValueError(f"'{key}' must be {kind.__name__}, got {value!r}")

@@ -1,49 +1,61 @@
 """Container -> tensors, through a trusted table of stage decoders.
 
-The table maps a stage name to its decoder's import target and kinds; it comes from golfpack's
-registry (in-process) or from the artifact's own list of shipped decoders, never from the
-container. Chains are type-checked against the table before any stream is decoded.
+The table maps a stage name to its decoder module and kinds. On the host it is built from
+golfpack's own registry; inside an artifact from the artifact's manifest, whose every module
+must be one the artifact ships (``packer.runtime``). It never comes from the container. Chains
+are type-checked against the table before any stream is decoded.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from .base import BYTES, TENSOR, DecodeError
 from .container import Container, ContainerError, Entry
-from .decoders.base import BYTES, TENSOR, DecodeError
+
+DECODE_FUNCTION = "decode"  # every decoder module exposes decode(value, params, blobs, meta)
 
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    target: str  # "package.module:function"
+    module: str  # "package.decoders.name": the decode half of the stage whose encoder is in "package.encoders.name"
     consumes: str
     produces: str
 
     def load(self) -> Callable:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return getattr(importlib.import_module(self.module), DECODE_FUNCTION)
+
+    def to_json(self) -> list[str]:
+        return [self.module, self.consumes, self.produces]
 
 
-def table_from_json(doc: Mapping[str, list]) -> dict[str, DecoderSpec]:
-    """The decoder table as an artifact's manifest stores it: name -> [target, consumes, produces]."""
-    return {name: DecoderSpec(*spec) for name, spec in doc.items()}
+def chain_mismatch(kinds: Sequence[tuple[str, str]]) -> tuple[int, str] | None:
+    """The one chain rule: from a tensor, each stage consumes what the previous produced, and
+    the chain ends in bytes. ``kinds`` is ``(consumes, produces)`` per stage; returns ``None``
+    or ``(i, kind)``: stage ``i`` gets ``kind`` (``i == len(kinds)``: the chain ends in ``kind``)."""
+    kind = TENSOR
+    for i, (consumes, produces) in enumerate(kinds):
+        if consumes != kind:
+            return i, kind
+        kind = produces
+    return None if kind == BYTES else (len(kinds), kind)
 
 
 def check_chain(entry: Entry, table: Mapping[str, DecoderSpec]) -> None:
     name = entry.meta.name
-    kind = TENSOR
     for rec in entry.chain:
-        spec = table.get(rec.stage)
-        if spec is None:
+        if rec.stage not in table:
             raise ContainerError(f"tensor '{name}': no decoder for stage '{rec.stage}'")
-        if spec.consumes != kind:
-            raise ContainerError(f"tensor '{name}': stage '{rec.stage}' consumes {spec.consumes}, gets {kind}")
-        kind = spec.produces
-    if kind != BYTES:
-        raise ContainerError(f"tensor '{name}': chain ends in {kind}, not bytes")
+    kinds = [(table[r.stage].consumes, table[r.stage].produces) for r in entry.chain]
+    bad = chain_mismatch(kinds)
+    if bad is not None:
+        i, kind = bad
+        what = f"chain ends in {kind}, not bytes" if i == len(kinds) else \
+            f"stage '{entry.chain[i].stage}' consumes {kinds[i][0]}, gets {kind}"
+        raise ContainerError(f"tensor '{name}': {what}")
 
 
 def undo_stages(container: Container, entry: Entry, table: Mapping[str, DecoderSpec], keep: int = 0) -> Any:

@@ -13,9 +13,11 @@ Layout (all integers little-endian)::
     16+M+S  32    SHA-256 of bytes [0, 16+M+S)
 
 The file length must be exactly ``16 + M + S + 32``. Every length and count is checked
-against the file size or a fixed limit (``decoders.base``) before anything is allocated;
-every failure is a :class:`ContainerError` that says what is wrong and where.
-This module is the reader, which ships in every artifact; ``container_write`` is the writer.
+against the file size or a fixed limit (``decoders.base``) before anything is allocated, and
+the elements a container declares are bounded by its own size (``MAX_ELEMENTS_PER_BYTE``), so
+a small container cannot make its decoders allocate gigabytes. Every failure is a
+:class:`ContainerError` that says what is wrong and where. The writer is here too: one owner
+per format.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .decoders.base import DTYPES, MAX_NUMEL, MAX_TOTAL_NUMEL, DecodeError, TensorMeta
-from .decoders.bytecoders import brotli_bounded
+from .base import (DTYPES, ELEMENT_SLACK, MAX_ELEMENTS_PER_BYTE, MAX_NAME_CHARS, MAX_NUMEL, MAX_TOTAL_NUMEL, DecodeError,
+                   TensorMeta)
+from .brotli import bounded as brotli_bounded
 
 MAGIC = b"GPAK"
 VERSION = 1
@@ -35,7 +38,6 @@ DIGEST_BYTES = 32
 MAX_MANIFEST_BYTES = 8 << 20  # decompressed
 MAX_TENSORS = 4096
 MAX_CHAIN = 16
-MAX_NAME = 512
 MAX_DIMS = 8
 
 
@@ -113,7 +115,8 @@ def _entry(t: Any, i: int, limit: int) -> Entry:
     where = f"tensor #{i}"
     _expect(isinstance(t, dict), where, "entry must be an object")
     name = t.get("name")
-    _expect(isinstance(name, str) and 0 < len(name) <= MAX_NAME, where, "name must be a short string")
+    _expect(isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name.isprintable(), where,
+            f"name must be a printable string of 1..{MAX_NAME_CHARS} characters")
     where = f"tensor '{name}'"
     _expect(t.get("dtype") in DTYPES, where, f"dtype must be one of {DTYPES}")
     shape = t.get("shape")
@@ -126,9 +129,11 @@ def _entry(t: Any, i: int, limit: int) -> Entry:
     records = []
     for j, s in enumerate(chain):
         sw = f"{where}, stage #{j}"
-        _expect(isinstance(s, dict) and isinstance(s.get("stage"), str) and len(s["stage"]) <= 64, sw, "bad stage record")
+        _expect(isinstance(s, dict) and isinstance(s.get("stage"), str) and 0 < len(s["stage"]) <= 64
+                and s["stage"].isidentifier(), sw, "bad stage record")
         blobs = s.get("blobs")
-        _expect(isinstance(blobs, dict) and len(blobs) <= 16, sw, "blobs must be an object")
+        _expect(isinstance(blobs, dict) and len(blobs) <= 16 and all(k.isidentifier() for k in blobs), sw,
+                "blobs must be an object of at most 16 named spans")
         records.append(StageRecord(s["stage"], _params(s.get("params"), sw),
                                    {str(k)[:64]: _span(v, limit, f"{sw} blob '{str(k)[:64]}'") for k, v in blobs.items()}))
     return Entry(meta, tuple(records), _span(t.get("data"), limit, f"{where} data"))
@@ -154,6 +159,42 @@ def read_container(data: bytes) -> Container:
     entries = [_entry(t, i, s) for i, t in enumerate(doc["tensors"])]
     names = [e.meta.name for e in entries]
     _expect(len(set(names)) == len(names), "manifest", "duplicate tensor names")
-    _expect(sum(e.meta.numel for e in entries) <= MAX_TOTAL_NUMEL, "manifest", "too many elements in total")
+    spans = sorted([(e.data.offset, e.data.length) for e in entries] +
+                   [(b.offset, b.length) for e in entries for r in e.chain for b in r.blobs.values()])
+    pos = 0
+    for off, n in spans:  # the spans tile the streams: no overlap, no gap, no unaccounted byte
+        _expect(off == pos, "streams", f"spans overlap or leave a gap at byte {pos}")
+        pos += n
+    _expect(pos == s, "streams", f"spans cover {pos} of {s} bytes")
+    declared = sum(e.meta.numel for e in entries)
+    _expect(declared <= MAX_TOTAL_NUMEL, "manifest", f"{declared} elements in total exceed the limit {MAX_TOTAL_NUMEL}")
+    allowed = MAX_ELEMENTS_PER_BYTE * total + ELEMENT_SLACK
+    _expect(declared <= allowed, "manifest", f"{declared} elements declared in a {total}-byte container "
+            f"(at most {allowed}: {MAX_ELEMENTS_PER_BYTE} per byte + {ELEMENT_SLACK})")
     streams = bytes(data[HEADER.size + m : HEADER.size + m + s])
     return Container(entries, doc.get("meta", {}), streams, m)
+
+
+def write_container(entries: list[tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]], meta: dict) -> bytes:
+    """Serialize ``(tensor meta, [(stage, params, blobs)], data)`` records deterministically."""
+    import brotli
+
+    streams = bytearray()
+
+    def put(b: bytes) -> list[int]:
+        span = [len(streams), len(b)]
+        streams.extend(b)
+        return span
+
+    tensors = []
+    for tmeta, chain, data in entries:
+        records = [
+            {"stage": name, "params": params, "blobs": {k: put(v) for k, v in sorted(blobs.items())}}
+            for name, params, blobs in chain
+        ]
+        tensors.append({"name": tmeta.name, "dtype": tmeta.dtype, "shape": list(tmeta.shape),
+                        "chain": records, "data": put(data)})
+    manifest = json.dumps({"tensors": tensors, "meta": meta}, sort_keys=True, separators=(",", ":"))
+    packed = brotli.compress(manifest.encode("utf-8"), quality=11)
+    body = HEADER.pack(MAGIC, VERSION, b"\0\0\0", len(packed), len(streams)) + packed + bytes(streams)
+    return body + hashlib.sha256(body).digest()

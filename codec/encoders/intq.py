@@ -1,4 +1,4 @@
-"""Quantizer stages: float tensor -> integer symbols + fp16 per-row scales."""
+"""Quantizer stages: float tensor -> integer symbols + fp16 per-row scales (format: decoders/intq)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +7,9 @@ import numpy as np
 import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
-from ..gptq import GPTQConfig, gptq_quantize
-from ..quant import ClipRule, qmax, quantize_rtn
+from ..decoders.intq import ClipRule, qmax, quantize_rtn
+from ..gptq import gptq_quantize
 from ..stage import EncodeContext, Encoded, Stage, StageError
-
-DECODER = "golfpack.codec.decoders.intq:decode"
 
 
 @dataclass
@@ -27,7 +25,7 @@ class QuantParams:
 class _Quantizer(Stage):
     """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales."""
 
-    consumes, produces, decoder = TENSOR, SYMBOLS, DECODER
+    consumes, produces = TENSOR, SYMBOLS
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
         q, scales = self.quantize(value, ctx)
@@ -49,15 +47,21 @@ class RTN(_Quantizer):
 
 @dataclass
 class GPTQParams(QuantParams):
-    damp: float = 0.01
-    block: int = 128
-    act_order: bool = True
+    damp: float = 0.01  # fraction of the mean Hessian diagonal added to the diagonal
+    block: int = 128  # columns updated together
+    act_order: bool = True  # quantize columns by decreasing Hessian diagonal
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.damp >= 0 and self.block >= 1):
+            raise ValueError(f"damp must be >= 0 and block >= 1, got damp={self.damp} block={self.block}")
 
 
 class GPTQ(_Quantizer):
     name = "gptq"
     summary = "GPTQ per-row symmetric integers (needs calibration Hessians)"
     Params = GPTQParams
+    needs_calibration = True
 
     def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
         if value.ndim != 2:
@@ -65,5 +69,4 @@ class GPTQ(_Quantizer):
         if ctx.hessian is None:
             raise StageError(f"gptq: no calibration statistics for '{ctx.meta.name}' "
                              "(give calibration shards with --calib, or use rtn)")
-        p = self.params
-        return gptq_quantize(value, ctx.hessian, GPTQConfig(p.bits, p.rule, p.damp, p.block, p.act_order))
+        return gptq_quantize(value, ctx.hessian, self.params)

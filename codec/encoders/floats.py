@@ -8,7 +8,7 @@ from ..stage import EncodeContext, Encoded, Stage
 
 
 class _Float(Stage):
-    consumes, produces, decoder = TENSOR, BYTES, "golfpack.codec.decoders.floats:decode"
+    consumes, produces = TENSOR, BYTES
     store: str
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:

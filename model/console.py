@@ -1,0 +1,58 @@
+"""What golfpack's entry points print, the same inside and outside an artifact: progress bars,
+one-line errors and the challenge-style result lines.
+
+tqdm is optional here: an artifact must never fail because a progress bar is missing, so
+without tqdm the bars are silent.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+USER_ERRORS = (ValueError, OSError, RuntimeError)  # bad input, reported as one line
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal: control characters and escapes shown, not obeyed (for
+    anything that comes from an artifact or another untrusted file)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+class _SilentBar:
+    def __init__(self, total: float | None = None, initial: float = 0, **_: Any) -> None:
+        self.total, self.n = total, initial
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_SilentBar":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        pass
+
+
+def progress_bar(enabled: bool = True, **kwargs: Any):
+    """A tqdm bar (shown on a terminal only) or, without tqdm or when disabled, a silent one."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _SilentBar(**kwargs)
+    return tqdm(disable=None if enabled else True, **kwargs)
+
+
+def format_result(d: dict) -> str:
+    """The challenge's result lines: 8 decimals, tokens, bytes and the evaluation time."""
+    return (f"val_loss:{d['val_loss']:.8f}\nval_bpb:{d['val_bpb']:.8f}\n"
+            f"tokens:{d['tokens']} bytes:{d['bytes']} eval_time:{d['seconds']:.2f}s")

@@ -1,0 +1,127 @@
+"""Crafted hostile artifacts for tests/test_hostile.py: each one an attack a reviewer found or
+could build, made from a genuine artifact's bytes."""
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+from golfpack.codec.decoders.container import HEADER, read_container
+from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_1980, END, END_SIG, LOCAL, LOCAL_SIG,
+                                              MADE_BY_UNIX, MANIFEST, MODE_0644, WEIGHTS, ZIP_VERSION, Manifest,
+                                              read_zip, write_artifact)
+
+ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
+ZIP64_LOCATOR = struct.Struct("<IIQI")  # 20 bytes
+
+
+def local(name: str, data: bytes) -> bytes:
+    raw = name.encode()
+    return LOCAL.pack(LOCAL_SIG, ZIP_VERSION, 0, 0, 0, DOS_DATE_1980, zlib.crc32(data), len(data), len(data),
+                      len(raw), 0) + raw + data
+
+
+def central(name: str, data: bytes, offset: int) -> bytes:
+    raw = name.encode()
+    return CENTRAL.pack(CENTRAL_SIG, MADE_BY_UNIX, ZIP_VERSION, 0, 0, 0, DOS_DATE_1980, zlib.crc32(data), len(data),
+                        len(data), len(raw), 0, 0, 0, 0, MODE_0644, offset) + raw
+
+
+def layout(genuine: bytes) -> tuple[list[tuple[str, bytes, int]], bytes, int]:
+    """Members with their local-header offsets, the comment, and where the central directory starts."""
+    members, comment = read_zip(genuine)
+    out, pos = [], 0
+    for name, data in members:
+        out.append((name, data, pos))
+        pos += LOCAL.size + len(name) + len(data)
+    return out, comment, pos
+
+
+def zip64_differential(genuine: bytes, evil_main: bytes) -> bytes:
+    """Every genuine member, manifest and comment untouched, plus a hidden central directory that
+    swaps in ``evil_main`` as ``__main__.py``. zipfile follows the ZIP64 end record to the genuine
+    directory; zipimport (what ``python file.pyz`` runs) reads the hidden one, which ends at four
+    junk bytes before the genuine directory."""
+    members, comment, cd_start = layout(genuine)
+    body = genuine[:cd_start]
+    evil_at = len(body)
+    body += local("__main__.py", evil_main)
+    hidden_at = len(body)
+    hidden = central("__main__.py", evil_main, evil_at) + b"".join(
+        central(n, d, off) for n, d, off in members if n != "__main__.py")
+    body += hidden + b"JUNK"
+    genuine_cd_at = len(body)
+    genuine_cd = b"".join(central(n, d, off) for n, d, off in members)
+    body += genuine_cd
+    zip64_at = len(body)
+    body += ZIP64_END.pack(0x06064B50, 44, MADE_BY_UNIX, 45, 0, 0, len(members), len(members), len(genuine_cd),
+                           genuine_cd_at)
+    body += ZIP64_LOCATOR.pack(0x07064B50, 0, zip64_at, 1)
+    end_at = len(body)
+    body += END.pack(END_SIG, 0, 0, len(members), len(members), end_at - hidden_at, hidden_at, len(comment)) + comment
+    return body
+
+
+def overlapping(genuine: bytes, copies: int) -> bytes:
+    """A central directory listing the weights member ``copies`` times under new names, all at
+    the same offset: a small file that a naive reader inflates into ``copies`` full copies."""
+    members, comment, cd_start = layout(genuine)
+    w = next(m for m in members if m[0] == WEIGHTS)
+    cd = b"".join(central(n, d, off) for n, d, off in members) + b"".join(
+        central(f"w{i}.gpak", w[1], w[2]) for i in range(copies))
+    n = len(members) + copies
+    return genuine[:cd_start] + cd + END.pack(END_SIG, 0, 0, n & 0xFFFF, n & 0xFFFF, len(cd), cd_start,
+                                              len(comment)) + comment
+
+
+def directory_flood(genuine: bytes, entries: int) -> bytes:
+    """The genuine file with ``entries`` bogus central-directory entries before its own."""
+    members, comment, cd_start = layout(genuine)
+    flood = central("x" * 40, b"", 0) * entries
+    cd = flood + b"".join(central(n, d, off) for n, d, off in members)
+    return genuine[:cd_start] + cd + END.pack(END_SIG, 0, 0, 0xFFFF, 0xFFFF, len(cd), cd_start, len(comment)) + comment
+
+
+def resealed(genuine: bytes, edit) -> bytes:
+    """The artifact rebuilt with ``edit(manifest, members)`` applied and every hash recomputed:
+    what an attacker who controls the whole file can make (integrity without a signature)."""
+    members, _ = read_zip(genuine)
+    by_name = dict(members)
+    manifest = Manifest.parse(by_name.pop(MANIFEST))
+    edit(manifest, by_name)
+    return write_artifact([(n, by_name[n]) for n, _ in members if n != MANIFEST], manifest)
+
+
+def amplifying_container(numel: int, tensors: int) -> bytes:
+    """A valid, sealed container whose tensors are constant (one-symbol ANS: no data at all),
+    declaring ``tensors`` x ``numel`` elements in well under a kilobyte."""
+    import json
+
+    import brotli
+
+    from golfpack.codec.decoders.ans import write_varints
+    import numpy as np
+
+    table = write_varints(np.array([numel]))
+    streams = b""
+    entries = []
+    for i in range(tensors):
+        entries.append({"name": f"t{i}", "dtype": "float32", "shape": [numel], "data": [len(streams), 0],
+                        "chain": [{"stage": "rtn", "params": {"bits": 6}, "blobs": {"scales": [len(streams), 2]}},
+                                  {"stage": "ans", "params": {"lo": 0, "n": 1},
+                                   "blobs": {"table": [len(streams) + 2, len(table)]}}]})
+        streams += b"\x00\x3c" + table
+    packed = brotli.compress(json.dumps({"tensors": entries, "meta": {}}).encode())
+    body = HEADER.pack(b"GPAK", 1, b"\0\0\0", len(packed), len(streams)) + packed + streams
+    return body + hashlib.sha256(body).digest()
+
+
+def with_weights(genuine: bytes, container: bytes) -> bytes:
+    def edit(manifest: Manifest, members: dict) -> None:
+        members[WEIGHTS] = container
+
+    return resealed(genuine, edit)
+
+
+__all__ = ["zip64_differential", "overlapping", "directory_flood", "resealed", "amplifying_container", "with_weights",
+           "read_container"]

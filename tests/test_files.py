@@ -1,0 +1,55 @@
+"""Publishing outputs: atomic, no clobber without force even against a racing writer, and the
+user's umask decides the mode."""
+import os
+import stat
+
+import pytest
+
+from golfpack.model import files
+from golfpack.model.files import atomic_write_bytes
+
+
+def test_no_clobber_is_decided_at_publish_time(tmp_path, monkeypatch):
+    """A file that appears after the early check (another process) is kept, not replaced."""
+    out = tmp_path / "a.pyz"
+    real_link = os.link
+
+    def racing_link(src, dst):
+        out.write_bytes(b"theirs")  # the other writer wins the race
+        return real_link(src, dst)
+
+    monkeypatch.setattr(files.os, "link", racing_link)
+    with pytest.raises(FileExistsError, match="--force"):
+        atomic_write_bytes(out, b"ours", overwrite=False)
+    assert out.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["a.pyz"]
+
+
+def test_without_hard_links_exclusive_create_still_refuses(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError("hard links not supported here")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    out = tmp_path / "x.bin"
+    atomic_write_bytes(out, b"first", overwrite=False)
+    with pytest.raises(FileExistsError):
+        atomic_write_bytes(out, b"second", overwrite=False)
+    assert out.read_bytes() == b"first" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_mode_follows_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+        atomic_write_bytes(tmp_path / "g", b"x", overwrite=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == mode
+
+
+def test_overwrite_replaces_atomically(tmp_path):
+    out = tmp_path / "c.pt"
+    out.write_bytes(b"old")
+    atomic_write_bytes(out, b"new")
+    assert out.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
