@@ -22,7 +22,7 @@ def test_pip_install_in_fresh_venv_builds_inspects_and_runs(tmp_path, small_val,
     probe = subprocess.run([str(py), "-c", "import golfpack.model"], capture_output=True, env=env, cwd=tmp_path)
     assert probe.returncode != 0, "golfpack leaked into the fresh venv before installing"
     target = ["-e", str(ROOT)] if editable else [str(ROOT)]
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", *target],
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", *target],
                    check=True, env=env, cwd=tmp_path, timeout=600)
     where = subprocess.run([str(py), "-c", "import golfpack.codec.decoders.ans as m; print(m.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()

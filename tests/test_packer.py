@@ -214,3 +214,16 @@ def test_artifact_refuses_an_older_python_than_it_was_built_with(artifact, tmp_p
     future.write_bytes(write_artifact([(n, v.art.members[n]) for n in v.art.order[:3]], v.manifest))
     proc = subprocess.run([sys.executable, str(future), "verify"], capture_output=True, text=True)
     assert proc.returncode == 1 and f"built with Python {sys.version_info[0]}.99" in proc.stderr
+
+
+def test_artifact_runs_without_tqdm(artifact, tmp_path, small_val):
+    """A progress bar is never a reason an artifact fails: tqdm is optional, and recorded so."""
+    block = tmp_path / "block" / "tqdm"
+    block.mkdir(parents=True)
+    (block / "__init__.py").write_text("raise ImportError('tqdm is not installed here')\n")
+    env = {**clean_env(), "PYTHONPATH": str(block.parent)}
+    out = subprocess.run([sys.executable, str(artifact), "eval", "--val", small_val, "--tokenizer", str(SP1024), *EVAL],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "val_bpb:" in out.stdout
+    assert verify_artifact(artifact).manifest.requirements["optional"] == ["tqdm"]

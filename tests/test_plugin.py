@@ -43,7 +43,7 @@ def test_out_of_tree_plugin_round_trips(tmp_path):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(body)
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(target), str(src)], check=True, timeout=600)
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", ROUND_TRIP], capture_output=True, text=True, env=env)
@@ -71,3 +71,22 @@ def test_out_of_tree_plugin_round_trips(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "golfpack.packer", "stages", "--check", "fp32 -> xor -> zstd"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown stage 'xor'" in bad.stderr
+
+
+def test_a_broken_plugin_does_not_take_golfpack_down(tmp_path):
+    """An installed entry point whose module does not import: listed as broken, and only a
+    pipeline that names it fails, with the reason."""
+    dist = tmp_path / "golfpack_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: golfpack-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[golfpack.stages]\nbroken = no_such_module.encoders.x:Stage\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    listing = subprocess.run([sys.executable, "-m", "golfpack.packer", "stages"], capture_output=True, text=True,
+                             env=env)
+    assert listing.returncode == 0 and "BROKEN" in listing.stdout and "ans " in listing.stdout
+    ok = subprocess.run([sys.executable, "-m", "golfpack.packer", "stages", "--check", "fp32 -> zstd"],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "golfpack.packer", "stages", "--check", "fp32 -> broken"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "failed to load: ModuleNotFoundError" in bad.stderr
