@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--val", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--bits", type=int, default=6)
-    ap.add_argument("--clip", default="sdclip:12.85")
+    ap.add_argument("--clip", default="sdcap:12.85")
     ap.add_argument("--gptq-bits", default="4,6", help="bit widths for the GPTQ-vs-RTN comparison")
     ap.add_argument("--gptq-clip", default="mse")
     ap.add_argument("--seq-len", type=int, default=None)

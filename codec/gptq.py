@@ -18,20 +18,24 @@ if TYPE_CHECKING:
 
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian."""
-    W = as_rows(w).double().clone()
+    """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian.
+
+    float32 throughout, in the order of operations of the Parameter Golf records'
+    ``gptq_quantize_weight``, so that with ``clip=sdclip:K`` and ``act_order`` the symbols and
+    scales are theirs bit for bit (tests/test_records_compat.py)."""
+    W = as_rows(w).float().clone()
     rows, cols = W.shape
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match {cols} input columns")
     scales = row_scales(w, cfg.bits, cfg.rule)
-    s = scales.double()[:, None]
-    H = hessian.detach().double().clone()
+    sf = scales.float()
+    H = hessian.detach().float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
+    H.diagonal().add_(cfg.damp * H.diag().mean())
+    perm = torch.argsort(H.diag(), descending=True, stable=True) if cfg.act_order else torch.arange(cols)
     W[:, dead] = 0.0
-    perm = torch.argsort(torch.diag(H), descending=True, stable=True) if cfg.act_order else torch.arange(cols)
     W, H = W[:, perm], H[perm][:, perm]
-    H += cfg.damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype)
     try:
         Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     except RuntimeError as e:  # not positive definite even after damping
@@ -40,13 +44,14 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> 
     for i1 in range(0, cols, cfg.block):
         i2 = min(i1 + cfg.block, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
+        Err1 = torch.zeros(rows, i2 - i1)
         for i in range(i2 - i1):
-            col = W1[:, i : i + 1]
-            q = round_to_grid(col.float(), scales.float()[:, None], cfg.bits)
-            Q[:, i1 + i] = q[:, 0]
-            err = (col - q.double() * s) / Hinv1[i, i]
-            W1[:, i:] -= err @ Hinv1[i : i + 1, i:]
-            Err1[:, i : i + 1] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+            col = W1[:, i]
+            q = round_to_grid(col, scales, cfg.bits)
+            Q[:, i1 + i] = q
+            err = (col - q.float() * sf) / Hinv1[i, i]
+            Err1[:, i] = err
+            W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
+        if i2 < cols:
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     return Q[:, torch.argsort(perm)], scales

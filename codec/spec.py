@@ -4,7 +4,7 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
 
     [[rule]]
     match = ["blocks.*.mlp.*.weight"]
-    chain = "gptq bits=6 clip=sdclip:12.85 -> ans"
+    chain = "gptq bits=6 clip=sdcap:12.85 -> ans"
 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
 or the word ``default`` (``codec/default_pipeline.toml``). A TOML rule may have a ``name``

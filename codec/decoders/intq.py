@@ -10,7 +10,10 @@ Scale rules (``clip=``), each giving a per-row clip value ``c`` and ``scale = c 
 
 * ``absmax``: ``c = max |w|`` of the row;
 * ``percentile:P``: ``c`` = the P-th percentile of ``|w|`` in the row;
-* ``sdclip:K``: ``c = min(K * std(row), max |w|)`` (population std; capped at the row's absmax);
+* ``sdclip:K``: ``c = K * std(row)`` (sample std), symbols clamped to ``±qmax``: the Parameter
+  Golf records' rule (``gptq_quantize_weight``), reproduced bit for bit;
+* ``sdcap:K``: ``c = min(K * std(row), max |w|)`` (population std), capped at the row's absmax
+  so it never widens the grid beyond absmax;
 * ``mse`` or ``mse:N``: the best of N candidates ``c = f * absmax`` (f from 0.5 to 1) by
   squared reconstruction error, chosen per row.
 """
@@ -60,15 +63,15 @@ class ClipRule:
                 return cls("absmax")
             if kind == "percentile" and 0 < float(arg) <= 100:
                 return cls("percentile", float(arg))
-            if kind == "sdclip" and 0 < float(arg) < float("inf"):
-                return cls("sdclip", float(arg))
+            if kind in ("sdclip", "sdcap") and 0 < float(arg) < float("inf"):
+                return cls(kind, float(arg))
             if kind == "mse":
                 n = int(arg) if arg else 20
                 if 2 <= n <= 1000:
                     return cls("mse", float(n))
         except ValueError:
             pass
-        raise ValueError(f"unknown clip rule '{text}' (absmax, percentile:P, sdclip:K, mse[:N])")
+        raise ValueError(f"unknown clip rule '{text}' (absmax, percentile:P, sdclip:K, sdcap:K, mse[:N])")
 
     def __str__(self) -> str:
         if self.kind == "absmax":
@@ -99,6 +102,9 @@ def row_scales(w: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
     if rule.kind == "percentile":
         return to_fp16_scale(torch.quantile(rows.abs(), rule.value / 100.0, dim=1), bits)
     if rule.kind == "sdclip":
+        std = rows.std(dim=1) if rows.shape[1] > 1 else absmax
+        return to_fp16_scale(rule.value * std, bits)
+    if rule.kind == "sdcap":
         std = rows.std(dim=1, unbiased=False) if rows.shape[1] > 1 else absmax
         return to_fp16_scale(torch.minimum(rule.value * std, absmax), bits)
     best_err = torch.full_like(absmax, float("inf"))
