@@ -3,7 +3,7 @@ per-tensor byte ledger that ``golfpack inspect`` and the benchmarks print."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .decoders.container import Container, Entry, read_container, write_containe
 from .entropy import order0_bits
 from .registry import decoder_table
 from .spec import PipelineSpec
-from .stage import EncodeContext, StageError
+from .stage import EncodeContext, Stage, StageError
 
 
 def tensor_meta(name: str, tensor: torch.Tensor) -> TensorMeta:
@@ -24,6 +24,27 @@ def tensor_meta(name: str, tensor: torch.Tensor) -> TensorMeta:
     if not (0 < len(name) <= MAX_NAME_CHARS and name.isprintable()):
         raise StageError(f"tensor name {name[:80]!r} must be 1..{MAX_NAME_CHARS} printable characters")
     return TensorMeta(name, dtype, tuple(tensor.shape))
+
+
+Record = tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]  # what write_container takes
+
+
+def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hessian: torch.Tensor | None) -> Record:
+    """One tensor through one chain: its description, each stage's params and side streams, its data."""
+    tmeta = tensor_meta(name, tensor)
+    ctx = EncodeContext(tmeta, hessian)
+    value: Any = tensor.detach().cpu().contiguous()
+    chain = []
+    for stage in stages:
+        out = stage.encode(value, ctx)
+        chain.append((stage.name, out.params, out.blobs))
+        value = out.value
+    return tmeta, chain, bytes(value)
+
+
+def record_bytes(record: Record) -> int:
+    """The stream bytes a record adds to a container (data and side streams)."""
+    return len(record[2]) + sum(len(b) for _, _, blobs in record[1] for b in blobs.values())
 
 
 def encode_state_dict(
@@ -36,15 +57,7 @@ def encode_state_dict(
     """Encode every tensor with the chain of the first matching rule; deterministic."""
     records = []
     for name, tensor in state_dict.items():
-        tmeta = tensor_meta(name, tensor)
-        ctx = EncodeContext(tmeta, (hessians or {}).get(name))
-        value: Any = tensor.detach().cpu().contiguous()
-        chain = []
-        for stage in spec.rule_for(name).stages:
-            out = stage.encode(value, ctx)
-            chain.append((stage.name, out.params, out.blobs))
-            value = out.value
-        records.append((tmeta, chain, bytes(value)))
+        records.append(encode_tensor(name, tensor, spec.rule_for(name).stages, (hessians or {}).get(name)))
         if progress is not None:
             progress(name)
     return write_container(records, meta or {})

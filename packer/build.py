@@ -39,6 +39,8 @@ class BuildOptions:
     calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
     calib_tokens: int = 262_144
     force: bool = False
+    fill: bool = False  # choose bits and clip per tensor to fill the budget (codec/fill.py)
+    fill_tolerance: float = 0.001  # land within this fraction under the budget
 
 
 def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], calib: str | None, tokens: int,
@@ -55,6 +57,22 @@ def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], 
     return None
 
 
+def fill_budget(state: dict[str, torch.Tensor], spec, hessians, container_budget: int, meta: dict,
+                options: BuildOptions, progress: bool, echo: Callable[[str], None]) -> bytes:
+    """The container that fills ``container_budget`` (the budget less code, bootstrap, manifest
+    and zip structure), with a progress bar over its encode steps."""
+    from ..codec.fill import fill
+
+    if container_budget <= 0:
+        raise BudgetError(f"the code and structure alone use the whole budget of {options.budget:,} bytes")
+    with progress_bar(progress, desc="fill", unit="step") as bar:
+        alloc = fill(state, spec, hessians, container_budget, meta, options.fill_tolerance,
+                     progress=lambda msg: (bar.set_postfix_str(msg[:60]), bar.update(1)))
+    for line in alloc.log:
+        echo(f"fill: {line}")
+    return alloc.container
+
+
 def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: BuildOptions = BuildOptions(),
           echo: Callable[[str], None] = print, progress: bool = True) -> Ledger:
     out, checkpoint = Path(out), Path(checkpoint)
@@ -69,11 +87,8 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     seq_len = int((ckpt.train_config or {}).get("train_seq_len", 1024))
     hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, seq_len, echo) \
-        if spec.needs_calibration(list(state)) else None
-
-    with progress_bar(progress, total=len(state), desc="encode", unit="tensor") as bar:
-        weights = encode_state_dict(state, spec, hessians, {"model_config": ckpt.model_config.to_dict()},
-                                    progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
+        if spec.needs_calibration(list(state)) or options.fill else None
+    meta = {"model_config": ckpt.model_config.to_dict()}
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values())
     manifest = Manifest(
@@ -83,9 +98,15 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
         pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
         train_config=ckpt.train_config, sha256={})
-    members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed),
-               (WEIGHTS, weights)]
-    data = write_artifact(members, manifest)
+    members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)]
+    if options.fill:
+        overhead = len(write_artifact([*members, (WEIGHTS, b"")], manifest))  # every byte but the weights
+        weights = fill_budget(state, spec, hessians, options.budget - overhead, meta, options, progress, echo)
+    else:
+        with progress_bar(progress, total=len(state), desc="encode", unit="tensor") as bar:
+            weights = encode_state_dict(state, spec, hessians, meta,
+                                        progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
+    data = write_artifact([*members, (WEIGHTS, weights)], manifest)
     led = artifact_ledger(verify_bytes(out, data, registry), options.budget)
     if led.total > options.budget:
         raise BudgetError(f"artifact would be {led.total:,} bytes, {led.total - options.budget:,} over the budget of "

@@ -197,14 +197,16 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact to write, e.g. submission.pyz.")
 @click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE,
               help="Byte budget of the whole file (decimal).")
+@click.option("--fill", is_flag=True,
+              help="Choose bits and clip per tensor (rules starting with rtn/gptq) to fill the budget.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
-def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, force, as_json) -> None:
+def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, force, as_json) -> None:
     """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
     from .build import BuildOptions, build
     from .ledger import format_ledger
 
-    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force),
+    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill),
                 echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:

@@ -35,6 +35,7 @@ class Ledger:
     requirements: dict[str, list[str]]
     tensors: list[TensorLedger] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # per tensor: the name of the pipeline rule that coded it
+    allocation: dict[str, dict] = field(default_factory=dict)  # --fill's choice per tensor (from the container)
 
     @property
     def headroom(self) -> int:
@@ -60,6 +61,19 @@ class Ledger:
         return d
 
 
+def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
+    """``--fill``'s record in the container meta, kept only where every field has its type
+    (the container is untrusted; anything else is left out of the ledger)."""
+    raw = meta.get("allocation")
+    if not isinstance(raw, dict):
+        return {}
+    kinds = {"bits": int, "clip": str, "estimated_bytes": int, "distortion": float}
+    ok = lambda v: isinstance(v, dict) and set(v) == set(kinds) and all(  # noqa: E731
+        isinstance(v[k], t) and not isinstance(v[k], bool) and (t is not str or len(v[k]) <= 32)
+        for k, t in kinds.items())
+    return {n: v for n, v in sorted(raw.items()) if n in names and ok(v)}
+
+
 def artifact_ledger(v: Verified, budget: int) -> Ledger:
     if budget < 1:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
@@ -74,7 +88,7 @@ def artifact_ledger(v: Verified, budget: int) -> Ledger:
         code_minified=m.code["minified_bytes"], code_codec=m.code["codec"], weights=len(v.art.members[WEIGHTS]),
         container_overhead=HEADER.size + v.container.manifest_bytes + DIGEST_BYTES,
         requirements={"required": list(m.requirements["required"]), "optional": list(m.requirements["optional"])},
-        tensors=rows, groups=groups)
+        tensors=rows, groups=groups, allocation=read_allocation(v.container.meta, {t.name for t in rows}))
 
 
 def format_ledger(led: Ledger) -> str:
@@ -102,6 +116,16 @@ def format_ledger(led: Ledger) -> str:
         shape = "x".join(map(str, t.shape))
         lines.append(f"{printable(t.name):<28} {shape:<12} {t.params:>9,} {t.bytes:>10,} {t.bits_per_param:>7.3f} "
                      f"{bound:>10} {pct(t.bytes):>5.2f}%  {printable(t.chain)}")
+    if led.allocation:
+        measured = {t.name: t.bytes for t in led.tensors}
+        est = sum(a["estimated_bytes"] for a in led.allocation.values())
+        got = sum(measured[n] for n in led.allocation)
+        lines += ["", f"allocation (--fill): {len(led.allocation)} tensors, estimated {est:,} bytes, "
+                      f"measured {got:,} ({100 * (got - est) / max(est, 1):+.2f}%)",
+                  f"{'tensor':<28} {'bits':>4} {'clip':<12} {'estimated':>10} {'measured':>10} {'distortion':>11}"]
+        for n, a in led.allocation.items():
+            lines.append(f"{printable(n):<28} {a['bits']:>4} {printable(a['clip']):<12} {a['estimated_bytes']:>10,} "
+                         f"{measured[n]:>10,} {a['distortion']:>11.4g}")
     lines.append("")
     lines.append(f"{'class':<12} {'params':>11} {'bytes':>12} {'bits/p':>7} {'share':>6}")
     for name, c in sorted(led.classes().items()):

@@ -59,3 +59,19 @@ def small_val(tmp_path_factory, data_dir) -> str:
     path = tmp_path_factory.mktemp("val") / "fineweb_val_000000.bin"
     write_shard(path, read_shard(VAL_SHARD)[:8193])
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, train_glob, small_val):
+    """A tiny model trained for a few steps, with GPTQ calibration beside its checkpoint."""
+    from golfpack.trainer.config import load_config
+    from golfpack.trainer.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
+                             "train_seq_len=128", "train_batch_tokens=2048", "iterations=8", "warmdown_iters=3",
+                             "val_loss_every=0", "device=cpu", "calib_tokens=2048", f"train_files={train_glob}",
+                             f"val_files={small_val}", f"tokenizer={SP1024}", f"out_dir={out}"])
+    result = train(cfg, echo=lambda m: None)
+    assert result.calib is not None and result.calib.is_file()
+    return result.checkpoint

@@ -13,8 +13,6 @@ from golfpack.packer.runtime.artifact import ArtifactError, read_zip
 from golfpack.packer.verify import verify_artifact
 from golfpack.packer.build import build
 from golfpack.packer.run import run_artifact
-from golfpack.trainer.config import load_config
-from golfpack.trainer.train import train
 
 from .conftest import SP1024
 from .test_cli import golfpack
@@ -22,19 +20,6 @@ from .venv import clean_env, fresh_venv
 
 PIPELINE = "blocks.*.weight=gptq bits=5 clip=sdclip:4 -> ans; tok_emb.weight=rtn bits=7 clip=mse -> ans; *=fp16 -> brotli"
 EVAL = ["--seq-len", "128", "--batch-seqs", "16"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, train_glob, small_val):
-    """A tiny model trained for a few steps, with GPTQ calibration beside its checkpoint."""
-    out = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, ["model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
-                             "train_seq_len=128", "train_batch_tokens=2048", "iterations=8", "warmdown_iters=3",
-                             "val_loss_every=0", "device=cpu", "calib_tokens=2048", f"train_files={train_glob}",
-                             f"val_files={small_val}", f"tokenizer={SP1024}", f"out_dir={out}"])
-    result = train(cfg, echo=lambda m: None)
-    assert result.calib is not None and result.calib.is_file()
-    return result.checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,119 @@
+"""Fit a byte budget: per tensor, the bit width and clip that buy the most quality per byte.
+
+The search is a Lagrangian one (the standard tool of rate–distortion allocation): every
+quantizable tensor gets a small set of candidates ``(bits, clip)`` with an estimated rate
+(coded bits) and distortion (Hessian-weighted squared error, the quantity GPTQ minimises),
+and for a multiplier ``lam`` each tensor independently takes the candidate that minimises
+``distortion + lam * rate``. Bisection on ``lam`` finds the best allocation whose total rate
+fits the budget. Candidates are estimated with round-to-nearest, which is cheap (no GPTQ per
+candidate); the caller encodes the chosen allocation exactly, corrects each tensor's rates by
+its measured/estimated ratio, and solves again (``fill`` in ``codec/fill.py``).
+
+Distortion uses the diagonal of the calibration Hessian: ``sum_ij (w - w_hat)_ij^2 H_jj``.
+Without a Hessian it is the plain squared error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from .decoders.intq import ClipRule, grid_shape, quantize_rtn
+from .entropy import order0_bits
+
+BITS = (3, 4, 5, 6, 7, 8)
+CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
+SCALE_BITS = 16  # one fp16 scale a row
+TABLE_BITS_PER_SYMBOL = 12  # ANS table: about a varint and a half per alphabet entry
+
+
+@dataclass(frozen=True)
+class Candidate:
+    bits: int
+    clip: str
+    rate: float  # estimated coded bits, side streams included
+    distortion: float
+
+    @property
+    def label(self) -> str:
+        return f"bits={self.bits} clip={self.clip}"
+
+
+def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None) -> float:
+    err = (w.float() - w_hat.float()).reshape(grid_shape(tuple(w.shape))).double().square()
+    if hdiag is not None and hdiag.numel() == err.shape[1]:
+        return float((err * hdiag.double()[None, :]).sum())
+    return float(err.sum())
+
+
+def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None) -> Candidate:
+    """Rate and distortion of round-to-nearest on the per-row grid (cheap, no GPTQ)."""
+    from .decoders.intq import dequantize
+
+    q, scales = quantize_rtn(w, bits, ClipRule.parse(clip))
+    w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
+    symbols = q.numpy().reshape(-1)
+    alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
+    rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
+    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag))
+
+
+def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
+    """The candidates no other beats on both rate and distortion, by increasing rate."""
+    out: list[Candidate] = []
+    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip)):
+        if not out or c.distortion < out[-1].distortion:
+            out.append(c)
+    return out
+
+
+def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
+               clip_sigmas: Sequence[float] = CLIP_SIGMAS) -> list[Candidate]:
+    grid = [estimate(w, b, f"sdclip:{k:g}", hdiag) for b in bits for k in clip_sigmas]
+    grid += [estimate(w, b, "absmax", hdiag) for b in bits]
+    return pareto(grid)
+
+
+def choose(table: Mapping[str, Sequence[Candidate]], lam: float,
+           scale: Mapping[str, float] | None = None) -> dict[str, Candidate]:
+    """Each tensor's candidate minimising ``distortion + lam * rate * scale[name]``."""
+    scale = scale or {}
+    return {name: min(cands, key=lambda c: (c.distortion + lam * c.rate * scale.get(name, 1.0), c.rate))
+            for name, cands in table.items()}
+
+
+def total_rate(choice: Mapping[str, Candidate], scale: Mapping[str, float] | None = None) -> float:
+    scale = scale or {}
+    return sum(c.rate * scale.get(n, 1.0) for n, c in choice.items())
+
+
+def solve(table: Mapping[str, Sequence[Candidate]], budget_bits: float,
+          scale: Mapping[str, float] | None = None) -> dict[str, Candidate]:
+    """The least-distortion Lagrangian allocation whose (scaled) rate is at most ``budget_bits``
+    (the cheapest allocation if even that does not fit). Rate falls as ``lam`` grows, so a
+    geometric bisection brackets the smallest ``lam`` that fits."""
+    fits = lambda lam: total_rate(choose(table, lam, scale), scale) <= budget_bits  # noqa: E731
+    if fits(0.0):
+        return choose(table, 0.0, scale)
+    hi = 1.0
+    while not fits(hi):
+        hi *= 16.0
+        if hi > 1e30:
+            return {n: min(c, key=lambda c: c.rate) for n, c in table.items()}
+    lo = hi
+    while fits(lo) and lo > 1e-30:
+        lo /= 16.0
+    for _ in range(200):  # invariant: fits(hi), not fits(lo)
+        mid = (lo * hi) ** 0.5
+        if not lo < mid < hi:
+            break
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return choose(table, hi, scale)
+
+
+def hessian_diagonals(hessians: Mapping[str, torch.Tensor] | None, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    return {n: torch.diagonal(hessians[n]).float() for n in names if hessians and n in hessians}

@@ -1,0 +1,47 @@
+"""``golfpack build --fill``: lands within 0.1 % under the budget at three budgets, counting its
+own code and structure, deterministically, and ``inspect`` shows what it chose."""
+import json
+
+import pytest
+
+from golfpack.packer.build import BuildOptions, build
+
+from .test_cli import golfpack
+
+PIPELINE = "blocks.*.weight=gptq -> ans; tok_emb.weight=gptq -> ans; *=fp16 -> brotli"
+
+
+@pytest.fixture(scope="module")
+def params(trained) -> int:
+    from golfpack.model.checkpoint import load_checkpoint
+
+    return sum(t.numel() for t in load_checkpoint(trained).state_dict.values())
+
+
+@pytest.mark.parametrize("bits_per_param", [3.0, 3.5, 4.5])
+def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params, tmp_path, bits_per_param):
+    budget = int(bits_per_param * params / 8) + 40_000  # weights at that rate, plus code and structure
+    led = build(trained, PIPELINE, tmp_path / "a.pyz", BuildOptions(budget=budget, fill=True), echo=print,
+                progress=False)
+    size = (tmp_path / "a.pyz").stat().st_size
+    print(f"budget {budget:,}: artifact {size:,} bytes ({100 * (budget - size) / budget:.3f}% under), "
+          f"weights {8 * led.weights / params:.3f} bits/param")
+    assert budget * 0.999 <= size <= budget and led.total == size
+    assert len(led.allocation) == 13 and {a["bits"] for a in led.allocation.values()} <= set(range(2, 9))
+
+
+def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params, tmp_path):
+    budget = int(4.0 * params / 8) + 40_000
+    for name in ("a.pyz", "b.pyz"):
+        build(trained, PIPELINE, tmp_path / name, BuildOptions(budget=budget, fill=True), echo=lambda _: None,
+              progress=False)
+    assert (tmp_path / "a.pyz").read_bytes() == (tmp_path / "b.pyz").read_bytes()
+    text = golfpack("inspect", str(tmp_path / "a.pyz"), "--budget", str(budget))
+    assert text.returncode == 0 and "allocation (--fill): 13 tensors" in text.stdout
+    led = json.loads(golfpack("inspect", str(tmp_path / "a.pyz"), "--json").stdout)
+    assert set(led["allocation"]) == {t["name"] for t in led["tensors"] if t["name"].endswith(".weight")}
+
+
+def test_fill_without_a_quantizer_rule_is_a_clear_error(trained, tmp_path):
+    proc = golfpack("build", str(trained), "--pipeline", "*=fp16 -> zstd", "--fill", "--out", str(tmp_path / "x.pyz"))
+    assert proc.returncode == 1 and "nothing to allocate" in proc.stderr
