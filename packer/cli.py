@@ -256,6 +256,44 @@ def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device
     click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks that print ratios against baselines measured in the same run."""
+
+
+@bench.command("rd")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--val", required=True, help="Validation shard glob.")
+@click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
+@click.option("--val-tokens", default=262_144, show_default=True, type=click.IntRange(min=0),
+              help="Score the first N validation tokens (0: all).")
+@click.option("--seq-len", default=None, type=POSITIVE, help="Evaluation window (default: the run's train_seq_len).")
+@click.option("--fractions", default="0.8,0.9,1.0,1.1", show_default=True,
+              help="--fill budgets, as fractions of the record export's bytes.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write the R-D plot (PNG).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
+def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force) -> None:
+    """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
+    from ..model.checkpoint import load_checkpoint
+    from ..model.files import refuse_existing
+    from .bench import format_rd, plot_rd, rd_bench
+
+    if plot is not None:
+        refuse_existing(plot, force)
+    try:
+        fracs = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
+    ckpt = load_checkpoint(checkpoint)
+    seq = seq_len or int((ckpt.train_config or {}).get("train_seq_len", 1024))
+    base, points = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq, fracs, echo=click.echo)
+    params = sum(t.numel() for t in ckpt.state_dict.values())
+    click.echo(format_rd(base, points, params))
+    if plot is not None:
+        plot_rd(base, points, str(plot), f"{Path(checkpoint).name}: {params:,} params")
+        click.echo(f"plot: {plot}")
+
+
 @main.command("demo")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder (default: ./data, then ../shared/data).")

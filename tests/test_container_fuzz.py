@@ -15,7 +15,7 @@ from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
-        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; *=fp32 -> zstd")
+        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; *=fp32 -> zstd")
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def sample() -> bytes:
     g = torch.Generator().manual_seed(0)
     sd = {n: torch.randn(s, generator=g) for n, s in
           [("a.w", (12, 16)), ("b.w", (8, 8)), ("c.w", (5,)), ("d.w", (3, 7)), ("e.w", (4, 2))]}
+    sd["f.w"] = torch.randn(16, 24, generator=g) * torch.logspace(-1, 0.5, 24)
     sd["a.const"] = torch.full((4, 4), 0.5)
     return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
 
@@ -82,7 +83,7 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
 
 
 @pytest.mark.slow

@@ -1,0 +1,82 @@
+"""ANS with per-column contexts (format: decoders/ctxans.py).
+
+Columns are ranked by the root mean square of their symbols and cut into ``k`` classes of
+equal size (quantiles); ``k`` is chosen per tensor, from 1 to ``max_classes``, by the exact
+cost it will have: the classes' order-0 bits, their tables and the class ids. ``k = 1`` is
+the plain per-tensor model, so this stage never costs more than ``ans`` by more than a few
+bytes of header.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decoders.ans import categorical, write_varints
+from ..decoders.base import BYTES, SYMBOLS
+from ..decoders.ctxans import MAX_CLASSES, class_bits, pack_classes
+from ..decoders.intq import grid_shape
+from ..stage import EncodeContext, Encoded, Stage
+
+
+@dataclass
+class CtxParams:
+    max_classes: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_classes <= MAX_CLASSES:
+            raise ValueError(f"max_classes must be in 1..{MAX_CLASSES}, got {self.max_classes}")
+
+
+def column_classes(q: np.ndarray, k: int) -> np.ndarray:
+    """Class of each column: its rank by symbol RMS, cut into ``k`` equal groups."""
+    if k == 1:
+        return np.zeros(q.shape[1], dtype=np.int64)
+    rms = np.sqrt((q.astype(np.float64) ** 2).mean(axis=0))
+    order = np.argsort(rms, kind="stable")
+    classes = np.empty(q.shape[1], dtype=np.int64)
+    classes[order] = np.arange(q.shape[1]) * k // q.shape[1]
+    return classes
+
+
+def tables_for(q: np.ndarray, classes: np.ndarray, k: int, n: int) -> np.ndarray:
+    return np.stack([np.bincount(q[:, classes == c].reshape(-1), minlength=n) for c in range(k)])
+
+
+def cost_bits(tables: np.ndarray, k: int, cols: int) -> float:
+    """Coded size: order-0 bits of each class under its own table, plus tables and class ids."""
+    bits = 0.0
+    for t in tables:
+        nz = t[t > 0]
+        if nz.size > 1:
+            bits -= float((nz * np.log2(nz / nz.sum())).sum())
+    return bits + 8 * len(write_varints(tables.reshape(-1))) + cols * class_bits(k)
+
+
+class CtxANS(Stage):
+    name = "ctxans"
+    summary = "ANS with per-column context classes (k chosen per tensor)"
+    consumes, produces = SYMBOLS, BYTES
+    Params = CtxParams
+
+    def encode(self, value: np.ndarray, ctx: EncodeContext) -> Encoded:
+        import constriction
+
+        rows, cols = grid_shape(ctx.meta.shape)
+        flat = value.reshape(-1).astype(np.int64)
+        lo = int(flat.min()) if flat.size else 0
+        q = (flat - lo).reshape(rows, cols)
+        n = int(q.max()) + 1 if q.size else 1
+        choices = []
+        for k in range(1, min(self.params.max_classes, max(cols, 1)) + 1):
+            classes = column_classes(q, k)
+            tables = tables_for(q, classes, k, n)
+            choices.append((cost_bits(tables, k, cols), k, classes, tables))
+        _, k, classes, tables = min(choices, key=lambda c: (c[0], c[1]))
+        coder = constriction.stream.stack.AnsCoder()
+        for c in reversed(range(k)):  # a stack: the last class encoded is the first decoded
+            symbols = q[:, classes == c].reshape(-1).astype(np.int32)
+            if np.count_nonzero(tables[c]) > 1:
+                coder.encode_reverse(symbols, categorical(tables[c]))
+        return Encoded(coder.get_compressed().astype("<u4").tobytes(), {"k": k, "lo": lo, "n": n},
+                       {"classes": pack_classes(classes, k), "tables": write_varints(tables.reshape(-1))})

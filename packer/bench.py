@@ -1,0 +1,167 @@
+"""``golfpack bench rd CKPT``: val_bpb against weight bytes, golfpack against the records'
+export, on one checkpoint, one set of Hessians and one set of validation tokens, in one run.
+
+Points measured:
+
+* ``record``: a reference implementation of the #1 record's export (openai/parameter-golf,
+  2026-04-27 SP8192 LQER ... 1.0611, ``gptq_mixed_quantize`` + ``_compress``): GPTQ int6 with
+  SDClip k on the block matrices, int7 with SDClip k_emb on the embedding, fp16 passthrough
+  for the rest, all of it one brotli-11 stream. (The record passes matrices of at most 65,536
+  elements through as fp16; at the small widths benchmarked here that would leave the
+  attention unquantized, so every matrix with a Hessian is quantized, as the rate-distortion
+  issue's table did.) golfpack's ``gptq clip=sdclip:K``
+  reproduces the record's quantizer bit for bit (tests/test_records_compat.py), so the symbols
+  here are the record's; the bytes are brotli-11 over the raw int8 symbols, fp16 scales and
+  fp16 passthrough values (the record also pays torch.save's pickle framing, so this is the
+  record's bytes or a little fewer);
+* ``golfpack default``: the default pipeline (``codec/default_pipeline.toml``);
+* ``golfpack fill``: ``--fill`` at weight budgets around the record's bytes.
+
+Bytes are weight bytes: the record's brotli stream, golfpack's whole container (headers,
+manifest, tables and scales included). val_bpb is the exact challenge metric of the decoded
+weights on the same tokens. ``equal bytes`` compares golfpack fill at exactly the record's
+bytes; ``bytes for the record's quality`` interpolates golfpack's fill curve.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..codec.encoders.intq import GPTQParams
+from ..codec.gptq import gptq_quantize
+from ..codec.decoders.intq import dequantize
+from ..codec.fill import fill
+from ..codec.pipeline import decode_state_dict, encode_state_dict
+from ..codec.spec import load_spec
+from ..model.checkpoint import load_checkpoint
+from ..model.gpt import GPT
+from ..model.scoring import evaluate, truncate_for_eval
+from ..model.shards import load_tokens
+from ..model.tokenizer import byte_tables_for
+from ..trainer.calibrate import calib_path, load_hessians
+
+FILL_PIPELINE = "blocks.*.weight=gptq -> ans; tok_emb.weight=gptq -> ans; lm_head.weight=gptq -> ans; *=fp16 -> brotli"
+
+
+@dataclass
+class Point:
+    label: str
+    bytes: int
+    val_bpb: float
+
+
+def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], k: float = 12.85,
+                  k_emb: float = 14.0, bits: int = 6, emb_bits: int = 7) -> tuple[int, dict[str, torch.Tensor]]:
+    """The record recipe: ``(weight bytes, dequantized state dict)``."""
+    import brotli
+
+    parts, out = [], {}
+    for name, t in state.items():
+        if t.ndim != 2 or name not in hessians:
+            half = t.detach().to(torch.float16)
+            parts.append(half.numpy().tobytes())
+            out[name] = half.to(t.dtype)
+            continue
+        emb = "tok_emb" in name
+        q, s = gptq_quantize(t, hessians[name], GPTQParams(bits=emb_bits if emb else bits,
+                                                          clip=f"sdclip:{k_emb if emb else k}"))
+        parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
+        out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
+    return len(brotli.compress(b"".join(parts), quality=11)), out
+
+
+def interpolate_bytes(points: list[Point], target_bpb: float) -> float | None:
+    """Bytes at which a curve of (bytes, val_bpb) points reaches ``target_bpb`` (linear between
+    neighbours); None if it never does."""
+    pts = sorted(points, key=lambda p: p.bytes)
+    for a, b in zip(pts, pts[1:]):
+        if (a.val_bpb - target_bpb) * (b.val_bpb - target_bpb) <= 0 and a.val_bpb != b.val_bpb:
+            return a.bytes + (target_bpb - a.val_bpb) * (b.bytes - a.bytes) / (b.val_bpb - a.val_bpb)
+    return None
+
+
+def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int,
+             fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
+             echo: Callable[[str], None] = print) -> tuple[float, list[Point]]:
+    """``(float val_bpb, points)``."""
+    ckpt = load_checkpoint(checkpoint)
+    hpath = calib_path(checkpoint)
+    if not hpath.is_file():
+        raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
+    hessians = load_hessians(hpath)
+    state = {k_: v.float() for k_, v in ckpt.state_dict.items()}
+    tables = byte_tables_for(tokenizer, ckpt.model_config.vocab_size)
+    tokens = load_tokens(val, ckpt.model_config.vocab_size)
+    tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)
+
+    def score(sd: dict[str, torch.Tensor]) -> float:
+        model = GPT(ckpt.model_config)
+        model.load_state_dict(sd, strict=True)
+        return evaluate(model, tokens, tables, seq_len, batch_seqs=64).val_bpb
+
+    base = score(state)
+    echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
+    points = []
+    rec_bytes, rec_state = record_export(state, hessians, k, k_emb)
+    points.append(Point(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, score(rec_state)))
+    echo(f"{points[-1].label}: {rec_bytes:,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    default = encode_state_dict(state, load_spec("default"), hessians, {})
+    points.append(Point("golfpack default", len(default), score(decode_state_dict(default)[0])))
+    echo(f"golfpack default: {len(default):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    spec = load_spec(FILL_PIPELINE)
+    for f in fill_fractions:
+        budget = int(rec_bytes * f)
+        alloc = fill(state, spec, hessians, budget, {})
+        points.append(Point(f"golfpack fill {f:.2f}x record bytes", len(alloc.container),
+                            score(decode_state_dict(alloc.container)[0])))
+        echo(f"{points[-1].label}: {len(alloc.container):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    return base, points
+
+
+def format_rd(base: float, points: list[Point], params: int) -> str:
+    rec = points[0]
+    lines = [f"{'export':<52} {'bytes':>11} {'bits/p':>7} {'val_bpb':>10} {'Δ float':>9} {'Δ/Δrecord':>9}"]
+    for p in points:
+        ratio = (p.val_bpb - base) / (rec.val_bpb - base) if rec.val_bpb != base else math.nan
+        lines.append(f"{p.label:<52} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
+                     f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f}")
+    fills = [p for p in points if p.label.startswith("golfpack fill")]
+    equal = next((p for p in fills if p.label.startswith("golfpack fill 1.00x")), None)
+    if equal is not None:
+        lines.append(f"at the record's bytes ({rec.bytes:,} vs {equal.bytes:,}): golfpack's val_bpb increase is "
+                     f"{(equal.val_bpb - base) / (rec.val_bpb - base):.3f}x the record's")
+    need = interpolate_bytes(fills, rec.val_bpb)
+    lines.append(f"bytes for the record's quality: {need:,.0f} ({100 * (1 - need / rec.bytes):+.1f}% fewer)"
+                 if need is not None else "bytes for the record's quality: outside the measured fill range")
+    return "\n".join(lines)
+
+
+def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..model.files import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fills = sorted((p for p in points if p.label.startswith("golfpack fill")), key=lambda p: p.bytes)
+    ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill")
+    for p, marker in zip([x for x in points if not x.label.startswith("golfpack fill")], "s^Dv"):
+        ax.plot([p.bytes], [p.val_bpb - base], marker, markersize=9, label=p.label)
+    ax.set_xlabel("weight bytes")
+    ax.set_ylabel("val_bpb increase over float")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
