@@ -23,7 +23,7 @@ def sample() -> bytes:
     g = torch.Generator().manual_seed(0)
     sd = {n: torch.randn(s, generator=g) for n, s in
           [("a.w", (12, 16)), ("b.w", (8, 8)), ("c.w", (5,)), ("d.w", (3, 7)), ("e.w", (4, 2))]}
-    sd["f.w"] = torch.randn(16, 24, generator=g) * torch.logspace(-1, 0.5, 24)
+    sd["f.w"] = torch.randn(64, 48, generator=g) * torch.logspace(-1.5, 0.5, 48)  # ctxans picks k=3
     sd["a.const"] = torch.full((4, 4), 0.5)
     return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
 
