@@ -276,7 +276,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.checkpoint import load_checkpoint
     from ..model.files import refuse_existing
-    from .bench import format_rd, plot_rd, rd_bench
+    from .bench_rd import format_rd, plot_rd, rd_bench
 
     if plot is not None:
         refuse_existing(plot, force)
@@ -292,6 +292,17 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
     if plot is not None:
         plot_rd(base, points, str(plot), f"{Path(checkpoint).name}: {params:,} params")
         click.echo(f"plot: {plot}")
+
+
+@bench.command("coders")
+@click.argument("weights", type=click.Path(path_type=Path))
+def bench_coders_cmd(weights) -> None:
+    """Lossless coders (ans, ctxans, brotli-11, lrzip) on the records' int6 symbols of WEIGHTS
+    (a checkpoint, with its .calib.pt for GPTQ, or a .safetensors file)."""
+    from .bench_coders import coders_bench, format_coders
+
+    n, h0, results, gptq = coders_bench(weights)
+    click.echo(format_coders(weights, n, h0, results, gptq))
 
 
 @main.command("demo")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from golfpack.packer.bench import Point, format_rd, interpolate_bytes, record_export
+from golfpack.packer.bench_rd import Point, format_rd, interpolate_bytes, record_export
 
 from .test_cli import golfpack
 

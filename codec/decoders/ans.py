@@ -31,9 +31,20 @@ def write_varints(values: np.ndarray) -> bytes:
 
 
 def read_varints(raw: bytes, count: int) -> np.ndarray:
-    out = np.zeros(count, dtype=np.int64)
+    """Exactly ``count`` varints filling ``raw``."""
+    out = read_all_varints(raw, count)
+    if out.size != count:
+        raise DecodeError(f"{out.size} values in the ANS table, expected {count}")
+    return out
+
+
+def read_all_varints(raw: bytes, limit: int) -> np.ndarray:
+    """Every varint in ``raw`` (at most ``limit`` of them)."""
+    values: list[int] = []
     pos = 0
-    for i in range(count):
+    while pos < len(raw):
+        if len(values) >= limit:
+            raise DecodeError(f"more than {limit} values in the ANS table")
         value = shift = 0
         while True:
             if pos >= len(raw) or shift > 56:
@@ -44,10 +55,8 @@ def read_varints(raw: bytes, count: int) -> np.ndarray:
             shift += 7
             if b < 0x80:
                 break
-        out[i] = value
-    if pos != len(raw):
-        raise DecodeError(f"{len(raw) - pos} stray bytes after the ANS table")
-    return out
+        values.append(value)
+    return np.array(values, dtype=np.int64)
 
 
 def categorical(counts: np.ndarray):

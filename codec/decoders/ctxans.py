@@ -10,7 +10,9 @@ Stream layout (all counted in the container):
 * params ``k`` (classes, 1..16), ``lo`` (smallest symbol), ``n`` (alphabet size);
 * blob ``classes``: each column's class, ``ceil(log2 k)`` bits a column, packed big-endian
   (``numpy.packbits``); empty when ``k == 1``;
-* blob ``tables``: ``k`` histograms of ``n`` counts each, as LEB128 varints;
+* blob ``tables``: per class, LEB128 varints ``first, length, count[first], ...,
+  count[first + length - 1]``: the class's histogram over symbols ``lo + first ..``, its zero
+  tails left out (classes of small columns use a narrow range of the alphabet);
 * data: one ANS stream of 32-bit words; class 0's symbols come first when decoding, each class
   in row-major order of its columns.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ans import INT32_MAX, INT32_MIN, MAX_ALPHABET, categorical, read_varints
+from .ans import INT32_MAX, INT32_MIN, MAX_ALPHABET, categorical, read_all_varints, write_varints
 from .base import DecodeError, TensorMeta, blob, param
 from .intq import grid_shape
 
@@ -52,6 +54,33 @@ def unpack_classes(raw: bytes, k: int, cols: int) -> np.ndarray:
     return classes
 
 
+def write_tables(tables: np.ndarray) -> bytes:
+    parts = []
+    for t in tables:
+        nz = np.flatnonzero(t)
+        first, last = (int(nz[0]), int(nz[-1])) if nz.size else (0, -1)
+        parts.append(np.concatenate([[first, last - first + 1], t[first : last + 1]]))
+    return write_varints(np.concatenate(parts).astype(np.int64))
+
+
+def read_tables(raw: bytes, k: int, n: int) -> np.ndarray:
+    """``k`` histograms over ``n`` symbols from ``write_tables``' varints, every range checked."""
+    tables = np.zeros((k, n), dtype=np.int64)
+    values = read_all_varints(raw, k * (n + 2))
+    pos = 0
+    for c in range(k):
+        if pos + 2 > values.size:
+            raise DecodeError("truncated ANS tables")
+        first, length = int(values[pos]), int(values[pos + 1])
+        if first + length > n or pos + 2 + length > values.size:
+            raise DecodeError(f"class {c} table covers symbols {first}..{first + length - 1} of {n}")
+        tables[c, first : first + length] = values[pos + 2 : pos + 2 + length]
+        pos += 2 + length
+    if pos != values.size:
+        raise DecodeError(f"{values.size - pos} stray values after the ANS tables")
+    return tables
+
+
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
     import constriction
 
@@ -60,7 +89,7 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
     lo = param(params, "lo", int, INT32_MIN, INT32_MAX - n + 1)
     rows, cols = grid_shape(meta.shape)
     classes = unpack_classes(blob(blobs, "classes"), k, cols)
-    tables = read_varints(blob(blobs, "tables"), k * n).reshape(k, n)
+    tables = read_tables(blob(blobs, "tables"), k, n)
     members = [np.flatnonzero(classes == c) for c in range(k)]
     for c in range(k):
         if int(tables[c].sum()) != rows * members[c].size:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..decoders.ans import categorical, write_varints
+from ..decoders.ans import categorical
 from ..decoders.base import BYTES, SYMBOLS
-from ..decoders.ctxans import MAX_CLASSES, class_bits, pack_classes
+from ..decoders.ctxans import MAX_CLASSES, class_bits, pack_classes, write_tables
 from ..decoders.intq import grid_shape
 from ..stage import EncodeContext, Encoded, Stage
 
@@ -29,7 +29,8 @@ class CtxParams:
 
 
 def column_classes(q: np.ndarray, k: int) -> np.ndarray:
-    """Class of each column: its rank by symbol RMS, cut into ``k`` equal groups."""
+    """Class of each column: its rank by symbol RMS (of the signed symbols, which a symmetric
+    quantizer centres on zero), cut into ``k`` equal groups."""
     if k == 1:
         return np.zeros(q.shape[1], dtype=np.int64)
     rms = np.sqrt((q.astype(np.float64) ** 2).mean(axis=0))
@@ -50,7 +51,7 @@ def cost_bits(tables: np.ndarray, k: int, cols: int) -> float:
         nz = t[t > 0]
         if nz.size > 1:
             bits -= float((nz * np.log2(nz / nz.sum())).sum())
-    return bits + 8 * len(write_varints(tables.reshape(-1))) + cols * class_bits(k)
+    return bits + 8 * len(write_tables(tables)) + cols * class_bits(k)
 
 
 class CtxANS(Stage):
@@ -68,8 +69,9 @@ class CtxANS(Stage):
         q = (flat - lo).reshape(rows, cols)
         n = int(q.max()) + 1 if q.size else 1
         choices = []
+        signed = flat.reshape(rows, cols)
         for k in range(1, min(self.params.max_classes, max(cols, 1)) + 1):
-            classes = column_classes(q, k)
+            classes = column_classes(signed, k)
             tables = tables_for(q, classes, k, n)
             choices.append((cost_bits(tables, k, cols), k, classes, tables))
         _, k, classes, tables = min(choices, key=lambda c: (c[0], c[1]))
@@ -79,4 +81,4 @@ class CtxANS(Stage):
             if np.count_nonzero(tables[c]) > 1:
                 coder.encode_reverse(symbols, categorical(tables[c]))
         return Encoded(coder.get_compressed().astype("<u4").tobytes(), {"k": k, "lo": lo, "n": n},
-                       {"classes": pack_classes(classes, k), "tables": write_varints(tables.reshape(-1))})
+                       {"classes": pack_classes(classes, k), "tables": write_tables(tables)})
