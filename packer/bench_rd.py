@@ -15,7 +15,9 @@ Points measured:
   fp16 passthrough values (the record also pays torch.save's pickle framing, so this is the
   record's bytes or a little fewer);
 * ``golfpack default``: the default pipeline (``codec/default_pipeline.toml``);
-* ``golfpack fill``: ``--fill`` at weight budgets around the record's bytes.
+* ``golfpack fill``: ``--fill`` (coder ``ans``) at weight budgets around the record's bytes;
+* ``golfpack fill 1.00x + ctxans``: the same at the record's bytes with the context coder,
+  the one new stage switched on.
 
 Bytes are weight bytes: the record's brotli stream, golfpack's whole container (headers,
 manifest, tables and scales included). val_bpb is the exact challenge metric of the decoded
@@ -44,7 +46,7 @@ from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
 from ..trainer.calibrate import calib_path, load_hessians
 
-FILL_PIPELINE = "blocks.*.weight=gptq -> ans; tok_emb.weight=gptq -> ans; lm_head.weight=gptq -> ans; *=fp16 -> brotli"
+FILL_PIPELINE = "blocks.*.weight=gptq -> {coder}; tok_emb.weight=gptq -> {coder}; lm_head.weight=gptq -> {coder}; *=fp16 -> brotli"
 
 
 @dataclass
@@ -112,13 +114,12 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     default = encode_state_dict(state, load_spec("default"), hessians, {})
     points.append(Point("golfpack default", len(default), score(decode_state_dict(default)[0])))
     echo(f"golfpack default: {len(default):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
-    spec = load_spec(FILL_PIPELINE)
-    for f in fill_fractions:
-        budget = int(rec_bytes * f)
-        alloc = fill(state, spec, hessians, budget, {})
-        points.append(Point(f"golfpack fill {f:.2f}x record bytes", len(alloc.container),
-                            score(decode_state_dict(alloc.container)[0])))
-        echo(f"{points[-1].label}: {len(alloc.container):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    runs = [(f, "ans", f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
+    runs.append((1.0, "ctxans", "golfpack fill 1.00x + ctxans"))
+    for f, coder, label in runs:
+        alloc = fill(state, load_spec(FILL_PIPELINE.format(coder=coder)), hessians, int(rec_bytes * f), {})
+        points.append(Point(label, len(alloc.container), score(decode_state_dict(alloc.container)[0])))
+        echo(f"{label}: {len(alloc.container):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
     return base, points
 
 
@@ -129,15 +130,24 @@ def format_rd(base: float, points: list[Point], params: int) -> str:
         ratio = (p.val_bpb - base) / (rec.val_bpb - base) if rec.val_bpb != base else math.nan
         lines.append(f"{p.label:<52} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
                      f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f}")
-    fills = [p for p in points if p.label.startswith("golfpack fill")]
-    equal = next((p for p in fills if p.label.startswith("golfpack fill 1.00x")), None)
-    if equal is not None:
-        lines.append(f"at the record's bytes ({rec.bytes:,} vs {equal.bytes:,}): golfpack's val_bpb increase is "
+    fills = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
+    for equal in (p for p in points if p.label.startswith("golfpack fill 1.00x")):
+        lines.append(f"at the record's bytes ({rec.bytes:,}; {equal.label}: {equal.bytes:,}): val_bpb increase "
                      f"{(equal.val_bpb - base) / (rec.val_bpb - base):.3f}x the record's")
-    need = interpolate_bytes(fills, rec.val_bpb)
-    lines.append(f"bytes for the record's quality: {need:,.0f} ({100 * (1 - need / rec.bytes):+.1f}% fewer)"
-                 if need is not None else "bytes for the record's quality: outside the measured fill range")
+    lines.append(f"bytes for the record's quality: {quality_bytes(fills, rec)}")
     return "\n".join(lines)
+
+
+def quality_bytes(fills: list[Point], rec: Point) -> str:
+    """Where golfpack's fill curve reaches the record's val_bpb, in words."""
+    need = interpolate_bytes(fills, rec.val_bpb)
+    if need is not None:
+        return f"{need:,.0f} ({100 * (1 - need / rec.bytes):.1f}% fewer)"
+    smallest = min(fills, key=lambda p: p.bytes, default=None)
+    if smallest is not None and smallest.val_bpb <= rec.val_bpb:
+        return (f"at most {smallest.bytes:,} (at least {100 * (1 - smallest.bytes / rec.bytes):.1f}% fewer: the "
+                "smallest fill measured is already better)")
+    return "not reached in the measured fill range"
 
 
 def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
@@ -151,9 +161,10 @@ def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
     from ..model.files import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    fills = sorted((p for p in points if p.label.startswith("golfpack fill")), key=lambda p: p.bytes)
-    ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill")
-    for p, marker in zip([x for x in points if not x.label.startswith("golfpack fill")], "s^Dv"):
+    curve = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
+    fills = sorted(curve, key=lambda p: p.bytes)
+    ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill (ans)")
+    for p, marker in zip([x for x in points if x not in curve], "s^Dv*"):
         ax.plot([p.bytes], [p.val_bpb - base], marker, markersize=9, label=p.label)
     ax.set_xlabel("weight bytes")
     ax.set_ylabel("val_bpb increase over float")

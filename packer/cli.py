@@ -254,6 +254,8 @@ def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device
     click.echo(f"artifact_bytes:{r['artifact_bytes']} sha256:{r['sha256']}")
     verdict = "within" if r["wall_seconds"] <= r["eval_limit_seconds"] else "OVER"
     click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")
+    click.echo(f"decode_time:{r['decode_seconds']:.2f}s ({100 * r['decode_seconds'] / r['eval_limit_seconds']:.2f}% "
+               "of the limit)")
 
 
 @main.group()

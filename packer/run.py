@@ -19,7 +19,7 @@ from .verify import verify_artifact
 
 EVAL_LIMIT_SECONDS = 600.0  # the challenge's evaluation time limit
 RESULT_FIELDS = {"val_loss": float, "val_bpb": float, "tokens": int, "bytes": int, "seconds": float,
-                 "wall_seconds": float, "world_size": int}
+                 "wall_seconds": float, "world_size": int, "decode_seconds": float}
 
 
 def parse_result(stdout: str) -> dict:

@@ -11,9 +11,11 @@ def test_interpolated_bytes_for_a_target_quality():
     pts = [Point("a", 100, 1.30), Point("b", 200, 1.10), Point("c", 300, 1.05)]
     assert interpolate_bytes(pts, 1.20) == pytest.approx(150)
     assert interpolate_bytes(pts, 1.50) is None
-    text = format_rd(1.0, [Point("record", 200, 1.2), Point("golfpack fill 1.00x", 200, 1.1),
-                           Point("golfpack fill 0.50x", 100, 1.3)], 1000)
-    assert "0.500x the record's" in text and "+25.0% fewer" in text
+    text = format_rd(1.0, [Point("record", 200, 1.2), Point("golfpack fill 1.00x record bytes", 200, 1.1),
+                           Point("golfpack fill 0.50x record bytes", 100, 1.3)], 1000)
+    assert "0.500x the record's" in text and "150 (25.0% fewer)" in text
+    better = format_rd(1.0, [Point("record", 200, 1.2), Point("golfpack fill 0.80x record bytes", 160, 1.15)], 1000)
+    assert "at most 160 (at least 20.0% fewer" in better
 
 
 def test_record_export_keeps_small_tensors_and_quantizes_matrices(trained):

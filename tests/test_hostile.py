@@ -191,7 +191,7 @@ def test_run_treats_the_artifacts_printed_result_as_untrusted(genuine, tmp_path)
     from golfpack.packer.run import parse_result
 
     good = {"val_loss": 1.0, "val_bpb": 1.5, "tokens": 10, "bytes": 20, "seconds": 0.5, "wall_seconds": 1.0,
-            "world_size": 1}
+            "world_size": 1, "decode_seconds": 0.1}
     assert parse_result("noise\n" + json.dumps(good))["val_bpb"] == 1.5
     for printed in ["{}", "[1, 2]", "{not json", json.dumps({**good, "val_bpb": "1.5"}),
                     json.dumps({**good, "tokens": 1.5}), json.dumps({**good, "val_loss": float("nan")}), ""]:

@@ -58,6 +58,7 @@ def test_build_inspect_run_matches_eval_of_round_tripped_checkpoint(artifact, tr
     assert got["artifact_bytes"] == art.size
     pretty = golfpack("run", str(artifact), "--val", small_val, "--tokenizer", str(SP1024), *EVAL)
     assert f"val_bpb:{got['val_bpb']:.8f}" in pretty.stdout and "within the 600s limit" in pretty.stdout
+    assert "decode_time:" in pretty.stdout and "% of the limit" in pretty.stdout
 
 
 def test_quantization_changes_weights_but_not_much(artifact, trained, small_val):

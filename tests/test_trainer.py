@@ -148,3 +148,8 @@ def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
     a = load_checkpoint(tmp_path / "one" / "final.pt").state_dict
     b = load_checkpoint(tmp_path / "two" / "final.pt").state_dict
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+
+
+def test_model_overrides_are_checked_together():
+    cfg = load_config(None, ["model.num_heads=5", "model.num_kv_heads=5", "model.model_dim=320"])
+    assert (cfg.model.num_heads, cfg.model.num_kv_heads, cfg.model.model_dim) == (5, 5, 320)

@@ -131,12 +131,17 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
         except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'} ({e})") from None
         apply_mapping(cfg, doc, str(p))
+    top: dict[str, Any] = {}
+    model: dict[str, Any] = {}
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"override '{item}' must be key=value")
         if key.startswith("model."):
-            apply_mapping(cfg, {"model": {key[6:]: value}}, "overrides")
+            model[key[6:]] = value
         else:
-            apply_mapping(cfg, {key: value}, "overrides")
+            top[key] = value
+    if model:  # together: model fields are checked against each other (num_heads vs num_kv_heads)
+        top["model"] = model
+    apply_mapping(cfg, top, "overrides")
     return cfg
