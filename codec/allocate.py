@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.intq import ClipRule, grid_shape, quantize_rtn
+from .decoders.intq import ClipRule, dequantize, grid_shape, quantize_rtn
 from .entropy import order0_bits
 
 BITS = (3, 4, 5, 6, 7, 8)
@@ -49,8 +49,6 @@ def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None)
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None) -> Candidate:
     """Rate and distortion of round-to-nearest on the per-row grid (cheap, no GPTQ)."""
-    from .decoders.intq import dequantize
-
     q, scales = quantize_rtn(w, bits, ClipRule.parse(clip))
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
     symbols = q.numpy().reshape(-1)

@@ -36,20 +36,23 @@ MAX_SOLVES = 8
 MAX_STEPS = 64
 
 
+# The allocation as the container's meta stores it, per tensor: the one schema of that record
+# (``packer/ledger.py`` reads it back as untrusted input).
+ALLOCATION_FIELDS = {"bits": int, "clip": str, "estimated_bytes": int, "distortion": float}
+
+
 @dataclass
 class Allocation:
-    """What ``fill`` chose, per allocatable tensor, with estimated and measured bytes."""
+    """What ``fill`` chose per allocatable tensor, the container, and how it got there."""
 
     container: bytes
     choice: dict[str, Candidate]
-    measured: dict[str, int]  # stream bytes of each allocatable tensor as encoded
-    solves: int = 0
     steps: int = 0
     log: list[str] = field(default_factory=list)
 
 
 def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
-    """The allocation as the container's meta stores it (``golfpack inspect`` shows it)."""
+    """The allocation as the container's meta stores it (``ALLOCATION_FIELDS``; inspect shows it)."""
     return {n: {"bits": c.bits, "clip": c.clip, "estimated_bytes": round(c.rate / 8),
                 "distortion": float(f"{c.distortion:.6g}")} for n, c in sorted(choice.items())}
 
@@ -73,12 +76,13 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     if not names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
     say = progress or (lambda _: None)
+    hessians = hessians or {}
     hdiag = hessian_diagonals(hessians, names)
     table = {}
     for n in names:
         say(f"estimating {n}")
         table[n] = candidates(state_dict[n], hdiag.get(n))
-    fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, (hessians or {}).get(n))
+    fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
              for n, t in state_dict.items() if n not in table}
     cache: dict[tuple[str, int, str], Record] = {}
 
@@ -86,7 +90,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         key = (n, c.bits, c.clip)
         if key not in cache:
             say(f"encoding {n} {c.label}")
-            cache[key] = encode_tensor(n, state_dict[n], with_grid(spec.rule_for(n).stages, c), (hessians or {}).get(n))
+            cache[key] = encode_tensor(n, state_dict[n], with_grid(spec.rule_for(n).stages, c), hessians.get(n))
         return cache[key]
 
     def build(choice: dict[str, Candidate]) -> bytes:
@@ -101,7 +105,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         choice = solve(table, 8.0 * (budget - overhead), scale)
         data = build(choice)
         measured = {n: record_bytes(encoded(n, c)) for n, c in choice.items()}
-        result = Allocation(data, choice, measured, solves)
+        result = Allocation(data, choice)
         result.log.append(f"solve {solves}: {len(data):,} bytes (budget {budget:,})")
         if lo_ok <= len(data) <= budget:
             return result
@@ -145,7 +149,6 @@ def _step(result: Allocation, table: Mapping[str, list[Candidate]], scale: Mappi
             continue
         choice, data = trial, trial_data
         result.steps = steps
-    measured = {n: record_bytes(encoded(n, c)) for n, c in choice.items()}
-    result.container, result.choice, result.measured = data, choice, measured
+    result.container, result.choice = data, choice
     result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
     return result

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.container import DIGEST_BYTES, HEADER
+from ..codec.fill import ALLOCATION_FIELDS
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
 from ..model.console import printable
 from .runtime.artifact import BOOTSTRAP, MANIFEST, WEIGHTS, zip_overhead
@@ -67,10 +68,9 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
     raw = meta.get("allocation")
     if not isinstance(raw, dict):
         return {}
-    kinds = {"bits": int, "clip": str, "estimated_bytes": int, "distortion": float}
-    ok = lambda v: isinstance(v, dict) and set(v) == set(kinds) and all(  # noqa: E731
+    ok = lambda v: isinstance(v, dict) and set(v) == set(ALLOCATION_FIELDS) and all(  # noqa: E731
         isinstance(v[k], t) and not isinstance(v[k], bool) and (t is not str or len(v[k]) <= 32)
-        for k, t in kinds.items())
+        for k, t in ALLOCATION_FIELDS.items())
     return {n: v for n, v in sorted(raw.items()) if n in names and ok(v)}
 
 

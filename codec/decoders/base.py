@@ -7,6 +7,7 @@ the declared tensor needs, and no declaration may exceed these bounds (docs/cont
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -88,8 +89,6 @@ def first_match(name: str, patterns: Iterable[Sequence[str]]) -> int | None:
 def coerce(value: Any, kind: type, key: str) -> Any:
     """A config or spec value (often a string from a command line) as the declared ``kind``:
     the one conversion for stage parameters, training and model configs."""
-    import json
-
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):

@@ -28,16 +28,13 @@ class CtxParams:
             raise ValueError(f"max_classes must be in 1..{MAX_CLASSES}, got {self.max_classes}")
 
 
-def column_classes(q: np.ndarray, k: int) -> np.ndarray:
-    """Class of each column: its rank by symbol RMS (of the signed symbols, which a symmetric
-    quantizer centres on zero), cut into ``k`` equal groups."""
-    if k == 1:
-        return np.zeros(q.shape[1], dtype=np.int64)
-    rms = np.sqrt((q.astype(np.float64) ** 2).mean(axis=0))
-    order = np.argsort(rms, kind="stable")
-    classes = np.empty(q.shape[1], dtype=np.int64)
-    classes[order] = np.arange(q.shape[1]) * k // q.shape[1]
-    return classes
+def column_ranks(q: np.ndarray) -> np.ndarray:
+    """Each column's rank by symbol RMS (of the signed symbols, which a symmetric quantizer
+    centres on zero); the classes for any ``k`` cut these ranks into ``k`` equal groups."""
+    rms = np.sqrt((q.astype(np.float64) ** 2).mean(axis=0)) if q.size else np.zeros(q.shape[1])
+    ranks = np.empty(q.shape[1], dtype=np.int64)
+    ranks[np.argsort(rms, kind="stable")] = np.arange(q.shape[1])
+    return ranks
 
 
 def tables_for(q: np.ndarray, classes: np.ndarray, k: int, n: int) -> np.ndarray:
@@ -69,9 +66,9 @@ class CtxANS(Stage):
         q = (flat - lo).reshape(rows, cols)
         n = int(q.max()) + 1 if q.size else 1
         choices = []
-        signed = flat.reshape(rows, cols)
+        ranks = column_ranks(flat.reshape(rows, cols))
         for k in range(1, min(self.params.max_classes, max(cols, 1)) + 1):
-            classes = column_classes(signed, k)
+            classes = ranks * k // max(cols, 1)
             tables = tables_for(q, classes, k, n)
             choices.append((cost_bits(tables, k, cols), k, classes, tables))
         _, k, classes, tables = min(choices, key=lambda c: (c[0], c[1]))
