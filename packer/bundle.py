@@ -19,6 +19,7 @@ import importlib.util
 import lzma
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -53,9 +54,17 @@ class CodeBundle:
 
 
 def is_shipped(module: str) -> bool:
-    return module == "golfpack" or any(module == p or module.startswith(p + ".") for p in SHIPPED_PACKAGES)
+    """In a shipped package, or one of their parent packages (whose ``__init__`` ships, import-free)."""
+    return any(module == p or module.startswith(p + ".") or p.startswith(module + ".") for p in SHIPPED_PACKAGES)
 
 
+def is_decoder_module(module: str) -> bool:
+    """A module in some package's ``decoders`` (golfpack's or a plugin's): shipped, and held to
+    ``DECODER_LIBRARIES``."""
+    return ".decoders" in f".{module}"
+
+
+@lru_cache(maxsize=None)
 def _spec(name: str):
     try:
         return importlib.util.find_spec(name)
@@ -147,26 +156,28 @@ def closure(decoders: Iterable[DecoderSpec]) -> _Closure:
         path, source = module_path(name)
         seen[name] = (path, source)
         todo.extend(_parents(name))
-        in_decoders = ".decoders" in f".{name}" and name not in ("golfpack", "golfpack.codec")
+        decoder = is_decoder_module(name)
         for imp in imports_of(name, source, path.endswith("__init__.py")):
             top = imp.module.split(".")[0]
             if top in first_party:
                 if _spec(imp.module) is None:  # `from pkg import name` where name is not a module
                     continue
-                if top == "golfpack" and not is_shipped(imp.module) and imp.module not in ("golfpack.codec",
-                                                                                         "golfpack.packer"):
+                if top == "golfpack" and not is_shipped(imp.module):
                     raise BundleError(f"shipped module '{name}' imports '{imp.module}', which is build-side code "
                                       "and does not ship")
-                if in_decoders and ".decoders" not in f".{imp.module}" and imp.module not in _parents(name):
-                    raise BundleError(f"decoder module '{name}' imports '{imp.module}'; decoders may import only "
-                                      f"the standard library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
+                if decoder and not is_decoder_module(imp.module) and imp.module not in _parents(name):
+                    raise _decoder_import_error(name, imp.module)
                 todo.append(imp.module)
             elif top not in sys.stdlib_module_names and top != "__future__":
-                if in_decoders and top not in DECODER_LIBRARIES:
-                    raise BundleError(f"decoder module '{name}' imports '{imp.module}'; decoders may import only "
-                                      f"the standard library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
+                if decoder and top not in DECODER_LIBRARIES:
+                    raise _decoder_import_error(name, imp.module)
                 third[top] = third.get(top, True) and imp.optional
     return _Closure(seen, third)
+
+
+def _decoder_import_error(name: str, imported: str) -> BundleError:
+    return BundleError(f"decoder module '{name}' imports '{imported}'; decoders may import only the standard "
+                       f"library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
 
 
 class _EraseFieldTypes(ast.NodeTransformer):

@@ -10,7 +10,7 @@ import pytest
 
 from golfpack.codec.encoders import BUILTIN
 from golfpack.codec.stage import Stage, decoder_module
-from golfpack.packer.bundle import DECODER_LIBRARIES, SHIPPED_PACKAGES, imports_of, is_shipped
+from golfpack.packer.bundle import DECODER_LIBRARIES, SHIPPED_PACKAGES, imports_of, is_decoder_module, is_shipped
 
 from .conftest import ROOT
 
@@ -57,7 +57,7 @@ def test_shipped_code_never_imports_build_side_code(module):
     for imp in imports_of(module, path.read_text(), path.name == "__init__.py"):
         if imp.module.startswith("golfpack"):
             assert is_shipped(imp.module), f"{module} imports build-side {imp.module}"
-        if ".decoders" in f".{module}":
+        if is_decoder_module(module):
             top = imp.module.split(".")[0]
             assert top in DECODER_LIBRARIES or top in sys.stdlib_module_names or top in ("golfpack", "__future__"), \
                 f"decoder module {module} imports {imp.module}"
