@@ -83,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     ckpt = load_checkpoint(args.checkpoint)
     calib = args.calib or args.checkpoint.replace(".pt", ".calib.pt")
-    seq_len = args.seq_len or int((ckpt.train_config or {}).get("train_seq_len", 1024))
+    seq_len = args.seq_len or ckpt.train_seq_len
     coder_table(ckpt.state_dict, args.bits, args.clip)
     gptq_vs_rtn(ckpt, load_hessians(calib), [int(b) for b in args.gptq_bits.split(',')], args.gptq_clip, args.val, args.tokenizer, seq_len)
 

@@ -43,6 +43,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, Any] | None = None
 
+    @property
+    def train_seq_len(self) -> int:
+        """The sequence length the weights were trained at (the challenge's 1024 when unknown)."""
+        return int((self.train_config or {}).get("train_seq_len", 1024))
+
     def build_model(self) -> GPT:
         model = GPT(self.model_config)
         try:

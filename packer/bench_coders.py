@@ -29,14 +29,12 @@ import numpy as np
 import torch
 
 from ..codec.decoders.base import TensorMeta
-from ..codec.decoders.intq import ClipRule, quantize_rtn
-from ..codec.encoders.intq import GPTQParams
 from ..codec.entropy import order0_bits
-from ..codec.gptq import gptq_quantize
 from ..codec.registry import decoder_table, get_stage
 from ..codec.stage import EncodeContext
 from ..model.checkpoint import load_checkpoint
 from ..trainer.calibrate import calib_path, load_hessians
+from .bench_rd import record_quantize
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 
@@ -78,14 +76,7 @@ def record_symbols(state: dict[str, torch.Tensor], hessians: dict[str, torch.Ten
     for name, t in state.items():
         if t.ndim < 2 or t.numel() < 4096:
             continue
-        emb = "emb" in name
-        bits, clip = (7, "sdclip:14") if emb else (6, "sdclip:12.85")
-        w = t.reshape(t.shape[0], -1)
-        if name in hessians:
-            q, _ = gptq_quantize(w, hessians[name], GPTQParams(bits=bits, clip=clip))
-        else:
-            q, _ = quantize_rtn(w, bits, ClipRule.parse(clip))
-        out[name] = q
+        out[name], _ = record_quantize(name, t.reshape(t.shape[0], -1), hessians.get(name))
     return out
 
 

@@ -35,7 +35,7 @@ import torch
 
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
-from ..codec.decoders.intq import dequantize
+from ..codec.decoders.intq import dequantize, quantize_rtn
 from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import load_spec
@@ -56,8 +56,27 @@ class Point:
     val_bpb: float
 
 
+@dataclass
+class RD:
+    base: float  # the float model's val_bpb
+    points: list[Point]
+    params: int
+
+
+def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k: float = 12.85, k_emb: float = 14.0,
+                    bits: int = 6, emb_bits: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """The record's grid for one matrix, ``(symbols, fp16 scales)``: int6 SDClip k, or int7 SDClip
+    k_emb for the embedding (its ``"tok_emb" in name`` rule). GPTQ with the Hessian, as the
+    record does; round-to-nearest on the same grid for weights that come without one."""
+    emb = "tok_emb" in name
+    params = GPTQParams(bits=emb_bits if emb else bits, clip=f"sdclip:{k_emb if emb else k}")
+    if hessian is None:
+        return quantize_rtn(w, params.bits, params.rule)
+    return gptq_quantize(w, hessian, params)
+
+
 def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], k: float = 12.85,
-                  k_emb: float = 14.0, bits: int = 6, emb_bits: int = 7) -> tuple[int, dict[str, torch.Tensor]]:
+                  k_emb: float = 14.0) -> tuple[int, dict[str, torch.Tensor]]:
     """The record recipe: ``(weight bytes, dequantized state dict)``."""
     import brotli
 
@@ -68,9 +87,7 @@ def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tens
             parts.append(half.numpy().tobytes())
             out[name] = half.to(t.dtype)
             continue
-        emb = "tok_emb" in name
-        q, s = gptq_quantize(t, hessians[name], GPTQParams(bits=emb_bits if emb else bits,
-                                                          clip=f"sdclip:{k_emb if emb else k}"))
+        q, s = record_quantize(name, t, hessians[name], k, k_emb)
         parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
         out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
     return len(brotli.compress(b"".join(parts), quality=11)), out
@@ -86,11 +103,12 @@ def interpolate_bytes(points: list[Point], target_bpb: float) -> float | None:
     return None
 
 
-def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int,
+def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
-             echo: Callable[[str], None] = print) -> tuple[float, list[Point]]:
-    """``(float val_bpb, points)``."""
+             echo: Callable[[str], None] = print) -> RD:
+    """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default)."""
     ckpt = load_checkpoint(checkpoint)
+    seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
     if not hpath.is_file():
         raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
@@ -107,20 +125,22 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
 
     base = score(state)
     echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
-    points = []
+    points: list[Point] = []
+
+    def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor]) -> None:
+        points.append(Point(label, nbytes, score(decoded)))
+        echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb)
-    points.append(Point(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, score(rec_state)))
-    echo(f"{points[-1].label}: {rec_bytes:,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
     default = encode_state_dict(state, load_spec("default"), hessians, {})
-    points.append(Point("golfpack default", len(default), score(decode_state_dict(default)[0])))
-    echo(f"golfpack default: {len(default):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    add("golfpack default", len(default), decode_state_dict(default)[0])
     runs = [(f, "ans", f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
     runs.append((1.0, "ctxans", "golfpack fill 1.00x + ctxans"))
     for f, coder, label in runs:
         alloc = fill(state, load_spec(FILL_PIPELINE.format(coder=coder)), hessians, int(rec_bytes * f), {})
-        points.append(Point(label, len(alloc.container), score(decode_state_dict(alloc.container)[0])))
-        echo(f"{label}: {len(alloc.container):,} bytes, val_bpb {points[-1].val_bpb:.6f}")
-    return base, points
+        add(label, len(alloc.container), decode_state_dict(alloc.container)[0])
+    return RD(base, points, sum(t.numel() for t in state.values()))
 
 
 def format_rd(base: float, points: list[Point], params: int) -> str:

@@ -85,8 +85,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
-    seq_len = int((ckpt.train_config or {}).get("train_seq_len", 1024))
-    hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, seq_len, echo) \
+    hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, ckpt.train_seq_len, echo) \
         if spec.needs_calibration(list(state)) or options.fill else None
     meta = {"model_config": ckpt.model_config.to_dict()}
     table = {n: d for n, d in decoder_table(registry).items() if n in used}

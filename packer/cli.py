@@ -276,7 +276,6 @@ def bench() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
-    from ..model.checkpoint import load_checkpoint
     from ..model.files import refuse_existing
     from .bench_rd import format_rd, plot_rd, rd_bench
 
@@ -286,13 +285,10 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
         fracs = tuple(float(f) for f in fractions.split(","))
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
-    ckpt = load_checkpoint(checkpoint)
-    seq = seq_len or int((ckpt.train_config or {}).get("train_seq_len", 1024))
-    base, points = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq, fracs, echo=click.echo)
-    params = sum(t.numel() for t in ckpt.state_dict.values())
-    click.echo(format_rd(base, points, params))
+    rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo)
+    click.echo(format_rd(rd.base, rd.points, rd.params))
     if plot is not None:
-        plot_rd(base, points, str(plot), f"{Path(checkpoint).name}: {params:,} params")
+        plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params")
         click.echo(f"plot: {plot}")
 
 
