@@ -125,9 +125,7 @@ class Run:
         if cfg.train_batch_tokens % (self.world * self.grad_accum * cfg.train_seq_len):
             raise ValueError(f"train_batch_tokens={cfg.train_batch_tokens} must be a multiple of world_size*"
                              f"grad_accum_steps*train_seq_len={self.world * self.grad_accum * cfg.train_seq_len}")
-        wallclock = cfg.max_wallclock_seconds if cfg.max_wallclock_seconds >= 0 else (600.0 if self.cuda else 0.0)
-        self.wallclock_s = wallclock
-        self.max_wallclock_ms = 1000.0 * wallclock if wallclock > 0 else None
+        self.wallclock_s = cfg.max_wallclock_seconds if cfg.max_wallclock_seconds >= 0 else (600.0 if self.cuda else 0.0)
         _seed(cfg.seed)
         self._build_data()
         self._build_model()
@@ -257,7 +255,7 @@ class Run:
                 break
             self.maybe_switch_qat(elapsed)
             train_loss = self.train_step(elapsed)
-            approx_ms = self.train_ms + 1000.0 * (time.perf_counter() - self.t0)
+            approx_ms = self.clock_ms()
             bar.update(min(round(approx_ms / 1000), bar.total) - bar.n if by_clock else 1)
             bar.set_postfix_str(f"step {self.step}", refresh=False)  # no .item(): it would sync CUDA every step
             self.log_train_loss(train_loss, approx_ms)
@@ -365,10 +363,18 @@ class Run:
         if self.cuda:
             torch.cuda.synchronize()
 
+    @property
+    def max_wallclock_ms(self) -> float | None:
+        return 1000.0 * self.wallclock_s if self.wallclock_s > 0 else None
+
+    def clock_ms(self) -> float:
+        """This rank's training time so far: the banked time plus the running segment."""
+        return self.train_ms + 1000.0 * (time.perf_counter() - self.t0)
+
     def timed_out(self, work: Callable[[], T]) -> T:
         """Run ``work`` with the training clock stopped (validation and saving are not training)."""
         self.sync()
-        self.train_ms += 1000.0 * (time.perf_counter() - self.t0)
+        self.train_ms = self.clock_ms()
         result = work()
         self.sync()
         self.t0 = time.perf_counter()
@@ -377,7 +383,7 @@ class Run:
     def shared_clock_ms(self) -> float:
         """Training time so far, rank 0's, on every rank: decisions taken on the clock (LR scale,
         QAT switch, stop) must agree across ranks or their weights drift apart."""
-        ms = self.train_ms + 1000.0 * (time.perf_counter() - self.t0)
+        ms = self.clock_ms()
         if self.world > 1 and self.max_wallclock_ms is not None:
             t = torch.tensor([ms], dtype=torch.float64, device=self.ctx.device)
             dist.broadcast(t, src=0)
