@@ -119,8 +119,10 @@ def _step(result: Allocation, table: Mapping[str, list[Candidate]], scale: Mappi
           encoded: Callable[[str, Candidate], Record]) -> Allocation:
     """Single-tensor moves along each tensor's rate ladder until the container lands in the
     window: down (least distortion added per byte saved) while over budget, up (most distortion
-    removed per byte spent) while under the window and a step fits."""
+    removed per byte spent) while under the window and a step fits. A step whose exact encode
+    turns out not to fit is not tried again."""
     choice, data = dict(result.choice), result.container
+    too_big: set[tuple[str, Candidate]] = set()
     for steps in range(1, MAX_STEPS + 1):
         size = len(data)
         if lo_ok <= size <= budget:
@@ -131,7 +133,7 @@ def _step(result: Allocation, table: Mapping[str, list[Candidate]], scale: Mappi
             ladder = table[n]
             i = ladder.index(c)
             j = i - 1 if over else i + 1
-            if not 0 <= j < len(ladder):
+            if not 0 <= j < len(ladder) or (n, ladder[j]) in too_big:
                 continue
             d_rate = (ladder[j].rate - c.rate) * scale.get(n, 1.0) / 8  # bytes, signed
             d_dist = ladder[j].distortion - c.distortion
@@ -145,7 +147,7 @@ def _step(result: Allocation, table: Mapping[str, list[Candidate]], scale: Mappi
         trial = {**choice, n: c}
         trial_data = build(trial)
         if not over and len(trial_data) > budget:  # the estimate was off: this step does not fit
-            scale = {**scale, n: record_bytes(encoded(n, c)) * 8 / c.rate}
+            too_big.add((n, c))
             continue
         choice, data = trial, trial_data
         result.steps = steps
