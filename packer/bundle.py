@@ -31,7 +31,7 @@ from .runtime import bootstrap as bootstrap_module
 from .runtime.artifact import pack_bundle
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
-RUNTIME_ENTRY = "golfpack.packer.runtime"
+RUNTIME_ENTRY = "golfpack.packer.runtime.commands"
 DECODER_LIBRARIES = {"numpy", "torch", "constriction", "zstandard", "brotli"}
 DISTRIBUTIONS = {"brotli": "Brotli", "sentencepiece": "sentencepiece", "numpy": "numpy", "torch": "torch",
                  "constriction": "constriction", "zstandard": "zstandard", "tqdm": "tqdm"}

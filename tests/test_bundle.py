@@ -26,7 +26,8 @@ def test_bundle_holds_core_and_only_the_used_decoders():
     bundle = build_bundle([table["rtn"], table["ans"], table["fp16"], table["zstd"]])
     files = set(bundle.files)
     assert {"golfpack/codec/decoders/ans.py", "golfpack/codec/decoders/floats.py", "golfpack/model/gpt.py",
-            "golfpack/packer/runtime/__init__.py", "golfpack/trainer/train.py"} <= files
+            "golfpack/packer/runtime/__init__.py", "golfpack/packer/runtime/commands.py",
+            "golfpack/trainer/train.py"} <= files
     assert "golfpack/codec/decoders/pack.py" not in files and "golfpack/codec/spec.py" not in files
     assert "golfpack/packer/cli.py" not in files and "golfpack/codec/encoders/ans.py" not in files
     assert "golfpack/packer/runtime/artifact.py" not in files, "the bootstrap inlines the format module"

@@ -2,7 +2,7 @@
 
 The table maps a stage name to its decoder module and kinds. On the host it is built from
 golfpack's own registry; inside an artifact from the artifact's manifest, whose every module
-must be one the artifact ships (``packer.runtime``). It never comes from the container. Chains
+must be one the artifact ships (``packer.runtime.bootstrap``). It never comes from the container. Chains
 are type-checked against the table before any stream is decoded.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
 manifest schema, member hashes, the building Python, and that every decoder the manifest
 names is a module of the artifact's own bundle. Only then does it put the bundle's import
 hook first on ``sys.meta_path`` (so the artifact runs its own code even where some golfpack is
-installed) and hand over to ``golfpack.packer.runtime``.
+installed) and hand over to ``golfpack.packer.runtime.commands``.
 """
 from __future__ import annotations
 
@@ -54,6 +54,6 @@ def boot(path: str, argv: list) -> int:
     except (ArtifactError, OSError) as e:
         sys.exit("golfpack artifact: " + str(e))
     sys.meta_path.insert(0, BundleFinder(files))
-    from golfpack.packer.runtime import main
+    from golfpack.packer.runtime.commands import main
 
     return main(argv, art, files)

@@ -1,8 +1,7 @@
 """Inside an artifact: ``eval``, ``train`` and ``verify``.
 
-This package is the shipped part of the packer. It imports only shipped code (model,
-trainer, the codec's decoders); ``bootstrap`` has already verified the file and put the
-bundle's import hook in place before :func:`main` runs.
+It imports only shipped code (model, trainer, the codec's decoders); ``bootstrap`` has
+already verified the file and put the bundle's import hook in place before :func:`main` runs.
 """
 from __future__ import annotations
 
