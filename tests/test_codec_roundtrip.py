@@ -1,11 +1,13 @@
 """Exact round trips: lossless stages give back their input bit for bit; quantizers give back
 exactly the dequantized tensor they computed at encode time."""
+import math
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from golfpack.codec.decoders.container import read_container
 from golfpack.codec.decoders.intq import dequantize
 from golfpack.codec.encoders.intq import GPTQParams
 from golfpack.codec.gptq import gptq_quantize
@@ -165,4 +167,40 @@ def test_ctxans_finds_column_structure_that_order0_cannot():
     flat = len(encode_state_dict(iid, load_spec("*=rtn bits=6 -> ctxans")))
     flat_ans = len(encode_state_dict(iid, load_spec("*=rtn bits=6 -> ans")))
     print(f"column-structured: ans {ans:,} ctxans {ctx:,} ({ctx / ans - 1:+.2%}); iid: {flat_ans:,} -> {flat:,}")
-    assert ctx < 0.97 * ans and flat <= flat_ans + 16
+    assert ctx < 0.97 * ans and flat <= flat_ans + 32  # the header's params k, lo, n, p, rowwise
+
+
+def _windowed_cosines(rows: int, cols: int, phase: float = 0.0) -> torch.Tensor:
+    """An STFT-like kernel: row f is a Hann window times a cosine of frequency f."""
+    n = torch.arange(cols, dtype=torch.float64)
+    f = torch.arange(rows, dtype=torch.float64)[:, None]
+    return (torch.hann_window(cols, periodic=True, dtype=torch.float64) * torch.cos(2 * math.pi * f * n / cols + phase)).float()
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 24), cols=st.integers(2, 90), bits=st.integers(2, 8), phase=st.floats(0, 3.2),
+       noise=st.floats(0, 0.3), seed=st.integers(0, 10**6))
+def test_ctxans_prediction_gives_back_exactly_what_ans_does(rows, cols, bits, phase, noise, seed):
+    t = _windowed_cosines(rows, cols, phase) + noise * torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
+    a, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ans")))
+    c, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ctxans")))
+    assert torch.equal(a["w"], c["w"])
+
+
+def test_ctxans_predicts_signal_rows_that_column_classes_cannot():
+    t = _windowed_cosines(128, 256)
+    ans = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ans")))
+    cols_only = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans orders=0")))
+    blob = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans"))
+    (entry,) = read_container(blob).entries
+    print(f"windowed cosines: ans {ans:,} ctxans without prediction {cols_only:,} with {len(blob):,} "
+          f"(p={entry.chain[-1].params['p']}, rowwise={entry.chain[-1].params['rowwise']})")
+    assert entry.chain[-1].params["p"] > 0 and len(blob) < 0.7 * cols_only
+
+
+def test_order0_bits_of_narrow_integers_does_not_wrap():
+    from golfpack.codec.entropy import order0_bits
+
+    edge = np.array([-128, 127, 127, -128], dtype=np.int8)  # max - min overflows int8
+    assert order0_bits(edge) == 4.0 == order0_bits(edge.astype(np.float32))
+    assert order0_bits(torch.tensor([3, 3, 3], dtype=torch.int8)) == 0.0

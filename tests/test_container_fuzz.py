@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import json
+import math
 
 import brotli
 import pytest
@@ -15,7 +16,7 @@ from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
-        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; *=fp32 -> zstd")
+        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; *=fp32 -> zstd")
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,8 @@ def sample() -> bytes:
           [("a.w", (12, 16)), ("b.w", (8, 8)), ("c.w", (5,)), ("d.w", (3, 7)), ("e.w", (4, 2))]}
     sd["f.w"] = torch.randn(64, 48, generator=g) * torch.logspace(-1.5, 0.5, 48)  # ctxans picks k=3
     sd["a.const"] = torch.full((4, 4), 0.5)
+    n, f = torch.arange(40.0), torch.arange(6.0)[:, None]
+    sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # ctxans predicts its rows
     return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
 
 
@@ -83,7 +86,7 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
 
 
 @pytest.mark.slow
@@ -157,6 +160,30 @@ def test_ans_offset_at_the_int32_edge_is_a_container_error(sample):
         ans["params"]["lo"] = lo
         with pytest.raises(ContainerError, match="lo"):
             decode_state_dict(join(manifest, streams))
+
+
+def _predicted(manifest: dict) -> dict:
+    return next(r for t in manifest["tensors"] for r in t["chain"] if r["stage"] == "ctxans" and r["params"]["p"])
+
+
+def test_ctxans_prediction_attacks_are_container_errors(sample):
+    """Coefficients that would grow the symbols past int32 (checked column by column, before
+    int64 could wrap), out of range or for the wrong order, and a coefficient stream without
+    prediction: each one line, nothing else."""
+    manifest, streams = split(sample)
+    rec = _predicted(manifest)
+    offset, length = rec["blobs"]["coefs"]
+    p = rec["params"]["p"]
+    cases = [(p, (4096).to_bytes(2, "little") * (length // 2), "int32"),
+             (p, (4097).to_bytes(2, "little") * (length // 2), "coefficient outside"),
+             (p - 1, streams[offset : offset + length], "coefficient stream has"),
+             (0, streams[offset : offset + length], "without prediction")]
+    for order, coefs, message in cases:
+        m = copy.deepcopy(manifest)
+        _predicted(m)["params"]["p"] = order
+        crafted = streams[:offset] + coefs + streams[offset + length :]
+        with pytest.raises(ContainerError, match=message):
+            decode_state_dict(join(m, crafted))
 
 
 @pytest.mark.slow

@@ -1,20 +1,32 @@
-"""ANS with per-column contexts: the columns of a symbol matrix are grouped into ``k`` classes
-(by their magnitude, chosen at encode time) and each class has its own categorical table.
+"""ANS with per-column contexts and an optional linear predictor along each row.
 
-Why columns: a weight matrix's input columns differ in scale (some input features matter
-more), and a per-row scale already normalises the rows, so after quantization the spread of
-symbols differs from column to column, structure an order-0 coder cannot see.
+Columns: the columns of a symbol matrix are grouped into ``k`` classes (by their magnitude,
+chosen at encode time) and each class has its own categorical table. Why: a weight matrix's
+input columns differ in scale (some input features matter more), and a per-row scale already
+normalises the rows, so after quantization the spread of symbols differs from column to
+column, structure an order-0 coder cannot see.
+
+Prediction: with order ``p > 0`` the coded values are residuals ``x[i, j] - pred[i, j]``, where
+``pred[i, j] = (sum_l c[l] * x[i, j - 1 - l] + 32) >> 6`` over the row's ``p`` previous symbols
+(zero before the row starts), with integer coefficients in 1/64 (one set per tensor, or one per
+row). Why: some stored parameters are signals, not learnt noise (an STFT layer's windowed
+cosines, a convolution whose taps move together across channels), and their rows are
+predictable from their own past, as audio is in FLAC. Integer arithmetic makes the prediction
+exact on every machine. Decoding then runs column by column, each column's rows in one call.
 
 Stream layout (all counted in the container):
 
-* params ``k`` (classes, 1..16), ``lo`` (smallest symbol), ``n`` (alphabet size);
+* params ``k`` (classes, 1..16), ``lo`` (smallest coded value), ``n`` (alphabet size),
+  ``p`` (prediction order, 0..8), ``rowwise`` (0: one coefficient set, 1: one per row);
+* blob ``coefs``: the coefficients, int16 little-endian, ``p`` per set (absent when ``p = 0``);
 * blob ``classes``: each column's class, ``ceil(log2 k)`` bits a column, packed big-endian
   (``numpy.packbits``); empty when ``k == 1``;
 * blob ``tables``: per class, LEB128 varints ``first, length, count[first], ...,
   count[first + length - 1]``: the class's histogram over symbols ``lo + first ..``, its zero
   tails left out (classes of small columns use a narrow range of the alphabet);
-* data: one ANS stream of 32-bit words; class 0's symbols come first when decoding, each class
-  in row-major order of its columns.
+* data: one ANS stream of 32-bit words. Without prediction class 0's values come first when
+  decoding, each class in row-major order of its columns; with prediction column 0's rows come
+  first, then column 1's, each column under its class's table.
 """
 from __future__ import annotations
 
@@ -25,6 +37,36 @@ from .base import DecodeError, TensorMeta, blob, param
 from .intq import grid_shape
 
 MAX_CLASSES = 16
+MAX_ORDER = 8
+COEF_SHIFT = 6  # coefficients are in units of 1/64
+MAX_COEF = 1 << 12  # |c| <= 64.0: a residual then stays within int32 for any int16 symbols
+MAX_PREDICTED_COLUMNS = 1 << 14  # prediction decodes one column a call: bound the calls
+
+
+def predict(x: np.ndarray, coefs: np.ndarray, j: int) -> np.ndarray:
+    """Prediction of column ``j`` of ``x`` (rows, cols; int64) from its ``p`` previous columns;
+    ``coefs`` is (rows or 1, p) int64. The encoder and decoder share this one function."""
+    acc = np.zeros(x.shape[0], dtype=np.int64)
+    for lag in range(min(coefs.shape[1], j)):
+        acc += coefs[:, lag] * x[:, j - 1 - lag]
+    return (acc + (1 << (COEF_SHIFT - 1))) >> COEF_SHIFT
+
+
+def predict_all(x: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+    """``predict`` for every column at once, from the known ``x`` (the encoder's side)."""
+    acc = np.zeros_like(x)
+    for lag in range(min(coefs.shape[1], x.shape[1])):
+        acc[:, lag + 1 :] += coefs[:, lag : lag + 1] * x[:, : x.shape[1] - 1 - lag]
+    return (acc + (1 << (COEF_SHIFT - 1))) >> COEF_SHIFT
+
+
+def read_coefs(raw: bytes, p: int, sets: int) -> np.ndarray:
+    if len(raw) != 2 * p * sets:
+        raise DecodeError(f"coefficient stream has {len(raw)} bytes, expected {2 * p * sets}")
+    coefs = np.frombuffer(raw, dtype="<i2").astype(np.int64).reshape(sets, p)
+    if coefs.size and np.abs(coefs).max() > MAX_COEF:
+        raise DecodeError(f"prediction coefficient outside +-{MAX_COEF}")
+    return coefs
 
 
 def class_bits(k: int) -> int:
@@ -87,7 +129,14 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
     k = param(params, "k", int, 1, MAX_CLASSES)
     n = param(params, "n", int, 1, MAX_ALPHABET)
     lo = param(params, "lo", int, INT32_MIN, INT32_MAX - n + 1)
+    p = param(params, "p", int, 0, MAX_ORDER)
+    rowwise = param(params, "rowwise", int, 0, 1)
     rows, cols = grid_shape(meta.shape)
+    if p and cols > MAX_PREDICTED_COLUMNS:
+        raise DecodeError(f"prediction over {cols} columns (at most {MAX_PREDICTED_COLUMNS})")
+    if not p and "coefs" in blobs:
+        raise DecodeError("coefficient stream without prediction")
+    coefs = read_coefs(blob(blobs, "coefs"), p, rows if rowwise else 1) if p else np.zeros((1, 0), np.int64)
     classes = unpack_classes(blob(blobs, "classes"), k, cols)
     tables = read_tables(blob(blobs, "tables"), k, n)
     members = [np.flatnonzero(classes == c) for c in range(k)]
@@ -99,19 +148,27 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
         raise DecodeError("ANS stream length is not a multiple of 4")
     out = np.empty((rows, cols), dtype=np.int64)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    models = [categorical(t) if np.count_nonzero(t) > 1 else None for t in tables]
+
+    def values(c: int, count: int) -> np.ndarray:
+        if models[c] is None:  # one symbol: nothing coded
+            return np.full(count, np.flatnonzero(tables[c])[0], dtype=np.int64)
+        return coder.decode(models[c], count).astype(np.int64)
+
     try:
-        for c in range(k):
-            count = rows * members[c].size
-            if count == 0:
-                continue
-            nonzero = np.flatnonzero(tables[c])
-            if nonzero.size == 1:  # one symbol: nothing coded
-                values = np.full(count, nonzero[0], dtype=np.int64)
-            else:
-                values = coder.decode(categorical(tables[c]), count).astype(np.int64)
-            out[:, members[c]] = values.reshape(rows, members[c].size)
+        if p == 0:
+            for c in range(k):
+                if members[c].size:
+                    out[:, members[c]] = values(c, rows * members[c].size).reshape(rows, members[c].size)
+        else:
+            for j in range(cols):
+                out[:, j] = values(int(classes[j]), rows) + lo + predict(out, coefs, j)
+                if rows and (out[:, j].min() < INT32_MIN or out[:, j].max() > INT32_MAX):
+                    raise DecodeError("predicted symbols outside int32")  # before the next column grows them
     except (ValueError, RuntimeError, AssertionError) as e:
         raise DecodeError(f"ANS: {e}") from None
     if not coder.is_empty():
         raise DecodeError("ANS stream has data left after the last symbol")
-    return (out.reshape(-1) + lo).astype(np.int32)
+    if p == 0:
+        out += lo
+    return out.reshape(-1).astype(np.int32)
