@@ -1,8 +1,8 @@
 """``--fill``: encode a state dict into a container of at most ``budget`` bytes, as close under
 it as ``tolerance`` allows, spending the bytes where they buy the most quality.
 
-Every tensor whose pipeline rule starts with a per-row grid quantizer (``rtn``, ``gptq`` or a
-plugin on their parameters) is allocatable: the allocator (``allocate.py``) picks its bits and
+Every matrix whose pipeline rule starts with a per-row grid quantizer (``rtn``, ``gptq`` or a
+plugin on their parameters) and does not say ``allocate = false`` is allocatable: the allocator (``allocate.py``) picks its bits and
 clip; the rest of its chain (the coder) stays as the rule says. Other tensors are encoded as
 their rules say. The loop:
 
@@ -58,7 +58,7 @@ def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
 
 
 def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0
+    return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0 and spec.rule_for(n).allocate
             and isinstance(spec.rule_for(n).stages[0].params, QuantParams)]
 
 

@@ -9,6 +9,10 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
 or the word ``default`` (``codec/default_pipeline.toml``). A TOML rule may have a ``name``
 (the class ``golfpack inspect`` groups its tensors under); otherwise its first glob names it.
+A TOML file may ask to fill the byte budget (top-level ``fill = true``: ``golfpack build``
+then chooses bits and clip per tensor, codec/fill.py), and a rule may keep its grid out of
+that choice (``allocate = false``, e.g. for control tensors whose loss the allocator's
+Hessian-weighted error does not see).
 Chains are built and type-checked when the spec is loaded: a wrong hand-off fails here, not
 at decode time.
 """
@@ -32,6 +36,9 @@ else:  # pragma: no cover
 
 DEFAULT_SPEC = Path(__file__).with_name("default_pipeline.toml")
 
+RULE_KEYS = {"match", "chain", "name", "allocate"}
+SPEC_KEYS = {"rule", "fill"}
+
 HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use 'ans'",
          ("tensor", "symbols"): "start with a quantizer such as 'rtn' or 'gptq'",
          ("tensor", "bytes"): "start with a quantizer or a float stage such as 'fp16'"}
@@ -42,6 +49,7 @@ class Rule:
     patterns: tuple[str, ...]
     stages: tuple[Stage, ...]
     name: str = ""
+    allocate: bool = True  # --fill may choose this rule's bits and clip (when it starts with a grid quantizer)
 
     @property
     def label(self) -> str:
@@ -56,6 +64,7 @@ class Rule:
 class PipelineSpec:
     rules: tuple[Rule, ...]
     source: str
+    fill: bool = False  # the spec asks build to fill the budget
 
     def rule_for(self, name: str) -> Rule:
         i = first_match(name, (r.patterns for r in self.rules))
@@ -111,14 +120,14 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
     for i, r in enumerate(rules):
         if not isinstance(r, dict):
             raise StageError(f"pipeline {source}: rule #{i + 1} must be a table")
-        match, chain, name = r.get("match"), r.get("chain"), r.get("name", "")
+        match, chain, name, allocate = r.get("match"), r.get("chain"), r.get("name", ""), r.get("allocate", True)
         if isinstance(match, str):
             match = [match]
         if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)
-                and isinstance(name, str)):
+                and isinstance(name, str) and isinstance(allocate, bool)) or set(r) - RULE_KEYS:
             raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list), 'chain' (string) "
-                             "and optionally 'name' (string)")
-        out.append(Rule(tuple(match), parse_chain(chain, registry), name))
+                             "and optionally 'name' (string) and 'allocate' (true/false), nothing else")
+        out.append(Rule(tuple(match), parse_chain(chain, registry), name, allocate))
     return tuple(out)
 
 
@@ -133,7 +142,10 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             raise StageError(f"{path}: not valid TOML ({e})") from None
-        return PipelineSpec(_rules_from_toml(doc, str(path), registry), "default" if text == "default" else str(path))
+        fill = doc.get("fill", False)
+        if not isinstance(fill, bool) or set(doc) - SPEC_KEYS:
+            raise StageError(f"{path}: a pipeline file has [[rule]] tables and optionally 'fill' (true/false), nothing else")
+        return PipelineSpec(_rules_from_toml(doc, str(path), registry), "default" if text == "default" else str(path), fill)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
         pattern, eq, chain = part.partition("=")

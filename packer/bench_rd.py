@@ -14,10 +14,12 @@ Points measured:
   here are the record's; the bytes are brotli-11 over the raw int8 symbols, fp16 scales and
   fp16 passthrough values (the record also pays torch.save's pickle framing, so this is the
   record's bytes or a little fewer);
-* ``golfpack default``: the default pipeline (``codec/default_pipeline.toml``);
-* ``golfpack fill``: ``--fill`` (coder ``ans``) at weight budgets around the record's bytes;
-* ``golfpack fill 1.00x + ctxans``: the same at the record's bytes with the context coder,
-  the one new stage switched on.
+* ``golfpack fill``: the default pipeline (``codec/default_pipeline.toml``: it fills the
+  budget, codes with ``ctxans`` and stores control tensors as int8) at weight budgets around
+  the record's bytes;
+* at the record's bytes, each of the default's choices switched off in turn: the ``ans``
+  coder instead of ``ctxans``, fp16 + brotli control tensors instead of int8;
+* ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85).
 
 Bytes are weight bytes: the record's brotli stream, golfpack's whole container (headers,
 manifest, tables and scales included). val_bpb is the exact challenge metric of the decoded
@@ -26,6 +28,7 @@ bytes; ``bytes for the record's quality`` interpolates golfpack's fill curve.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +41,7 @@ from ..codec.gptq import gptq_quantize
 from ..codec.decoders.intq import dequantize, quantize_rtn
 from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
-from ..codec.spec import load_spec
+from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
 from ..model.checkpoint import load_checkpoint
 from ..model.gpt import GPT
 from ..model.scoring import evaluate, truncate_for_eval
@@ -46,7 +49,15 @@ from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
 from ..trainer.calibrate import calib_path, load_hessians
 
-FILL_PIPELINE = "blocks.*.weight=gptq -> {coder}; tok_emb.weight=gptq -> {coder}; lm_head.weight=gptq -> {coder}; *=fp16 -> brotli"
+
+def variant(spec: PipelineSpec, rule: str, chain: str) -> PipelineSpec:
+    """``spec`` with rule ``rule``'s chain replaced; ``{head}`` in ``chain`` stands for the
+    rule's chain without its last stage (to swap only the coder)."""
+    def swap(r: Rule) -> Rule:
+        head = " -> ".join(st.describe() for st in r.stages[:-1])
+        return dataclasses.replace(r, stages=parse_chain(chain.format(head=head))) if r.label == rule else r
+
+    return dataclasses.replace(spec, rules=tuple(swap(r) for r in spec.rules))
 
 
 @dataclass
@@ -133,13 +144,16 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
 
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
-    default = encode_state_dict(state, load_spec("default"), hessians, {})
-    add("golfpack default", len(default), decode_state_dict(default)[0])
-    runs = [(f, "ans", f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
-    runs.append((1.0, "ctxans", "golfpack fill 1.00x + ctxans"))
-    for f, coder, label in runs:
-        alloc = fill(state, load_spec(FILL_PIPELINE.format(coder=coder)), hessians, int(rec_bytes * f), {})
+    default = load_spec("default")
+    ans = variant(variant(default, "matrices", "{head} -> ans"), "embedding", "{head} -> ans")
+    runs = [(f, default, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
+    runs += [(1.0, ans, "golfpack fill 1.00x, ans coder (not ctxans)"),
+             (1.0, variant(default, "control", "fp16 -> brotli"), "golfpack fill 1.00x, fp16 controls (not int8)")]
+    for f, spec, label in runs:
+        alloc = fill(state, spec, hessians, int(rec_bytes * f), {})
         add(label, len(alloc.container), decode_state_dict(alloc.container)[0])
+    fixed = encode_state_dict(state, default, hessians, {})
+    add("golfpack --no-fill (int6/int7 sdcap:12.85)", len(fixed), decode_state_dict(fixed)[0])
     return RD(base, points, sum(t.numel() for t in state.values()))
 
 
@@ -162,7 +176,8 @@ def quality_bytes(fills: list[Point], rec: Point) -> str:
     """Where golfpack's fill curve reaches the record's val_bpb, in words."""
     need = interpolate_bytes(fills, rec.val_bpb)
     if need is not None:
-        return f"{need:,.0f} ({100 * (1 - need / rec.bytes):.1f}% fewer)"
+        saved = 1 - need / rec.bytes
+        return f"{need:,.0f} ({100 * abs(saved):.1f}% {'fewer' if saved >= 0 else 'more'})"
     smallest = min(fills, key=lambda p: p.bytes, default=None)
     if smallest is not None and smallest.val_bpb <= rec.val_bpb:
         return (f"at most {smallest.bytes:,} (at least {100 * (1 - smallest.bytes / rec.bytes):.1f}% fewer: the "
@@ -183,7 +198,7 @@ def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curve = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
     fills = sorted(curve, key=lambda p: p.bytes)
-    ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill (ans)")
+    ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill (default pipeline)")
     for p, marker in zip([x for x in points if x not in curve], "s^Dv*"):
         ax.plot([p.bytes], [p.val_bpb - base], marker, markersize=9, label=p.label)
     ax.set_xlabel("weight bytes")

@@ -39,7 +39,7 @@ class BuildOptions:
     calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
     calib_tokens: int = 262_144
     force: bool = False
-    fill: bool = False  # choose bits and clip per tensor to fill the budget (codec/fill.py)
+    fill: bool | None = None  # choose bits and clip per tensor to fill the budget (codec/fill.py); None: as the spec says
     fill_tolerance: float = 0.001  # land within this fraction under the budget
 
 
@@ -81,12 +81,13 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
     registry = discover()
     spec = load_spec(pipeline, registry)
+    fill = spec.fill if options.fill is None else options.fill
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, ckpt.train_seq_len, echo) \
-        if spec.needs_calibration(list(state)) or options.fill else None
+        if spec.needs_calibration(list(state)) or fill else None
     meta = {"model_config": ckpt.model_config.to_dict()}
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values())
@@ -98,7 +99,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
         train_config=ckpt.train_config, sha256={})
     members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)]
-    if options.fill:
+    if fill:
         overhead = len(write_artifact([*members, (WEIGHTS, b"")], manifest))  # every byte but the weights
         weights = fill_budget(state, spec, hessians, options.budget - overhead, meta, options, progress, echo)
     else:

@@ -197,8 +197,9 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact to write, e.g. submission.pyz.")
 @click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE,
               help="Byte budget of the whole file (decimal).")
-@click.option("--fill", is_flag=True,
-              help="Choose bits and clip per tensor (rules starting with rtn/gptq) to fill the budget.")
+@click.option("--fill/--no-fill", default=None,
+              help="Choose bits and clip per tensor (rules starting with rtn/gptq) to fill the budget "
+                   "[default: as the pipeline says; the default pipeline fills].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, force, as_json) -> None:

@@ -78,7 +78,7 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
     cfg = load_config(str(preset), [f"train_files={train_glob}", f"val_files={data.val}", f"tokenizer={data.tokenizer}",
                                     f"out_dir={out / 'run'}", f"max_wallclock_seconds={seconds}"])
     result = train(cfg, force=True, echo=echo)
-    echo("[3/4] building the artifact (default pipeline: GPTQ int6/int7 + ANS)")
+    echo("[3/4] building the artifact (default pipeline: GPTQ, bits and clip per matrix filling the budget, ctxans)")
     led = build(result.checkpoint, "default", artifact, BuildOptions(force=True), echo=echo)
     echo(format_ledger(led))
     echo("[4/4] verifying and running the artifact")

@@ -1,6 +1,7 @@
 """``golfpack build --fill``: lands within 0.1 % under the budget at three budgets, counting its
 own code and structure, deterministically, and ``inspect`` shows what it chose."""
 import json
+import re
 
 import pytest
 
@@ -45,3 +46,29 @@ def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params,
 def test_fill_without_a_quantizer_rule_is_a_clear_error(trained, tmp_path):
     proc = golfpack("build", str(trained), "--pipeline", "*=fp16 -> zstd", "--fill", "--out", str(tmp_path / "x.pyz"))
     assert proc.returncode == 1 and "nothing to allocate" in proc.stderr
+
+
+def test_the_default_pipeline_fills_and_keeps_controls_out_of_the_allocation(trained, params, tmp_path):
+    """The default spec says ``fill = true``: a plain build fills the budget (13 matrices
+    allocated, the controls' rule says ``allocate = false``); ``--no-fill`` uses the written grids."""
+    budget = int(4.0 * params / 8) + 40_000
+    led = build(trained, "default", tmp_path / "a.pyz", BuildOptions(budget=budget), echo=print, progress=False)
+    assert budget * 0.999 <= led.total <= budget and len(led.allocation) == 13
+    assert not any(n.startswith("blocks.0.attn_scale") or "skip" in n for n in led.allocation)
+    fixed = build(trained, "default", tmp_path / "b.pyz", BuildOptions(fill=False), echo=print, progress=False)
+    assert not fixed.allocation and fixed.total != led.total
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("fill = 1\n[[rule]]\nmatch = '*'\nchain = 'fp16 -> brotli'\n", "'fill' (true/false)"),
+    ("fil = true\n[[rule]]\nmatch = '*'\nchain = 'fp16 -> brotli'\n", "nothing else"),
+    ("[[rule]]\nmatch = '*'\nchain = 'fp16 -> brotli'\nallocate = 'no'\n", "'allocate' (true/false)"),
+    ("[[rule]]\nmatch = '*'\nchain = 'fp16 -> brotli'\nalocate = false\n", "nothing else"),
+])
+def test_pipeline_files_refuse_unknown_or_mistyped_keys(tmp_path, toml, message):
+    from golfpack.codec.spec import load_spec
+    from golfpack.codec.stage import StageError
+
+    (tmp_path / "p.toml").write_text(toml)
+    with pytest.raises(StageError, match=re.escape(message)):
+        load_spec(tmp_path / "p.toml")
