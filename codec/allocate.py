@@ -1,7 +1,8 @@
 """Fit a byte budget: per tensor, the bit width and clip that buy the most quality per byte.
 
 The search is a Lagrangian one (the standard tool of rate–distortion allocation): every
-quantizable tensor gets a small set of candidates ``(bits, clip)`` with an estimated rate
+quantizable tensor gets a small set of candidates ``(bits, clip, rdoq)`` (``rdoq``: the
+strength of rate-aware rounding, codec/rdoq.py) with an estimated rate
 (coded bits) and distortion (Hessian-weighted squared error, the quantity GPTQ minimises),
 and for a multiplier ``lam`` each tensor independently takes the candidate that minimises
 ``distortion + lam * rate``. Bisection on ``lam`` finds the best allocation whose total rate
@@ -21,9 +22,11 @@ import torch
 
 from .decoders.intq import ClipRule, dequantize, grid_shape, quantize_rtn
 from .entropy import order0_bits
+from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
 CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
+RDOQ = (0.0, 0.1, 0.25)
 SCALE_BITS = 16  # one fp16 scale a row
 TABLE_BITS_PER_SYMBOL = 12  # ANS table: about a varint and a half per alphabet entry
 
@@ -34,10 +37,11 @@ class Candidate:
     clip: str
     rate: float  # estimated coded bits, side streams included
     distortion: float
+    rdoq: float = 0.0
 
     @property
     def label(self) -> str:
-        return f"bits={self.bits} clip={self.clip}"
+        return f"bits={self.bits} clip={self.clip}" + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
 
 
 def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None) -> float:
@@ -47,30 +51,31 @@ def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None)
     return float(err.sum())
 
 
-def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None) -> Candidate:
-    """Rate and distortion of round-to-nearest on the per-row grid (cheap, no GPTQ)."""
-    q, scales = quantize_rtn(w, bits, ClipRule.parse(clip))
+def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0) -> Candidate:
+    """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``) on the per-row grid
+    (cheap, no GPTQ)."""
+    rule = ClipRule.parse(clip)
+    q, scales = quantize_rdoq(w, bits, rule, rdoq) if rdoq else quantize_rtn(w, bits, rule)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
     rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
-    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag))
+    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq)
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
     """The candidates no other beats on both rate and distortion, by increasing rate."""
     out: list[Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip)):
+    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq)):
         if not out or c.distortion < out[-1].distortion:
             out.append(c)
     return out
 
 
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
-               clip_sigmas: Sequence[float] = CLIP_SIGMAS) -> list[Candidate]:
-    grid = [estimate(w, b, f"sdclip:{k:g}", hdiag) for b in bits for k in clip_sigmas]
-    grid += [estimate(w, b, "absmax", hdiag) for b in bits]
-    return pareto(grid)
+               clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ) -> list[Candidate]:
+    clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
+    return pareto(estimate(w, b, c, hdiag, lam) for b in bits for c in clips for lam in rdoq)
 
 
 def choose(table: Mapping[str, Sequence[Candidate]], lam: float,

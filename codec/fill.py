@@ -2,9 +2,10 @@
 it as ``tolerance`` allows, spending the bytes where they buy the most quality.
 
 Every matrix whose pipeline rule starts with a per-row grid quantizer (``rtn``, ``gptq`` or a
-plugin on their parameters) and does not say ``allocate = false`` is allocatable: the allocator (``allocate.py``) picks its bits and
-clip; the rest of its chain (the coder) stays as the rule says. Other tensors are encoded as
-their rules say. The loop:
+plugin on their parameters) and does not say ``allocate = false`` is allocatable: the
+allocator (``allocate.py``) picks its bits, clip and rate-aware rounding strength; the rest of
+its chain (the coder) stays as the rule says. Other tensors are encoded as their rules say.
+The loop:
 
 1. estimate every allocatable tensor's candidates with round-to-nearest (once);
 2. solve the Lagrangian allocation for the bytes left after the fixed tensors and overhead;
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import Candidate, candidates, hessian_diagonals, solve
+from .allocate import RDOQ, Candidate, candidates, hessian_diagonals, solve
 from .decoders.container import write_container
 from .encoders.intq import QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
@@ -38,7 +39,7 @@ MAX_STEPS = 64
 
 # The allocation as the container's meta stores it, per tensor: the one schema of that record
 # (``packer/ledger.py`` reads it back as untrusted input).
-ALLOCATION_FIELDS = {"bits": int, "clip": str, "estimated_bytes": int, "distortion": float}
+ALLOCATION_FIELDS = {"bits": int, "clip": str, "rdoq": float, "estimated_bytes": int, "distortion": float}
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Allocation:
 
 def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
     """The allocation as the container's meta stores it (``ALLOCATION_FIELDS``; inspect shows it)."""
-    return {n: {"bits": c.bits, "clip": c.clip, "estimated_bytes": round(c.rate / 8),
+    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "estimated_bytes": round(c.rate / 8),
                 "distortion": float(f"{c.distortion:.6g}")} for n, c in sorted(choice.items())}
 
 
@@ -63,15 +64,15 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits and clip replaced by the candidate's."""
+    """The rule's chain with its quantizer's bits, clip and rdoq replaced by the candidate's."""
     first = stages[0]
-    params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip}
+    params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq}
     return (type(first)(**params), *stages[1:])
 
 
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
          budget: int, meta: dict, tolerance: float = 0.001,
-         progress: Callable[[str], None] | None = None) -> Allocation:
+         progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ) -> Allocation:
     names = allocatable(spec, state_dict)
     if not names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
@@ -81,13 +82,13 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     table = {}
     for n in names:
         say(f"estimating {n}")
-        table[n] = candidates(state_dict[n], hdiag.get(n))
+        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq)
     fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
              for n, t in state_dict.items() if n not in table}
-    cache: dict[tuple[str, int, str], Record] = {}
+    cache: dict[tuple[str, int, str, float], Record] = {}
 
     def encoded(n: str, c: Candidate) -> Record:
-        key = (n, c.bits, c.clip)
+        key = (n, c.bits, c.clip, c.rdoq)
         if key not in cache:
             say(f"encoding {n} {c.label}")
             cache[key] = encode_tensor(n, state_dict[n], with_grid(spec.rule_for(n).stages, c), hessians.get(n))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .decoders.intq import as_rows, round_to_grid, row_scales
+from .rdoq import code_lengths, rate_aware_round
 
 if TYPE_CHECKING:
     from .encoders.intq import GPTQParams
@@ -22,7 +23,11 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> 
 
     float32 throughout, in the order of operations of the Parameter Golf records'
     ``gptq_quantize_weight``, so that with ``clip=sdclip:K`` and ``act_order`` the symbols and
-    scales are theirs bit for bit (tests/test_records_compat.py)."""
+    scales are theirs bit for bit (tests/test_records_compat.py).
+
+    With ``cfg.rdoq > 0`` each column is rounded rate-aware (``codec/rdoq.py``) under the code
+    lengths of the tensor's round-to-nearest symbols; GPTQ's update then pushes that rounding's
+    error, like any other, onto the columns not yet quantized."""
     W = as_rows(w).float().clone()
     rows, cols = W.shape
     if hessian.shape != (cols, cols):
@@ -40,6 +45,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> 
         Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     except RuntimeError as e:  # not positive definite even after damping
         raise ValueError(f"GPTQ: Hessian is not positive definite ({e}); raise damp") from None
+    lengths = code_lengths(round_to_grid(W, scales[:, None], cfg.bits), cfg.bits) if cfg.rdoq else None
     Q = torch.zeros(rows, cols, dtype=torch.int8)
     for i1 in range(0, cols, cfg.block):
         i2 = min(i1 + cfg.block, cols)
@@ -47,7 +53,8 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> 
         Err1 = torch.zeros(rows, i2 - i1)
         for i in range(i2 - i1):
             col = W1[:, i]
-            q = round_to_grid(col, scales, cfg.bits)
+            q = round_to_grid(col, scales, cfg.bits) if lengths is None else \
+                rate_aware_round(col / sf, cfg.bits, lengths, cfg.rdoq)
             Q[:, i1 + i] = q
             err = (col - q.float() * sf) / Hinv1[i, i]
             Err1[:, i] = err

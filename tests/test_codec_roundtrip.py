@@ -12,6 +12,7 @@ from golfpack.codec.decoders.intq import dequantize
 from golfpack.codec.encoders.intq import GPTQParams
 from golfpack.codec.gptq import gptq_quantize
 from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
+from golfpack.codec.rdoq import quantize_rdoq
 from golfpack.codec.decoders.intq import ClipRule, fake_quantize, quantize_rtn
 from golfpack.codec.spec import load_spec
 from golfpack.codec.stage import StageError
@@ -204,3 +205,41 @@ def test_order0_bits_of_narrow_integers_does_not_wrap():
     edge = np.array([-128, 127, 127, -128], dtype=np.int8)  # max - min overflows int8
     assert order0_bits(edge) == 4.0 == order0_bits(edge.astype(np.float32))
     assert order0_bits(torch.tensor([3, 3, 3], dtype=torch.int8)) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(2, 8), lam=st.floats(0.0, 2.0), seed=st.integers(0, 10**6))
+def test_rate_aware_rounding_takes_the_cheaper_neighbour(bits, lam, seed):
+    from golfpack.codec.decoders.intq import qmax
+    from golfpack.codec.rdoq import code_lengths, rate_aware_round
+
+    m = qmax(bits)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(seed)) * m / 2
+    lengths = code_lengths(torch.clamp(torch.round(x), -m, m).to(torch.int8), bits)
+    q = rate_aware_round(x, bits, lengths, lam).float()
+    lo, hi = torch.floor(x).clamp(-m, m), (torch.floor(x) + 1).clamp(-m, m)
+    assert bool(((q == lo) | (q == hi)).all())
+    cost = lambda v: (x - v).square() + lam * lengths[(v + m).long()]  # noqa: E731
+    assert bool((cost(q) <= torch.minimum(cost(lo), cost(hi)) + 1e-6).all())
+    if lam == 0:
+        assert torch.equal(q, torch.clamp(torch.round(x), -m, m))
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
+def test_rdoq_trades_error_for_bytes_and_round_trips_exactly(quantizer):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(128, 128, generator=g)
+    x = torch.randn(1024, 128, generator=g) * torch.linspace(0.2, 2, 128)
+    h = {"w": x.T @ x}
+    sizes, errors = [], []
+    for lam in (0, 0.1, 0.4):
+        spec = load_spec(f"*={quantizer} bits=4 clip=sdclip:3 rdoq={lam} -> ans")
+        data = encode_state_dict({"w": w}, spec, h)
+        out = decode_state_dict(data)[0]["w"]
+        q, s = (gptq_quantize(w, h["w"], GPTQParams(bits=4, clip="sdclip:3", rdoq=lam)) if quantizer == "gptq" else
+                quantize_rdoq(w, 4, ClipRule.parse("sdclip:3"), lam))
+        assert torch.equal(out, dequantize(q, s, (128, 128), torch.float32))
+        sizes.append(len(data))
+        errors.append(float(((out - w) @ x.T).square().mean()))
+    print(f"{quantizer} rdoq 0/0.1/0.4: bytes {sizes}, output error {[round(e, 3) for e in errors]}")
+    assert sizes[0] > sizes[1] > sizes[2] and errors[0] < errors[1] < errors[2]

@@ -9,6 +9,7 @@ import torch
 from ..decoders.base import SYMBOLS, TENSOR
 from ..decoders.intq import ClipRule, qmax, quantize_rtn
 from ..gptq import gptq_quantize
+from ..rdoq import quantize_rdoq
 from ..stage import EncodeContext, Encoded, Stage, StageError
 
 
@@ -16,10 +17,13 @@ from ..stage import EncodeContext, Encoded, Stage, StageError
 class QuantParams:
     bits: int = 6
     clip: str = "absmax"
+    rdoq: float = 0.0  # rate-aware rounding: squared error (in grid steps) a coded bit is worth (codec/rdoq.py)
 
     def __post_init__(self) -> None:
         qmax(self.bits)
         self.rule = ClipRule.parse(self.clip)
+        if not 0.0 <= self.rdoq <= 10.0:
+            raise ValueError(f"rdoq must be in 0..10, got {self.rdoq}")
 
 
 class _Quantizer(Stage):
@@ -42,6 +46,8 @@ class RTN(_Quantizer):
     Params = QuantParams
 
     def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.params.rdoq:
+            return quantize_rdoq(value, self.params.bits, self.params.rule, self.params.rdoq)
         return quantize_rtn(value, self.params.bits, self.params.rule)
 
 
