@@ -1,8 +1,9 @@
 """Fit a byte budget: per tensor, the bit width and clip that buy the most quality per byte.
 
 The search is a Lagrangian one (the standard tool of rate–distortion allocation): every
-quantizable tensor gets a small set of candidates ``(bits, clip, rdoq)`` (``rdoq``: the
-strength of rate-aware rounding, codec/rdoq.py) with an estimated rate
+quantizable tensor gets a small set of candidates ``(bits, clip, rdoq, lqer)`` (``rdoq``: the
+strength of rate-aware rounding, codec/rdoq.py; ``lqer``: the rank of a low-rank error
+correction, codec/lqer.py, tried on the grids that are Pareto-optimal without one) with an estimated rate
 (coded bits) and distortion (Hessian-weighted squared error, the quantity GPTQ minimises),
 and for a multiplier ``lam`` each tensor independently takes the candidate that minimises
 ``distortion + lam * rate``. Bisection on ``lam`` finds the best allocation whose total rate
@@ -20,13 +21,15 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.intq import ClipRule, dequantize, grid_shape, quantize_rtn
+from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_size, quantize_rtn
 from .entropy import order0_bits
+from .lqer import cholesky_factor, correction, lqer_factors
 from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
 CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
 RDOQ = (0.0, 0.1, 0.25)
+LQER_RANKS = (4, 16)
 SCALE_BITS = 16  # one fp16 scale a row
 TABLE_BITS_PER_SYMBOL = 12  # ANS table: about a varint and a half per alphabet entry
 
@@ -38,10 +41,12 @@ class Candidate:
     rate: float  # estimated coded bits, side streams included
     distortion: float
     rdoq: float = 0.0
+    lqer: int = 0
 
     @property
     def label(self) -> str:
-        return f"bits={self.bits} clip={self.clip}" + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
+        return (f"bits={self.bits} clip={self.clip}" + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
+                + (f" lqer={self.lqer}" if self.lqer else ""))
 
 
 def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None) -> float:
@@ -51,31 +56,43 @@ def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None)
     return float(err.sum())
 
 
-def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0) -> Candidate:
-    """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``) on the per-row grid
-    (cheap, no GPTQ)."""
+def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0, lqer: int = 0,
+             chol: torch.Tensor | None = None) -> Candidate:
+    """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
+    ``lqer`` in the metric of ``chol``) on the per-row grid (cheap, no GPTQ)."""
     rule = ClipRule.parse(clip)
     q, scales = quantize_rdoq(w, bits, rule, rdoq) if rdoq else quantize_rtn(w, bits, rule)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
     rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
-    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq)
+    if lqer:
+        w_hat = w_hat + correction(lqer_factors(w.float() - w_hat, chol, lqer))
+        rate += 8 * lqer_size(*w.shape, lqer)
+    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq, lqer)
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
     """The candidates no other beats on both rate and distortion, by increasing rate."""
     out: list[Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq)):
+    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer)):
         if not out or c.distortion < out[-1].distortion:
             out.append(c)
     return out
 
 
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
-               clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ) -> list[Candidate]:
+               clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
+               lqer: Sequence[int] = LQER_RANKS, hessian: torch.Tensor | None = None) -> list[Candidate]:
+    """The Pareto front of the grid; the low-rank corrections are tried on the grids of the
+    front without one (trying them on every grid would cost an SVD each)."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
-    return pareto(estimate(w, b, c, hdiag, lam) for b in bits for c in clips for lam in rdoq)
+    front = pareto(estimate(w, b, c, hdiag, lam) for b in bits for c in clips for lam in rdoq)
+    ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
+    if not ranks:
+        return front
+    chol = cholesky_factor(hessian, w.shape[1])
+    return pareto(front + [estimate(w, c.bits, c.clip, hdiag, c.rdoq, r, chol) for c in front for r in ranks])
 
 
 def choose(table: Mapping[str, Sequence[Candidate]], lam: float,

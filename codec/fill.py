@@ -3,7 +3,8 @@ it as ``tolerance`` allows, spending the bytes where they buy the most quality.
 
 Every matrix whose pipeline rule starts with a per-row grid quantizer (``rtn``, ``gptq`` or a
 plugin on their parameters) and does not say ``allocate = false`` is allocatable: the
-allocator (``allocate.py``) picks its bits, clip and rate-aware rounding strength; the rest of
+allocator (``allocate.py``) picks its bits, clip, rate-aware rounding strength and low-rank
+correction; the rest of
 its chain (the coder) stays as the rule says. Other tensors are encoded as their rules say.
 The loop:
 
@@ -26,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import RDOQ, Candidate, candidates, hessian_diagonals, solve
+from .allocate import LQER_RANKS, RDOQ, Candidate, candidates, hessian_diagonals, solve
 from .decoders.container import write_container
 from .encoders.intq import QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
@@ -39,7 +40,8 @@ MAX_STEPS = 64
 
 # The allocation as the container's meta stores it, per tensor: the one schema of that record
 # (``packer/ledger.py`` reads it back as untrusted input).
-ALLOCATION_FIELDS = {"bits": int, "clip": str, "rdoq": float, "estimated_bytes": int, "distortion": float}
+ALLOCATION_FIELDS = {"bits": int, "clip": str, "rdoq": float, "lqer": int, "estimated_bytes": int,
+                     "distortion": float}
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Allocation:
 
 def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
     """The allocation as the container's meta stores it (``ALLOCATION_FIELDS``; inspect shows it)."""
-    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "estimated_bytes": round(c.rate / 8),
+    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "lqer": c.lqer, "estimated_bytes": round(c.rate / 8),
                 "distortion": float(f"{c.distortion:.6g}")} for n, c in sorted(choice.items())}
 
 
@@ -64,15 +66,17 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits, clip and rdoq replaced by the candidate's."""
+    """The rule's chain with its quantizer's bits, clip, rdoq and lqer replaced by the candidate's."""
     first = stages[0]
-    params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq}
+    params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
+              "lqer": cand.lqer}
     return (type(first)(**params), *stages[1:])
 
 
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
          budget: int, meta: dict, tolerance: float = 0.001,
-         progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ) -> Allocation:
+         progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
+         lqer: Sequence[int] = LQER_RANKS) -> Allocation:
     names = allocatable(spec, state_dict)
     if not names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
@@ -82,13 +86,13 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     table = {}
     for n in names:
         say(f"estimating {n}")
-        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq)
+        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, hessian=hessians.get(n))
     fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
              for n, t in state_dict.items() if n not in table}
-    cache: dict[tuple[str, int, str, float], Record] = {}
+    cache: dict[tuple[str, int, str, float, int], Record] = {}
 
     def encoded(n: str, c: Candidate) -> Record:
-        key = (n, c.bits, c.clip, c.rdoq)
+        key = (n, c.bits, c.clip, c.rdoq, c.lqer)
         if key not in cache:
             say(f"encoding {n} {c.label}")
             cache[key] = encode_tensor(n, state_dict[n], with_grid(spec.rule_for(n).stages, c), hessians.get(n))

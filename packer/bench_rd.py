@@ -18,7 +18,7 @@ Points measured:
   budget, codes with ``ctxans`` and stores control tensors as int8) at weight budgets around
   the record's bytes;
 * at the record's bytes, each of the default's choices switched off in turn: rate-aware
-  rounding (candidates with ``rdoq = 0`` only), the ``ans`` coder instead of ``ctxans``,
+  rounding (candidates with ``rdoq = 0`` only), low-rank error correction (no ``lqer``), the ``ans`` coder instead of ``ctxans``,
   fp16 + brotli control tensors instead of int8;
 * ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85).
 
@@ -40,7 +40,6 @@ import torch
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
 from ..codec.decoders.intq import dequantize, quantize_rtn
-from ..codec.allocate import RDOQ
 from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
@@ -148,12 +147,13 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
     default = load_spec("default")
     ans = variant(variant(default, "matrices", "{head} -> ans"), "embedding", "{head} -> ans")
-    runs = [(f, default, RDOQ, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
-    runs += [(1.0, default, (0.0,), "golfpack fill 1.00x, round-to-nearest (no rdoq)"),
-             (1.0, ans, RDOQ, "golfpack fill 1.00x, ans coder (not ctxans)"),
-             (1.0, variant(default, "control", "fp16 -> brotli"), RDOQ, "golfpack fill 1.00x, fp16 controls (not int8)")]
-    for f, spec, rdoq, label in runs:
-        alloc = fill(state, spec, hessians, int(rec_bytes * f), {}, rdoq=rdoq)
+    runs = [(f, default, {}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
+    runs += [(1.0, default, {"rdoq": (0.0,)}, "golfpack fill 1.00x, round-to-nearest (no rdoq)"),
+             (1.0, default, {"lqer": ()}, "golfpack fill 1.00x, no low-rank correction (no lqer)"),
+             (1.0, ans, {}, "golfpack fill 1.00x, ans coder (not ctxans)"),
+             (1.0, variant(default, "control", "fp16 -> brotli"), {}, "golfpack fill 1.00x, fp16 controls (not int8)")]
+    for f, spec, switches, label in runs:
+        alloc = fill(state, spec, hessians, int(rec_bytes * f), {}, **switches)
         add(label, len(alloc.container), decode_state_dict(alloc.container)[0])
     fixed = encode_state_dict(state, default, hessians, {})
     add("golfpack --no-fill (int6/int7 sdcap:12.85)", len(fixed), decode_state_dict(fixed)[0])
@@ -202,7 +202,7 @@ def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
     curve = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
     fills = sorted(curve, key=lambda p: p.bytes)
     ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill (default pipeline)")
-    for p, marker in zip([x for x in points if x not in curve], "s^Dv*P"):
+    for p, marker in zip([x for x in points if x not in curve], "s^Dv*PX"):
         ax.plot([p.bytes], [p.val_bpb - base], marker, markersize=9, label=p.label)
     ax.set_xlabel("weight bytes")
     ax.set_ylabel("val_bpb increase over float")

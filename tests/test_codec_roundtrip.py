@@ -243,3 +243,40 @@ def test_rdoq_trades_error_for_bytes_and_round_trips_exactly(quantizer):
         errors.append(float(((out - w) @ x.T).square().mean()))
     print(f"{quantizer} rdoq 0/0.1/0.4: bytes {sizes}, output error {[round(e, 3) for e in errors]}")
     assert sizes[0] > sizes[1] > sizes[2] and errors[0] < errors[1] < errors[2]
+
+
+def _dominant_input_hessian(cols: int, seed: int) -> torch.Tensor:
+    """Inputs with a few dominant directions (as LMs' massive activations give)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2048, cols, generator=g)
+    x[:, :3] *= 30.0
+    return x.T @ x
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
+@pytest.mark.parametrize("shape, rank", [((96, 64), 4), ((64, 96), 16), ((5, 7), 5)])
+def test_lqer_round_trips_exactly_and_cuts_the_weighted_error(quantizer, shape, rank):
+    from golfpack.codec.decoders.intq import lqer_size
+    from golfpack.codec.lqer import cholesky_factor, correction, lqer_factors
+
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    h = _dominant_input_hessian(shape[1], 2)
+    base = f"*={quantizer} bits=3 clip=absmax"
+    plain, fixed = (encode_state_dict({"w": w}, load_spec(f"{base} lqer={r} -> ans"), {"w": h}) for r in (0, rank))
+    out = decode_state_dict(fixed)[0]["w"]
+    q, s = gptq_quantize(w, h, GPTQParams(bits=3)) if quantizer == "gptq" else quantize_rtn(w, 3, ClipRule.parse("absmax"))
+    deq = dequantize(q, s, shape, torch.float32)
+    expect = deq + correction(lqer_factors(w - deq, cholesky_factor(h, shape[1]), rank))
+    assert torch.equal(out, expect)  # the decoder adds exactly the encoder's A @ B
+    err = lambda v: float(torch.einsum("ij,jk,ik->", (v - w).double(), h.double(), (v - w).double()))  # noqa: E731
+    print(f"{quantizer} {shape} rank {rank}: weighted error {err(deq):.4g} -> {err(out):.4g}, "
+          f"+{len(fixed) - len(plain)} bytes (factors {lqer_size(*shape, rank)})")
+    assert err(out) < 0.5 * err(deq)
+    assert len(fixed) - len(plain) >= lqer_size(*shape, rank)
+
+
+def test_lqer_on_a_vector_or_above_the_rank_is_a_clear_error():
+    with pytest.raises(StageError, match="lqer=4 needs a matrix"):
+        encode_state_dict({"w": torch.randn(10)}, load_spec("*=rtn lqer=4 -> ans"))
+    with pytest.raises(StageError, match="lqer=8 needs a matrix"):
+        encode_state_dict({"w": torch.randn(4, 30)}, load_spec("*=rtn lqer=8 -> ans"))

@@ -16,7 +16,8 @@ from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
-        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; *=fp32 -> zstd")
+        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; h.*=rtn bits=4 lqer=2 -> ans; "
+        "*=fp32 -> zstd")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def sample() -> bytes:
     sd["a.const"] = torch.full((4, 4), 0.5)
     n, f = torch.arange(40.0), torch.arange(6.0)[:, None]
     sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # ctxans predicts its rows
+    sd["h.w"] = torch.randn(6, 9, generator=g)  # a rank-2 error correction
     return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
 
 
@@ -86,7 +88,7 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
 
 
 @pytest.mark.slow
@@ -184,6 +186,23 @@ def test_ctxans_prediction_attacks_are_container_errors(sample):
         crafted = streams[:offset] + coefs + streams[offset + length :]
         with pytest.raises(ContainerError, match=message):
             decode_state_dict(join(m, crafted))
+
+
+def test_lqer_attacks_are_container_errors(sample):
+    """A rank the shape cannot hold, a rank of 0 written out, a factor stream of the wrong
+    length, a non-finite factor scale: each refused before any product is formed."""
+    manifest, streams = split(sample)
+    rec = next(r for t in manifest["tensors"] for r in t["chain"] if "lqer" in r["params"])
+    offset, length = rec["blobs"]["lqer"]
+    nan_scale = streams[: offset + length - 2] + b"\x00\x7e" + streams[offset + length :]  # fp16 NaN
+    cases = [({"lqer": 7}, streams, "rank-7 correction"), ({"lqer": 0}, streams, "lqer"),
+             ({"lqer": 65}, streams, "lqer"), ({"lqer": 1}, streams, "lqer stream has"),
+             ({}, nan_scale, "non-finite lqer scale")]
+    for change, data, message in cases:
+        m = copy.deepcopy(manifest)
+        next(r for t in m["tensors"] for r in t["chain"] if "lqer" in r["params"])["params"].update(change)
+        with pytest.raises(ContainerError, match=message):
+            decode_state_dict(join(m, data))
 
 
 @pytest.mark.slow

@@ -16,6 +16,13 @@ Scale rules (``clip=``), each giving a per-row clip value ``c`` and ``scale = c 
   so it never widens the grid beyond absmax;
 * ``mse`` or ``mse:N``: the best of N candidates ``c = f * absmax`` (f from 0.5 to 1) by
   squared reconstruction error, chosen per row.
+
+Low-rank error correction (LQER, param ``lqer = r``, side stream ``lqer``): a matrix may carry
+factors ``A`` (rows x r) and ``B`` (r x cols) of its quantization error, each int8 with one
+fp16 scale per row, and decodes to ``q * scale + A @ B``. Stream layout: ``A`` symbols
+(row-major), ``B`` symbols, ``A``'s scales, ``B``'s scales. Why: the error that matters is
+``E H E^T`` (H: the Hessian of the layer's inputs), and where a few input directions dominate
+H, a few singular directions hold most of it (docs/stages.md).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import torch
 from .base import DecodeError, TensorMeta, blob, param
 
 MIN_BITS, MAX_BITS = 2, 8
+MAX_LQER_RANK = 64
 FP16_TINY = 2.0**-24  # smallest positive fp16: scales never round to zero
 FP16_MAX = 65504.0
 
@@ -153,4 +161,34 @@ def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> 
     if not torch.isfinite(scales).all():
         raise DecodeError("non-finite scale")
     q = torch.from_numpy(symbols.astype(np.int32, copy=False))
-    return dequantize(q, scales, meta.shape, getattr(torch, meta.dtype))
+    if "lqer" not in params:
+        return dequantize(q, scales, meta.shape, getattr(torch, meta.dtype))
+    rank = param(params, "lqer", int, 1, MAX_LQER_RANK)
+    rows, cols = grid_shape(meta.shape)
+    if len(meta.shape) != 2 or rank > min(rows, cols):
+        raise DecodeError(f"rank-{rank} correction of a tensor of shape {list(meta.shape)}")
+    a, sa, b, sb = read_lqer(blob(blobs, "lqer"), rows, cols, rank)
+    w = dequantize(q, scales, meta.shape, torch.float32) + lqer_product(a, sa, b, sb)
+    return w.to(getattr(torch, meta.dtype))
+
+
+def lqer_product(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+    """``A @ B`` from int8 factors and their fp16 row scales, in float32 (encoder and decoder)."""
+    return (a.float() * sa.float()[:, None]) @ (b.float() * sb.float()[:, None])
+
+
+def lqer_size(rows: int, cols: int, rank: int) -> int:
+    return rank * (rows + cols) + 2 * (rows + rank)
+
+
+def read_lqer(raw: bytes, rows: int, cols: int, rank: int) -> tuple[torch.Tensor, ...]:
+    if len(raw) != lqer_size(rows, cols, rank):
+        raise DecodeError(f"lqer stream has {len(raw)} bytes, expected {lqer_size(rows, cols, rank)}")
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    na, nb = rows * rank, rank * cols
+    a = torch.from_numpy(buf[:na].view(np.int8).astype(np.int8).reshape(rows, rank))
+    b = torch.from_numpy(buf[na : na + nb].view(np.int8).astype(np.int8).reshape(rank, cols))
+    scales = torch.from_numpy(buf[na + nb :].view("<f2").astype(np.float16))
+    if not torch.isfinite(scales).all():
+        raise DecodeError("non-finite lqer scale")
+    return a, scales[:rows], b, scales[rows:]

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
-from ..decoders.intq import ClipRule, qmax, quantize_rtn
+from ..decoders.intq import MAX_LQER_RANK, ClipRule, dequantize, qmax, quantize_rtn
 from ..gptq import gptq_quantize
+from ..lqer import cholesky_factor, lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq
 from ..stage import EncodeContext, Encoded, Stage, StageError
 
@@ -18,12 +19,15 @@ class QuantParams:
     bits: int = 6
     clip: str = "absmax"
     rdoq: float = 0.0  # rate-aware rounding: squared error (in grid steps) a coded bit is worth (codec/rdoq.py)
+    lqer: int = 0  # rank of the low-rank error correction (codec/lqer.py); 0 for none
 
     def __post_init__(self) -> None:
         qmax(self.bits)
         self.rule = ClipRule.parse(self.clip)
         if not 0.0 <= self.rdoq <= 10.0:
             raise ValueError(f"rdoq must be in 0..10, got {self.rdoq}")
+        if not 0 <= self.lqer <= MAX_LQER_RANK:
+            raise ValueError(f"lqer must be in 0..{MAX_LQER_RANK}, got {self.lqer}")
 
 
 class _Quantizer(Stage):
@@ -33,8 +37,16 @@ class _Quantizer(Stage):
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
         q, scales = self.quantize(value, ctx)
-        return Encoded(q.reshape(-1).numpy().astype(np.int32), {"bits": self.params.bits},
-                       {"scales": scales.numpy().astype("<f2").tobytes()})
+        params, blobs = {"bits": self.params.bits}, {"scales": scales.numpy().astype("<f2").tobytes()}
+        rank = self.params.lqer
+        if rank:
+            if value.ndim != 2 or rank > min(value.shape):
+                raise StageError(f"{self.name}: lqer={rank} needs a matrix with both sides >= {rank}; "
+                                 f"'{ctx.meta.name}' is {list(value.shape)}")
+            err = value.float() - dequantize(q, scales, tuple(value.shape), torch.float32)
+            factors = lqer_factors(err, cholesky_factor(ctx.hessian, value.shape[1]), rank)
+            params["lqer"], blobs["lqer"] = rank, lqer_blob(factors)
+        return Encoded(q.reshape(-1).numpy().astype(np.int32), params, blobs)
 
     def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
