@@ -23,13 +23,14 @@ import torch
 
 from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_size, quantize_rtn
 from .entropy import order0_bits
-from .lqer import cholesky_factor, correction, lqer_factors
+from .lqer import correction, lqer_factors
 from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
 CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
 RDOQ = (0.0, 0.1, 0.25)
 LQER_RANKS = (4, 16)
+LQER_BASES = 12  # grids of the front (round-to-nearest ones, spread over its rates) tried with a correction
 SCALE_BITS = 16  # one fp16 scale a row
 TABLE_BITS_PER_SYMBOL = 12  # ANS table: about a varint and a half per alphabet entry
 
@@ -56,10 +57,10 @@ def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None)
     return float(err.sum())
 
 
-def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0, lqer: int = 0,
-             chol: torch.Tensor | None = None) -> Candidate:
+def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
+             lqer: int = 0) -> Candidate:
     """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
-    ``lqer`` in the metric of ``chol``) on the per-row grid (cheap, no GPTQ)."""
+    ``lqer``) on the per-row grid (cheap, no GPTQ)."""
     rule = ClipRule.parse(clip)
     q, scales = quantize_rdoq(w, bits, rule, rdoq) if rdoq else quantize_rtn(w, bits, rule)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
@@ -67,7 +68,7 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
     rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
     if lqer:
-        w_hat = w_hat + correction(lqer_factors(w.float() - w_hat, chol, lqer))
+        w_hat = w_hat + correction(lqer_factors(w.float() - w_hat, hdiag, lqer))
         rate += 8 * lqer_size(*w.shape, lqer)
     return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq, lqer)
 
@@ -83,16 +84,17 @@ def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
 
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
                clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
-               lqer: Sequence[int] = LQER_RANKS, hessian: torch.Tensor | None = None) -> list[Candidate]:
-    """The Pareto front of the grid; the low-rank corrections are tried on the grids of the
-    front without one (trying them on every grid would cost an SVD each)."""
+               lqer: Sequence[int] = LQER_RANKS) -> list[Candidate]:
+    """The Pareto front of the grid; the low-rank corrections are tried on up to ``LQER_BASES``
+    round-to-nearest grids of that front, spread over its rates (each try costs an SVD)."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
     front = pareto(estimate(w, b, c, hdiag, lam) for b in bits for c in clips for lam in rdoq)
     ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
     if not ranks:
         return front
-    chol = cholesky_factor(hessian, w.shape[1])
-    return pareto(front + [estimate(w, c.bits, c.clip, hdiag, c.rdoq, r, chol) for c in front for r in ranks])
+    plain = [c for c in front if not c.rdoq]
+    bases = [plain[round(i * (len(plain) - 1) / max(LQER_BASES - 1, 1))] for i in range(min(LQER_BASES, len(plain)))]
+    return pareto(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r) for c in dict.fromkeys(bases) for r in ranks])
 
 
 def choose(table: Mapping[str, Sequence[Candidate]], lam: float,

@@ -86,7 +86,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     table = {}
     for n in names:
         say(f"estimating {n}")
-        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, hessian=hessians.get(n))
+        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer)
     fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
              for n, t in state_dict.items() if n not in table}
     cache: dict[tuple[str, int, str, float, int], Record] = {}

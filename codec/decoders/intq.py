@@ -173,8 +173,9 @@ def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> 
 
 
 def lqer_product(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
-    """``A @ B`` from int8 factors and their fp16 row scales, in float32 (encoder and decoder)."""
-    return (a.float() * sa.float()[:, None]) @ (b.float() * sb.float()[:, None])
+    """``A @ B`` from int8 factors and their fp16 row scales, in float32 (encoder and decoder;
+    contiguous operands, so both take the same matmul kernel and agree bit for bit)."""
+    return (a.float() * sa.float()[:, None]).contiguous() @ (b.float() * sb.float()[:, None]).contiguous()
 
 
 def lqer_size(rows: int, cols: int, rank: int) -> int:

@@ -9,7 +9,7 @@ import torch
 from ..decoders.base import SYMBOLS, TENSOR
 from ..decoders.intq import MAX_LQER_RANK, ClipRule, dequantize, qmax, quantize_rtn
 from ..gptq import gptq_quantize
-from ..lqer import cholesky_factor, lqer_blob, lqer_factors
+from ..lqer import lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq
 from ..stage import EncodeContext, Encoded, Stage, StageError
 
@@ -44,7 +44,8 @@ class _Quantizer(Stage):
                 raise StageError(f"{self.name}: lqer={rank} needs a matrix with both sides >= {rank}; "
                                  f"'{ctx.meta.name}' is {list(value.shape)}")
             err = value.float() - dequantize(q, scales, tuple(value.shape), torch.float32)
-            factors = lqer_factors(err, cholesky_factor(ctx.hessian, value.shape[1]), rank)
+            hdiag = torch.diagonal(ctx.hessian) if ctx.hessian is not None else None
+            factors = lqer_factors(err, hdiag, rank)
             params["lqer"], blobs["lqer"] = rank, lqer_blob(factors)
         return Encoded(q.reshape(-1).numpy().astype(np.int32), params, blobs)
 
