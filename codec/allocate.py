@@ -28,7 +28,8 @@ from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
 CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
-RDOQ = (0.0, 0.1, 0.25)
+RDOQ = (0.0,)  # rdoq strengths --fill tries by default: none (docs/benchmarks.md: with LQER in the
+RDOQ_STRENGTHS = (0.0, 0.1, 0.25)  # candidates, these made both trained models slightly worse)
 LQER_RANKS = (4, 16)
 LQER_BASES = 12  # grids of the front (round-to-nearest ones, spread over its rates) tried with a correction
 SCALE_BITS = 16  # one fp16 scale a row

@@ -17,8 +17,9 @@ Points measured:
 * ``golfpack fill``: the default pipeline (``codec/default_pipeline.toml``: it fills the
   budget, codes with ``ctxans`` and stores control tensors as int8) at weight budgets around
   the record's bytes;
-* at the record's bytes, each of the default's choices switched off in turn: rate-aware
-  rounding (candidates with ``rdoq = 0`` only), low-rank error correction (no ``lqer``), the ``ans`` coder instead of ``ctxans``,
+* at the record's bytes, each of the default's choices changed in turn: rate-aware rounding
+  offered to the allocator (``rdoq`` 0.1 and 0.25 candidates; off by default), low-rank error
+  correction switched off (no ``lqer``), the ``ans`` coder instead of ``ctxans``,
   fp16 + brotli control tensors instead of int8;
 * ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85).
 
@@ -40,6 +41,7 @@ import torch
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
 from ..codec.decoders.intq import dequantize, quantize_rtn
+from ..codec.allocate import RDOQ_STRENGTHS
 from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
@@ -148,7 +150,7 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     default = load_spec("default")
     ans = variant(variant(default, "matrices", "{head} -> ans"), "embedding", "{head} -> ans")
     runs = [(f, default, {}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
-    runs += [(1.0, default, {"rdoq": (0.0,)}, "golfpack fill 1.00x, round-to-nearest (no rdoq)"),
+    runs += [(1.0, default, {"rdoq": RDOQ_STRENGTHS}, "golfpack fill 1.00x, with rdoq 0.1/0.25 candidates"),
              (1.0, default, {"lqer": ()}, "golfpack fill 1.00x, no low-rank correction (no lqer)"),
              (1.0, ans, {}, "golfpack fill 1.00x, ans coder (not ctxans)"),
              (1.0, variant(default, "control", "fp16 -> brotli"), {}, "golfpack fill 1.00x, fp16 controls (not int8)")]
