@@ -3,7 +3,7 @@
 The search is a Lagrangian one (the standard tool of rate–distortion allocation): every
 quantizable tensor gets a small set of candidates ``(bits, clip, rdoq, lqer)`` (``rdoq``: the
 strength of rate-aware rounding, codec/rdoq.py; ``lqer``: the rank of a low-rank error
-correction, codec/lqer.py, tried on the grids that are Pareto-optimal without one) with an estimated rate
+correction, codec/lqer.py, tried on grids that are Pareto-optimal without one) with an estimated rate
 (coded bits) and distortion (Hessian-weighted squared error, the quantity GPTQ minimises),
 and for a multiplier ``lam`` each tensor independently takes the candidate that minimises
 ``distortion + lam * rate``. Bisection on ``lam`` finds the best allocation whose total rate
@@ -21,15 +21,17 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_size, quantize_rtn
+from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size, quantize_rtn
 from .entropy import order0_bits
-from .lqer import correction, lqer_factors
+from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
 CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
-RDOQ = (0.0,)  # rdoq strengths --fill tries by default: none (docs/benchmarks.md: with LQER in the
-RDOQ_STRENGTHS = (0.0, 0.1, 0.25)  # candidates, these made both trained models slightly worse)
+# Rate-aware rounding strengths: --fill offers none by default (RDOQ); RDOQ_STRENGTHS made both
+# trained models slightly worse once LQER was among the candidates (docs/benchmarks.md).
+RDOQ = (0.0,)
+RDOQ_STRENGTHS = (0.0, 0.1, 0.25)
 LQER_RANKS = (4, 16)
 LQER_BASES = 12  # grids of the front (round-to-nearest ones, spread over its rates) tried with a correction
 SCALE_BITS = 16  # one fp16 scale a row
@@ -69,7 +71,7 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
     rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
     if lqer:
-        w_hat = w_hat + correction(lqer_factors(w.float() - w_hat, hdiag, lqer))
+        w_hat = w_hat + lqer_product(*lqer_factors(w.float() - w_hat, hdiag, lqer))
         rate += 8 * lqer_size(*w.shape, lqer)
     return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq, lqer)
 

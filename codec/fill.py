@@ -3,10 +3,9 @@ it as ``tolerance`` allows, spending the bytes where they buy the most quality.
 
 Every matrix whose pipeline rule starts with a per-row grid quantizer (``rtn``, ``gptq`` or a
 plugin on their parameters) and does not say ``allocate = false`` is allocatable: the
-allocator (``allocate.py``) picks its bits, clip, rate-aware rounding strength and low-rank
-correction; the rest of
-its chain (the coder) stays as the rule says. Other tensors are encoded as their rules say.
-The loop:
+allocator (``allocate.py``) picks its bits, clip and low-rank correction (and rate-aware
+rounding strength, when offered); the rest of its chain (the coder) stays as the rule says.
+Other tensors are encoded as their rules say. The loop:
 
 1. estimate every allocatable tensor's candidates with round-to-nearest (once);
 2. solve the Lagrangian allocation for the bytes left after the fixed tensors and overhead;
@@ -56,8 +55,9 @@ class Allocation:
 
 def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
     """The allocation as the container's meta stores it (``ALLOCATION_FIELDS``; inspect shows it)."""
-    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "lqer": c.lqer, "estimated_bytes": round(c.rate / 8),
-                "distortion": float(f"{c.distortion:.6g}")} for n, c in sorted(choice.items())}
+    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "lqer": c.lqer,
+                "estimated_bytes": round(c.rate / 8), "distortion": float(f"{c.distortion:.6g}")}
+            for n, c in sorted(choice.items())}
 
 
 def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -9,10 +9,11 @@ right singular vectors mapped back (divided by ``sqrt d``), quantized to int8 pe
 (``A = E D B^T (B D B^T)^-1``), also int8 per row. Without a Hessian ``d = 1``.
 
 Why it pays: language models drive a few input dimensions far harder than the rest, so a few
-singular directions hold most of the weighted error (on a CPU-trained model, a rank-8
-correction removed 99 % of the embedding's weighted int4 error for 9 % more bytes). The
-full-Hessian metric does a little better (5-20 % less residual error in our measurements) but
-costs a Cholesky factor and a dense product per candidate; the allocator tries many.
+singular directions hold most of the weighted error (on a CPU-trained model's embedding, GPTQ
+int4 sdclip:4, a rank-8 correction removed 99 % of the weighted error for 9 % more bytes). The
+full-Hessian metric does a little better (3-19 % less residual error on four tensors of that
+model) but costs a Cholesky factor and a dense product per candidate; the allocator tries many.
+Both factors use the format's own grid: ``quantize_rtn`` at 8 bits, absmax.
 
 The SVD is a seeded randomized one (``torch.svd_lowrank``), so the factors are deterministic.
 """
@@ -21,16 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decoders.intq import FP16_MAX, FP16_TINY, lqer_product
+from .decoders.intq import ClipRule, dequantize, quantize_rtn
 
 OVERSAMPLE = 8
 POWER_ITERATIONS = 2
-
-
-def int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row absmax int8: ``(symbols, fp16 scales)``."""
-    scale = (x.abs().amax(dim=1) / 127).clamp(FP16_TINY, FP16_MAX).to(torch.float16)
-    return torch.clamp(torch.round(x.double() / scale.double()[:, None]), -127, 127).to(torch.int8).contiguous(), scale
+ABSMAX = ClipRule.parse("absmax")  # the factors' grid: int8, one fp16 scale a row
 
 
 def lqer_factors(err: torch.Tensor, hdiag: torch.Tensor | None, rank: int) -> tuple[torch.Tensor, ...]:
@@ -41,12 +37,12 @@ def lqer_factors(err: torch.Tensor, hdiag: torch.Tensor | None, rank: int) -> tu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         _, _, v = torch.svd_lowrank(e * d.sqrt()[None, :], q=min(rank + OVERSAMPLE, *e.shape), niter=POWER_ITERATIONS)
-    bq, bs = int8_rows(v[:, :rank].T / d.sqrt()[None, :])
-    b = bq.double() * bs.double()[:, None]
+    bq, bs = quantize_rtn(v[:, :rank].T / d.sqrt()[None, :], 8, ABSMAX)
+    b = dequantize(bq, bs, tuple(bq.shape), torch.float64)
     bd = b * d.double()[None, :]
     gram = bd @ b.T
     gram.diagonal().add_(1e-9 * (1 + float(gram.diagonal().mean())))
-    aq, as_ = int8_rows(torch.linalg.solve(gram, (e.double() @ bd.T).T).T)
+    aq, as_ = quantize_rtn(torch.linalg.solve(gram, (e.double() @ bd.T).T).T, 8, ABSMAX)
     return aq, as_, bq, bs
 
 
@@ -55,7 +51,3 @@ def lqer_blob(factors: tuple[torch.Tensor, ...]) -> bytes:
     return b"".join([aq.numpy().astype(np.int8).tobytes(), bq.numpy().astype(np.int8).tobytes(),
                      as_.numpy().astype("<f2").tobytes(), bs.numpy().astype("<f2").tobytes()])
 
-
-def correction(factors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The float32 ``A @ B`` the decoder adds."""
-    return lqer_product(*factors)

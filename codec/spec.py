@@ -10,7 +10,7 @@ or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp1
 or the word ``default`` (``codec/default_pipeline.toml``). A TOML rule may have a ``name``
 (the class ``golfpack inspect`` groups its tensors under); otherwise its first glob names it.
 A TOML file may ask to fill the byte budget (top-level ``fill = true``: ``golfpack build``
-then chooses bits and clip per tensor, codec/fill.py), and a rule may keep its grid out of
+then chooses bits, clip and low-rank correction per matrix, codec/fill.py), and a rule may keep its grid out of
 that choice (``allocate = false``, e.g. for control tensors whose loss the allocator's
 Hessian-weighted error does not see).
 Chains are built and type-checked when the spec is loaded: a wrong hand-off fails here, not
@@ -49,7 +49,7 @@ class Rule:
     patterns: tuple[str, ...]
     stages: tuple[Stage, ...]
     name: str = ""
-    allocate: bool = True  # --fill may choose this rule's bits and clip (when it starts with a grid quantizer)
+    allocate: bool = True  # --fill may choose this rule's grid (when it starts with a grid quantizer)
 
     @property
     def label(self) -> str:
@@ -144,8 +144,10 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
             raise StageError(f"{path}: not valid TOML ({e})") from None
         fill = doc.get("fill", False)
         if not isinstance(fill, bool) or set(doc) - SPEC_KEYS:
-            raise StageError(f"{path}: a pipeline file has [[rule]] tables and optionally 'fill' (true/false), nothing else")
-        return PipelineSpec(_rules_from_toml(doc, str(path), registry), "default" if text == "default" else str(path), fill)
+            raise StageError(f"{path}: a pipeline file has [[rule]] tables and optionally 'fill' (true/false), "
+                             "nothing else")
+        source = "default" if text == "default" else str(path)
+        return PipelineSpec(_rules_from_toml(doc, str(path), registry), source, fill)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
         pattern, eq, chain = part.partition("=")

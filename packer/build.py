@@ -39,7 +39,7 @@ class BuildOptions:
     calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
     calib_tokens: int = 262_144
     force: bool = False
-    fill: bool | None = None  # choose bits and clip per tensor to fill the budget (codec/fill.py); None: as the spec says
+    fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says
     fill_tolerance: float = 0.001  # land within this fraction under the budget
 
 

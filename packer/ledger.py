@@ -122,9 +122,11 @@ def format_ledger(led: Ledger) -> str:
         got = sum(measured[n] for n in led.allocation)
         lines += ["", f"allocation (--fill): {len(led.allocation)} tensors, estimated {est:,} bytes, "
                       f"measured {got:,} ({100 * (got - est) / max(est, 1):+.2f}%)",
-                  f"{'tensor':<28} {'bits':>4} {'clip':<12} {'rdoq':>5} {'lqer':>4} {'estimated':>10} {'measured':>10} {'distortion':>11}"]
+                  f"{'tensor':<28} {'bits':>4} {'clip':<12} {'rdoq':>5} {'lqer':>4} {'estimated':>10} {'measured':>10} "
+                  f"{'distortion':>11}"]
         for n, a in led.allocation.items():
-            lines.append(f"{printable(n):<28} {a['bits']:>4} {printable(a['clip']):<12} {a['rdoq']:>5g} {a['lqer']:>4} {a['estimated_bytes']:>10,} "
+            lines.append(f"{printable(n):<28} {a['bits']:>4} {printable(a['clip']):<12} {a['rdoq']:>5g} {a['lqer']:>4} "
+                         f"{a['estimated_bytes']:>10,} "
                          f"{measured[n]:>10,} {a['distortion']:>11.4g}")
     lines.append("")
     lines.append(f"{'class':<12} {'params':>11} {'bytes':>12} {'bits/p':>7} {'share':>6}")

@@ -256,8 +256,8 @@ def _dominant_input_hessian(cols: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
 @pytest.mark.parametrize("shape, rank", [((96, 64), 4), ((64, 96), 16), ((5, 7), 5)])
 def test_lqer_round_trips_exactly_and_cuts_the_weighted_error(quantizer, shape, rank):
-    from golfpack.codec.decoders.intq import lqer_size
-    from golfpack.codec.lqer import correction, lqer_factors
+    from golfpack.codec.decoders.intq import lqer_product, lqer_size
+    from golfpack.codec.lqer import lqer_factors
 
     w = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     h = _dominant_input_hessian(shape[1], 2)
@@ -266,7 +266,7 @@ def test_lqer_round_trips_exactly_and_cuts_the_weighted_error(quantizer, shape, 
     out = decode_state_dict(fixed)[0]["w"]
     q, s = gptq_quantize(w, h, GPTQParams(bits=3)) if quantizer == "gptq" else quantize_rtn(w, 3, ClipRule.parse("absmax"))
     deq = dequantize(q, s, shape, torch.float32)
-    expect = deq + correction(lqer_factors(w - deq, torch.diagonal(h), rank))
+    expect = deq + lqer_product(*lqer_factors(w - deq, torch.diagonal(h), rank))
     assert torch.equal(out, expect)  # the decoder adds exactly the encoder's A @ B
     err = lambda v: float(torch.einsum("ij,jk,ik->", (v - w).double(), h.double(), (v - w).double()))  # noqa: E731
     print(f"{quantizer} {shape} rank {rank}: weighted error {err(deq):.4g} -> {err(out):.4g}, "

@@ -60,6 +60,11 @@ def predict_all(x: np.ndarray, coefs: np.ndarray) -> np.ndarray:
     return (acc + (1 << (COEF_SHIFT - 1))) >> COEF_SHIFT
 
 
+def class_models(tables: np.ndarray) -> list:
+    """Each class's ANS model, or None for a class of one symbol (nothing is coded for it)."""
+    return [categorical(t) if np.count_nonzero(t) > 1 else None for t in tables]
+
+
 def read_coefs(raw: bytes, p: int, sets: int) -> np.ndarray:
     if len(raw) != 2 * p * sets:
         raise DecodeError(f"coefficient stream has {len(raw)} bytes, expected {2 * p * sets}")
@@ -148,12 +153,12 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
         raise DecodeError("ANS stream length is not a multiple of 4")
     out = np.empty((rows, cols), dtype=np.int64)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-    models = [categorical(t) if np.count_nonzero(t) > 1 else None for t in tables]
+    models = class_models(tables)
 
     def values(c: int, count: int) -> np.ndarray:
-        if models[c] is None:  # one symbol: nothing coded
-            return np.full(count, np.flatnonzero(tables[c])[0], dtype=np.int64)
-        return coder.decode(models[c], count).astype(np.int64)
+        if models[c] is None:
+            return np.full(count, np.flatnonzero(tables[c])[0] + lo, dtype=np.int64)
+        return coder.decode(models[c], count).astype(np.int64) + lo
 
     try:
         if p == 0:
@@ -162,13 +167,11 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
                     out[:, members[c]] = values(c, rows * members[c].size).reshape(rows, members[c].size)
         else:
             for j in range(cols):
-                out[:, j] = values(int(classes[j]), rows) + lo + predict(out, coefs, j)
+                out[:, j] = values(int(classes[j]), rows) + predict(out, coefs, j)
                 if rows and (out[:, j].min() < INT32_MIN or out[:, j].max() > INT32_MAX):
                     raise DecodeError("predicted symbols outside int32")  # before the next column grows them
     except (ValueError, RuntimeError, AssertionError) as e:
         raise DecodeError(f"ANS: {e}") from None
     if not coder.is_empty():
         raise DecodeError("ANS stream has data left after the last symbol")
-    if p == 0:
-        out += lo
     return out.reshape(-1).astype(np.int32)

@@ -175,7 +175,8 @@ def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> 
 def lqer_product(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
     """``A @ B`` from int8 factors and their fp16 row scales, in float32 (encoder and decoder;
     contiguous operands, so both take the same matmul kernel and agree bit for bit)."""
-    return (a.float() * sa.float()[:, None]).contiguous() @ (b.float() * sb.float()[:, None]).contiguous()
+    return (dequantize(a, sa, tuple(a.shape), torch.float32).contiguous()
+            @ dequantize(b, sb, tuple(b.shape), torch.float32).contiguous())
 
 
 def lqer_size(rows: int, cols: int, rank: int) -> int:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..decoders.ans import MAX_ALPHABET, categorical
+from ..decoders.ans import MAX_ALPHABET
 from ..decoders.base import BYTES, SYMBOLS
 from ..decoders.ctxans import (COEF_SHIFT, MAX_CLASSES, MAX_COEF, MAX_ORDER, MAX_PREDICTED_COLUMNS, class_bits,
-                               pack_classes, predict_all, write_tables)
+                               class_models, pack_classes, predict_all, write_tables)
 from ..decoders.intq import grid_shape
 from ..entropy import order0_bits
 from ..stage import EncodeContext, Encoded, Stage
@@ -150,13 +150,12 @@ class CtxANS(Stage):
             choices.append((cost_bits(tables, k, cols), k, classes, tables))
         _, k, classes, tables = min(choices, key=lambda c: (c[0], c[1]))
         coder = constriction.stream.stack.AnsCoder()
-        coded = [np.count_nonzero(t) > 1 for t in tables]
+        models = class_models(tables)
         if pred.coefs.shape[1] == 0:
             for c in reversed(range(k)):  # a stack: the last class encoded is the first decoded
-                if coded[c]:
-                    coder.encode_reverse(q[:, classes == c].reshape(-1).astype(np.int32), categorical(tables[c]))
+                if models[c] is not None:
+                    coder.encode_reverse(q[:, classes == c].reshape(-1).astype(np.int32), models[c])
         else:
-            models = [categorical(t) if coded[c] else None for c, t in enumerate(tables)]
             for j in reversed(range(cols)):  # decoded column by column, 0 first
                 if models[classes[j]] is not None:
                     coder.encode_reverse(q[:, j].astype(np.int32), models[classes[j]])
