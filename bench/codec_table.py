@@ -21,6 +21,7 @@ from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.model.evaluate import evaluate_files
+from golfpack.model.config import GPTConfig
 from golfpack.model.gpt import GPT
 from golfpack.trainer.calibrate import load_hessians
 
@@ -53,7 +54,7 @@ def coder_table(state: dict, bits: int, clip: str) -> None:
 
 def gptq_vs_rtn(ckpt, hessians, bits_list: list[int], clip: str, val: str, tokenizer: str, seq_len: int) -> None:
     def score(state: dict) -> float:
-        model = GPT(ckpt.model_config)
+        model = GPT(GPTConfig.from_dict(ckpt.model_config))
         model.load_state_dict(state)
         return evaluate_files(model, val, tokenizer, seq_len, progress=False).val_bpb
 

@@ -7,7 +7,12 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
     chain = "gptq bits=6 clip=sdcap:12.85 -> ans"
 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
-or the word ``default`` (``codec/default_pipeline.toml``). A TOML rule may have a ``name``
+or the word ``default`` (``codec/default_pipeline.toml``). A rule may match tensors by role as
+well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain`` inline), so a pipeline
+fits a model whose names it has never seen: the builder of the model gives each tensor one of
+``ROLES`` (``model/builders.py``: ``matrix`` is any other weight of 2+ dimensions with at
+least 65,536 values, ``embedding`` the token embedding or output head, ``small`` the rest).
+A TOML rule may have a ``name``
 (the class ``golfpack inspect`` groups its tensors under); otherwise its first glob names it.
 A TOML file may ask to fill the byte budget (top-level ``fill = true``: ``golfpack build``
 then chooses bits, clip and low-rank correction per matrix, codec/fill.py), and a rule may keep its grid out of
@@ -19,7 +24,7 @@ at decode time.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -36,7 +41,9 @@ else:  # pragma: no cover
 
 DEFAULT_SPEC = Path(__file__).with_name("default_pipeline.toml")
 
-RULE_KEYS = {"match", "chain", "name", "allocate"}
+RULE_KEYS = {"match", "role", "chain", "name", "allocate"}
+ROLES = ("matrix", "embedding", "small")
+ROLE_PREFIX = "role:"
 SPEC_KEYS = {"rule", "fill"}
 
 HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use 'ans'",
@@ -50,10 +57,14 @@ class Rule:
     stages: tuple[Stage, ...]
     name: str = ""
     allocate: bool = True  # --fill may choose this rule's grid (when it starts with a grid quantizer)
+    roles: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return self.name or self.patterns[0]
+        return self.name or (self.patterns[0] if self.patterns else ROLE_PREFIX + self.roles[0])
+
+    def matches(self, name: str, role: str | None) -> bool:
+        return role in self.roles or first_match(name, [self.patterns]) is not None
 
     @property
     def chain(self) -> str:
@@ -65,16 +76,40 @@ class PipelineSpec:
     rules: tuple[Rule, ...]
     source: str
     fill: bool = False  # the spec asks build to fill the budget
+    roles: Mapping[str, str] = field(default_factory=dict, compare=False)  # tensor name -> role, for `role` rules
 
-    def rule_for(self, name: str) -> Rule:
-        i = first_match(name, (r.patterns for r in self.rules))
-        if i is None:
-            raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
-        return self.rules[i]
+    def with_roles(self, roles: Mapping[str, str]) -> "PipelineSpec":
+        """This spec, bound to one model's tensor roles (``model.builders.tensor_roles``)."""
+        return replace(self, roles=dict(roles))
+
+    def rule_for(self, name: str, role: str | None = None) -> Rule:
+        """The first rule whose globs match ``name`` or whose roles include its role (``role``,
+        or the one the spec is bound to)."""
+        role = self.roles.get(name) if role is None else role
+        for rule in self.rules:
+            if rule.matches(name, role):
+                return rule
+        raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
+
+    def chosen_by_role(self, names: list[str]) -> dict[str, int]:
+        """Tensors whose rule a role chose (no glob of it or of an earlier rule matched), with that
+        rule's index: all a container's meta needs for ``inspect`` to group them (it sees names,
+        not roles), and empty for a model whose names the globs know."""
+        out = {}
+        for name in names:
+            role = self.roles.get(name)
+            for i, rule in enumerate(self.rules):
+                if first_match(name, [rule.patterns]) is not None:
+                    break
+                if role in rule.roles:
+                    out[name] = i
+                    break
+        return out
 
     def to_json(self) -> list[dict]:
-        """The rules as data (labels, globs, chain text), for the artifact's manifest."""
-        return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} for r in self.rules]
+        """The rules as data (labels, globs, roles, chain text), for the artifact's manifest."""
+        return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} | ({"role": list(r.roles)} if r.roles else {})
+                for r in self.rules]
 
     def needs_calibration(self, names: list[str]) -> bool:
         return any(s.needs_calibration for n in names for s in self.rule_for(n).stages)
@@ -120,14 +155,16 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
     for i, r in enumerate(rules):
         if not isinstance(r, dict):
             raise StageError(f"pipeline {source}: rule #{i + 1} must be a table")
-        match, chain, name, allocate = r.get("match"), r.get("chain"), r.get("name", ""), r.get("allocate", True)
-        if isinstance(match, str):
-            match = [match]
-        if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match) and isinstance(chain, str)
+        match, role, chain = r.get("match", []), r.get("role", []), r.get("chain")
+        name, allocate = r.get("name", ""), r.get("allocate", True)
+        match, role = [match] if isinstance(match, str) else match, [role] if isinstance(role, str) else role
+        if not (isinstance(match, list) and isinstance(role, list) and (match or role) and isinstance(chain, str)
+                and all(isinstance(m, str) for m in match) and all(x in ROLES for x in role)
                 and isinstance(name, str) and isinstance(allocate, bool)) or set(r) - RULE_KEYS:
-            raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list), 'chain' (string) "
-                             "and optionally 'name' (string) and 'allocate' (true/false), nothing else")
-        out.append(Rule(tuple(match), parse_chain(chain, registry), name, allocate))
+            raise StageError(f"pipeline {source}: rule #{i + 1} needs 'match' (glob or list) and/or 'role' (one or "
+                             f"more of {', '.join(ROLES)}), 'chain' (string) and optionally 'name' (string) and "
+                             "'allocate' (true/false), nothing else")
+        out.append(Rule(tuple(match), parse_chain(chain, registry), name, allocate, tuple(role)))
     return tuple(out)
 
 
@@ -150,22 +187,29 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
         return PipelineSpec(_rules_from_toml(doc, str(path), registry), source, fill)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
-        pattern, eq, chain = part.partition("=")
-        if not eq or not pattern.strip() or " " in pattern.strip():
-            raise StageError(f"inline pipeline: expected 'glob=chain', got '{part}'")
-        rules.append(Rule((pattern.strip(),), parse_chain(chain, registry)))
+        pattern, eq, chain = (x.strip() for x in part.partition("="))
+        if not eq or not pattern or " " in pattern:
+            raise StageError(f"inline pipeline: expected 'glob=chain' or 'role:ROLE=chain', got '{part}'")
+        if pattern.startswith(ROLE_PREFIX):
+            role = pattern[len(ROLE_PREFIX):]
+            if role not in ROLES:
+                raise StageError(f"inline pipeline: unknown role '{role}' (roles: {', '.join(ROLES)})")
+            rules.append(Rule((), parse_chain(chain, registry), roles=(role,)))
+        else:
+            rules.append(Rule((pattern,), parse_chain(chain, registry)))
     if not rules:
         raise StageError("inline pipeline: no rules")
     return PipelineSpec(tuple(rules), "inline")
 
 
-def quantizer_rules(spec: PipelineSpec) -> list[list]:
-    """``[glob, bits, clip]`` per rule, for quantization-aware training: the grid of the chain's
-    first stage when it quantizes on the per-row grid (its params are ``QuantParams``: rtn, gptq,
-    or a plugin built on them), ``bits=0`` (leave the weight alone) otherwise."""
+def quantizer_rules(spec: PipelineSpec, roles: Mapping[str, str]) -> list[list]:
+    """``[name, bits, clip]`` for each tensor of ``roles`` (name -> role, the model's), for
+    quantization-aware training: the grid of its rule's first stage when that quantizes on the
+    per-row grid (its params are ``QuantParams``: rtn, gptq, or a plugin built on them),
+    ``bits=0`` (leave the weight alone) otherwise."""
     rules = []
-    for rule in spec.rules:
-        first = rule.stages[0]
+    for name, role in roles.items():
+        first = spec.rule_for(name, role).stages[0]
         bits, clip = (first.params.bits, first.params.clip) if isinstance(first.params, QuantParams) else (0, "absmax")
-        rules.extend([p, bits, clip] for p in rule.patterns)
+        rules.append([name, bits, clip])
     return rules

@@ -4,14 +4,15 @@ A golfpack checkpoint is a ``torch.save`` of a dict of plain types only (so it l
 ``weights_only=True``, which never unpickles arbitrary objects)::
 
     {"format": "golfpack.checkpoint", "version": 1,
-     "model_config": {...GPTConfig fields...},
+     "model_builder": "module:function",   # absent: golfpack's GPT (model/builders.py)
+     "model_config": {...the builder's config...},
      "state_dict": {name: tensor},
      "train_config": {...} | None,     # the trainer's resolved config
      "meta": {...},                    # step, tokens seen, wall time, val metrics, ...
      "resume": {...} | None}           # optimizer states and data position for --resume
 
 A plain state dict (the challenge's ``final_model.pt``) is accepted everywhere a checkpoint
-is; its config is inferred from the tensor shapes.
+is; its config is inferred from the tensor shapes (it is a baseline GPT).
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from typing import Any
 
 import torch
 
+from torch import nn
+
+from .builders import GPT_BUILDER, ModelBuilderError, build_model, load_weights, split_builder
 from .config import GPTConfig
-from .gpt import GPT
 from .files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
@@ -38,31 +41,35 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     state_dict: dict[str, torch.Tensor]
-    model_config: GPTConfig
+    model_config: dict[str, Any]
     train_config: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, Any] | None = None
+    model_builder: str = GPT_BUILDER
 
     @property
     def train_seq_len(self) -> int:
         """The sequence length the weights were trained at (the challenge's 1024 when unknown)."""
         return int((self.train_config or {}).get("train_seq_len", 1024))
 
-    def build_model(self) -> GPT:
-        model = GPT(self.model_config)
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model_config["vocab_size"])
+
+    def build_model(self) -> nn.Module:
+        """The model with these weights (a plugin's builder must be importable: ``--model``)."""
         try:
-            model.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise CheckpointError(f"state dict does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
-        return model
+            return load_weights(build_model(self.model_builder, self.model_config), self.state_dict, "checkpoint")
+        except ModelBuilderError as e:
+            raise CheckpointError(str(e)) from None
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     obj = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "model_config": ckpt.model_config.to_dict(),
+        "model_builder": ckpt.model_builder,
+        "model_config": dict(ckpt.model_config),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
         "train_config": ckpt.train_config,
         "meta": ckpt.meta,
@@ -86,15 +93,22 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if obj.get("format") == CHECKPOINT_FORMAT:
         if obj.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"{path}: unsupported checkpoint version {obj.get('version')}")
+        builder = obj.get("model_builder", GPT_BUILDER)
         try:
-            cfg = GPTConfig.from_dict(obj["model_config"])
-        except (ValueError, TypeError) as e:
+            split_builder(builder)
+            cfg = obj["model_config"]
+            if not isinstance(cfg, dict):
+                raise ValueError("not a table")
+            if builder == GPT_BUILDER:  # checked and completed here, so old checkpoints load as new ones
+                cfg = GPTConfig.from_dict(cfg).to_dict()
+        except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path}: bad model_config ({e})") from None
-        return Checkpoint(obj["state_dict"], cfg, obj.get("train_config"), obj.get("meta") or {}, obj.get("resume"))
+        return Checkpoint(obj["state_dict"], cfg, obj.get("train_config"), obj.get("meta") or {}, obj.get("resume"),
+                          builder)
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: neither a golfpack checkpoint nor a plain state dict")
     try:
         cfg = GPTConfig.from_state_dict(obj)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    return Checkpoint(dict(obj), cfg, meta={"source": "plain state dict"})
+    return Checkpoint(dict(obj), cfg.to_dict(), meta={"source": "plain state dict"})

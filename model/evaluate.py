@@ -25,7 +25,7 @@ def evaluate_files(
 ) -> EvalResult:
     check_eval_args(seq_len, stride, batch_seqs)
     ctx = ctx or DistContext(0, 1, 0, torch.device("cpu"))
-    vocab = model.cfg.vocab_size
+    vocab = model.vocab_size
     tables = byte_tables_for(tokenizer, vocab)
     tokens = truncate_for_eval(load_tokens(val, vocab), seq_len)
     model = model.to(ctx.device)

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from .config import GPTConfig
 
+DEFAULT_CONFIG = GPTConfig().to_dict()
+
 WeightFn = Callable[[Tensor], Tensor]
 
 # Small/control parameters that stay fp32 and are optimised by Adam, as in the challenge.
@@ -178,6 +180,10 @@ class GPT(nn.Module):
             proj = F.linear(h, w.to(h.dtype))
         return self.cfg.logit_softcap * torch.tanh(proj / self.cfg.logit_softcap)
 
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
     def logits(self, input_ids: Tensor) -> Tensor:
         return self.head(self.hidden(input_ids))
 
@@ -185,6 +191,11 @@ class GPT(nn.Module):
         """Mean token cross-entropy, exactly as the challenge's training forward."""
         logits = self.logits(input_ids).reshape(-1, self.cfg.vocab_size)
         return F.cross_entropy(logits.float(), target_ids.reshape(-1), reduction="mean")
+
+
+def build(config: dict) -> GPT:
+    """The model builder golfpack uses unless told otherwise (``model.builders.GPT_BUILDER``)."""
+    return GPT(GPTConfig.from_dict(config))
 
 
 def restore_low_dim_params_to_fp32(model: nn.Module) -> None:

@@ -46,7 +46,7 @@ from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
 from ..model.checkpoint import load_checkpoint
-from ..model.gpt import GPT
+from ..model.builders import build_model, load_weights
 from ..model.scoring import evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
@@ -128,13 +128,12 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
     hessians = load_hessians(hpath)
     state = {k_: v.float() for k_, v in ckpt.state_dict.items()}
-    tables = byte_tables_for(tokenizer, ckpt.model_config.vocab_size)
-    tokens = load_tokens(val, ckpt.model_config.vocab_size)
+    tables = byte_tables_for(tokenizer, ckpt.vocab_size)
+    tokens = load_tokens(val, ckpt.vocab_size)
     tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)
 
     def score(sd: dict[str, torch.Tensor]) -> float:
-        model = GPT(ckpt.model_config)
-        model.load_state_dict(sd, strict=True)
+        model = load_weights(build_model(ckpt.model_builder, ckpt.model_config), sd, str(checkpoint))
         return evaluate(model, tokens, tables, seq_len, batch_seqs=64).val_bpb
 
     base = score(state)

@@ -12,6 +12,7 @@ import torch
 from ..codec.pipeline import encode_state_dict
 from ..codec.registry import decoder_table, discover
 from ..codec.spec import load_spec
+from ..model.builders import builder_module, model_meta, tensor_roles
 from ..model.checkpoint import load_checkpoint
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
@@ -85,12 +86,15 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
+    spec = spec.with_roles(tensor_roles(model))
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, ckpt.train_seq_len, echo) \
         if spec.needs_calibration(list(state)) or fill else None
-    meta = {"model_config": ckpt.model_config.to_dict()}
+    meta = model_meta(ckpt.model_builder, ckpt.model_config)
+    if by_role := spec.chosen_by_role(list(state)):
+        meta["rule_by_role"] = by_role
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
-    bundle = build_bundle(table.values())
+    bundle = build_bundle(table.values(), [builder_module(ckpt.model_builder)])
     manifest = Manifest(
         python=list(sys.version_info[:2]), golfpack=golfpack_version(),
         code={"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,

@@ -6,7 +6,9 @@ import closure of the runtime plus the decoders the pipeline uses. The closure i
 from every import statement (module level and lazy), so an import of build-side code is a
 :class:`BundleError` at build time, not a crash inside the artifact. A decoder module, whether
 golfpack's or a plugin's, may import only the standard library, ``DECODER_LIBRARIES`` and
-modules of its own package's ``decoders``.
+modules of its own package's ``decoders``. A model module (``model.builders``: the user's
+own architecture) ships the same way; it may import the standard library, ``MODEL_LIBRARIES``,
+golfpack's shipped code and modules of its own package.
 
 The third-party distributions the shipped code imports are recorded as the artifact's
 requirements; one imported only inside ``try: ... except ImportError`` is optional.
@@ -21,18 +23,20 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import python_minifier
 
 from ..codec.decoders.chain import DecoderSpec
 from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
+from .runtime import finder as finder_module
 from .runtime.artifact import pack_bundle
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
 RUNTIME_ENTRY = "golfpack.packer.runtime.commands"
 DECODER_LIBRARIES = {"numpy", "torch", "constriction", "zstandard", "brotli"}
+MODEL_LIBRARIES = {"numpy", "torch"}
 DISTRIBUTIONS = {"brotli": "Brotli", "sentencepiece": "sentencepiece", "numpy": "numpy", "torch": "torch",
                  "constriction": "constriction", "zstandard": "zstandard", "tqdm": "tqdm"}
 NAMESPACE_INIT = '"""golfpack, as shipped inside an artifact."""\n'
@@ -142,11 +146,15 @@ class _Closure:
     third_party: dict[str, bool]  # top-level name -> optional
 
 
-def closure(decoders: Iterable[DecoderSpec]) -> _Closure:
-    """The modules the artifact needs: the runtime's import closure plus the decoders'."""
+def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entry: str = RUNTIME_ENTRY,
+            allowed: Callable[[str], bool] = is_shipped) -> _Closure:
+    """The modules the artifact needs: the import closure of ``entry`` (the runtime), the
+    decoders' and the model modules'. Every golfpack module in it must be ``allowed``."""
     decoder_modules = {d.module for d in decoders}
-    first_party = {"golfpack"} | {m.split(".")[0] for m in decoder_modules}
-    todo = [RUNTIME_ENTRY, *sorted(decoder_modules)]
+    model_modules = set(models) - {"golfpack.model.gpt"}
+    model_packages = {m.split(".")[0] for m in model_modules}
+    first_party = {"golfpack"} | {m.split(".")[0] for m in decoder_modules} | model_packages
+    todo = [entry, *sorted(decoder_modules), *sorted(model_modules)]
     seen: dict[str, tuple[str, str]] = {}
     third: dict[str, bool] = {}
     while todo:
@@ -157,20 +165,25 @@ def closure(decoders: Iterable[DecoderSpec]) -> _Closure:
         seen[name] = (path, source)
         todo.extend(_parents(name))
         decoder = is_decoder_module(name)
+        model = name.split(".")[0] in model_packages
         for imp in imports_of(name, source, path.endswith("__init__.py")):
             top = imp.module.split(".")[0]
             if top in first_party:
                 if _spec(imp.module) is None:  # `from pkg import name` where name is not a module
                     continue
-                if top == "golfpack" and not is_shipped(imp.module):
+                if top == "golfpack" and not allowed(imp.module):
                     raise BundleError(f"shipped module '{name}' imports '{imp.module}', which is build-side code "
                                       "and does not ship")
                 if decoder and not is_decoder_module(imp.module) and imp.module not in _parents(name):
                     raise _decoder_import_error(name, imp.module)
+                if model and top != "golfpack" and top != name.split(".")[0]:
+                    raise _model_import_error(name, imp.module)
                 todo.append(imp.module)
             elif top not in sys.stdlib_module_names and top != "__future__":
                 if decoder and top not in DECODER_LIBRARIES:
                     raise _decoder_import_error(name, imp.module)
+                if model and top not in MODEL_LIBRARIES:
+                    raise _model_import_error(name, imp.module)
                 third[top] = third.get(top, True) and imp.optional
     return _Closure(seen, third)
 
@@ -178,6 +191,12 @@ def closure(decoders: Iterable[DecoderSpec]) -> _Closure:
 def _decoder_import_error(name: str, imported: str) -> BundleError:
     return BundleError(f"decoder module '{name}' imports '{imported}'; decoders may import only the standard "
                        f"library, {', '.join(sorted(DECODER_LIBRARIES))} and decoders")
+
+
+def _model_import_error(name: str, imported: str) -> BundleError:
+    return BundleError(f"model module '{name}' imports '{imported}'; a model module may import only the standard "
+                       f"library, {', '.join(sorted(MODEL_LIBRARIES))}, golfpack's shipped code and modules of its "
+                       "own package (anything else would not ship with it)")
 
 
 class _EraseFieldTypes(ast.NodeTransformer):
@@ -211,8 +230,9 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
     return (xz, "lzma") if len(xz) <= len(br) else (br, "brotli")
 
 
-def build_bundle(decoders: Iterable[DecoderSpec]) -> CodeBundle:
-    found = closure(decoders)
+def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entry: str = RUNTIME_ENTRY,
+                 allowed: Callable[[str], bool] = is_shipped) -> CodeBundle:
+    found = closure(decoders, models, entry, allowed)
     files = {path: minify(src, path) for path, src in sorted(found.sources.values())}
     raw = sum(len(src.encode()) for _, src in found.sources.values())
     blob = pack_bundle(files)
@@ -225,14 +245,23 @@ def build_bundle(decoders: Iterable[DecoderSpec]) -> CodeBundle:
                       dist(n for n, opt in third.items() if not opt), dist(n for n, opt in third.items() if opt))
 
 
+def inlined(*modules, tail: list[str]) -> str:
+    """The sources of ``modules`` (standard-library-only runtime modules) as one script: each
+    after the first less its ``__future__`` and relative imports, which the earlier ones
+    provide; then the ``tail`` lines."""
+    lines: list[str] = []
+    for i, module in enumerate(modules):
+        own = Path(module.__file__).read_text(encoding="utf-8").splitlines()
+        lines += own if i == 0 else [ln for ln in own if not ln.startswith(("from __future__", "from ."))]
+    return "\n".join([*lines, *tail, ""])
+
+
 def bootstrap_source() -> str:
-    """The bootstrap's code: the artifact format module inlined, then ``runtime/bootstrap.py``,
-    then the call that boots, minified."""
-    own = Path(bootstrap_module.__file__).read_text(encoding="utf-8").splitlines()
-    glue = [ln for ln in own if not ln.startswith(("from __future__", "from .artifact import"))]
-    source = "\n".join([Path(artifact_format.__file__).read_text(encoding="utf-8"), *glue,
-                        "sys.exit(boot(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:]))", ""])
-    return minify(source, "__main__.py")
+    """The bootstrap's code: the artifact format module and the import hook inlined, then
+    ``runtime/bootstrap.py``, then the call that boots, minified."""
+    return minify(inlined(artifact_format, finder_module, bootstrap_module,
+                          tail=["sys.exit(boot(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:]))"]),
+                  "__main__.py")
 
 
 def bootstrap_member() -> bytes:

@@ -18,6 +18,33 @@ from ..model.console import USER_ERRORS, format_result, one_line
 from .runtime.artifact import CHALLENGE_CAP
 
 POSITIVE = click.IntRange(min=1)
+MODEL_HELP = ("Your own model: PATH.py:function, module:function, or an entry point of 'golfpack.models' "
+              "(docs/models.md). Default: golfpack's GPT, or the builder the checkpoint names.")
+
+
+def model_option(f):
+    return click.option("--model", "model", default=None, metavar="BUILDER", help=MODEL_HELP)(f)
+
+
+def use_model(model: str | None) -> str | None:
+    """Make ``--model``'s builder importable; its ``module:function`` name, or None."""
+    if model is None:
+        return None
+    from .models import resolve_model
+
+    return resolve_model(model)
+
+
+def load_model_checkpoint(checkpoint: Path, model: str | None):
+    """A checkpoint whose builder (given again with ``--model`` for a user's file) can build it."""
+    from ..model.checkpoint import CheckpointError, load_checkpoint
+
+    ref = use_model(model)
+    ckpt = load_checkpoint(checkpoint)
+    if ref is not None and ref != ckpt.model_builder:
+        raise CheckpointError(f"{checkpoint} was trained with model builder '{ckpt.model_builder}', "
+                              f"--model names '{ref}'")
+    return ckpt
 
 
 def error_message(e: BaseException) -> str:
@@ -89,14 +116,21 @@ def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> N
 @click.option("--batch-seqs", default=32, show_default=True, type=POSITIVE, help="Windows per forward pass.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as_json) -> None:
-    """Score CHECKPOINT (golfpack checkpoint or plain state dict) with the challenge's val_bpb."""
-    from ..model.checkpoint import load_checkpoint
+@model_option
+def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as_json, model) -> None:
+    """Score CHECKPOINT (golfpack checkpoint, plain state dict, or a records folder's model
+    file) with the challenge's val_bpb."""
     from ..model.distributed import init_from_env, shutdown
     from ..model.evaluate import evaluate_files
 
     ctx = init_from_env(device)
-    model = load_checkpoint(checkpoint).build_model()
+    if checkpoint.suffix == ".gpak":
+        from .records.model_file import load_model_file
+
+        use_model(model)
+        model = load_model_file(checkpoint)
+    else:
+        model = load_model_checkpoint(checkpoint, model).build_model()
     result = evaluate_files(model, val, tokenizer, seq_len, stride, batch_seqs, ctx)
     shutdown()
     if ctx.is_main:
@@ -159,19 +193,24 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a checkpoint.")
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Save a resumable checkpoint every N steps.")
 @click.option("--force", is_flag=True, help="Overwrite an existing final checkpoint in the run folder.")
-def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, **flags) -> None:
+@model_option
+def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, model, **flags) -> None:
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
     import subprocess
     import tempfile
 
     from ..codec.spec import load_spec, quantizer_rules
+    from ..model.builders import build_model, tensor_roles
     from ..model.distributed import torchrun_command
-    from ..trainer.config import load_config
+    from ..trainer.config import TrainConfig, load_config, set_builder
 
+    base = TrainConfig()
+    if (ref := use_model(model)) is not None:
+        set_builder(base, ref, " (--model)")
     sets = [f"{TRAIN_FLAGS[k]}={v}" for k, v in flags.items() if v is not None] + list(overrides)
-    cfg = load_config(config_file, sets)
+    cfg = load_config(config_file, sets, base=base)
     if pipeline is not None:
-        cfg.qat_rules = quantizer_rules(load_spec(pipeline))
+        cfg.qat_rules = quantizer_rules(load_spec(pipeline), tensor_roles(build_model(cfg.model_builder, cfg.model)))
     if nproc == 1:
         from ..trainer.train import train
 
@@ -181,6 +220,9 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg.to_dict(), f)
     cmd = torchrun_command(nproc, "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every))
+    module = sys.modules.get(cfg.model_builder.partition(":")[0])
+    if module is not None and ref is not None and model.partition(":")[0].endswith(".py"):
+        cmd += ["--model-file", str(Path(module.__file__).resolve())]
     cmd += (["--resume", str(resume)] if resume else []) + (["--force"] if force else [])
     rc = subprocess.call(cmd)
     Path(f.name).unlink(missing_ok=True)
@@ -202,10 +244,13 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
                    "[default: as the pipeline says; the default pipeline fills].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
-def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, force, as_json) -> None:
+@model_option
+def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, force, as_json, model) -> None:
     """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
     from .build import BuildOptions, build
     from .ledger import format_ledger
+
+    load_model_checkpoint(checkpoint, model)  # makes a user's model importable, and checks it is the one trained
 
     led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill),
                 echo=lambda m: click.echo(m, err=True))

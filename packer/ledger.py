@@ -74,13 +74,24 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
     return {n: v for n, v in sorted(raw.items()) if n in names and ok(v)}
 
 
+def read_rule_by_role(meta: dict, names: set[str], n_rules: int) -> dict[str, int]:
+    """The rules a role chose (``PipelineSpec.chosen_by_role``), kept only where well-typed."""
+    raw = meta.get("rule_by_role")
+    if not isinstance(raw, dict):
+        return {}
+    return {n: i for n, i in raw.items() if n in names and isinstance(i, int) and not isinstance(i, bool)
+            and 0 <= i < n_rules}
+
+
 def artifact_ledger(v: Verified, budget: int) -> Ledger:
     if budget < 1:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
     m = v.manifest
     rows = tensor_ledger(v.container, v.table)
     rules = [r["match"] for r in m.pipeline]
-    groups = [m.pipeline[i]["name"] if (i := first_match(t.name, rules)) is not None else "unmatched" for t in rows]
+    by_role = read_rule_by_role(v.container.meta, {t.name for t in rows}, len(rules))
+    index = [by_role[t.name] if t.name in by_role else first_match(t.name, rules) for t in rows]
+    groups = [m.pipeline[i]["name"] if i is not None else "unmatched" for i in index]
     return Ledger(
         path=str(v.path), sha256=v.sha256, total=v.size, budget=budget, zip_overhead=zip_overhead(v.art.order),
         bootstrap=len(v.art.members[BOOTSTRAP]), manifest=v.art.manifest_bytes,

@@ -17,7 +17,8 @@ from typing import Mapping
 from ..codec.decoders.chain import DecoderSpec, check_chain
 from ..codec.decoders.container import Container, read_container
 from ..codec.registry import Registered, decoder_table
-from .runtime.artifact import (MAX_ARTIFACT_BYTES, WEIGHTS, ArtifactError, Manifest, Unpacked, module_file,
+from .runtime.finder import module_file
+from .runtime.artifact import (MAX_ARTIFACT_BYTES, WEIGHTS, ArtifactError, Manifest, Unpacked,
                                open_artifact, unpack_bundle)
 
 

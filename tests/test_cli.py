@@ -39,7 +39,7 @@ def test_every_help_exits_zero(command):
 
 def test_eval_prints_eight_decimals(tmp_path, data_dir):
     model = make_tiny(7)
-    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg.to_dict()))
     val = tmp_path / "fineweb_val_000000.bin"
     write_shard(val, read_shard(VAL_SHARD)[:4097])
     out = golfpack("eval", str(tmp_path / "m.pt"), "--val", str(tmp_path / "fineweb_val_*.bin"),
@@ -76,13 +76,13 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     model = make_tiny(0)
-    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg.to_dict()))
     (tmp_path / "garbage.pt").write_bytes(b"\xff\xfe not a checkpoint")
     (tmp_path / "bad.bin").write_bytes(b"\0" * 2048)
     (tmp_path / "bad.jsonl").write_text('{"txt": "no text field"}\n')
     state = dict(model.state_dict())
     state["blocks.0.attn.c_q.weight"] = state["blocks.0.attn.c_q.weight"][:, :32]  # a state dict that does not fit
-    save_checkpoint(tmp_path / "other.pt", Checkpoint(state, model.cfg))
+    save_checkpoint(tmp_path / "other.pt", Checkpoint(state, model.cfg.to_dict()))
     out = golfpack(*[a.format(tmp=tmp_path) for a in args])
     assert out.returncode == 1
     assert "Traceback" not in out.stderr

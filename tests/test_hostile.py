@@ -42,7 +42,7 @@ class Artifact(bytes):
 def genuine(tmp_path_factory) -> bytes:
     d = tmp_path_factory.mktemp("genuine")
     m = make_tiny(3)
-    save_checkpoint(d / "m.pt", Checkpoint(m.state_dict(), m.cfg))
+    save_checkpoint(d / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict()))
     build(d / "m.pt", PIPELINE, d / "a.pyz", echo=lambda _: None, progress=False)
     return Artifact((d / "a.pyz").read_bytes())
 

@@ -30,7 +30,7 @@ def test_pip_install_in_fresh_venv_builds_inspects_and_runs(tmp_path, small_val,
 
     exe = tmp_path / "venv" / "bin" / "golfpack"
     model = make_tiny(5)
-    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg.to_dict()))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         out = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)

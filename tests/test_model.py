@@ -35,10 +35,10 @@ def test_challenge_style_state_dict_loads_and_round_trips(tmp_path):
     sd["tok_emb.weight"] = sd["tok_emb.weight"].bfloat16()
     torch.save(sd, tmp_path / "final_model.pt")
     ckpt = load_checkpoint(tmp_path / "final_model.pt")
-    assert ckpt.model_config == TINY
+    assert ckpt.model_config == TINY.to_dict()
     loaded = ckpt.build_model()
     assert torch.equal(loaded.tok_emb.weight, sd["tok_emb.weight"].float())
-    save_checkpoint(tmp_path / "gp.pt", Checkpoint(loaded.state_dict(), loaded.cfg))
+    save_checkpoint(tmp_path / "gp.pt", Checkpoint(loaded.state_dict(), loaded.cfg.to_dict()))
     again = load_checkpoint(tmp_path / "gp.pt").build_model()
     for (k, a), b in zip(loaded.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k

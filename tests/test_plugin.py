@@ -55,7 +55,7 @@ def test_out_of_tree_plugin_round_trips(tmp_path):
     assert "bytes -> bytes" in line and "key=90" in line and "plugin golfpack-xor" in line
     # An artifact that uses the stage carries its decoder: it runs where the plugin is not installed.
     model = make_tiny(2)
-    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg))
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg.to_dict()))
     art = tmp_path / "xor.pyz"
     built = subprocess.run([sys.executable, "-m", "golfpack.packer", "build", str(tmp_path / "m.pt"), "--out", str(art),
                             "--pipeline", "blocks.*=rtn bits=6 -> pack -> xor key=7 -> zstd; *=fp16 -> brotli"],

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from golfpack.model import GPTConfig
+from golfpack.model.builders import build_model, tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.trainer.calibrate import collect_hessians
 from golfpack.trainer.config import ConfigError, load_config
@@ -32,7 +33,7 @@ def test_config_file_and_overrides(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('iterations = 7\nmatrix_lr = 0.02\n[model]\nnum_layers = 3\n')
     cfg = load_config(p, ["model.model_dim=128", "ema_decay=0.99", "compile=false"])
-    assert (cfg.iterations, cfg.matrix_lr, cfg.model.num_layers, cfg.model.model_dim) == (7, 0.02, 3, 128)
+    assert (cfg.iterations, cfg.matrix_lr, cfg.model["num_layers"], cfg.model["model_dim"]) == (7, 0.02, 3, 128)
     assert cfg.ema_decay == 0.99 and cfg.compile is False
     for bad, msg in [(["nope=1"], "unknown config key 'nope'"), (["iterations=x"], "must be int"),
                      (["model.num_heads=7"], "divisible"), (["iterations"], "key=value")]:
@@ -43,7 +44,7 @@ def test_config_file_and_overrides(tmp_path):
 def test_baseline_config_runs_steps_on_cpu(tmp_path, train_glob):
     cfg = tiny_cfg(tmp_path, train_glob, "iterations=2", "train_seq_len=128", "train_batch_tokens=1024",
                    "val_max_tokens=1024")
-    cfg.model = GPTConfig()
+    cfg.model = GPTConfig().to_dict()
     lines = []
     result = train(cfg, echo=lines.append)
     assert any("model_params:17059912" in ln for ln in lines)
@@ -84,7 +85,8 @@ def test_qat_changes_the_forward_pass_even_when_compiled():
     compiled = torch.compile(model, backend="eager")
     before = compiled.logits(x) if hasattr(compiled, "logits") else model.logits(x)
     plain = compiled(x, x)
-    names = set_qat(model, quantizer_rules(load_spec("blocks.*=rtn bits=3 -> ans; tok_emb.*=rtn bits=4 -> ans; *=fp16 -> zstd")), True)
+    names = set_qat(model, quantizer_rules(load_spec("blocks.*=rtn bits=3 -> ans; tok_emb.*=rtn bits=4 -> ans; *=fp16 -> zstd"),
+                                         tensor_roles(model)), True)
     assert "blocks.0.attn.c_q.weight" in names and "tok_emb.weight" in names
     quantized = compiled(x, x)
     assert not torch.allclose(plain, quantized), "QAT did not change the compiled forward pass"
@@ -95,7 +97,7 @@ def test_qat_changes_the_forward_pass_even_when_compiled():
 
 def test_switch_probe_trusts_only_a_graph_that_sees_qat():
     model = make_tiny(5)
-    rules = quantizer_rules(load_spec("*=rtn bits=3 -> ans"))
+    rules = quantizer_rules(load_spec("*=rtn bits=3 -> ans"), tensor_roles(model))
     x = torch.randint(0, 1024, (2, 32))
     compiled = torch.compile(model, backend="eager")
     compiled(x, x)  # trace without QAT
@@ -111,7 +113,7 @@ def test_switch_probe_trusts_only_a_graph_that_sees_qat():
 def test_qat_switch_is_logged(tmp_path, train_glob):
     lines = []
     cfg = tiny_cfg(tmp_path, train_glob, "iterations=4", "qat_start_frac=0.5")
-    cfg.qat_rules = quantizer_rules(load_spec("default"))
+    cfg.qat_rules = quantizer_rules(load_spec("default"), tensor_roles(build_model(cfg.model_builder, cfg.model)))
     train(cfg, echo=lines.append)
     assert any(re.match(r"qat:on step:2 .*quantized_weights:13$", ln) for ln in lines), lines
 
@@ -152,4 +154,4 @@ def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
 
 def test_model_overrides_are_checked_together():
     cfg = load_config(None, ["model.num_heads=5", "model.num_kv_heads=5", "model.model_dim=320"])
-    assert (cfg.model.num_heads, cfg.model.num_kv_heads, cfg.model.model_dim) == (5, 5, 320)
+    assert (cfg.model["num_heads"], cfg.model["num_kv_heads"], cfg.model["model_dim"]) == (5, 5, 320)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..model.builders import load_module_file
 from ..model.console import USER_ERRORS, one_line
 from ..model.distributed import shutdown
 from .config import load_config
@@ -17,10 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", default=None, help="checkpoint with resume state")
     ap.add_argument("--force", action="store_true", help="overwrite an existing final checkpoint")
     ap.add_argument("--save-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    ap.add_argument("--model-file", default=None, help="a model module to import first (a user's PATH.py)")
     ap.add_argument("--debug", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value (model.num_layers=4)")
     args = ap.parse_args(argv)
     try:
+        if args.model_file:
+            load_module_file(args.model_file)
         cfg = load_config(args.config, args.overrides)
         train(cfg, resume=args.resume, force=args.force, save_every=args.save_every)
     except USER_ERRORS as e:

@@ -1,7 +1,8 @@
 """GPTQ calibration: ``H = 2 X^T X / n`` of the inputs of every linear layer, from training data.
 
-Hooks record the input of each ``CastedLinear`` and, for a tied embedding, the final hidden
-states that multiply ``tok_emb.weight`` as the output layer. Inputs of q/k/v share one
+Hooks record the input of each linear layer and, for a tied embedding (a model without
+``lm_head`` whose ``head`` maps hidden states to logits, as the GPT), the final hidden states
+that multiply ``tok_emb.weight`` as the output layer. Inputs of q/k/v share one
 Hessian object (they see the same activations). Only training shards are read.
 """
 from __future__ import annotations
@@ -13,7 +14,6 @@ import torch
 
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes
-from ..model.gpt import GPT, CastedLinear
 from ..model.shards import TokenStream
 
 CALIB_SUFFIX = ".calib.pt"
@@ -26,7 +26,7 @@ def calib_path(checkpoint: str | os.PathLike) -> Path:
 
 
 @torch.no_grad()
-def collect_hessians(model: GPT, train_files: str, tokens: int, seq_len: int, batch_seqs: int = 8,
+def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, batch_seqs: int = 8,
                      device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
     if tokens < seq_len:
         raise ValueError(f"calibration needs at least one sequence ({seq_len} tokens), got {tokens}")
@@ -44,12 +44,12 @@ def collect_hessians(model: GPT, train_files: str, tokens: int, seq_len: int, ba
 
     hooks, sites = [], {}
     for name, module in model.named_modules():
-        if isinstance(module, CastedLinear):
+        if isinstance(module, torch.nn.Linear):
             site = f"{name.rsplit('.', 1)[0]}.qkv" if name.endswith((".c_q", ".c_k", ".c_v")) else name
             if site not in sites.values():
                 hooks.append(module.register_forward_pre_hook(lambda m, a, s=site: accumulate(s, a[0])))
             sites[f"{name}.weight"] = site
-    if model.lm_head is None:  # the tied embedding is the output layer: its input is the final hidden state
+    if getattr(model, "lm_head", 0) is None and hasattr(model, "head"):  # the tied embedding is the output layer: its input is the final hidden state
         sites["tok_emb.weight"] = "head"
         original_head = model.head
 
@@ -58,7 +58,7 @@ def collect_hessians(model: GPT, train_files: str, tokens: int, seq_len: int, ba
             return original_head(h)
 
         model.head = head
-    stream = TokenStream(train_files, model.cfg.vocab_size)
+    stream = TokenStream(train_files, model.vocab_size)
     was_training = model.training
     model.eval().to(device)
     n_seqs = tokens // seq_len

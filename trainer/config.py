@@ -1,9 +1,10 @@
 """Training configuration: one dataclass, defaults = the challenge baseline recipe.
 
 Resolution order (later wins): defaults, a TOML/JSON file (top-level keys for training,
-a ``[model]`` table for :class:`GPTConfig`), then ``key=value`` overrides from the command
-line (``model.num_layers=4``). The resolved config is logged at start and saved in every
-checkpoint.
+a ``[model]`` table for the model's config), then ``key=value`` overrides from the command
+line (``model.num_layers=4``). The model is golfpack's GPT unless ``model_builder`` names
+another (``module:function``, model/builders.py); its config then starts from that module's
+``DEFAULT_CONFIG``. The resolved config is logged at start and saved in every checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..codec.decoders.base import coerce
+from ..model.builders import GPT_BUILDER, default_config, split_builder
 from ..model.config import GPTConfig
 
 if sys.version_info >= (3, 11):
@@ -74,12 +76,15 @@ class TrainConfig:
     val_max_tokens: int = 0  # 0: the whole validation set
     # calibration for GPTQ after training
     calib_tokens: int = 0  # 0: no calibration pass
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model_builder: str = GPT_BUILDER
+    model: dict = field(default_factory=lambda: GPTConfig().to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
+        return dataclasses.asdict(self)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model["vocab_size"])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -97,21 +102,56 @@ def _convert(current: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"config key {e}") from None
 
 
+def _literal(value: Any) -> Any:
+    """A model key the builder has no default for: ``4`` -> 4, ``0.5`` -> 0.5, ``true`` ->
+    True, anything else stays a string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def set_builder(cfg: TrainConfig, ref: str, where: str) -> None:
+    """Switch the model builder; a new builder's config starts from its own defaults."""
+    try:
+        split_builder(ref)
+        if ref != cfg.model_builder:
+            cfg.model = GPTConfig().to_dict() if ref == GPT_BUILDER else default_config(ref)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"model_builder{where}: {e}") from None
+    cfg.model_builder = ref
+
+
+def apply_model(cfg: TrainConfig, value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"'model'{where} must be a table")
+    model = dict(cfg.model)
+    known = cfg.model_builder == GPT_BUILDER or bool(model)  # a builder without defaults takes any key
+    for mk, mv in value.items():
+        if mk not in model and known:
+            raise ConfigError(f"unknown model config key '{mk}'{where}")
+        model[mk] = _convert(model[mk], mv, f"model.{mk}") if mk in model else _literal(mv)
+    if cfg.model_builder == GPT_BUILDER:
+        try:
+            model = GPTConfig(**model).to_dict()
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model config{where}: {e}") from None
+    if not isinstance(model.get("vocab_size"), int):
+        raise ConfigError(f"model config{where}: needs an integer 'vocab_size'")
+    cfg.model = model
+
+
 def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
     where = f" in {source}" if source else ""
+    if "model_builder" in d:  # first: it decides which model keys exist
+        set_builder(cfg, str(d["model_builder"]), where)
     for key, value in d.items():
+        if key == "model_builder":
+            continue
         if key == "model":
-            if not isinstance(value, dict):
-                raise ConfigError(f"'model'{where} must be a table")
-            model = cfg.model.to_dict()
-            for mk, mv in value.items():
-                if mk not in model:
-                    raise ConfigError(f"unknown model config key '{mk}'{where}")
-                model[mk] = _convert(model[mk], mv, f"model.{mk}")
-            try:
-                cfg.model = GPTConfig(**model)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"model config{where}: {e}") from None
+            apply_model(cfg, value, where)
             continue
         if key not in {f.name for f in dataclasses.fields(cfg)}:
             raise ConfigError(f"unknown config key '{key}'{where}")

@@ -21,7 +21,7 @@ import torch
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.intq import ClipRule, fake_quantize
-from ..model.gpt import GPT, CastedLinear
+from ..model.gpt import CastedLinear
 
 
 def parse_rules(rules: Iterable[Sequence]) -> list[tuple[str, int, ClipRule]]:
@@ -33,11 +33,13 @@ def parse_rules(rules: Iterable[Sequence]) -> list[tuple[str, int, ClipRule]]:
     return out
 
 
-def _targets(model: GPT):
+def _targets(model: torch.nn.Module):
+    """Where a fake quantizer can go: every ``CastedLinear`` (a plugin model gets QAT by using
+    it), and a tied embedding that declares ``head_weight_fn`` as the GPT does."""
     for name, module in model.named_modules():
         if isinstance(module, CastedLinear):
             yield f"{name}.weight", module, "weight_fn"
-    if model.lm_head is None:
+    if getattr(model, "lm_head", 0) is None and hasattr(model, "head_weight_fn"):
         yield "tok_emb.weight", model, "head_weight_fn"
 
 
@@ -47,7 +49,7 @@ def _quantizer(bits: int, rule: ClipRule):
     return partial(fake_quantize, bits=bits, rule=rule)
 
 
-def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool, reset: bool = True) -> list[str]:
+def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, reset: bool = True) -> list[str]:
     """Install (or remove) fake quantizers; returns the names of quantized weights.
 
     ``reset=False`` keeps torch.compile's caches: only safe once :func:`switch_is_visible`
@@ -66,7 +68,7 @@ def set_qat(model: GPT, rules: Iterable[Sequence], enabled: bool, reset: bool = 
     return done
 
 
-def switch_is_visible(forward: Callable[[], torch.Tensor], model: GPT, rules: Iterable[Sequence]) -> bool:
+def switch_is_visible(forward: Callable[[], torch.Tensor], model: torch.nn.Module, rules: Iterable[Sequence]) -> bool:
     """With QAT on, compare ``forward()`` before and after switching QAT off without a reset.
     Equal outputs mean the compiled graph ignored the switch (the constant-folding failure).
     Gradients stay enabled so the probe runs the very graphs training uses (no backward is

@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env
 from ..model.console import progress_bar
-from ..model.gpt import GPT, CastedLinear, is_control, restore_low_dim_params_to_fp32
+from ..model.builders import build_model, parameter_kinds
+from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
@@ -63,22 +64,25 @@ class Logger:
                 print(msg, file=f)
 
 
-def build_optimizers(model: GPT, cfg: TrainConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
-    """The challenge's split: Muon for block matrices, Adam for embedding, head and controls."""
-    named = list(model.blocks.named_parameters())
-    matrices = [p for n, p in named if not is_control(n, p)]
-    scalars = [p for n, p in named if is_control(n, p)] + ([model.skip_weights] if model.skip_weights.numel() else [])
+def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
+    """The challenge's split, by each parameter's kind (``model.builders.parameter_kinds``):
+    Muon for matrices, Adam for the embedding (the tied learning rate when there is no separate
+    head), the head, and the control tensors. For the baseline GPT this is the challenge's
+    grouping exactly."""
+    kinds = parameter_kinds(model)
+    params = {k: [p for n, p in model.named_parameters() if kinds[n] == k and p.numel()]
+              for k in ("embedding", "head", "matrix", "control")}
     fused = next(model.parameters()).is_cuda
     adam = lambda params, lr: torch.optim.Adam(  # noqa: E731
         [{"params": params, "lr": lr, "base_lr": lr}], betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
-    token_lr = cfg.tied_embed_lr if cfg.model.tie_embeddings else cfg.embed_lr
-    muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
+    token_lr = cfg.embed_lr if params["head"] else cfg.tied_embed_lr
+    muon = Muon(params["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
                 weight_decay=cfg.weight_decay)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    optimizers = [adam([model.tok_emb.weight], token_lr), muon, adam(scalars, cfg.scalar_lr)]
-    if model.lm_head is not None:
-        optimizers.insert(1, adam([model.lm_head.weight], cfg.head_lr))
+    optimizers = [adam(params["embedding"], token_lr), muon, adam(params["control"], cfg.scalar_lr)]
+    if params["head"]:
+        optimizers.insert(1, adam(params["head"], cfg.head_lr))
     return optimizers, muon
 
 
@@ -138,17 +142,17 @@ class Run:
     # -- setup ------------------------------------------------------------------------------
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.tables = byte_tables_for(cfg.tokenizer, cfg.model.vocab_size)
-        val_tokens = load_tokens(cfg.val_files, cfg.model.vocab_size)
+        self.tables = byte_tables_for(cfg.tokenizer, cfg.vocab_size)
+        val_tokens = load_tokens(cfg.val_files, cfg.vocab_size)
         if cfg.val_max_tokens:
             val_tokens = val_tokens[: cfg.val_max_tokens + 1]
         self.val_tokens = truncate_for_eval(val_tokens, cfg.train_seq_len)
         self.loader = DistributedTokenLoader(cfg.train_files, self.ctx.rank, self.world, self.ctx.device,
-                                             cfg.model.vocab_size)
+                                             cfg.vocab_size)
 
     def _build_model(self) -> None:
         cfg, ctx = self.cfg, self.ctx
-        base = GPT(cfg.model).to(ctx.device)
+        base = build_model(cfg.model_builder, cfg.model).to(ctx.device)
         if self.cuda:
             base = base.bfloat16()
             for m in base.modules():
@@ -404,4 +408,4 @@ class Run:
         meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
         save_checkpoint(path, Checkpoint({k: v.detach().float().cpu() for k, v in weights.items()}, cfg.model,
-                                         cfg.to_dict(), meta, resume_state))
+                                         cfg.to_dict(), meta, resume_state, cfg.model_builder))

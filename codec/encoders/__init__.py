@@ -1,13 +1,20 @@
-"""Encode halves of the built-in codec stages (build side, never shipped). A stage in
-``encoders/<name>.py`` decodes with ``decoders/<name>.py``."""
-from .ans import ANS
-from .brotli import Brotli
-from .ctxans import CtxANS
-from .floats import BF16, FP16, FP32
-from .intq import GPTQ, RTN
-from .lzma import LZMA
-from .pack import Pack
-from .shuffle import Shuffle
-from .zstd import Zstd
+"""Encode halves of the built-in codec stages (build side). A stage in ``encoders/<name>.py``
+decodes with ``decoders/<name>.py``.
 
-BUILTIN = (RTN, GPTQ, FP16, BF16, FP32, Pack, Shuffle, ANS, CtxANS, Zstd, Brotli, LZMA)
+``BUILTIN`` loads on first use (PEP 562), so importing one encoder module does not import
+them all: a records script ships only the encoders its pipeline uses, and only their libraries
+become its requirements."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"),
+                  ("pack", "Pack"), ("shuffle", "Shuffle"), ("ans", "ANS"), ("ctxans", "CtxANS"), ("zstd", "Zstd"),
+                  ("brotli", "Brotli"), ("lzma", "LZMA"))
+
+
+def __getattr__(name: str) -> Any:
+    if name != "BUILTIN":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return tuple(getattr(importlib.import_module(f".{module}", __name__), cls) for module, cls in BUILTIN_STAGES)

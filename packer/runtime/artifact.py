@@ -116,6 +116,7 @@ def _is_str(v: object, n: int = 256, pattern: str = r".+") -> bool:
 
 MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 KIND = r"tensor|symbols|bytes"
+ROLE = r"matrix|embedding|small"
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Manifest:
     code: dict  # {"member", "codec", "raw_bytes", "minified_bytes", "files"}
     weights: dict  # {"member"}
     decoders: dict  # stage name -> [decoder module, consumes, produces]
-    pipeline: list  # [{"name", "match": [globs], "chain"}]: the rules as data, for the ledger
+    pipeline: list  # [{"name", "match": [globs], "chain", "role": [roles] (optional)}]: the rules as data
     requirements: dict  # {"required": [distributions], "optional": [distributions]}
     train_config: object  # the trainer's resolved config, or None
     sha256: dict  # member name -> hex SHA-256
@@ -168,9 +169,11 @@ class Manifest:
             and _is_str(v[1], 8, KIND) and _is_str(v[2], 8, KIND) for k, v in self.decoders.items()),
             "'decoders' must map stage names to [module, consumes, produces]")
         _check(isinstance(self.pipeline, list) and len(self.pipeline) <= 256 and all(
-            isinstance(r, dict) and set(r) == {"name", "match", "chain"} and _is_str(r["name"]) and _is_str(r["chain"], 4096)
-            and isinstance(r["match"], list) and 0 < len(r["match"]) <= 256 and all(_is_str(g) for g in r["match"])
-            for r in self.pipeline), "'pipeline' must be a list of {name, match, chain} rules")
+            isinstance(r, dict) and set(r) - {"role"} == {"name", "match", "chain"} and _is_str(r["name"])
+            and _is_str(r["chain"], 4096) and isinstance(r["match"], list) and len(r["match"]) <= 256
+            and all(_is_str(g) for g in r["match"]) and isinstance(r.get("role", []), list)
+            and all(_is_str(x, 16, ROLE) for x in r.get("role", [])) and len(r["match"]) + len(r.get("role", [])) > 0
+            for r in self.pipeline), "'pipeline' must be a list of {name, match, chain[, role]} rules")
         r = self.requirements
         _check(isinstance(r, dict) and set(r) == {"required", "optional"} and all(
             isinstance(r[k], list) and len(r[k]) <= 64 and all(_is_str(d, 64, r"[\w.-]+") for d in r[k]) for k in r),
@@ -268,9 +271,3 @@ def unpack_bundle(manifest: Manifest, blob: bytes) -> dict:
             not all(re.fullmatch(BUNDLE_PATH, p) for p in files):
         raise ArtifactError("code bundle is malformed")
     return files
-
-
-def module_file(module: str, files: dict) -> str | None:
-    """The bundle path that provides ``module`` (a package's ``__init__.py`` or a module file)."""
-    base = module.replace(".", "/")
-    return next((f for f in (base + "/__init__.py", base + ".py") if f in files), None)

@@ -10,34 +10,38 @@ import json
 import sys
 import time
 
+import torch
+
 from ...codec.decoders.chain import DecoderSpec, decode_container
 from ...codec.decoders.container import read_container
-from ...model.config import GPTConfig
+from ...model.builders import ModelBuilderError, build_model, builder_module, builder_of, load_weights
 from ...model.console import USER_ERRORS, format_result, one_line
 from ...model.distributed import init_from_env, shutdown
-from ...model.gpt import GPT
+from .finder import module_file
 
 
-def load_model(art) -> tuple[GPT, float]:
-    """The packed weights, decoded by the artifact's own decoders, in the packed model; and the
-    seconds the decode took (it counts against the challenge's evaluation time)."""
+def load_model(art, files: dict) -> tuple[torch.nn.Module, float]:
+    """The packed weights, decoded by the artifact's own decoders, in the packed model (built by
+    the artifact's own model module); and the seconds the decode took (it counts against the
+    challenge's evaluation time)."""
     t0 = time.perf_counter()
     manifest = art.manifest
     container = read_container(art.members[manifest.weights["member"]])
     table = {name: DecoderSpec(*spec) for name, spec in manifest.decoders.items()}
     state = decode_container(container, table)
     seconds = time.perf_counter() - t0
-    model = GPT(GPTConfig.from_dict(container.meta["model_config"]))
-    model.load_state_dict(state, strict=True)
-    return model, seconds
+    ref, config = builder_of(container.meta)
+    if module_file(builder_module(ref), files) is None:
+        raise ModelBuilderError(f"model module '{builder_module(ref)}' is not in the artifact's own bundle")
+    return load_weights(build_model(ref, config), state, "artifact"), seconds
 
 
-def cmd_eval(args: argparse.Namespace, art) -> int:
+def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
     from ...model.evaluate import evaluate_files
 
     t0 = time.perf_counter()
     ctx = init_from_env(args.device)
-    model, decode_seconds = load_model(art)
+    model, decode_seconds = load_model(art, files)
     result = evaluate_files(model, args.val, args.tokenizer, args.seq_len, args.stride, args.batch_seqs, ctx,
                             progress=not args.json)
     shutdown()
@@ -48,7 +52,7 @@ def cmd_eval(args: argparse.Namespace, art) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, art) -> int:
+def cmd_train(args: argparse.Namespace, art, files: dict) -> int:
     from ...trainer.config import TrainConfig, load_config
     from ...trainer.train import train
 
@@ -59,8 +63,8 @@ def cmd_train(args: argparse.Namespace, art) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, art) -> int:
-    model, seconds = load_model(art)  # the bootstrap already checked every hash
+def cmd_verify(args: argparse.Namespace, art, files: dict) -> int:
+    model, seconds = load_model(art, files)  # the bootstrap already checked every hash
     n = sum(p.numel() for p in model.parameters())
     print(f"ok: hashes verified, {len(art.manifest.sha256) + 1} members, weights decode to {n} parameters "
           f"in {seconds:.2f}s")
@@ -92,7 +96,7 @@ def main(argv: list[str], art, files: dict) -> int:
     sub.add_parser("verify", help="check hashes and that the weights decode")
     args = ap.parse_args(argv)
     try:
-        return {"eval": cmd_eval, "train": cmd_train, "verify": cmd_verify}[args.command](args, art)
+        return {"eval": cmd_eval, "train": cmd_train, "verify": cmd_verify}[args.command](args, art, files)
     except USER_ERRORS as e:
         print(f"submission: error: {one_line(e)}", file=sys.stderr)
         return 1

@@ -1,0 +1,173 @@
+"""Which module builds the model: golfpack's GPT or the user's own, named ``module:function``.
+
+A model builder is a function ``build(config: dict) -> torch.nn.Module`` whose module has
+
+* ``forward(input_ids, target_ids)``: the mean token cross-entropy (what training minimises);
+* ``logits(input_ids)``: ``(batch, seq, vocab)`` logits (what exact val_bpb scoring reads);
+* ``vocab_size``: an int attribute (which shards and tokenizers it fits);
+
+and a module may set ``DEFAULT_CONFIG`` (a dict) for the keys a run does not set. golfpack
+trains, calibrates, codes, ships and scores any such module: the builder's name and its config
+travel in every checkpoint, container and records script, and the module's source ships in
+the bundle, so an artifact rebuilds the model where golfpack is not installed.
+
+A user's file (``path/to/model.py:build``) is imported as the module its stem names
+(:func:`load_module_file`); entry points are the build side's business (``packer.models``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import keyword
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .gpt import is_control
+
+GPT_BUILDER = "golfpack.model.gpt:build"
+BUILDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+MATRIX_MIN_ELEMENTS = 65_536  # the records' line: smaller tensors are "small" (stored near float)
+ROLES = ("matrix", "embedding", "small")
+
+
+class ModelBuilderError(ValueError):
+    """A model builder cannot be found, or what it built breaks the model contract."""
+
+
+def load_module_file(path: str | Path) -> str:
+    """Import ``path`` as the top-level module named by its stem; returns that name. A stem that
+    would shadow another module (the standard library, an installed package) is refused."""
+    path = Path(path)
+    name = path.stem
+    if not path.is_file():
+        raise ModelBuilderError(f"{path}: no such model file")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ModelBuilderError(f"{path}: the file name must be a Python identifier (it becomes the module name)")
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve():
+            return name
+        raise ModelBuilderError(f"{path}: module name '{name}' is taken by {getattr(loaded, '__file__', 'a module')}; "
+                                "rename the file")
+    if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+        raise ModelBuilderError(f"{path}: module name '{name}' would shadow an existing module; rename the file")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's code: any failure becomes one line
+        del sys.modules[name]
+        raise ModelBuilderError(f"{path}: failed to import ({type(e).__name__}: {e})") from None
+    return name
+
+
+def split_builder(ref: str) -> tuple[str, str]:
+    if not isinstance(ref, str) or not BUILDER.fullmatch(ref):
+        raise ModelBuilderError(f"model builder must be 'module:function', got {ref!r}")
+    module, _, function = ref.partition(":")
+    return module, function
+
+
+def builder_module(ref: str) -> str:
+    return split_builder(ref)[0]
+
+
+def load_builder(ref: str) -> Callable[[dict], nn.Module]:
+    module, function = split_builder(ref)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ModelBuilderError(f"cannot import model module '{module}' ({e}); pass --model PATH.py:function "
+                                "or install the package that provides it") from None
+    fn = getattr(mod, function, None)
+    if not callable(fn):
+        raise ModelBuilderError(f"model module '{module}' has no function '{function}'")
+    return fn
+
+
+def default_config(ref: str) -> dict[str, Any]:
+    """The builder's defaults: its module's ``DEFAULT_CONFIG`` (GPT: the challenge baseline)."""
+    mod = importlib.import_module(split_builder(ref)[0])
+    return dict(getattr(mod, "DEFAULT_CONFIG", {}))
+
+
+def build_model(ref: str, config: Mapping[str, Any]) -> nn.Module:
+    """Build and check the contract, so a broken plugin fails here with its name, not mid-run."""
+    model = load_builder(ref)(dict(config))
+    if not isinstance(model, nn.Module):
+        raise ModelBuilderError(f"model builder '{ref}' returned {type(model).__name__}, not a torch.nn.Module")
+    missing = [a for a in ("forward", "logits", "vocab_size") if not hasattr(model, a)]
+    if missing or not isinstance(getattr(model, "vocab_size", None), int):
+        raise ModelBuilderError(f"model from '{ref}' lacks {missing or ['an int vocab_size']} "
+                                "(see docs/models.md for the contract)")
+    return model
+
+
+def model_meta(ref: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a container's meta records of its model, for the artifact to rebuild it."""
+    return {"model_builder": ref, "model_config": dict(config)}
+
+
+def builder_of(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(builder, config)`` from a container's meta (no builder: golfpack's GPT, as before
+    builders existed)."""
+    ref, config = meta.get("model_builder", GPT_BUILDER), meta.get("model_config")
+    split_builder(ref)
+    if not isinstance(config, dict):
+        raise ModelBuilderError("the container's meta has no model_config table")
+    return ref, config
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """``load_state_dict(strict=True)``, with torch's long complaint cut to its first line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise ModelBuilderError(f"{source}: state dict does not fit the model: "
+                                f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
+    return model
+
+
+def parameter_kinds(model: nn.Module) -> dict[str, str]:
+    """Each parameter's part in training: ``embedding`` (an ``nn.Embedding``), ``head`` (the
+    untied output layer, by convention ``model.lm_head``), ``matrix`` (other 2-D weights: Muon)
+    or ``control`` (vectors, scalars, and the challenge's named scales and gains: Adam)."""
+    head = getattr(model, "lm_head", None)
+    head_params = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    kinds = {}
+    for name, p in model.named_parameters():
+        if id(p) in embedding_params:
+            kinds[name] = "embedding"
+        elif id(p) in head_params:
+            kinds[name] = "head"
+        elif p.ndim == 2 and not is_control(name, p):
+            kinds[name] = "matrix"
+        else:
+            kinds[name] = "control"
+    return kinds
+
+
+def tensor_roles(model: nn.Module) -> dict[str, str]:
+    """Each state-dict tensor's role for the codec's rules (``role = ...``): ``embedding``
+    (token embedding or output head), ``matrix`` (any other weight of 2 or more dimensions with
+    at least ``MATRIX_MIN_ELEMENTS`` values) or ``small``; so a pipeline fits a model whose
+    names it has never seen."""
+    kinds = parameter_kinds(model)
+    roles = {}
+    for name, t in model.state_dict().items():
+        kind = kinds.get(name, "control")
+        if kind in ("embedding", "head"):
+            roles[name] = "embedding"
+        elif t.ndim >= 2 and t.numel() >= MATRIX_MIN_ELEMENTS and kind == "matrix":
+            roles[name] = "matrix"
+        else:
+            roles[name] = "small"
+    return roles

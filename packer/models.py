@@ -1,0 +1,39 @@
+"""``--model``: find the user's model builder (model/builders.py) and make it importable by name.
+
+Three spellings, all resolved to a ``module:function`` name that checkpoints, containers and
+records scripts store:
+
+* ``path/to/model.py:build``: the file is loaded as the top-level module ``model`` (its stem,
+  ``model.builders.load_module_file``), and its source ships in the bundle under that name;
+* ``name``: an entry point of the group ``golfpack.models`` (``pkg.module:build``);
+* ``pkg.module:build``: an importable module, named directly.
+
+Inside an artifact or records script the module is one of the bundle's.
+"""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from ..model.builders import BUILDER, ModelBuilderError, load_builder, load_module_file
+
+ENTRY_POINT_GROUP = "golfpack.models"
+
+
+def resolve_model(text: str) -> str:
+    """The ``module:function`` builder ``--model TEXT`` names, importable from now on."""
+    path, colon, function = text.rpartition(":")
+    if colon and path.endswith(".py"):
+        ref = f"{load_module_file(Path(path))}:{function}"
+    elif not colon:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == text]
+        if not found:
+            raise ModelBuilderError(f"--model {text!r}: not PATH.py:function, module:function, or an entry point "
+                                    f"of '{ENTRY_POINT_GROUP}'")
+        ref = found[0].value.replace(" ", "")
+    else:
+        ref = text
+    if not BUILDER.fullmatch(ref):
+        raise ModelBuilderError(f"--model {text!r}: the builder must be a function name after ':'")
+    load_builder(ref)  # fails now, with the name, if the function is missing
+    return ref
