@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import Mapping
 
 from .decoders.chain import DecoderSpec
-from .encoders import BUILTIN
+from . import encoders
 from .stage import Stage, StageError
 
 ENTRY_POINT_GROUP = "golfpack.stages"
@@ -41,7 +41,7 @@ def _load_plugin(ep, found: Mapping[str, Registered]) -> Registered:
 
 
 def discover() -> dict[str, Registered]:
-    found = {cls.name: Registered(cls, "builtin") for cls in BUILTIN}
+    found = {cls.name: Registered(cls, "builtin") for cls in encoders.BUILTIN}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         reg = _load_plugin(ep, found)
         found.setdefault(ep.name, reg)

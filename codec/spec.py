@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_SPEC = Path(__file__).with_name("default_pipeline.toml")
+DEFAULT_SPEC_FILE = "default_pipeline.toml"  # beside this module (a records script carries its spec as data)
 
 RULE_KEYS = {"match", "role", "chain", "name", "allocate"}
 ROLES = ("matrix", "embedding", "small")
@@ -111,6 +111,13 @@ class PipelineSpec:
         return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} | ({"role": list(r.roles)} if r.roles else {})
                 for r in self.rules]
 
+    def to_doc(self) -> dict:
+        """The spec as a pipeline file's table (``spec_from_doc`` reads it back): how a records
+        script carries its pipeline."""
+        rules = [{"name": r.label, "match": list(r.patterns), "role": list(r.roles), "chain": r.chain,
+                  "allocate": r.allocate} for r in self.rules]
+        return {"fill": self.fill, "rule": rules}
+
     def needs_calibration(self, names: list[str]) -> bool:
         return any(s.needs_calibration for n in names for s in self.rule_for(n).stages)
 
@@ -171,7 +178,7 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
 def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] | None = None) -> PipelineSpec:
     registry = discover() if registry is None else registry
     text = str(spec)
-    path = DEFAULT_SPEC if text == "default" else Path(text)
+    path = Path(__file__).with_name(DEFAULT_SPEC_FILE) if text == "default" else Path(text)
     if text == "default" or text.endswith(".toml"):
         if not path.is_file():
             raise StageError(f"{path}: no such pipeline file")
@@ -179,12 +186,7 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             raise StageError(f"{path}: not valid TOML ({e})") from None
-        fill = doc.get("fill", False)
-        if not isinstance(fill, bool) or set(doc) - SPEC_KEYS:
-            raise StageError(f"{path}: a pipeline file has [[rule]] tables and optionally 'fill' (true/false), "
-                             "nothing else")
-        source = "default" if text == "default" else str(path)
-        return PipelineSpec(_rules_from_toml(doc, str(path), registry), source, fill)
+        return spec_from_doc(doc, "default" if text == "default" else str(path), registry)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
         pattern, eq, chain = (x.strip() for x in part.partition("="))
@@ -200,6 +202,16 @@ def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] |
     if not rules:
         raise StageError("inline pipeline: no rules")
     return PipelineSpec(tuple(rules), "inline")
+
+
+def spec_from_doc(doc: dict, source: str, registry: Mapping[str, Registered] | None = None) -> PipelineSpec:
+    """A spec from a pipeline file's table (parsed TOML, or ``PipelineSpec.to_doc``)."""
+    registry = discover() if registry is None else registry
+    fill = doc.get("fill", False)
+    if not isinstance(fill, bool) or set(doc) - SPEC_KEYS:
+        raise StageError(f"{source}: a pipeline file has [[rule]] tables and optionally 'fill' (true/false), "
+                         "nothing else")
+    return PipelineSpec(_rules_from_toml(doc, source, registry), source, fill)
 
 
 def quantizer_rules(spec: PipelineSpec, roles: Mapping[str, str]) -> list[list]:

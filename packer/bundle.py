@@ -146,15 +146,17 @@ class _Closure:
     third_party: dict[str, bool]  # top-level name -> optional
 
 
-def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entry: str = RUNTIME_ENTRY,
+def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
             allowed: Callable[[str], bool] = is_shipped) -> _Closure:
-    """The modules the artifact needs: the import closure of ``entry`` (the runtime), the
-    decoders' and the model modules'. Every golfpack module in it must be ``allowed``."""
+    """The modules the artifact needs: the import closure of the ``entries`` (the runtime; a
+    records script adds its stages' encoders), the decoders' and the model modules'. Every
+    golfpack module in it must be ``allowed``."""
     decoder_modules = {d.module for d in decoders}
     model_modules = set(models) - {"golfpack.model.gpt"}
     model_packages = {m.split(".")[0] for m in model_modules}
-    first_party = {"golfpack"} | {m.split(".")[0] for m in decoder_modules} | model_packages
-    todo = [entry, *sorted(decoder_modules), *sorted(model_modules)]
+    entries = sorted(set(entries))
+    first_party = {"golfpack"} | {m.split(".")[0] for m in [*decoder_modules, *entries]} | model_packages
+    todo = [*entries, *sorted(decoder_modules), *sorted(model_modules)]
     seen: dict[str, tuple[str, str]] = {}
     third: dict[str, bool] = {}
     while todo:
@@ -213,9 +215,10 @@ class _EraseFieldTypes(ast.NodeTransformer):
         return node
 
 
-def minify(source: str, path: str) -> str:
-    """python-minifier (docstrings dropped, locals renamed) after erasing field types."""
-    erased = ast.unparse(_EraseFieldTypes().visit(ast.parse(source)))
+def minify(source: str, path: str, erase_types: bool = True) -> str:
+    """python-minifier (docstrings dropped, locals renamed), after erasing field types unless
+    told not to (a records script's encoders read their parameters' types)."""
+    erased = ast.unparse(_EraseFieldTypes().visit(ast.parse(source))) if erase_types else source
     out = python_minifier.minify(erased, filename=path, remove_literal_statements=True)
     compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
     return out
@@ -230,10 +233,12 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
     return (xz, "lzma") if len(xz) <= len(br) else (br, "brotli")
 
 
-def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entry: str = RUNTIME_ENTRY,
-                 allowed: Callable[[str], bool] = is_shipped) -> CodeBundle:
-    found = closure(decoders, models, entry, allowed)
-    files = {path: minify(src, path) for path, src in sorted(found.sources.values())}
+def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
+                 allowed: Callable[[str], bool] = is_shipped, data: dict[str, str] | None = None,
+                 erase_types: bool = True) -> CodeBundle:
+    """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are."""
+    found = closure(decoders, models, entries, allowed)
+    files = {path: minify(src, path, erase_types) for path, src in sorted(found.sources.values())} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())
     blob = pack_bundle(files)
     compressed, codec = compress_solid(blob)

@@ -125,10 +125,11 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
 
     ctx = init_from_env(device)
     if checkpoint.suffix == ".gpak":
-        from .records.model_file import load_model_file
+        from ..codec.registry import decoder_table
+        from ..model.builders import GPT_BUILDER
+        from .records.script import load_model_file
 
-        use_model(model)
-        model = load_model_file(checkpoint)
+        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER, use_model(model) or GPT_BUILDER))
     else:
         model = load_model_checkpoint(checkpoint, model).build_model()
     result = evaluate_files(model, val, tokenizer, seq_len, stride, batch_seqs, ctx)
@@ -302,6 +303,70 @@ def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device
     click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")
     click.echo(f"decode_time:{r['decode_seconds']:.2f}s ({100 * r['decode_seconds'] / r['eval_limit_seconds']:.2f}% "
                "of the limit)")
+
+
+@main.command("submit")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Records folder to write.")
+@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@click.option("--seeds", default="1337", show_default=True, help="Comma-separated seeds to run, e.g. 1337,42,2025.")
+@click.option("--nproc", default=1, show_default=True, type=POSITIVE, help="Processes per run (torchrun).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Training config override baked into train_gpt.py, repeatable.")
+@click.option("--train", "train_files", default=None, help="Training shards for the runs here [default: the run's].")
+@click.option("--val", "val_files", default=None, help="Validation shards for the runs here [default: the run's].")
+@click.option("--tokenizer", default=None, help="Tokenizer for the runs here [default: the run's].")
+@click.option("--eval-stride", type=POSITIVE, default=None, help="Sliding-window stride of the final evaluation.")
+@click.option("--name", default=None, help="submission.json: name.")
+@click.option("--author", default=None, help="submission.json: author.")
+@click.option("--github-id", default=None, help="submission.json: github_id.")
+@click.option("--blurb", default=None, help="submission.json: blurb.")
+@click.option("--script-only", "mode", flag_value="script", help="Only write train_gpt.py and requirements.txt.")
+@click.option("--collect", "mode", flag_value="collect",
+              help="Seeds were run elsewhere: read their logs into submission.json and README.md.")
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty; rerun existing seeds.")
+@model_option
+def submit_cmd(checkpoint, out, pipeline, seeds, nproc, overrides, train_files, val_files, tokenizer, eval_stride,
+               name, author, github_id, blurb, mode, force, model) -> None:
+    """Write a challenge records folder from CHECKPOINT's run: train_gpt.py (trains, encodes,
+    writes the model file, decodes it, evaluates), run it for every seed, then submission.json,
+    requirements.txt and a README skeleton, every number read from the logs."""
+    from .records.submit import SubmitOptions, run_paths, submit
+
+    load_model_checkpoint(checkpoint, model)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    paths = dict(a.split("=", 1) for a in run_paths(checkpoint))
+    paths |= {k: str(Path(v).resolve()) for k, v in
+              {"train_files": train_files, "val_files": val_files, "tokenizer": tokenizer}.items() if v is not None}
+    info = {k: v for k, v in {"name": name, "author": author, "github_id": github_id, "blurb": blurb}.items() if v}
+    doc = submit(checkpoint, out, SubmitOptions(pipeline, seed_list, nproc, tuple(overrides),
+                                                tuple(f"{k}={v}" for k, v in paths.items()), eval_stride, info,
+                                                force, mode or "run"), echo=click.echo)
+    if doc is not None:
+        click.echo(f"val_bpb {doc['val_bpb']:.8f} (std {doc['val_bpb_std']:.8f}, {len(doc['seed_results'])} seeds); "
+                   f"largest artifact {doc['bytes_total']:,} bytes")
+        click.echo(f"wrote {out}/submission.json and README.md; now: golfpack check {out}")
+
+
+@main.command("check")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--python", "python", default=None, metavar="X.Y", help="Target Python [default: submission.json's].")
+def check_cmd(folder, python) -> None:
+    """Re-derive every number of a records FOLDER from its files and logs; exit 1 on any problem."""
+    from .records.check import check_folder, format_report
+
+    target = None
+    if python is not None:
+        if not re.fullmatch(r"3\.[0-9]+", python):
+            raise ValueError(f"--python must look like 3.12, got {python!r}")
+        target = (3, int(python.split(".")[1]))
+    report = check_folder(folder, target)
+    click.echo(format_report(report))
+    if not report.ok:
+        sys.exit(1)
 
 
 @main.group()

@@ -36,6 +36,7 @@ class TrainConfig:
     val_files: str = "data/datasets/fineweb10B_sp1024/fineweb_val_*.bin"
     tokenizer: str = "data/tokenizers/fineweb_1024_bpe.model"
     out_dir: str = "runs/golfpack"
+    log_file: str = ""  # "": out_dir/train.log
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
     # length and batch

@@ -48,6 +48,7 @@ class TrainResult:
     tokens_per_second: float
     val: EvalResult | None
     calib: Path | None
+    ctx: DistContext  # the process group the run used (still up: shutdown() ends it)
 
 
 class Logger:
@@ -123,7 +124,7 @@ class Run:
         if ctx.is_main and self.final_path.exists() and not force and resume is None:
             raise FileExistsError(f"{self.final_path} exists (use --force to overwrite, or --resume)")
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log = Logger(ctx, self.out / "train.log", echo)
+        self.log = Logger(ctx, Path(cfg.log_file) if cfg.log_file else self.out / "train.log", echo)
         self.world = ctx.world_size
         self.grad_accum = cfg.grad_accum_steps or (8 // self.world if 8 % self.world == 0 else 1)
         if cfg.train_batch_tokens % (self.world * self.grad_accum * cfg.train_seq_len):
@@ -296,7 +297,7 @@ class Run:
             self.log(f"calibration:{calib} tokens:{cfg.calib_tokens} hessians:{len(hessians)}")
         if self.world > 1:
             dist.barrier()
-        return TrainResult(self.final_path, self.step, self.train_ms, tokens_per_s, val, calib)
+        return TrainResult(self.final_path, self.step, self.train_ms, tokens_per_s, val, calib, self.ctx)
 
     # -- one step ---------------------------------------------------------------------------
     def zero_grad(self) -> None:

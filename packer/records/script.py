@@ -1,0 +1,153 @@
+"""What a records folder's ``train_gpt.py`` runs: train, encode, write the model file, decode it
+from disk, evaluate, and log every number a submission claims.
+
+``python train_gpt.py [key=value ...]`` or ``torchrun --standalone --nproc_per_node=N
+train_gpt.py``: the packed run's training config, then the challenge's environment variables
+(``SEED``, ``RUN_ID``, ``ITERATIONS``, ``MAX_WALLCLOCK_SECONDS``, ``VAL_LOSS_EVERY``,
+``TRAIN_LOG_EVERY``, ``DATA_PATH``, ``TOKENIZER_PATH``), then ``key=value`` arguments (any
+training config key). Every rank trains; rank 0 calibrates GPTQ on training data, encodes
+with the packed pipeline (filling ``16,000,000 - len(train_gpt.py)`` bytes when the pipeline
+fills) and writes ``final_model_<RUN_ID>.gpak`` atomically; then every rank decodes that file
+and the evaluation runs on all of them. The log is ``train_<RUN_ID>.log`` (``RUN_ID``
+defaults to ``seed<SEED>``), with the lines of ``lines.py``.
+
+Shipped inside ``train_gpt.py`` with the trainer, the model, and the encoders and decoders of
+the pipeline's stages; it never imports golfpack's packer beyond ``packer.records``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ...codec.decoders.chain import DecoderSpec, decode_container
+from ...codec.decoders.container import read_container
+from ...codec.registry import Registered
+from ...codec.spec import PipelineSpec, spec_from_doc
+from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
+from ...model.console import USER_ERRORS, one_line
+from ...model.distributed import shutdown
+from ...model.files import atomic_write_bytes
+from ...trainer.config import TrainConfig, load_config
+from ..runtime.artifact import CHALLENGE_CAP
+from . import lines
+
+ENV_KEYS = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_wallclock_seconds",
+            "VAL_LOSS_EVERY": "val_loss_every", "TRAIN_LOG_EVERY": "train_log_every"}
+
+
+def stage_registry(stages: dict[str, str]) -> dict[str, Registered]:
+    """The packed pipeline's stages (``name -> module:Class``), imported from the bundle: the
+    only stages a records script knows (no entry points: nothing installed may join in)."""
+    found = {}
+    for name, ref in stages.items():
+        module, _, cls = ref.partition(":")
+        found[name] = Registered(getattr(importlib.import_module(module), cls), "packed")
+    return found
+
+
+def decoders_of(registry: dict[str, Registered]) -> dict[str, DecoderSpec]:
+    return {n: r.cls.decoder() for n, r in registry.items()}
+
+
+def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> tuple[TrainConfig, str]:
+    """The run's config and its RUN_ID: packed config, then environment, then arguments."""
+    overrides = [f"{key}={environ[var]}" for var, key in ENV_KEYS.items() if var in environ]
+    if "DATA_PATH" in environ:
+        overrides += [f"train_files={environ['DATA_PATH']}/fineweb_train_*.bin",
+                      f"val_files={environ['DATA_PATH']}/fineweb_val_*.bin"]
+    if "TOKENIZER_PATH" in environ:
+        overrides.append(f"tokenizer={environ['TOKENIZER_PATH']}")
+    cfg = load_config(None, [*overrides, *argv], base=TrainConfig.from_dict(settings["train_config"]))
+    run_id = environ.get("RUN_ID", f"seed{cfg.seed}")
+    if not run_id.replace("-", "_").replace(".", "_").isidentifier():
+        raise ValueError(f"RUN_ID must be letters, digits, '_', '-' or '.', got {run_id!r}")
+    cfg.out_dir, cfg.log_file = f"golfpack_run_{run_id}", f"train_{run_id}.log"
+    return cfg, run_id
+
+
+def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
+    """The container of the run's final weights: filled to ``budget`` or as the rules say."""
+    from ...codec.pipeline import encode_state_dict
+    from ...model.checkpoint import load_checkpoint
+    from ...trainer.calibrate import calib_path, load_hessians
+
+    final = Path(cfg.out_dir) / "final.pt"
+    ckpt = load_checkpoint(final)
+    spec = spec.with_roles(tensor_roles(ckpt.build_model()))
+    hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
+    meta = model_meta(ckpt.model_builder, ckpt.model_config)
+    if by_role := spec.chosen_by_role(list(ckpt.state_dict)):
+        meta["rule_by_role"] = by_role
+    if not spec.fill:
+        return encode_state_dict(ckpt.state_dict, spec, hessians, meta)
+    from ...codec.fill import fill
+
+    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta)
+    for line in alloc.log:
+        log(f"fill: {line}")
+    return alloc.container
+
+
+def load_model_file(path: str | Path, table: dict[str, DecoderSpec], builders: tuple[str, ...]) -> torch.nn.Module:
+    """A model file decoded with ``table`` into the model its meta names, which must be one of
+    ``builders`` (a file never chooses what code runs)."""
+    container = read_container(Path(path).read_bytes())
+    ref, config = builder_of(container.meta)
+    if ref not in builders:
+        raise ModelBuilderError(f"{path}: built by '{ref}', not by {' or '.join(builders)}")
+    return load_weights(build_model(ref, config), decode_container(container, table), str(path))
+
+
+def main(settings: dict, script: str, argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    try:
+        return run(settings, script, argv)
+    except USER_ERRORS as e:
+        print(f"train_gpt.py: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown()
+
+
+def run(settings: dict, script: str, argv: list[str]) -> int:
+    from ...model.evaluate import evaluate_files
+    from ...trainer.train import Logger, train
+
+    cfg, run_id = resolve_config(settings, argv, dict(os.environ))
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0 and Path(cfg.log_file).exists():
+        raise FileExistsError(f"{cfg.log_file} exists: remove it or set RUN_ID for a new run")
+    registry = stage_registry(settings["stages"])
+    spec = spec_from_doc(settings["pipeline"], "packed", registry)
+    code_bytes = os.path.getsize(script)
+    result = train(cfg, force=True)
+    log = Logger(result.ctx, Path(cfg.log_file), print)
+    model_path = Path(f"final_model_{run_id}.gpak")
+    if result.ctx.is_main:
+        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log)
+        atomic_write_bytes(model_path, data, overwrite=True)
+    if result.ctx.distributed:
+        dist.barrier()
+    t0 = time.perf_counter()
+    model = load_model_file(model_path, decoders_of(registry), (cfg.model_builder,))
+    val = evaluate_files(model, cfg.val_files, cfg.tokenizer, cfg.train_seq_len, settings.get("eval_stride"),
+                         cfg.val_batch_seqs, result.ctx, progress=False)
+    eval_ms = 1000.0 * (time.perf_counter() - t0)
+    model_bytes = model_path.stat().st_size
+    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    log(lines.MODEL_LINE.format(bytes=model_bytes, file=model_path.name, sha256=sha))
+    log(lines.CODE_LINE.format(bytes=code_bytes))
+    log(lines.TOTAL_LINE.format(bytes=code_bytes + model_bytes))
+    log(lines.ROUNDTRIP_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb, eval_ms=eval_ms))
+    log(lines.EXACT_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
+    log(lines.FULL_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
+    return 0

@@ -1,0 +1,240 @@
+"""``golfpack submit``: a challenge records folder from a run and a pipeline.
+
+The folder holds ``train_gpt.py`` (the records script: ``script.py`` and everything it
+imports, minified and compressed behind ``loader.py``), one ``train_seed<N>.log`` and
+``final_model_seed<N>.gpak`` per seed (made by running that very script), ``submission.json``
+(every number parsed from those logs and files, never typed), ``requirements.txt`` (the
+third-party distributions the bundle imports) and a ``README.md`` skeleton with the byte
+ledger. ``golfpack check`` re-derives all of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+from ...codec.registry import decoder_table, discover
+from ...codec.spec import PipelineSpec, load_spec
+from ...model.builders import builder_module
+from ...model.checkpoint import load_checkpoint
+from ...model.distributed import torchrun_command
+from ...model.files import atomic_write_bytes
+from ...trainer.config import TrainConfig, load_config
+from ..build import golfpack_version
+from ..bundle import CodeBundle, build_bundle, inlined, is_shipped, minify
+from ..runtime import finder as finder_module
+from ..runtime.artifact import CHALLENGE_CAP
+from . import loader as loader_module
+from .lines import RunNumbers, parse_log
+
+SCRIPT = "train_gpt.py"
+RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines")
+HEADER = """# train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
+#   python train_gpt.py [key=value ...]  or  torchrun --standalone --nproc_per_node=8 train_gpt.py
+# Environment: SEED RUN_ID ITERATIONS MAX_WALLCLOCK_SECONDS VAL_LOSS_EVERY TRAIN_LOG_EVERY DATA_PATH TOKENIZER_PATH
+# (python train_gpt.py --help). Below: golfpack's model, trainer, encoders and decoders, minified and
+# compressed; `golfpack check .` lists them and re-derives submission.json from the logs.
+"""
+
+
+def records_allowed(module: str) -> bool:
+    """What a records script may ship: what artifacts ship, the whole codec (it encodes), and
+    the records script itself; never the rest of the packer."""
+    return is_shipped(module) or module == "golfpack.codec" or module.startswith("golfpack.codec.") \
+        or module in RECORDS_MODULES
+
+
+@dataclass
+class SubmitOptions:
+    pipeline: str = "default"
+    seeds: tuple[int, ...] = (1337,)
+    nproc: int = 1
+    overrides: tuple[str, ...] = ()  # key=value baked into the script's config
+    run_args: tuple[str, ...] = ()  # key=value given to the script only when submit runs it (data paths)
+    eval_stride: int | None = None
+    info: dict = field(default_factory=dict)  # name, author, github_id, blurb
+    force: bool = False
+    mode: str = "run"  # run: write the script and run every seed; script: only write it; collect: read the logs
+
+
+MODES = ("run", "script", "collect")
+
+
+def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[str, ...]) -> TrainConfig:
+    """The run's training config, with the challenge's data layout instead of the run's paths
+    (``DATA_PATH``/``TOKENIZER_PATH`` or arguments point the script elsewhere), and GPTQ
+    calibration switched on when the pipeline needs it."""
+    ckpt = load_checkpoint(checkpoint)
+    if not ckpt.train_config:
+        raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
+    cfg = TrainConfig.from_dict(ckpt.train_config)
+    defaults = TrainConfig()
+    for key in ("train_files", "val_files", "tokenizer", "out_dir", "log_file"):
+        setattr(cfg, key, getattr(defaults, key))
+    cfg = load_config(None, overrides, base=cfg)
+    if cfg.calib_tokens <= 0 and (spec.fill or any(s.needs_calibration for r in spec.rules for s in r.stages)):
+        cfg.calib_tokens = 262_144
+    return cfg
+
+
+def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None) -> CodeBundle:
+    """The records script's code: ``script.py``'s closure, the stages the pipeline uses
+    (encoders and decoders), the model's module, and ``settings.json``."""
+    registry = discover()
+    stages = sorted({s.name for r in spec.rules for s in r.stages})
+    classes = {n: registry[n].cls for n in stages}
+    settings = {"train_config": cfg.to_dict(), "pipeline": spec.to_doc(), "eval_stride": eval_stride,
+                "stages": {n: f"{c.__module__}:{c.__qualname__}" for n, c in classes.items()}}
+    table = decoder_table(registry)
+    return build_bundle([table[n] for n in stages], [builder_module(cfg.model_builder)],
+                        entries=[loader_module.ENTRY, *sorted({c.__module__ for c in classes.values()})],
+                        allowed=records_allowed, erase_types=False,
+                        data={loader_module.SETTINGS: json.dumps(settings, sort_keys=True, indent=0)})
+
+
+def script_source(bundle: CodeBundle, pipeline: str) -> bytes:
+    """``train_gpt.py``: header, the import hook and loader (minified), the bundle, the call."""
+    import base64
+
+    code = minify(inlined(finder_module, loader_module, tail=[]), SCRIPT)
+    packed = base64.b85encode(bundle.compressed)
+    head = HEADER.format(version=golfpack_version(), pipeline=pipeline if len(pipeline) < 40 else "custom")
+    tail = f"B={packed!r}\nsys.exit(start(B,{bundle.codec!r},__file__,sys.argv[1:]))\n"
+    return (head + code + "\n" + tail).encode()
+
+
+def numbers_of(folder: Path, seeds: list[str]) -> dict[str, RunNumbers]:
+    out = {}
+    for seed in seeds:
+        log = folder / f"train_seed{seed}.log"
+        if not log.is_file():
+            raise ValueError(f"{log}: no log for seed {seed}")
+        if log.stat().st_size > 64 << 20:
+            raise ValueError(f"{log}: larger than any records log")
+        out[seed] = parse_log(log.read_text(encoding="utf-8", errors="replace"), str(log))
+    return out
+
+
+def summary(numbers: dict[str, RunNumbers]) -> dict:
+    """The numbers ``submission.json`` claims, computed from the logs' numbers only."""
+    runs = list(numbers.values())
+    std = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    bpb, loss = [r.val_bpb for r in runs], [r.val_loss for r in runs]
+    return {
+        "val_bpb": round(statistics.fmean(bpb), 8), "val_loss": round(statistics.fmean(loss), 8),
+        "val_bpb_std": round(std(bpb), 8), "val_loss_std": round(std(loss), 8),
+        "bytes_total": max(r.artifact_bytes for r in runs), "bytes_code": max(r.code_bytes for r in runs),
+        "seed_results": {seed: {"val_bpb": round(r.val_bpb, 8), "val_loss": round(r.val_loss, 8), "artifact_bytes": r.artifact_bytes,
+                                "model_bytes": r.model_bytes, "code_bytes": r.code_bytes, "steps": r.steps,
+                                "step_avg_ms": r.step_avg_ms, "eval_time_s": r.eval_time_s}
+                         for seed, r in numbers.items()},
+    }
+
+
+def readme(doc: dict, cfg: TrainConfig, spec: PipelineSpec, bundle: CodeBundle) -> str:
+    rows = "\n".join(f"| {seed} | {r['val_bpb']:.8f} | {r['val_loss']:.8f} | {r['code_bytes']:,} | {r['model_bytes']:,} "
+                     f"| {r['artifact_bytes']:,} | {CHALLENGE_CAP - r['artifact_bytes']:,} | {r['steps']} "
+                     f"| {r['step_avg_ms']:.2f} | {r['eval_time_s']:.1f} |" for seed, r in doc["seed_results"].items())
+    rules = "\n".join(f"- `{r.label}`: `{r.chain}`" for r in spec.rules)
+    return f"""# {doc.get('name') or 'TODO: name'}
+
+{doc.get('blurb') or 'TODO: what this submission does, and what it builds on.'}
+
+**val_bpb {doc['val_bpb']:.8f}** (mean of {len(doc['seed_results'])} seeds, std {doc['val_bpb_std']:.8f});
+largest artifact {doc['bytes_total']:,} bytes of the {CHALLENGE_CAP:,}.
+
+## Byte ledger (from the logs; `golfpack check .` re-derives it)
+
+| seed | val_bpb | val_loss | code bytes | model bytes | total | headroom | steps | step avg ms | eval s |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+`train_gpt.py` is {bundle.raw_bytes:,} bytes of source in {len(bundle.files)} files, {bundle.minified_bytes:,} minified,
+compressed with {bundle.codec}. The model file is the codec container the script writes
+(`final_model_<RUN_ID>.gpak`); both count.
+
+## Model and pipeline
+
+Model: `{cfg.model_builder}` with `{json.dumps(cfg.model, sort_keys=True)}`.
+Pipeline ({'fills the bytes left after train_gpt.py' if spec.fill else 'grids as written'}):
+{rules}
+
+## Reproduce
+
+```bash
+pip install -r requirements.txt
+SEED=1337 torchrun --standalone --nproc_per_node=8 train_gpt.py
+```
+"""
+
+
+def write_text(path: Path, text: str, force: bool) -> None:
+    atomic_write_bytes(path, text.encode(), overwrite=force)
+
+
+def run_paths(checkpoint: str | Path) -> tuple[str, ...]:
+    """``key=value`` arguments that point the script at the run's own data, made absolute (the
+    script runs inside the records folder)."""
+    cfg = load_checkpoint(checkpoint).train_config or {}
+    return tuple(f"{k}={Path(cfg[k]).resolve()}" for k in ("train_files", "val_files", "tokenizer") if k in cfg)
+
+
+def run_seed(out: Path, seed: str, options: SubmitOptions, echo: Callable[[str], None]) -> None:
+    for stale in (out / f"train_seed{seed}.log", out / f"final_model_seed{seed}.gpak"):
+        if stale.exists() and not options.force:
+            raise FileExistsError(f"{stale} exists (use --force to run seed {seed} again)")
+        stale.unlink(missing_ok=True)
+    cmd = torchrun_command(options.nproc, SCRIPT, *options.run_args)
+    echo(f"seed {seed}: SEED={seed} {' '.join(cmd)}")
+    rc = subprocess.call(cmd, cwd=out, env={**os.environ, "SEED": seed})
+    if rc:
+        raise RuntimeError(f"seed {seed}: {SCRIPT} exited with status {rc} (see {out}/train_seed{seed}.log)")
+
+
+def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
+           echo: Callable[[str], None] = print) -> dict | None:
+    """Write (``script``), then run (``run``), then collect (``collect`` alone: the seeds were
+    run elsewhere, e.g. on 8xH100) a records folder. Returns the submission document."""
+    out = Path(out)
+    if options.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {options.mode!r}")
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
+        raise ValueError(f"--seeds must be distinct integers, got {options.seeds}")
+    spec = load_spec(options.pipeline)
+    cfg = script_config(checkpoint, spec, options.overrides)
+    bundle = script_bundle(cfg, spec, options.eval_stride)
+    source = script_source(bundle, options.pipeline)
+    if options.mode == "collect":
+        if not (out / SCRIPT).is_file() or (out / SCRIPT).read_bytes() != source:
+            raise ValueError(f"{out / SCRIPT} is not the script these settings build (same checkpoint, pipeline, "
+                             "--set and golfpack version?)")
+    else:
+        if out.exists() and any(out.iterdir()) and not options.force:
+            raise FileExistsError(f"{out} exists and is not empty (use --force to write into it)")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / SCRIPT, source, overwrite=options.force)
+        write_text(out / "requirements.txt", "".join(f"{d}\n" for d in bundle.required), options.force)
+        echo(f"wrote {out / SCRIPT} ({len(source):,} bytes; {len(bundle.files)} files; requires "
+             f"{', '.join(bundle.required) or 'nothing'})")
+    if options.mode == "script":
+        return None
+    seeds = [str(s) for s in options.seeds]
+    if options.mode == "run":
+        for seed in seeds:
+            run_seed(out, seed, options, echo)
+    doc = {"track": "10min_16mb", "date": date.today().isoformat(), **options.info,
+           **summary(numbers_of(out, seeds)),
+           "golfpack": {"version": golfpack_version(), "pipeline": options.pipeline,
+                        "python": list(sys.version_info[:2]), "requirements": list(bundle.required)}}
+    write_text(out / "submission.json", json.dumps(doc, indent=2) + "\n", options.force or options.mode == "run")
+    if options.force or options.mode == "run" or not (out / "README.md").exists():
+        write_text(out / "README.md", readme(doc, cfg, spec, bundle), True)
+    else:
+        echo(f"kept your {out / 'README.md'} (--force writes the skeleton again)")
+    return doc
