@@ -42,6 +42,22 @@ def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hess
     return tmeta, chain, bytes(value)
 
 
+def complete_hessians(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec,
+                      hessians: Mapping[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
+    """Calibration for every matrix a calibrating stage will see. One the calibration pass did not
+    reach (an input its hooks cannot see, such as a user model's own output layer) gets the
+    identity, with which GPTQ is round-to-nearest; its name is returned so the build can say so.
+    Without any calibration nothing is filled in: the stage reports that."""
+    if not hessians:
+        return None, []
+    out, missing = dict(hessians), []
+    for name, t in state_dict.items():
+        if name not in out and t.ndim == 2 and any(s.needs_calibration for s in spec.rule_for(name).stages):
+            out[name] = torch.eye(t.shape[1])
+            missing.append(name)
+    return out, missing
+
+
 def record_bytes(record: Record) -> int:
     """The stream bytes a record adds to a container (data and side streams)."""
     return len(record[2]) + sum(len(b) for _, _, blobs in record[1] for b in blobs.values())

@@ -54,7 +54,11 @@ def load_module_file(path: str | Path) -> str:
             return name
         raise ModelBuilderError(f"{path}: module name '{name}' is taken by {getattr(loaded, '__file__', 'a module')}; "
                                 "rename the file")
-    if name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+    found = None if name in sys.stdlib_module_names else importlib.util.find_spec(name)
+    if found is not None and found.origin and Path(found.origin).resolve() == path.resolve():
+        importlib.import_module(name)  # the file is importable as itself (it is on sys.path)
+        return name
+    if name in sys.stdlib_module_names or found is not None:
         raise ModelBuilderError(f"{path}: module name '{name}' would shadow an existing module; rename the file")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

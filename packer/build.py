@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ..codec.pipeline import encode_state_dict
+from ..codec.pipeline import complete_hessians, encode_state_dict
 from ..codec.registry import decoder_table, discover
 from ..codec.spec import load_spec
 from ..model.builders import builder_module, model_meta, tensor_roles
@@ -90,6 +90,9 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, ckpt.train_seq_len, echo) \
         if spec.needs_calibration(list(state)) or fill else None
+    hessians, uncalibrated = complete_hessians(state, spec, hessians)
+    if uncalibrated:
+        echo(f"calibration: none for {', '.join(uncalibrated)}; identity Hessian (GPTQ as round-to-nearest)")
     meta = model_meta(ckpt.model_builder, ckpt.model_config)
     if by_role := spec.chosen_by_role(list(state)):
         meta["rule_by_role"] = by_role

@@ -50,7 +50,9 @@ def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_
                 hooks.append(module.register_forward_pre_hook(lambda m, a, s=site: accumulate(s, a[0])))
             sites[f"{name}.weight"] = site
     if getattr(model, "lm_head", 0) is None and hasattr(model, "head"):  # the tied embedding is the output layer: its input is the final hidden state
-        sites["tok_emb.weight"] = "head"
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Embedding):
+                sites[f"{name}.weight"] = "head"
         original_head = model.head
 
         def head(h: torch.Tensor) -> torch.Tensor:

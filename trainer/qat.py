@@ -40,7 +40,9 @@ def _targets(model: torch.nn.Module):
         if isinstance(module, CastedLinear):
             yield f"{name}.weight", module, "weight_fn"
     if getattr(model, "lm_head", 0) is None and hasattr(model, "head_weight_fn"):
-        yield "tok_emb.weight", model, "head_weight_fn"
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Embedding):
+                yield f"{name}.weight", model, "head_weight_fn"
 
 
 @lru_cache(maxsize=None)

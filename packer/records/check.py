@@ -60,14 +60,17 @@ def bundle_of(source: str) -> dict[str, str]:
     packed, codec = assign.value.value, starts[0].args[1].value
     if not isinstance(packed, bytes) or codec not in ("lzma", "brotli"):
         return {}
-    blob = base64.b85decode(packed)
-    if codec == "lzma":
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-        raw = d.decompress(blob, max_length=MAX_CODE_BYTES + 1)
-    else:
-        import brotli
+    try:
+        blob = base64.b85decode(packed)
+        if codec == "lzma":
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+            raw = d.decompress(blob, max_length=MAX_CODE_BYTES + 1)
+        else:
+            import brotli
 
-        raw = brotli.Decompressor().process(blob, output_buffer_limit=MAX_CODE_BYTES + 1)
+            raw = brotli.Decompressor().process(blob, output_buffer_limit=MAX_CODE_BYTES + 1)
+    except Exception as e:  # each codec has its own error type
+        raise ValueError(f"it does not decompress ({type(e).__name__})") from None
     if len(raw) > MAX_CODE_BYTES:
         raise ValueError(f"{SCRIPT}: its code bundle decompresses to more than {MAX_CODE_BYTES:,} bytes")
     parts = raw.split(b"\0")
@@ -103,8 +106,8 @@ def check_code(report: Report, folder: Path, target: tuple[int, int]) -> None:
     files = {SCRIPT: source}
     try:
         files |= {p: s for p, s in bundle_of(source).items() if p != SETTINGS}
-    except (ValueError, lzma.LZMAError) as e:
-        report.problems.append(f"{SCRIPT}: its code bundle does not decode ({e})")
+    except ValueError as e:
+        report.problems.append(f"{SCRIPT}: its code bundle does not decode: {e}")
     packaged = {m.split(".")[0] for m in module_names(files)} | {"__future__"}
     local = {p.stem for p in folder.iterdir() if p.suffix == ".py" and p.name != SCRIPT} | \
             {p.name for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").exists()}

@@ -74,7 +74,7 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
 
 def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     """The container of the run's final weights: filled to ``budget`` or as the rules say."""
-    from ...codec.pipeline import encode_state_dict
+    from ...codec.pipeline import complete_hessians, encode_state_dict
     from ...model.checkpoint import load_checkpoint
     from ...trainer.calibrate import calib_path, load_hessians
 
@@ -82,6 +82,9 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     ckpt = load_checkpoint(final)
     spec = spec.with_roles(tensor_roles(ckpt.build_model()))
     hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
+    hessians, uncalibrated = complete_hessians(ckpt.state_dict, spec, hessians)
+    if uncalibrated:
+        log(f"calibration: none for {', '.join(uncalibrated)}; identity Hessian (GPTQ as round-to-nearest)")
     meta = model_meta(ckpt.model_builder, ckpt.model_config)
     if by_role := spec.chosen_by_role(list(ckpt.state_dict)):
         meta["rule_by_role"] = by_role

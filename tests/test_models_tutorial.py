@@ -1,0 +1,107 @@
+"""The model tutorial in docs/models.md, run as written: a depth-recurrent model with other
+parameter names trains, builds, inspects and runs through the CLI, its artifact runs in a venv
+without golfpack; roles pick its rules; and a model module that would not ship is refused."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from golfpack.codec.spec import load_spec
+from golfpack.model.builders import ModelBuilderError, build_model, load_module_file, tensor_roles
+from golfpack.packer.bundle import BundleError, build_bundle
+
+from .conftest import ROOT, SP1024, make_tiny
+from .venv import clean_env, fresh_venv
+
+
+def tutorial_files() -> dict[str, str]:
+    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.S))
+
+
+def golfpack(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def loop_lm(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tutorial")
+    for name, body in tutorial_files().items():
+        (folder / name).write_text(body)
+    return folder
+
+
+def test_roles_fit_names_the_pipeline_has_never_seen(loop_lm):
+    name = load_module_file(loop_lm / "loop_lm.py")
+    model = build_model(f"{name}:build", {"dim": 256})
+    roles = tensor_roles(model)
+    assert roles["embed.weight"] == "embedding" and roles["mixers.1.out.weight"] == "matrix"  # 256x256 = 65,536
+    assert roles["mixers.0.gate"] == roles["loop_scale"] == "small"
+    spec = load_spec("default").with_roles(roles)
+    assert {spec.rule_for(n).label for n in roles} == {"matrices", "embedding", "control"}
+    assert spec.chosen_by_role(list(roles)) == {n: 0 if r == "matrix" else 1 for n, r in roles.items() if r != "small"}
+    gpt = make_tiny(0)
+    assert load_spec("default").with_roles(tensor_roles(gpt)).chosen_by_role(list(gpt.state_dict())) == {}
+    inline = load_spec("role:small=fp16 -> zstd; *=rtn bits=4 -> ans").with_roles(roles)
+    assert inline.rule_for("loop_scale").stages[0].name == "fp16" and inline.rule_for("embed.weight").label == "*"
+
+
+@pytest.mark.slow
+def test_tutorial_model_trains_builds_inspects_runs_and_ships(loop_lm, train_glob, small_val):
+    d = loop_lm
+    golfpack("train", "--model", "loop_lm.py:build", "--train", train_glob, "--val", small_val, "--tokenizer",
+             str(SP1024), "--out", "run", "--iterations", "4", "--calib-tokens", "2048", "--device", "cpu",
+             "--pipeline", "default", "--qat-start", "0.5", "--set", "train_seq_len=128",
+             "--set", "train_batch_tokens=2048", "--set", "val_loss_every=0", cwd=d)
+    log = (d / "run" / "train.log").read_text()
+    assert re.search(r"qat:on step:2 .*quantized_weights:9$", log, re.M), log  # 8 CastedLinears + the tied embedding
+    golfpack("build", "run/final.pt", "--model", "loop_lm.py:build", "--out", "loop.pyz", cwd=d)
+    ledger = json.loads(golfpack("inspect", "loop.pyz", "--json", cwd=d).stdout)
+    groups = dict(zip([t["name"] for t in ledger["tensors"]], ledger["groups"]))
+    assert groups["mixers.0.qkv.weight"] == "matrices" and groups["embed.weight"] == "embedding"
+    assert groups["loop_scale"] == "control"
+    ran = json.loads(golfpack("run", "loop.pyz", "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "128",
+                              "--json", cwd=d).stdout)
+    floated = json.loads(golfpack("eval", "run/final.pt", "--model", "loop_lm.py:build", "--val", small_val,
+                                  "--tokenizer", str(SP1024), "--seq-len", "128", "--json", cwd=d).stdout)
+    print(f"LoopLM: float val_bpb {floated['val_bpb']:.6f}, artifact {ran['artifact_bytes']:,} bytes, "
+          f"run {ran['val_bpb']:.6f}")
+    assert abs(ran["val_bpb"] - floated["val_bpb"]) < 0.01
+    # The artifact needs neither golfpack nor loop_lm.py: a venv without golfpack, another folder.
+    away = d / "elsewhere"
+    away.mkdir()
+    (d / "loop.pyz").rename(away / "loop.pyz")
+    py = fresh_venv(d / "venv")
+    out = subprocess.run([str(py), "loop.pyz", "eval", "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "128",
+                          "--json"], capture_output=True, text=True, cwd=away, env=clean_env(), timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1])["val_bpb"] == ran["val_bpb"]
+    wrong = subprocess.run([sys.executable, "-m", "golfpack.packer", "build", "../run/final.pt", "--out", "x.pyz"],
+                           capture_output=True, text=True, cwd=d / "elsewhere")
+    assert wrong.returncode == 1 and "pass --model" in wrong.stderr, wrong.stderr
+
+
+def test_a_model_module_that_would_not_ship_is_refused(tmp_path):
+    (tmp_path / "sibling_helper.py").write_text("K = 2\n")
+    (tmp_path / "leaky_model.py").write_text("import sibling_helper\nfrom golfpack.model.gpt import build\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        name = load_module_file(tmp_path / "leaky_model.py")
+        with pytest.raises(BundleError, match="model module 'leaky_model' imports 'sibling_helper'"):
+            build_bundle([], [name])
+    finally:
+        sys.path.remove(str(tmp_path))
+    (tmp_path / "json.py").write_text("")
+    with pytest.raises(ModelBuilderError, match="is taken by|would shadow"):
+        load_module_file(tmp_path / "json.py")
+    (tmp_path / "not_a_model.py").write_text("import torch\ndef build(c):\n    return torch.nn.Linear(2, 2)\n")
+    with pytest.raises(ModelBuilderError, match="lacks"):
+        build_model(f"{load_module_file(tmp_path / 'not_a_model.py')}:build", {})

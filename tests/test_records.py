@@ -1,0 +1,193 @@
+"""Records folders: `golfpack submit` runs its own train_gpt.py for two seeds, `golfpack check`
+re-derives every number, the script also runs under torchrun, and check refuses crafted
+folders (a seed over the cap, a JSON that disagrees with its log, an uncounted local import,
+a decompression bomb)."""
+from __future__ import annotations
+
+import base64
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from golfpack.packer.records.check import check_folder
+from golfpack.packer.records.lines import parse_log
+from golfpack.packer.runtime.artifact import CHALLENGE_CAP
+
+from .conftest import SP1024
+
+SEEDS = ("1337", "42")
+
+
+def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=900)
+
+
+def data_args(train_glob: str, small_val: str) -> list[str]:
+    return ["--train", train_glob, "--val", small_val, "--tokenizer", str(SP1024)]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
+    out = tmp_path_factory.mktemp("records") / "rec"
+    proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
+                    *data_args(train_glob, small_val))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def copy_records(records: Path, dest: Path) -> Path:
+    """The folder without the runs' checkpoints (check does not read them)."""
+    shutil.copytree(records, dest, ignore=shutil.ignore_patterns("golfpack_run_*"))
+    return dest
+
+
+def full_score(log: Path) -> float:
+    return parse_log(log.read_text(), str(log)).val_bpb
+
+
+def eval_model_file(path: Path, small_val: str) -> float:
+    proc = golfpack("eval", str(path), "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "128", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["val_bpb"]
+
+
+def test_check_passes_and_counted_bytes_are_the_files(records):
+    proc = golfpack("check", str(records))
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    doc = json.loads((records / "submission.json").read_text())
+    code = (records / "train_gpt.py").stat().st_size
+    assert set(doc["seed_results"]) == set(SEEDS) and doc["bytes_code"] == code
+    for seed, r in doc["seed_results"].items():
+        model = (records / f"final_model_seed{seed}.gpak").stat().st_size
+        assert (r["code_bytes"], r["model_bytes"], r["artifact_bytes"]) == (code, model, code + model)
+    assert doc["bytes_total"] == max(r["artifact_bytes"] for r in doc["seed_results"].values())
+    assert (records / "requirements.txt").read_text().split() == doc["golfpack"]["requirements"]
+    assert "torch" in doc["golfpack"]["requirements"] and "python-minifier" not in doc["golfpack"]["requirements"]
+    readme = (records / "README.md").read_text()
+    assert f"{doc['val_bpb']:.8f}" in readme and f"{doc['bytes_total']:,}" in readme
+
+
+def test_final_score_is_golfpack_eval_of_the_model_file(records, small_val):
+    for seed in SEEDS:
+        logged = full_score(records / f"train_seed{seed}.log")
+        evaluated = eval_model_file(records / f"final_model_seed{seed}.gpak", small_val)
+        print(f"seed {seed}: log {logged!r}, golfpack eval {evaluated!r}")
+        assert abs(logged - evaluated) <= 1e-9
+
+
+def test_the_script_runs_under_torchrun_with_two_processes(records, tmp_path, train_glob, small_val):
+    folder = copy_records(records, tmp_path / "rec")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_gpt.py",
+           f"train_files={train_glob}", f"val_files={small_val}", f"tokenizer={SP1024}"]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "RUN_ID": "ddp", "SEED": "7"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (folder / "train_ddp.log").read_text()
+    assert "world_size:2" in log and "ranks_in_sync:true" in log
+    logged, evaluated = full_score(folder / "train_ddp.log"), eval_model_file(folder / "final_model_ddp.gpak", small_val)
+    print(f"torchrun x2: log {logged!r}, golfpack eval {evaluated!r}")
+    assert abs(logged - evaluated) <= 1e-9
+
+
+def test_the_script_is_deterministic_and_refuses_to_clobber(records, trained, tmp_path, train_glob, small_val):
+    for d in ("a", "b"):
+        proc = golfpack("submit", str(trained), "--out", str(tmp_path / d), "--seeds", ",".join(SEEDS), "--script-only",
+                        *data_args(train_glob, small_val))
+        assert proc.returncode == 0, proc.stderr
+    script = (records / "train_gpt.py").read_bytes()
+    assert (tmp_path / "a" / "train_gpt.py").read_bytes() == (tmp_path / "b" / "train_gpt.py").read_bytes() == script
+    again = golfpack("submit", str(trained), "--out", str(tmp_path / "a"), "--script-only")
+    assert again.returncode == 1 and "not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_the_script_ships_only_what_it_runs(records):
+    from golfpack.packer.records.check import bundle_of
+
+    files = bundle_of((records / "train_gpt.py").read_text())
+    assert "golfpack/packer/records/script.py" in files and "golfpack/codec/encoders/ctxans.py" in files
+    build_side = [p for p in files if p.startswith("golfpack/packer/") and not p.startswith(("golfpack/packer/records/",
+                                                                                          "golfpack/packer/runtime/"))]
+    assert build_side == ["golfpack/packer/__init__.py"]
+    assert not {"golfpack/packer/records/submit.py", "golfpack/packer/records/check.py"} & set(files)
+    assert "golfpack/codec/encoders/zstd.py" not in files  # the default pipeline does not use it
+
+
+def rewrite(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+def test_check_refuses_a_second_seed_one_byte_over_the_cap(records, tmp_path):
+    import hashlib
+
+    folder = copy_records(records, tmp_path / "rec")
+    seed = SEEDS[1]
+    log, model = folder / f"train_seed{seed}.log", folder / f"final_model_seed{seed}.gpak"
+    before = parse_log(log.read_text(), "log")
+    padded = CHALLENGE_CAP + 1 - before.code_bytes
+    model.write_bytes(model.read_bytes().ljust(padded, b"\0"))
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    rewrite(log, f"golfpack: {before.model_bytes} bytes ({model.name} sha256:{before.model_sha256})",
+            f"golfpack: {padded} bytes ({model.name} sha256:{sha})")
+    rewrite(log, f"Total submission size golfpack: {before.artifact_bytes} bytes",
+            f"Total submission size golfpack: {CHALLENGE_CAP + 1} bytes")
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["seed_results"][seed].update(model_bytes=padded, artifact_bytes=CHALLENGE_CAP + 1)
+    doc["bytes_total"] = CHALLENGE_CAP + 1
+    (folder / "submission.json").write_text(json.dumps(doc))
+    report = check_folder(folder)
+    print(report.problems)
+    assert report.problems == [f"seed {seed}: 16,000,001 bytes, 1 over the cap of 16,000,000"]
+    assert golfpack("check", str(folder)).returncode == 1
+
+
+def test_check_refuses_json_that_disagrees_with_its_log(records, tmp_path):
+    folder = copy_records(records, tmp_path / "rec")
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["seed_results"][SEEDS[0]]["val_bpb"] -= 1e-6
+    (folder / "submission.json").write_text(json.dumps(doc))
+    report = check_folder(folder)
+    print(report.problems)
+    assert len(report.problems) == 1 and re.match(rf"seed {SEEDS[0]}: submission.json says val_bpb .*, the log",
+                                                  report.problems[0])
+    (folder / f"train_seed{SEEDS[1]}.log").rename(folder / "train_seed99.log")
+    problems = check_folder(folder).problems
+    assert any("leaves out" in p for p in problems) and any(f"no log for seed {SEEDS[1]}" in p for p in problems)
+
+
+def test_check_refuses_an_uncounted_local_import_and_native_code(records, tmp_path):
+    folder = copy_records(records, tmp_path / "rec")
+    (folder / "helper.py").write_text("X = 1\n")
+    lines = (folder / "train_gpt.py").read_text().splitlines(keepends=True)
+    lines.insert(len(lines) - 2, "import helper\n")
+    (folder / "train_gpt.py").write_text("".join(lines))
+    problems = check_folder(folder).problems
+    print(problems)
+    assert any("train_gpt.py imports 'helper', a local file whose bytes are not counted" in p for p in problems)
+    assert any(p.startswith("helper.py: code outside train_gpt.py") for p in problems)
+    (folder / "kernel.cu").write_text("// fast\n")
+    assert any(p.startswith("kernel.cu: code outside") for p in check_folder(folder).problems)
+
+
+def test_check_bounds_a_crafted_bundle(records, tmp_path):
+    folder = copy_records(records, tmp_path / "rec")
+    bomb = lzma.compress(b"\0" * (9 << 20), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    lines = (folder / "train_gpt.py").read_text().splitlines()
+    lines[-2] = f"B={base64.b85encode(bomb)!r}"
+    lines[-1] = re.sub(r"start\(B,'\w+'", "start(B,'lzma'", lines[-1])
+    (folder / "train_gpt.py").write_text("\n".join(lines) + "\n")
+    problems = check_folder(folder).problems
+    assert any("decompresses to more than" in p for p in problems), problems
+    lines[-2] = "B=b'not!a~bundle'"
+    (folder / "train_gpt.py").write_text("\n".join(lines) + "\n")
+    assert any("does not decompress" in p for p in check_folder(folder).problems)
