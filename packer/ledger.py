@@ -13,6 +13,7 @@ from ..codec.decoders.base import first_match
 from ..codec.decoders.container import DIGEST_BYTES, HEADER
 from ..codec.fill import ALLOCATION_FIELDS
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
+from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
 from .runtime.artifact import BOOTSTRAP, MANIFEST, WEIGHTS, zip_overhead
 from .verify import Verified
@@ -37,6 +38,7 @@ class Ledger:
     tensors: list[TensorLedger] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # per tensor: the name of the pipeline rule that coded it
     allocation: dict[str, dict] = field(default_factory=dict)  # --fill's choice per tensor (from the container)
+    model: str = ""  # the model builder the container names ("module:function"), shown, never imported
 
     @property
     def headroom(self) -> int:
@@ -74,6 +76,12 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
     return {n: v for n, v in sorted(raw.items()) if n in names and ok(v)}
 
 
+def read_model_builder(meta: dict) -> str:
+    """The container's model builder when it is a well-formed name (the GPT's when absent)."""
+    ref = meta.get("model_builder", GPT_BUILDER)
+    return ref if isinstance(ref, str) and len(ref) <= 200 and BUILDER.fullmatch(ref) else "(malformed)"
+
+
 def read_rule_by_role(meta: dict, names: set[str], n_rules: int) -> dict[str, int]:
     """The rules a role chose (``PipelineSpec.chosen_by_role``), kept only where well-typed."""
     raw = meta.get("rule_by_role")
@@ -99,7 +107,8 @@ def artifact_ledger(v: Verified, budget: int) -> Ledger:
         code_minified=m.code["minified_bytes"], code_codec=m.code["codec"], weights=len(v.art.members[WEIGHTS]),
         container_overhead=HEADER.size + v.container.manifest_bytes + DIGEST_BYTES,
         requirements={"required": list(m.requirements["required"]), "optional": list(m.requirements["optional"])},
-        tensors=rows, groups=groups, allocation=read_allocation(v.container.meta, {t.name for t in rows}))
+        tensors=rows, groups=groups, allocation=read_allocation(v.container.meta, {t.name for t in rows}),
+        model=read_model_builder(v.container.meta))
 
 
 def format_ledger(led: Ledger) -> str:
@@ -117,6 +126,7 @@ def format_ledger(led: Ledger) -> str:
         f"{led.code_codec} {led.code_compressed:,} ({led.code_compressed / max(led.code_raw, 1):.3f} of raw)",
         f"  weights        {led.weights:>12,}   {8 * led.weights / max(params, 1):.3f} bits/param over {params:,} "
         f"params; container overhead {led.container_overhead:,}",
+        f"model            {printable(led.model)}",
         f"requires         {', '.join(req['required']) or '-'}"
         + (f"  (optional: {', '.join(req['optional'])})" if req["optional"] else ""),
         "",
