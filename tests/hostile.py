@@ -123,5 +123,23 @@ def with_weights(genuine: bytes, container: bytes) -> bytes:
     return resealed(genuine, edit)
 
 
+def with_meta(genuine: bytes, edit) -> bytes:
+    """The artifact resealed with its container's meta changed by ``edit(meta)`` (container
+    digest recomputed too): the model builder an attacker would like an artifact to import."""
+    import json
+
+    import brotli
+
+    members, _ = read_zip(genuine)
+    container = dict(members)[WEIGHTS]
+    magic, version, reserved, m, n = HEADER.unpack_from(container)
+    manifest = json.loads(brotli.decompress(container[HEADER.size:HEADER.size + m]))
+    edit(manifest["meta"])
+    packed = brotli.compress(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
+    streams = container[HEADER.size + m:HEADER.size + m + n]
+    body = HEADER.pack(magic, version, reserved, len(packed), n) + packed + streams
+    return with_weights(genuine, body + hashlib.sha256(body).digest())
+
+
 __all__ = ["zip64_differential", "overlapping", "directory_flood", "resealed", "amplifying_container", "with_weights",
-           "read_container"]
+           "with_meta", "read_container"]

@@ -252,3 +252,24 @@ def test_inspect_of_fuzzed_manifests_and_decoder_tables_only_refuses(genuine, se
     finally:
         sys.path.remove(str(sentinel_dir))
     assert "sentinel_mod" not in sys.modules and not (sentinel_dir / "IMPORTED").exists()
+
+
+def test_a_model_builder_named_by_the_container_is_never_imported(genuine, sentinel_dir, tmp_path):
+    """The container's meta names the model builder; an attacker points it at their module.
+    inspect only shows the name, the artifact refuses a builder outside its own bundle, and
+    `golfpack eval` of a model file refuses any builder it was not given."""
+    bad = tmp_path / "bad.pyz"
+    bad.write_bytes(hostile.with_meta(genuine, lambda meta: meta.update(model_builder="sentinel_mod:decode")))
+    env = {**os.environ, "PYTHONPATH": str(sentinel_dir)}
+    shown, _ = golfpack_measured("inspect", str(bad), env=env)
+    assert shown.returncode == 0 and "model            sentinel_mod:decode" in shown.stdout, shown.stderr
+    direct = subprocess.run([sys.executable, str(bad), "verify"], capture_output=True, text=True, env=env)
+    assert direct.returncode == 1 and "'sentinel_mod' is not in the artifact's own bundle" in direct.stderr
+    ran, _ = golfpack_measured(*run_args(bad), env=env)
+    refused(ran, "not in the artifact's own bundle")
+    gpak = tmp_path / "model.gpak"
+    members, _ = hostile.read_zip(bad.read_bytes())
+    gpak.write_bytes(dict(members)["weights.gpak"])
+    proc, _ = golfpack_measured("eval", str(gpak), "--val", "never-read.bin", "--tokenizer", str(SP1024), env=env)
+    refused(proc, "built by 'sentinel_mod:decode', not by golfpack.model.gpt:build")
+    assert not (sentinel_dir / "IMPORTED").exists(), "a container-named model module was imported"
