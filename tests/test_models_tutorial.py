@@ -75,6 +75,10 @@ def test_tutorial_model_trains_builds_inspects_runs_and_ships(loop_lm, train_glo
     print(f"LoopLM: float val_bpb {floated['val_bpb']:.6f}, artifact {ran['artifact_bytes']:,} bytes, "
           f"run {ran['val_bpb']:.6f}")
     assert abs(ran["val_bpb"] - floated["val_bpb"]) < 0.01
+    # Its records folder: LoopLM's module packed in train_gpt.py, run for a seed, checked.
+    golfpack("submit", "run/final.pt", "--model", "loop_lm.py:build", "--out", "records", "--seeds", "5", cwd=d)
+    assert "check passed" in golfpack("check", "records", cwd=d).stdout
+    assert "loop_lm:build" in (d / "records" / "README.md").read_text()
     # The artifact needs neither golfpack nor loop_lm.py: a venv without golfpack, another folder.
     away = d / "elsewhere"
     away.mkdir()

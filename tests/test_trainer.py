@@ -155,3 +155,18 @@ def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
 def test_model_overrides_are_checked_together():
     cfg = load_config(None, ["model.num_heads=5", "model.num_kv_heads=5", "model.model_dim=320"])
     assert (cfg.model["num_heads"], cfg.model["num_kv_heads"], cfg.model["model_dim"]) == (5, 5, 320)
+
+
+def test_calibration_time_is_reserved_inside_the_wallclock_cap(tmp_path, train_glob):
+    """The rules count GPTQ calibration as training: the loop's cap shrinks by the reserve, and
+    the log shows training plus calibration time against it."""
+    lines = []
+    cfg = tiny_cfg(tmp_path, train_glob, "iterations=100000", "max_wallclock_seconds=3", "calib_reserve_seconds=2",
+                   "calib_tokens=1024", "val_loss_every=0")
+    result = train(cfg, echo=lines.append)
+    assert any("max_wallclock_seconds:1.000" in ln for ln in lines), lines[:3]
+    assert 1000 <= result.train_time_ms < 3000  # stopped at the reserved cap, not the configured one
+    calib = next(ln for ln in lines if ln.startswith("calibration:"))
+    total = int(re.search(r"train_plus_calib_time:([0-9]+)ms", calib).group(1))
+    print(calib)
+    assert total >= result.train_time_ms

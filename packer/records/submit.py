@@ -34,6 +34,7 @@ from . import loader as loader_module
 from .lines import RunNumbers, parse_log
 
 SCRIPT = "train_gpt.py"
+RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
 RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines")
 HEADER = """# train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
 #   python train_gpt.py [key=value ...]  or  torchrun --standalone --nproc_per_node=8 train_gpt.py
@@ -69,7 +70,8 @@ MODES = ("run", "script", "collect")
 def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[str, ...]) -> TrainConfig:
     """The run's training config, with the challenge's data layout instead of the run's paths
     (``DATA_PATH``/``TOKENIZER_PATH`` or arguments point the script elsewhere), and GPTQ
-    calibration switched on when the pipeline needs it."""
+    calibration switched on when the pipeline needs it, with time reserved for it inside the
+    wall-clock cap; ``overrides`` (``--set``) last."""
     ckpt = load_checkpoint(checkpoint)
     if not ckpt.train_config:
         raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
@@ -77,10 +79,10 @@ def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[s
     defaults = TrainConfig()
     for key in ("train_files", "val_files", "tokenizer", "out_dir", "log_file"):
         setattr(cfg, key, getattr(defaults, key))
-    cfg = load_config(None, overrides, base=cfg)
-    if cfg.calib_tokens <= 0 and (spec.fill or any(s.needs_calibration for r in spec.rules for s in r.stages)):
-        cfg.calib_tokens = 262_144
-    return cfg
+    if spec.fill or any(s.needs_calibration for r in spec.rules for s in r.stages):
+        cfg.calib_tokens = cfg.calib_tokens if cfg.calib_tokens > 0 else 262_144
+        cfg.calib_reserve_seconds = cfg.calib_reserve_seconds or RECORDS_CALIB_RESERVE_SECONDS
+    return load_config(None, overrides, base=cfg)
 
 
 def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None) -> CodeBundle:
@@ -141,12 +143,13 @@ def readme(doc: dict, cfg: TrainConfig, spec: PipelineSpec, bundle: CodeBundle) 
     rows = "\n".join(f"| {seed} | {r['val_bpb']:.8f} | {r['val_loss']:.8f} | {r['code_bytes']:,} | {r['model_bytes']:,} "
                      f"| {r['artifact_bytes']:,} | {CHALLENGE_CAP - r['artifact_bytes']:,} | {r['steps']} "
                      f"| {r['step_avg_ms']:.2f} | {r['eval_time_s']:.1f} |" for seed, r in doc["seed_results"].items())
-    rules = "\n".join(f"- `{r.label}`: `{r.chain}`" for r in spec.rules)
+    rules = "\n".join(f"- `{r.label}` ({', '.join([*r.patterns, *(f'role:{x}' for x in r.roles)])}): `{r.chain}`"
+                      for r in spec.rules)
     return f"""# {doc.get('name') or 'TODO: name'}
 
 {doc.get('blurb') or 'TODO: what this submission does, and what it builds on.'}
 
-**val_bpb {doc['val_bpb']:.8f}** (mean of {len(doc['seed_results'])} seeds, std {doc['val_bpb_std']:.8f});
+**val_bpb {doc['val_bpb']:.8f}** (mean of {len(doc['seed_results'])} seed(s), std {doc['val_bpb_std']:.8f});
 largest artifact {doc['bytes_total']:,} bytes of the {CHALLENGE_CAP:,}.
 
 ## Byte ledger (from the logs; `golfpack check .` re-derives it)
@@ -161,7 +164,9 @@ compressed with {bundle.codec}. The model file is the codec container the script
 
 ## Model and pipeline
 
-Model: `{cfg.model_builder}` with `{json.dumps(cfg.model, sort_keys=True)}`.
+Model: `{cfg.model_builder}` with `{json.dumps(cfg.model, sort_keys=True)}`; trained with
+`max_wallclock_seconds={cfg.max_wallclock_seconds}` (negative: 600 s on CUDA), GPTQ calibration on
+{cfg.calib_tokens:,} training tokens inside it ({cfg.calib_reserve_seconds:g} s reserved).
 Pipeline ({'fills the bytes left after train_gpt.py' if spec.fill else 'grids as written'}):
 {rules}
 
@@ -169,7 +174,8 @@ Pipeline ({'fills the bytes left after train_gpt.py' if spec.fill else 'grids as
 
 ```bash
 pip install -r requirements.txt
-SEED=1337 torchrun --standalone --nproc_per_node=8 train_gpt.py
+SEED=1337 DATA_PATH=./data/datasets/fineweb10B_sp1024 TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model \\
+  torchrun --standalone --nproc_per_node=8 train_gpt.py
 ```
 """
 
