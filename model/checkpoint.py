@@ -12,7 +12,8 @@ A golfpack checkpoint is a ``torch.save`` of a dict of plain types only (so it l
      "resume": {...} | None}           # optimizer states and data position for --resume
 
 A plain state dict (the challenge's ``final_model.pt``) is accepted everywhere a checkpoint
-is; its config is inferred from the tensor shapes (it is a baseline GPT).
+is; its config is inferred from the tensor shapes (it is a baseline GPT), unless the caller
+names another model builder.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 
 from torch import nn
 
-from .builders import GPT_BUILDER, ModelBuilderError, build_model, load_weights, split_builder
+from .builders import GPT_BUILDER, ModelBuilderError, build_model, default_config, load_weights, split_builder
 from .config import GPTConfig
 from .files import atomic_write_bytes
 
@@ -80,8 +81,17 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    path = Path(path)
+def load_checkpoint(path: str | os.PathLike, builder: str | None = None) -> Checkpoint:
+    """A checkpoint or plain state dict. ``builder``: the model builder the caller was told to
+    use (``--model``): a plain state dict is then that builder's model, with its module's
+    ``DEFAULT_CONFIG``; a golfpack checkpoint trained with another builder is refused."""
+    ckpt = _load(Path(path), builder)
+    if builder is not None and builder != ckpt.model_builder:
+        raise CheckpointError(f"{path} was trained with model builder '{ckpt.model_builder}', not '{builder}'")
+    return ckpt
+
+
+def _load(path: Path, builder: str | None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -107,6 +117,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                           builder)
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: neither a golfpack checkpoint nor a plain state dict")
+    if builder not in (None, GPT_BUILDER):
+        try:
+            return Checkpoint(dict(obj), default_config(builder), meta={"source": "plain state dict"},
+                              model_builder=builder)
+        except (ValueError, ImportError) as e:
+            raise CheckpointError(f"{path}: {e}") from None
     try:
         cfg = GPTConfig.from_state_dict(obj)
     except ValueError as e:

@@ -42,6 +42,7 @@ class BuildOptions:
     force: bool = False
     fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says
     fill_tolerance: float = 0.001  # land within this fraction under the budget
+    model: str | None = None  # the model builder named on the command line (--model), if any
 
 
 def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], calib: str | None, tokens: int,
@@ -83,7 +84,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     registry = discover()
     spec = load_spec(pipeline, registry)
     fill = spec.fill if options.fill is None else options.fill
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, options.model)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = spec.with_roles(tensor_roles(model))

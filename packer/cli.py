@@ -35,18 +35,6 @@ def use_model(model: str | None) -> str | None:
     return resolve_model(model)
 
 
-def load_model_checkpoint(checkpoint: Path, model: str | None):
-    """A checkpoint whose builder (given again with ``--model`` for a user's file) can build it."""
-    from ..model.checkpoint import CheckpointError, load_checkpoint
-
-    ref = use_model(model)
-    ckpt = load_checkpoint(checkpoint)
-    if ref is not None and ref != ckpt.model_builder:
-        raise CheckpointError(f"{checkpoint} was trained with model builder '{ckpt.model_builder}', "
-                              f"--model names '{ref}'")
-    return ckpt
-
-
 def error_message(e: BaseException) -> str:
     from .build import BudgetError
     from .demo import DataNotFoundError
@@ -131,7 +119,9 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
 
         model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER, use_model(model) or GPT_BUILDER))
     else:
-        model = load_model_checkpoint(checkpoint, model).build_model()
+        from ..model.checkpoint import load_checkpoint
+
+        model = load_checkpoint(checkpoint, use_model(model)).build_model()
     result = evaluate_files(model, val, tokenizer, seq_len, stride, batch_seqs, ctx)
     shutdown()
     if ctx.is_main:
@@ -251,9 +241,7 @@ def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, forc
     from .build import BuildOptions, build
     from .ledger import format_ledger
 
-    load_model_checkpoint(checkpoint, model)  # makes a user's model importable, and checks it is the one trained
-
-    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill),
+    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill, use_model(model)),
                 echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:
@@ -333,7 +321,7 @@ def submit_cmd(checkpoint, out, pipeline, seeds, nproc, overrides, train_files, 
     requirements.txt and a README skeleton, every number read from the logs."""
     from .records.submit import SubmitOptions, run_paths, submit
 
-    load_model_checkpoint(checkpoint, model)
+    ref = use_model(model)
     try:
         seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
@@ -344,7 +332,7 @@ def submit_cmd(checkpoint, out, pipeline, seeds, nproc, overrides, train_files, 
     info = {k: v for k, v in {"name": name, "author": author, "github_id": github_id, "blurb": blurb}.items() if v}
     doc = submit(checkpoint, out, SubmitOptions(pipeline, seed_list, nproc, tuple(overrides),
                                                 tuple(f"{k}={v}" for k, v in paths.items()), eval_stride, info,
-                                                force, mode or "run"), echo=click.echo)
+                                                force, mode or "run", ref), echo=click.echo)
     if doc is not None:
         click.echo(f"val_bpb {doc['val_bpb']:.8f} (std {doc['val_bpb_std']:.8f}, {len(doc['seed_results'])} seeds); "
                    f"largest artifact {doc['bytes_total']:,} bytes")

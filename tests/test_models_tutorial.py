@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from golfpack.codec.spec import load_spec
 from golfpack.model.builders import ModelBuilderError, build_model, load_module_file, tensor_roles
+from golfpack.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from golfpack.packer.bundle import BundleError, build_bundle
 
 from .conftest import ROOT, SP1024, make_tiny
@@ -109,3 +111,26 @@ def test_a_model_module_that_would_not_ship_is_refused(tmp_path):
     (tmp_path / "not_a_model.py").write_text("import torch\ndef build(c):\n    return torch.nn.Linear(2, 2)\n")
     with pytest.raises(ModelBuilderError, match="lacks"):
         build_model(f"{load_module_file(tmp_path / 'not_a_model.py')}:build", {})
+
+
+def test_entry_point_and_a_plain_state_dict_of_your_model(loop_lm, tmp_path):
+    dist = tmp_path / "loop_lm_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: loop-lm-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[golfpack.models]\nloop-lm = loop_lm:build\n")
+    (tmp_path / "loop_lm.py").write_text((loop_lm / "loop_lm.py").read_text())
+    code = "from golfpack.packer.models import resolve_model; print(resolve_model('loop-lm'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**clean_env(), "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "loop_lm:build", out.stderr
+    # A state dict saved outside golfpack: taken as the named builder's model, with its defaults.
+    name = load_module_file(loop_lm / "loop_lm.py")
+    ref = f"{name}:build"
+    torch.save(build_model(ref, {}).state_dict(), tmp_path / "plain.pt")
+    ckpt = load_checkpoint(tmp_path / "plain.pt", ref)
+    assert ckpt.model_builder == ref and ckpt.model_config["dim"] == 256
+    assert tensor_roles(ckpt.build_model())["embed.weight"] == "embedding"
+    gpt = make_tiny(1)
+    save_checkpoint(tmp_path / "gpt.pt", Checkpoint(gpt.state_dict(), gpt.cfg.to_dict()))
+    with pytest.raises(CheckpointError, match="trained with model builder 'golfpack.model.gpt:build'"):
+        load_checkpoint(tmp_path / "gpt.pt", ref)

@@ -62,17 +62,19 @@ class SubmitOptions:
     info: dict = field(default_factory=dict)  # name, author, github_id, blurb
     force: bool = False
     mode: str = "run"  # run: write the script and run every seed; script: only write it; collect: read the logs
+    model: str | None = None  # the model builder named on the command line (--model), if any
 
 
 MODES = ("run", "script", "collect")
 
 
-def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[str, ...]) -> TrainConfig:
+def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[str, ...],
+                  model: str | None = None) -> TrainConfig:
     """The run's training config, with the challenge's data layout instead of the run's paths
     (``DATA_PATH``/``TOKENIZER_PATH`` or arguments point the script elsewhere), and GPTQ
     calibration switched on when the pipeline needs it, with time reserved for it inside the
     wall-clock cap; ``overrides`` (``--set``) last."""
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, model)
     if not ckpt.train_config:
         raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
     cfg = TrainConfig.from_dict(ckpt.train_config)
@@ -213,7 +215,7 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     if not options.seeds or len(set(options.seeds)) != len(options.seeds):
         raise ValueError(f"--seeds must be distinct integers, got {options.seeds}")
     spec = load_spec(options.pipeline)
-    cfg = script_config(checkpoint, spec, options.overrides)
+    cfg = script_config(checkpoint, spec, options.overrides, options.model)
     bundle = script_bundle(cfg, spec, options.eval_stride)
     source = script_source(bundle, options.pipeline)
     if options.mode == "collect":
