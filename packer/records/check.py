@@ -184,6 +184,8 @@ def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> R
     target = target or (tuple(python) if isinstance(python, list) and len(python) == 2 else sys.version_info[:2])
     check_code(report, folder, target)
     seeds = [str(s) for s in doc["seed_results"]]
+    if not seeds:
+        return report
     logs = {m.group(1) for p in folder.iterdir() if (m := SEED_LOG.match(p.name))}
     for extra in sorted(logs - set(seeds)):
         report.problems.append(f"train_seed{extra}.log: a seed's log that submission.json leaves out")
