@@ -241,7 +241,7 @@ def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, forc
     from .build import BuildOptions, build
     from .ledger import format_ledger
 
-    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill, use_model(model)),
+    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill, model=use_model(model)),
                 echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:
