@@ -193,3 +193,19 @@ def test_check_bounds_a_crafted_bundle(records, tmp_path):
     lines[-2] = "B=b'not!a~bundle'"
     (folder / "train_gpt.py").write_text("\n".join(lines) + "\n")
     assert any("does not decompress" in p for p in check_folder(folder).problems)
+
+
+def test_the_scripts_config_is_packed_then_environment_then_arguments():
+    from golfpack.packer.records.script import resolve_config
+    from golfpack.trainer.config import TrainConfig
+
+    settings = {"train_config": TrainConfig().to_dict() | {"seed": 3, "iterations": 9}}
+    cfg, run_id = resolve_config(settings, [], {})
+    assert (cfg.seed, cfg.iterations, run_id, cfg.log_file) == (3, 9, "seed3", "train_seed3.log")
+    cfg, run_id = resolve_config(settings, ["iterations=5"], {"SEED": "7", "ITERATIONS": "8", "DATA_PATH": "/d",
+                                                              "TOKENIZER_PATH": "/t.model", "RUN_ID": "0f3a-b"})
+    assert (cfg.seed, cfg.iterations, run_id) == (7, 5, "0f3a-b")
+    assert (cfg.train_files, cfg.val_files, cfg.tokenizer) == ("/d/fineweb_train_*.bin", "/d/fineweb_val_*.bin", "/t.model")
+    for bad in ("../x", "a/b", ".hidden", ""):
+        with pytest.raises(ValueError, match="RUN_ID"):
+            resolve_config(settings, [], {"RUN_ID": bad})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -66,8 +67,8 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
         overrides.append(f"tokenizer={environ['TOKENIZER_PATH']}")
     cfg = load_config(None, [*overrides, *argv], base=TrainConfig.from_dict(settings["train_config"]))
     run_id = environ.get("RUN_ID", f"seed{cfg.seed}")
-    if not run_id.replace("-", "_").replace(".", "_").isidentifier():
-        raise ValueError(f"RUN_ID must be letters, digits, '_', '-' or '.', got {run_id!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", run_id) or run_id.startswith("."):
+        raise ValueError(f"RUN_ID must be up to 64 letters, digits, '_', '-' or '.', got {run_id!r}")
     cfg.out_dir, cfg.log_file = f"golfpack_run_{run_id}", f"train_{run_id}.log"
     return cfg, run_id
 
