@@ -4,7 +4,6 @@ folders (a seed over the cap, a JSON that disagrees with its log, an uncounted l
 a decompression bomb)."""
 from __future__ import annotations
 
-import base64
 import json
 import lzma
 import os
@@ -18,6 +17,7 @@ import pytest
 
 from golfpack.packer.records.check import check_folder
 from golfpack.packer.records.lines import parse_log
+from golfpack.packer.records.submit import latin1_literal
 from golfpack.packer.runtime.artifact import CHALLENGE_CAP
 
 from .conftest import SP1024
@@ -114,13 +114,22 @@ def test_the_script_is_deterministic_and_refuses_to_clobber(records, trained, tm
 def test_the_script_ships_only_what_it_runs(records):
     from golfpack.packer.records.check import bundle_of
 
-    files = bundle_of((records / "train_gpt.py").read_text())
+    files = bundle_of((records / "train_gpt.py").read_bytes().decode("latin-1"))
     assert "golfpack/packer/records/script.py" in files and "golfpack/codec/encoders/ctxans.py" in files
     build_side = [p for p in files if p.startswith("golfpack/packer/") and not p.startswith(("golfpack/packer/records/",
                                                                                           "golfpack/packer/runtime/"))]
     assert build_side == ["golfpack/packer/__init__.py"]
     assert not {"golfpack/packer/records/submit.py", "golfpack/packer/records/check.py"} & set(files)
     assert "golfpack/codec/encoders/zstd.py" not in files  # the default pipeline does not use it
+
+
+def script_lines(folder: Path) -> list[str]:
+    """train_gpt.py's lines: Latin-1, split at "\n" only (its bundle literal holds \x85 and friends)."""
+    return (folder / "train_gpt.py").read_bytes().decode("latin-1").rstrip("\n").split("\n")
+
+
+def write_script(folder: Path, lines: list[str]) -> None:
+    (folder / "train_gpt.py").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
 
 
 def rewrite(path: Path, old: str, new: str) -> None:
@@ -170,9 +179,9 @@ def test_check_refuses_json_that_disagrees_with_its_log(records, tmp_path):
 def test_check_refuses_an_uncounted_local_import_and_native_code(records, tmp_path):
     folder = copy_records(records, tmp_path / "rec")
     (folder / "helper.py").write_text("X = 1\n")
-    lines = (folder / "train_gpt.py").read_text().splitlines(keepends=True)
-    lines.insert(len(lines) - 2, "import helper\n")
-    (folder / "train_gpt.py").write_text("".join(lines))
+    lines = script_lines(folder)
+    lines.insert(len(lines) - 2, "import helper")
+    write_script(folder, lines)
     problems = check_folder(folder).problems
     print(problems)
     assert any("train_gpt.py imports 'helper', a local file whose bytes are not counted" in p for p in problems)
@@ -184,14 +193,14 @@ def test_check_refuses_an_uncounted_local_import_and_native_code(records, tmp_pa
 def test_check_bounds_a_crafted_bundle(records, tmp_path):
     folder = copy_records(records, tmp_path / "rec")
     bomb = lzma.compress(b"\0" * (9 << 20), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-    lines = (folder / "train_gpt.py").read_text().splitlines()
-    lines[-2] = f"B={base64.b85encode(bomb)!r}"
+    lines = script_lines(folder)
+    lines[-2] = f"B={latin1_literal(bomb)}"
     lines[-1] = re.sub(r"start\(B,'\w+'", "start(B,'lzma'", lines[-1])
-    (folder / "train_gpt.py").write_text("\n".join(lines) + "\n")
+    write_script(folder, lines)
     problems = check_folder(folder).problems
     assert any("decompresses to more than" in p for p in problems), problems
-    lines[-2] = "B=b'not!a~bundle'"
-    (folder / "train_gpt.py").write_text("\n".join(lines) + "\n")
+    lines[-2] = "B='not a bundle'"
+    write_script(folder, lines)
     assert any("does not decompress" in p for p in check_folder(folder).problems)
 
 

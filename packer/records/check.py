@@ -12,19 +12,19 @@ found as the bytes literal of its last line, decoded and decompressed with bound
 from __future__ import annotations
 
 import ast
-import base64
 import hashlib
 import json
 import lzma
 import math
 import re
 import sys
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runtime.artifact import CHALLENGE_CAP, MAX_CODE_BYTES
 from .lines import LogError, RunNumbers
-from .loader import SETTINGS
+from .loader import ENCODING, SETTINGS
 from .submit import SCRIPT, numbers_of, summary
 
 NATIVE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx", ".cu", ".h", ".hpp", ".so", ".pyx", ".pyd", ".dll", ".dylib"}
@@ -47,10 +47,11 @@ class Report:
 
 def bundle_of(source: str) -> dict[str, str]:
     """The modules packed in a golfpack records script, or {} for another script: its last two
-    lines, ``B=b'<base85>'`` and ``sys.exit(start(B,'<codec>',...))``, decoded without running
-    anything."""
+    lines, ``B='<bundle, one character per byte>'`` and ``sys.exit(start(B,'<codec>',...))``,
+    decoded without running anything."""
     try:
-        assign, call = (ast.parse(line).body[0] for line in source.rstrip().splitlines()[-2:])
+        # "\n" only: str.splitlines would also split at \x85, \x1c, ..., which the literal holds
+        assign, call = (ast.parse(line).body[0] for line in source.rstrip("\n").split("\n")[-2:])
     except (SyntaxError, IndexError, ValueError):
         return {}
     starts = [n for n in ast.walk(call) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start"]
@@ -58,10 +59,10 @@ def bundle_of(source: str) -> dict[str, str]:
             and len(starts[0].args) >= 2 and isinstance(starts[0].args[1], ast.Constant)):
         return {}
     packed, codec = assign.value.value, starts[0].args[1].value
-    if not isinstance(packed, bytes) or codec not in ("lzma", "brotli"):
+    if not isinstance(packed, str) or codec not in ("lzma", "brotli"):
         return {}
     try:
-        blob = base64.b85decode(packed)
+        blob = packed.encode(ENCODING)
         if codec == "lzma":
             d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
             raw = d.decompress(blob, max_length=MAX_CODE_BYTES + 1)
@@ -102,7 +103,8 @@ def check_code(report: Report, folder: Path, target: tuple[int, int]) -> None:
     if script.stat().st_size > MAX_SCRIPT_BYTES:
         report.problems.append(f"{SCRIPT} alone is over the cap")
         return
-    source = script.read_text(encoding="utf-8", errors="replace")
+    with tokenize.open(script) as f:  # the encoding its coding line declares (a records script: Latin-1)
+        source = f.read()
     files = {SCRIPT: source}
     try:
         files |= {p: s for p, s in bundle_of(source).items() if p != SETTINGS}

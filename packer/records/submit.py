@@ -36,7 +36,9 @@ from .lines import RunNumbers, parse_log
 SCRIPT = "train_gpt.py"
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
 RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines")
-HEADER = """# train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
+ESCAPES = {0x00: "\\x00", 0x0A: "\\n", 0x0D: "\\r", 0x27: "\\'", 0x5C: "\\\\"}  # what a '...' literal cannot hold
+HEADER = """# -*- coding: latin-1 -*-
+# train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
 #   python train_gpt.py [key=value ...]  or  torchrun --standalone --nproc_per_node=8 train_gpt.py
 # Environment: SEED RUN_ID ITERATIONS MAX_WALLCLOCK_SECONDS VAL_LOSS_EVERY TRAIN_LOG_EVERY DATA_PATH TOKENIZER_PATH
 # (python train_gpt.py --help). Below: golfpack's model, trainer, encoders and decoders, minified and
@@ -102,15 +104,18 @@ def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None)
                         data={loader_module.SETTINGS: json.dumps(settings, sort_keys=True, indent=0)})
 
 
+def latin1_literal(data: bytes) -> str:
+    """``data`` as a single-quoted literal of Latin-1 source: each byte one character, but NUL,
+    line breaks, the quote and the backslash escaped."""
+    return "'" + "".join(ESCAPES.get(b, chr(b)) for b in data) + "'"
+
+
 def script_source(bundle: CodeBundle, pipeline: str) -> bytes:
     """``train_gpt.py``: header, the import hook and loader (minified), the bundle, the call."""
-    import base64
-
     code = minify(inlined(finder_module, loader_module, tail=[]), SCRIPT)
-    packed = base64.b85encode(bundle.compressed)
     head = HEADER.format(version=golfpack_version(), pipeline=pipeline if len(pipeline) < 40 else "custom")
-    tail = f"B={packed!r}\nsys.exit(start(B,{bundle.codec!r},__file__,sys.argv[1:]))\n"
-    return (head + code + "\n" + tail).encode()
+    tail = f"B={latin1_literal(bundle.compressed)}\nsys.exit(start(B,{bundle.codec!r},__file__,sys.argv[1:]))\n"
+    return (head + code + "\n" + tail).encode(loader_module.ENCODING)
 
 
 def numbers_of(folder: Path, seeds: list[str]) -> dict[str, RunNumbers]:
