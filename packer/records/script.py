@@ -154,4 +154,6 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     log(lines.ROUNDTRIP_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb, eval_ms=eval_ms))
     log(lines.EXACT_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
     log(lines.FULL_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
+    if result.ctx.distributed:
+        dist.barrier()  # leave together: a rank tearing gloo down while another still works can abort it
     return 0
