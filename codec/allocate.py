@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size, quantize_rtn
+from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
@@ -65,7 +65,7 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
     ``lqer``) on the per-row grid (cheap, no GPTQ)."""
     rule = ClipRule.parse(clip)
-    q, scales = quantize_rdoq(w, bits, rule, rdoq) if rdoq else quantize_rtn(w, bits, rule)
+    q, scales = quantize_rdoq(w, bits, rule, rdoq)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1

@@ -43,19 +43,22 @@ def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hess
 
 
 def complete_hessians(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec,
-                      hessians: Mapping[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
+                      hessians: Mapping[str, torch.Tensor] | None,
+                      log: Callable[[str], None]) -> dict[str, torch.Tensor] | None:
     """Calibration for every matrix a calibrating stage will see. One the calibration pass did not
     reach (an input its hooks cannot see, such as a user model's own output layer) gets the
-    identity, with which GPTQ is round-to-nearest; its name is returned so the build can say so.
-    Without any calibration nothing is filled in: the stage reports that."""
+    identity, with which GPTQ is round-to-nearest, and ``log`` says so. Without any calibration
+    nothing is filled in: the stage reports that."""
     if not hessians:
-        return None, []
+        return None
     out, missing = dict(hessians), []
     for name, t in state_dict.items():
         if name not in out and t.ndim == 2 and any(s.needs_calibration for s in spec.rule_for(name).stages):
             out[name] = torch.eye(t.shape[1])
             missing.append(name)
-    return out, missing
+    if missing:
+        log(f"calibration: none for {', '.join(missing)}; identity Hessian (GPTQ as round-to-nearest)")
+    return out
 
 
 def record_bytes(record: Record) -> int:

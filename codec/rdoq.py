@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decoders.intq import ClipRule, as_rows, qmax, round_to_grid, row_scales
+from .decoders.intq import ClipRule, as_rows, qmax, quantize_rtn, round_to_grid, row_scales
 
 
 def code_lengths(q: torch.Tensor, bits: int) -> torch.Tensor:
@@ -36,7 +36,10 @@ def rate_aware_round(x: torch.Tensor, bits: int, lengths: torch.Tensor, lam: flo
 
 
 def quantize_rdoq(w: torch.Tensor, bits: int, rule: ClipRule, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round-to-nearest's grid (same scales) with rate-aware rounding: ``(symbols, scales)``."""
+    """Round-to-nearest's grid (same scales) with rate-aware rounding: ``(symbols, scales)``;
+    ``lam = 0`` is ``quantize_rtn`` itself."""
+    if not lam:
+        return quantize_rtn(w, bits, rule)
     scales = row_scales(w, bits, rule)
     rows = as_rows(w)
     lengths = code_lengths(round_to_grid(rows, scales[:, None], bits), bits)

@@ -82,29 +82,24 @@ class PipelineSpec:
         """This spec, bound to one model's tensor roles (``model.builders.tensor_roles``)."""
         return replace(self, roles=dict(roles))
 
-    def rule_for(self, name: str, role: str | None = None) -> Rule:
-        """The first rule whose globs match ``name`` or whose roles include its role (``role``,
-        or the one the spec is bound to)."""
+    def rule_index(self, name: str, role: str | None = None) -> int:
+        """Index of the first rule whose globs match ``name`` or whose roles include its role
+        (``role``, or the one the spec is bound to)."""
         role = self.roles.get(name) if role is None else role
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             if rule.matches(name, role):
-                return rule
+                return i
         raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
 
+    def rule_for(self, name: str, role: str | None = None) -> Rule:
+        return self.rules[self.rule_index(name, role)]
+
     def chosen_by_role(self, names: list[str]) -> dict[str, int]:
-        """Tensors whose rule a role chose (no glob of it or of an earlier rule matched), with that
-        rule's index: all a container's meta needs for ``inspect`` to group them (it sees names,
-        not roles), and empty for a model whose names the globs know."""
-        out = {}
-        for name in names:
-            role = self.roles.get(name)
-            for i, rule in enumerate(self.rules):
-                if first_match(name, [rule.patterns]) is not None:
-                    break
-                if role in rule.roles:
-                    out[name] = i
-                    break
-        return out
+        """Tensors whose rule a role chose (its globs do not match the name), with that rule's
+        index: all a container's meta needs for ``inspect`` to group them (it sees names, not
+        roles), and empty for a model whose names the globs know."""
+        chosen = {name: self.rule_index(name) for name in names}
+        return {name: i for name, i in chosen.items() if first_match(name, [self.rules[i].patterns]) is None}
 
     def to_json(self) -> list[dict]:
         """The rules as data (labels, globs, roles, chain text), for the artifact's manifest."""

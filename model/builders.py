@@ -32,7 +32,6 @@ from .gpt import is_control
 GPT_BUILDER = "golfpack.model.gpt:build"
 BUILDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 MATRIX_MIN_ELEMENTS = 65_536  # the records' line: smaller tensors are "small" (stored near float)
-ROLES = ("matrix", "embedding", "small")
 
 
 class ModelBuilderError(ValueError):
@@ -82,14 +81,17 @@ def builder_module(ref: str) -> str:
     return split_builder(ref)[0]
 
 
-def load_builder(ref: str) -> Callable[[dict], nn.Module]:
-    module, function = split_builder(ref)
+def _import(module: str):
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError as e:
         raise ModelBuilderError(f"cannot import model module '{module}' ({e}); pass --model PATH.py:function "
                                 "or install the package that provides it") from None
-    fn = getattr(mod, function, None)
+
+
+def load_builder(ref: str) -> Callable[[dict], nn.Module]:
+    module, function = split_builder(ref)
+    fn = getattr(_import(module), function, None)
     if not callable(fn):
         raise ModelBuilderError(f"model module '{module}' has no function '{function}'")
     return fn
@@ -97,8 +99,7 @@ def load_builder(ref: str) -> Callable[[dict], nn.Module]:
 
 def default_config(ref: str) -> dict[str, Any]:
     """The builder's defaults: its module's ``DEFAULT_CONFIG`` (GPT: the challenge baseline)."""
-    mod = importlib.import_module(split_builder(ref)[0])
-    return dict(getattr(mod, "DEFAULT_CONFIG", {}))
+    return dict(getattr(_import(builder_module(ref)), "DEFAULT_CONFIG", {}))
 
 
 def build_model(ref: str, config: Mapping[str, Any]) -> nn.Module:
@@ -113,9 +114,12 @@ def build_model(ref: str, config: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-def model_meta(ref: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """What a container's meta records of its model, for the artifact to rebuild it."""
-    return {"model_builder": ref, "model_config": dict(config)}
+def model_meta(ref: str, config: Mapping[str, Any], rule_by_role: Mapping[str, int]) -> dict[str, Any]:
+    """What a container's meta records of its model: builder and config, for the artifact to
+    rebuild it, and the rules its tensors' roles chose (``PipelineSpec.chosen_by_role``), for
+    ``inspect`` to group them; only when there are any."""
+    return {"model_builder": ref, "model_config": dict(config)} | ({"rule_by_role": dict(rule_by_role)}
+                                                                    if rule_by_role else {})
 
 
 def builder_of(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -137,6 +141,14 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
         raise ModelBuilderError(f"{source}: state dict does not fit the model: "
                                 f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
     return model
+
+
+def tied_embeddings(model: nn.Module) -> list[str]:
+    """Names of the embedding weights that are also the output layer: all of them in a model
+    that declares ``lm_head = None`` (the GPT's convention, docs/models.md), none otherwise."""
+    if getattr(model, "lm_head", 0) is not None:
+        return []
+    return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
 
 
 def parameter_kinds(model: nn.Module) -> dict[str, str]:

@@ -91,12 +91,8 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, lambda: model, options.calib, options.calib_tokens, ckpt.train_seq_len, echo) \
         if spec.needs_calibration(list(state)) or fill else None
-    hessians, uncalibrated = complete_hessians(state, spec, hessians)
-    if uncalibrated:
-        echo(f"calibration: none for {', '.join(uncalibrated)}; identity Hessian (GPTQ as round-to-nearest)")
-    meta = model_meta(ckpt.model_builder, ckpt.model_config)
-    if by_role := spec.chosen_by_role(list(state)):
-        meta["rule_by_role"] = by_role
+    hessians = complete_hessians(state, spec, hessians, echo)
+    meta = model_meta(ckpt.model_builder, ckpt.model_config, spec.chosen_by_role(list(state)))
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values(), [builder_module(ckpt.model_builder)])
     manifest = Manifest(

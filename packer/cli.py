@@ -117,7 +117,8 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
         from ..model.builders import GPT_BUILDER
         from .records.script import load_model_file
 
-        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER, use_model(model) or GPT_BUILDER))
+        ref = use_model(model)
+        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER,) if ref is None else (GPT_BUILDER, ref))
     else:
         from ..model.checkpoint import load_checkpoint
 
@@ -211,9 +212,9 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg.to_dict(), f)
     cmd = torchrun_command(nproc, "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every))
-    module = sys.modules.get(cfg.model_builder.partition(":")[0])
-    if module is not None and ref is not None and model.partition(":")[0].endswith(".py"):
-        cmd += ["--model-file", str(Path(module.__file__).resolve())]
+    model_file = (model or "").rpartition(":")[0]
+    if model_file.endswith(".py"):  # torchrun's processes import the user's file themselves
+        cmd += ["--model-file", str(Path(model_file).resolve())]
     cmd += (["--resume", str(resume)] if resume else []) + (["--force"] if force else [])
     rc = subprocess.call(cmd)
     Path(f.name).unlink(missing_ok=True)
@@ -319,20 +320,16 @@ def submit_cmd(checkpoint, out, pipeline, seeds, nproc, overrides, train_files, 
     """Write a challenge records folder from CHECKPOINT's run: train_gpt.py (trains, encodes,
     writes the model file, decodes it, evaluates), run it for every seed, then submission.json,
     requirements.txt and a README skeleton, every number read from the logs."""
-    from .records.submit import SubmitOptions, run_paths, submit
+    from .records.submit import SubmitOptions, submit
 
-    ref = use_model(model)
     try:
         seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    paths = dict(a.split("=", 1) for a in run_paths(checkpoint))
-    paths |= {k: str(Path(v).resolve()) for k, v in
-              {"train_files": train_files, "val_files": val_files, "tokenizer": tokenizer}.items() if v is not None}
+    data = {k: v for k, v in {"train_files": train_files, "val_files": val_files, "tokenizer": tokenizer}.items() if v}
     info = {k: v for k, v in {"name": name, "author": author, "github_id": github_id, "blurb": blurb}.items() if v}
-    doc = submit(checkpoint, out, SubmitOptions(pipeline, seed_list, nproc, tuple(overrides),
-                                                tuple(f"{k}={v}" for k, v in paths.items()), eval_stride, info,
-                                                force, mode or "run", ref), echo=click.echo)
+    doc = submit(checkpoint, out, SubmitOptions(pipeline, seed_list, nproc, tuple(overrides), data, eval_stride, info,
+                                                force, mode or "run", use_model(model)), echo=click.echo)
     if doc is not None:
         click.echo(f"val_bpb {doc['val_bpb']:.8f} (std {doc['val_bpb_std']:.8f}, {len(doc['seed_results'])} seeds); "
                    f"largest artifact {doc['bytes_total']:,} bytes")

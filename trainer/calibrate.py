@@ -1,9 +1,9 @@
 """GPTQ calibration: ``H = 2 X^T X / n`` of the inputs of every linear layer, from training data.
 
-Hooks record the input of each linear layer and, for a tied embedding (a model without
-``lm_head`` whose ``head`` maps hidden states to logits, as the GPT), the final hidden states
-that multiply ``tok_emb.weight`` as the output layer. Inputs of q/k/v share one
-Hessian object (they see the same activations). Only training shards are read.
+Hooks record the input of each linear layer and, for a tied embedding
+(``model.builders.tied_embeddings``, with a ``head`` that maps hidden states to logits, as the
+GPT), the final hidden states that multiply the embedding as the output layer. Inputs of the
+GPT's q/k/v share one Hessian object (they see the same activations). Only training shards are read.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..model.builders import tied_embeddings
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes
 from ..model.shards import TokenStream
@@ -49,10 +50,9 @@ def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_
             if site not in sites.values():
                 hooks.append(module.register_forward_pre_hook(lambda m, a, s=site: accumulate(s, a[0])))
             sites[f"{name}.weight"] = site
-    if getattr(model, "lm_head", 0) is None and hasattr(model, "head"):  # the tied embedding is the output layer: its input is the final hidden state
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Embedding):
-                sites[f"{name}.weight"] = "head"
+    tied = tied_embeddings(model) if hasattr(model, "head") else []
+    if tied:  # the tied embedding is the output layer: its input is the final hidden state
+        sites.update((name, "head") for name in tied)
         original_head = model.head
 
         def head(h: torch.Tensor) -> torch.Tensor:

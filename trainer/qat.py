@@ -21,6 +21,7 @@ import torch
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.intq import ClipRule, fake_quantize
+from ..model.builders import tied_embeddings
 from ..model.gpt import CastedLinear
 
 
@@ -39,10 +40,9 @@ def _targets(model: torch.nn.Module):
     for name, module in model.named_modules():
         if isinstance(module, CastedLinear):
             yield f"{name}.weight", module, "weight_fn"
-    if getattr(model, "lm_head", 0) is None and hasattr(model, "head_weight_fn"):
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Embedding):
-                yield f"{name}.weight", model, "head_weight_fn"
+    if hasattr(model, "head_weight_fn"):
+        for name in tied_embeddings(model):
+            yield name, model, "head_weight_fn"
 
 
 @lru_cache(maxsize=None)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
-from ..decoders.intq import MAX_LQER_RANK, ClipRule, dequantize, qmax, quantize_rtn
+from ..decoders.intq import MAX_LQER_RANK, ClipRule, dequantize, qmax
 from ..gptq import gptq_quantize
 from ..lqer import lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq
@@ -59,9 +59,7 @@ class RTN(_Quantizer):
     Params = QuantParams
 
     def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.params.rdoq:
-            return quantize_rdoq(value, self.params.bits, self.params.rule, self.params.rdoq)
-        return quantize_rtn(value, self.params.bits, self.params.rule)
+        return quantize_rdoq(value, self.params.bits, self.params.rule, self.params.rdoq)
 
 
 @dataclass

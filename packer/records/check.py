@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import lzma
 import math
 import re
 import sys
@@ -22,7 +21,8 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runtime.artifact import CHALLENGE_CAP, MAX_CODE_BYTES
+from ..runtime.artifact import (BUNDLE_PATH, CHALLENGE_CAP, CODE_CODECS, MAX_CODE_BYTES, decompress_bundle,
+                                split_bundle)
 from .lines import LogError, RunNumbers
 from .loader import ENCODING, SETTINGS
 from .submit import SCRIPT, numbers_of, summary
@@ -31,6 +31,7 @@ NATIVE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx", ".cu", ".h", ".hpp", ".so", ".py
 SEED_LOG = re.compile(r"^train_seed(-?[0-9]+)\.log$")
 MAX_JSON_BYTES = 1 << 20
 MAX_SCRIPT_BYTES = CHALLENGE_CAP
+RECORDS_BUNDLE_PATH = f"{BUNDLE_PATH}|{re.escape(SETTINGS)}"  # the modules, and the packed run's settings
 FLOAT_TOL = 5.5e-9  # submission.json rounds to 8 decimals (the challenge's)
 
 
@@ -59,24 +60,12 @@ def bundle_of(source: str) -> dict[str, str]:
             and len(starts[0].args) >= 2 and isinstance(starts[0].args[1], ast.Constant)):
         return {}
     packed, codec = assign.value.value, starts[0].args[1].value
-    if not isinstance(packed, str) or codec not in ("lzma", "brotli"):
+    if not isinstance(packed, str) or codec not in CODE_CODECS:
         return {}
-    try:
-        blob = packed.encode(ENCODING)
-        if codec == "lzma":
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-            raw = d.decompress(blob, max_length=MAX_CODE_BYTES + 1)
-        else:
-            import brotli
-
-            raw = brotli.Decompressor().process(blob, output_buffer_limit=MAX_CODE_BYTES + 1)
-    except Exception as e:  # each codec has its own error type
-        raise ValueError(f"it does not decompress ({type(e).__name__})") from None
+    raw, _ = decompress_bundle(codec, packed.encode(ENCODING), MAX_CODE_BYTES)
     if len(raw) > MAX_CODE_BYTES:
         raise ValueError(f"{SCRIPT}: its code bundle decompresses to more than {MAX_CODE_BYTES:,} bytes")
-    parts = raw.split(b"\0")
-    return {parts[i].decode("utf-8", "replace"): parts[i + 1].decode("utf-8", "replace")
-            for i in range(0, len(parts) - 1, 2)}
+    return split_bundle(raw, RECORDS_BUNDLE_PATH)
 
 
 def module_names(files: dict[str, str]) -> set[str]:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from ...codec.decoders.chain import DecoderSpec, decode_container
 from ...codec.decoders.container import read_container
-from ...codec.registry import Registered
+from ...codec.registry import Registered, decoder_table
 from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
 from ...model.console import USER_ERRORS, one_line
@@ -51,10 +51,6 @@ def stage_registry(stages: dict[str, str]) -> dict[str, Registered]:
         module, _, cls = ref.partition(":")
         found[name] = Registered(getattr(importlib.import_module(module), cls), "packed")
     return found
-
-
-def decoders_of(registry: dict[str, Registered]) -> dict[str, DecoderSpec]:
-    return {n: r.cls.decoder() for n, r in registry.items()}
 
 
 def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> tuple[TrainConfig, str]:
@@ -83,12 +79,8 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     ckpt = load_checkpoint(final)
     spec = spec.with_roles(tensor_roles(ckpt.build_model()))
     hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
-    hessians, uncalibrated = complete_hessians(ckpt.state_dict, spec, hessians)
-    if uncalibrated:
-        log(f"calibration: none for {', '.join(uncalibrated)}; identity Hessian (GPTQ as round-to-nearest)")
-    meta = model_meta(ckpt.model_builder, ckpt.model_config)
-    if by_role := spec.chosen_by_role(list(ckpt.state_dict)):
-        meta["rule_by_role"] = by_role
+    hessians = complete_hessians(ckpt.state_dict, spec, hessians, log)
+    meta = model_meta(ckpt.model_builder, ckpt.model_config, spec.chosen_by_role(list(ckpt.state_dict)))
     if not spec.fill:
         return encode_state_dict(ckpt.state_dict, spec, hessians, meta)
     from ...codec.fill import fill
@@ -142,7 +134,7 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     if result.ctx.distributed:
         dist.barrier()
     t0 = time.perf_counter()
-    model = load_model_file(model_path, decoders_of(registry), (cfg.model_builder,))
+    model = load_model_file(model_path, decoder_table(registry), (cfg.model_builder,))
     val = evaluate_files(model, cfg.val_files, cfg.tokenizer, cfg.train_seq_len, settings.get("eval_stride"),
                          cfg.val_batch_seqs, result.ctx, progress=False)
     eval_ms = 1000.0 * (time.perf_counter() - t0)

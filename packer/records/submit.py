@@ -22,7 +22,7 @@ from typing import Callable
 from ...codec.registry import decoder_table, discover
 from ...codec.spec import PipelineSpec, load_spec
 from ...model.builders import builder_module
-from ...model.checkpoint import load_checkpoint
+from ...model.checkpoint import Checkpoint, load_checkpoint
 from ...model.distributed import torchrun_command
 from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
@@ -31,7 +31,7 @@ from ..bundle import CodeBundle, build_bundle, inlined, is_shipped, minify
 from ..runtime import finder as finder_module
 from ..runtime.artifact import CHALLENGE_CAP
 from . import loader as loader_module
-from .lines import RunNumbers, parse_log
+from .lines import MAX_LOG_BYTES, RunNumbers, parse_log
 
 SCRIPT = "train_gpt.py"
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
@@ -59,7 +59,7 @@ class SubmitOptions:
     seeds: tuple[int, ...] = (1337,)
     nproc: int = 1
     overrides: tuple[str, ...] = ()  # key=value baked into the script's config
-    run_args: tuple[str, ...] = ()  # key=value given to the script only when submit runs it (data paths)
+    data: dict = field(default_factory=dict)  # train_files/val_files/tokenizer for the runs here (default: the run's)
     eval_stride: int | None = None
     info: dict = field(default_factory=dict)  # name, author, github_id, blurb
     force: bool = False
@@ -70,15 +70,11 @@ class SubmitOptions:
 MODES = ("run", "script", "collect")
 
 
-def script_config(checkpoint: str | Path, spec: PipelineSpec, overrides: tuple[str, ...],
-                  model: str | None = None) -> TrainConfig:
+def script_config(ckpt: Checkpoint, spec: PipelineSpec, overrides: tuple[str, ...]) -> TrainConfig:
     """The run's training config, with the challenge's data layout instead of the run's paths
     (``DATA_PATH``/``TOKENIZER_PATH`` or arguments point the script elsewhere), and GPTQ
     calibration switched on when the pipeline needs it, with time reserved for it inside the
     wall-clock cap; ``overrides`` (``--set``) last."""
-    ckpt = load_checkpoint(checkpoint, model)
-    if not ckpt.train_config:
-        raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
     cfg = TrainConfig.from_dict(ckpt.train_config)
     defaults = TrainConfig()
     for key in ("train_files", "val_files", "tokenizer", "out_dir", "log_file"):
@@ -124,7 +120,7 @@ def numbers_of(folder: Path, seeds: list[str]) -> dict[str, RunNumbers]:
         log = folder / f"train_seed{seed}.log"
         if not log.is_file():
             raise ValueError(f"{log}: no log for seed {seed}")
-        if log.stat().st_size > 64 << 20:
+        if log.stat().st_size > MAX_LOG_BYTES:
             raise ValueError(f"{log}: larger than any records log")
         out[seed] = parse_log(log.read_text(encoding="utf-8", errors="replace"), str(log))
     return out
@@ -191,19 +187,22 @@ def write_text(path: Path, text: str, force: bool) -> None:
     atomic_write_bytes(path, text.encode(), overwrite=force)
 
 
-def run_paths(checkpoint: str | Path) -> tuple[str, ...]:
-    """``key=value`` arguments that point the script at the run's own data, made absolute (the
-    script runs inside the records folder)."""
-    cfg = load_checkpoint(checkpoint).train_config or {}
-    return tuple(f"{k}={Path(cfg[k]).resolve()}" for k in ("train_files", "val_files", "tokenizer") if k in cfg)
+DATA_KEYS = ("train_files", "val_files", "tokenizer")
 
 
-def run_seed(out: Path, seed: str, options: SubmitOptions, echo: Callable[[str], None]) -> None:
+def run_paths(train_config: dict, given: dict) -> list[str]:
+    """``key=value`` arguments that point the script at the data (``given``, else the run's own),
+    made absolute: the script runs inside the records folder."""
+    paths = {k: train_config[k] for k in DATA_KEYS if k in train_config} | given
+    return [f"{k}={Path(v).resolve()}" for k, v in paths.items()]
+
+
+def run_seed(out: Path, seed: str, run_args: list[str], options: SubmitOptions, echo: Callable[[str], None]) -> None:
     for stale in (out / f"train_seed{seed}.log", out / f"final_model_seed{seed}.gpak"):
         if stale.exists() and not options.force:
             raise FileExistsError(f"{stale} exists (use --force to run seed {seed} again)")
         stale.unlink(missing_ok=True)
-    cmd = torchrun_command(options.nproc, SCRIPT, *options.run_args)
+    cmd = torchrun_command(options.nproc, SCRIPT, *run_args)
     echo(f"seed {seed}: SEED={seed} {' '.join(cmd)}")
     rc = subprocess.call(cmd, cwd=out, env={**os.environ, "SEED": seed})
     if rc:
@@ -220,7 +219,10 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     if not options.seeds or len(set(options.seeds)) != len(options.seeds):
         raise ValueError(f"--seeds must be distinct integers, got {options.seeds}")
     spec = load_spec(options.pipeline)
-    cfg = script_config(checkpoint, spec, options.overrides, options.model)
+    ckpt = load_checkpoint(checkpoint, options.model)
+    if not ckpt.train_config:
+        raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
+    cfg = script_config(ckpt, spec, options.overrides)
     bundle = script_bundle(cfg, spec, options.eval_stride)
     source = script_source(bundle, options.pipeline)
     if options.mode == "collect":
@@ -240,7 +242,7 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     seeds = [str(s) for s in options.seeds]
     if options.mode == "run":
         for seed in seeds:
-            run_seed(out, seed, options, echo)
+            run_seed(out, seed, run_paths(ckpt.train_config, options.data), options, echo)
     doc = {"track": "10min_16mb", "date": date.today().isoformat(), **options.info,
            **summary(numbers_of(out, seeds)),
            "golfpack": {"version": golfpack_version(), "pipeline": options.pipeline,

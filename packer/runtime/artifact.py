@@ -243,31 +243,43 @@ def pack_bundle(files: dict) -> bytes:
     return b"\0".join(part for path in sorted(files) for part in (path.encode(), files[path].encode()))
 
 
-def unpack_bundle(manifest: Manifest, blob: bytes) -> dict:
-    """Decompress (bounded by the declared size) and split the code bundle into path -> source."""
-    size = manifest.code["minified_bytes"]
+def decompress_bundle(codec: str, blob: bytes, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit + 1`` bytes of a compressed bundle (``lzma``: raw LZMA2, or ``brotli``),
+    and whether its stream ended exactly there: a bomb stops at the bound."""
     try:
-        if manifest.code["codec"] == "lzma":
+        if codec == "lzma":
             import lzma
 
             d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-            raw, done = d.decompress(blob, max_length=size + 1), d.eof and not d.unused_data
-        else:
-            import brotli
+            return d.decompress(blob, max_length=limit + 1), d.eof and not d.unused_data
+        import brotli
 
-            d = brotli.Decompressor()
-            raw = d.process(blob, output_buffer_limit=size + 1)
-            done = d.is_finished()
+        d = brotli.Decompressor()
+        raw = d.process(blob, output_buffer_limit=limit + 1)
+        return raw, d.is_finished()
     except Exception as e:  # each codec has its own error type
         raise ArtifactError(f"code bundle does not decompress ({type(e).__name__})") from None
-    if len(raw) != size or not done:
-        raise ArtifactError(f"code bundle decompresses to {len(raw)} bytes, manifest says {size}")
+
+
+def split_bundle(raw: bytes, path_pattern: str = BUNDLE_PATH) -> dict:
+    """``path NUL source NUL ...`` into path -> source; every path must match ``path_pattern``."""
     parts = raw.split(b"\0")
     try:
         files = {parts[i].decode("ascii"): parts[i + 1].decode("utf-8") for i in range(0, len(parts) - 1, 2)}
     except UnicodeDecodeError:
         raise ArtifactError("code bundle is not text") from None
-    if len(parts) % 2 or len(files) != manifest.code["files"] or \
-            not all(re.fullmatch(BUNDLE_PATH, p) for p in files):
+    if len(parts) % 2 or len(files) != len(parts) // 2 or not all(re.fullmatch(path_pattern, p) for p in files):
+        raise ArtifactError("code bundle is malformed")
+    return files
+
+
+def unpack_bundle(manifest: Manifest, blob: bytes) -> dict:
+    """Decompress (bounded by the declared size) and split the code bundle into path -> source."""
+    size = manifest.code["minified_bytes"]
+    raw, done = decompress_bundle(manifest.code["codec"], blob, size)
+    if len(raw) != size or not done:
+        raise ArtifactError(f"code bundle decompresses to {len(raw)} bytes, manifest says {size}")
+    files = split_bundle(raw)
+    if len(files) != manifest.code["files"]:
         raise ArtifactError("code bundle is malformed")
     return files
