@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from .config import GPTConfig
 from .gpt import is_control
 
 GPT_BUILDER = "golfpack.model.gpt:build"
@@ -102,8 +103,33 @@ def default_config(ref: str) -> dict[str, Any]:
     return dict(getattr(_import(builder_module(ref)), "DEFAULT_CONFIG", {}))
 
 
-def build_model(ref: str, config: Mapping[str, Any]) -> nn.Module:
-    """Build and check the contract, so a broken plugin fails here with its name, not mid-run."""
+def config_numel(ref: str, config: Mapping[str, Any]) -> int | None:
+    """The state-dict elements ``config`` describes, found without allocating them: by
+    arithmetic for golfpack's GPT, by building on PyTorch's ``meta`` device (shapes, no
+    storage) for another builder; None when that builder cannot build on ``meta``."""
+    if ref == GPT_BUILDER:
+        return GPTConfig.from_dict(config).num_parameters
+    try:
+        with torch.device("meta"):
+            model = load_builder(ref)(dict(config))
+        return sum(t.numel() for t in model.state_dict().values())
+    except ModelBuilderError:
+        raise
+    except Exception:  # the user's builder may not support the meta device; it is trusted code
+        return None
+
+
+def build_model(ref: str, config: Mapping[str, Any], numel: int | None = None) -> nn.Module:
+    """Build and check the contract, so a broken plugin fails here with its name, not mid-run.
+
+    ``numel``: the elements of the weights that will be loaded. A config comes from a file, and
+    a 171-byte file can ask for a thousand layers: the size it describes is compared with the
+    weights' before the model is allocated."""
+    if numel is not None:
+        described = config_numel(ref, config)
+        if described is not None and described != numel:
+            raise ModelBuilderError(f"model config describes {described:,} parameters but the weights hold {numel:,} "
+                                    "(refused before building it)")
     model = load_builder(ref)(dict(config))
     if not isinstance(model, nn.Module):
         raise ModelBuilderError(f"model builder '{ref}' returned {type(model).__name__}, not a torch.nn.Module")

@@ -21,7 +21,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 
@@ -29,10 +29,12 @@ from torch import nn
 
 from .builders import GPT_BUILDER, ModelBuilderError, build_model, default_config, load_weights, split_builder
 from .config import GPTConfig
-from .files import atomic_write_bytes
+from .console import printable
+from .files import atomic_write_bytes, open_regular
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 8 << 30  # a checkpoint with resume state is ~4x its weights; the baseline's is ~0.3 GB
 
 
 class CheckpointError(ValueError):
@@ -60,8 +62,9 @@ class Checkpoint:
     def build_model(self) -> nn.Module:
         """The model with these weights (a plugin's builder must be importable: ``--model``)."""
         try:
-            return load_weights(build_model(self.model_builder, self.model_config), self.state_dict, "checkpoint")
-        except ModelBuilderError as e:
+            model = build_model(self.model_builder, self.model_config, sum(t.numel() for t in self.state_dict.values()))
+            return load_weights(model, self.state_dict, "checkpoint")
+        except (ModelBuilderError, ValueError) as e:
             raise CheckpointError(str(e)) from None
 
 
@@ -81,21 +84,34 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, builder: str | None = None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, builder: str | None = None, trusted: Collection[str] = ()) -> Checkpoint:
     """A checkpoint or plain state dict. ``builder``: the model builder the caller was told to
     use (``--model``): a plain state dict is then that builder's model, with its module's
-    ``DEFAULT_CONFIG``; a golfpack checkpoint trained with another builder is refused."""
+    ``DEFAULT_CONFIG``; a golfpack checkpoint trained with another builder is refused.
+
+    A checkpoint names the code that builds its model, and a file must never choose what code
+    runs (``weights_only`` stops unpickling, not ``subprocess:run`` as a builder): without
+    ``builder`` the name it holds must be golfpack's GPT or one of ``trusted`` (the installed
+    ``golfpack.models`` entry points, ``packer.models.trusted_builders``), checked before
+    anything it names is imported."""
     ckpt = _load(Path(path), builder)
     if builder is not None and builder != ckpt.model_builder:
         raise CheckpointError(f"{path} was trained with model builder '{ckpt.model_builder}', not '{builder}'")
+    if ckpt.model_builder not in (GPT_BUILDER, builder, *trusted):
+        raise CheckpointError(f"{path} names model builder '{printable(ckpt.model_builder)[:200]}', which is not "
+                              "golfpack's GPT or an installed golfpack.models entry point: refused, nothing it names "
+                              "is imported (pass --model to use your own)")
     return ckpt
 
 
 def _load(path: Path, builder: str | None) -> Checkpoint:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, MAX_CHECKPOINT_BYTES) as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (OSError, ValueError) as e:  # not a regular file, too large
+        raise CheckpointError(str(e)) from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(obj, dict):
@@ -113,7 +129,10 @@ def _load(path: Path, builder: str | None) -> Checkpoint:
                 cfg = GPTConfig.from_dict(cfg).to_dict()
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path}: bad model_config ({e})") from None
-        return Checkpoint(obj["state_dict"], cfg, obj.get("train_config"), obj.get("meta") or {}, obj.get("resume"),
+        sd = obj.get("state_dict")
+        if not (isinstance(sd, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())):
+            raise CheckpointError(f"{path}: its state_dict is not a table of named tensors")
+        return Checkpoint(sd, cfg, obj.get("train_config"), obj.get("meta") or {}, obj.get("resume"),
                           builder)
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: neither a golfpack checkpoint nor a plain state dict")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -23,6 +24,14 @@ class GPTConfig:
     qk_gain_init: float = 1.5
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a config may come from someone else's file: types first
+            v, kind = getattr(self, f.name), type(f.default)  # (annotations do not survive the minifier)
+            if kind is int and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise ValueError(f"{f.name} must be a positive integer, got {v!r}")
+            if kind is float and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ValueError(f"{f.name} must be a finite number, got {v!r}")
+            if kind is bool and not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be true or false, got {v!r}")
         if self.model_dim % self.num_heads:
             raise ValueError(f"model_dim={self.model_dim} must be divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
@@ -35,6 +44,16 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def num_parameters(self) -> int:
+        """The model's parameter count, by arithmetic: what a config promises can be compared
+        with the weights before a model of that size is allocated (model/builders.py)."""
+        dim, kv_dim, hidden = self.model_dim, self.num_kv_heads * self.head_dim, self.mlp_mult * self.model_dim
+        per_block = 2 * dim * dim + 2 * dim * kv_dim + self.num_heads + 2 * dim * hidden + 4 * dim
+        skips = min(self.num_layers // 2, self.num_layers - self.num_layers // 2)
+        heads = 1 if self.tie_embeddings else 2
+        return heads * self.vocab_size * dim + skips * dim + self.num_layers * per_block
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,11 +1,16 @@
-"""Publishing files: atomically, with the user's umask, and never over an existing file unless
-asked. Every output golfpack writes (checkpoints, shards, calibration, artifacts) goes through
-here, so a crash never leaves half a file and a concurrent writer never loses its file."""
+"""Files in and out. Publishing: atomically, with the user's umask, and never over an existing
+file unless asked; every output golfpack writes (checkpoints, shards, calibration, artifacts)
+goes through here, so a crash never leaves half a file and a concurrent writer never loses its
+file. Reading: every input that may come from someone else (artifacts, model files,
+checkpoints, records folders, data) is opened here, as a regular file only (a FIFO would hang
+the reader, ``/dev/zero`` would never end) and with its size bounded before it is read."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def _umask() -> int:
@@ -57,3 +62,54 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> None:
     itself checks again without a race)."""
     if Path(path).exists() and not force:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
+
+
+class NotARegularFile(OSError):
+    """An input path is a link, a FIFO, a device or a directory: golfpack reads regular files only."""
+
+
+def _open_regular(path: Path, follow: bool) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file. ``O_NONBLOCK`` so that a FIFO
+    cannot block the open itself; ``O_NOFOLLOW`` (unless ``follow``) refuses a final symlink."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        if not follow and os.path.islink(path):
+            raise NotARegularFile(f"{path}: is a symbolic link (refused: golfpack reads regular files only)") from None
+        raise OSError(f"{path}: cannot open ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(f"{path}: not a regular file (refused: no FIFOs, devices or folders)")
+    return fd
+
+
+def open_regular(path: str | os.PathLike, limit: int, follow: bool = False) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (not a symlink unless ``follow``;
+    never a FIFO, device or folder) of at most ``limit`` bytes, checked before anything is read."""
+    path = Path(path)
+    fd = _open_regular(path, follow)
+    size = os.fstat(fd).st_size
+    if size > limit:
+        os.close(fd)
+        raise ValueError(f"{path}: {size:,} bytes is larger than the {limit:,} bytes allowed")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: str | os.PathLike, limit: int, follow: bool = False) -> bytes:
+    """The bytes of a regular file (``open_regular``); the read stops at ``limit`` whatever the
+    file does meanwhile."""
+    with open_regular(path, limit, follow) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: grew past the {limit:,} bytes allowed while being read")
+    return data
+
+
+def require_regular(path: str | os.PathLike, follow: bool = True) -> Path:
+    """``path``, after checking it is a regular file (a symlink to one only if ``follow``), for
+    readers that open it themselves (sentencepiece): a FIFO would hang them."""
+    os.close(_open_regular(Path(path), follow))
+    return Path(path)

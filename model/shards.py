@@ -14,13 +14,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, open_regular
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_TOKEN_ID = np.iinfo(np.uint16).max
+MAX_SHARD_BYTES = HEADER_BYTES + 2 * (1 << 31)  # the challenge's shards hold 100 M tokens (200 MB)
 
 
 class ShardError(ValueError):
@@ -31,8 +32,8 @@ def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
     """Tokens of one shard as ``uint16``; validates header, size and (optionally) token range."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path, MAX_SHARD_BYTES, follow=True) as f:
+            size = os.fstat(f.fileno()).st_size
             header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
             if header.size != HEADER_INTS:
                 raise ShardError(f"{path}: too short for a shard header ({size} bytes, need {HEADER_BYTES})")
@@ -47,8 +48,8 @@ def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
             tokens = np.fromfile(f, dtype="<u2", count=n).astype(np.uint16, copy=False)
     except FileNotFoundError:
         raise ShardError(f"{path}: no such shard file") from None
-    except IsADirectoryError:
-        raise ShardError(f"{path}: is a directory, not a shard file") from None
+    except (OSError, ValueError) as e:  # a folder, a FIFO, a device, larger than any shard
+        raise ShardError(str(e)) from None
     if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
         bad = int(np.argmax(tokens >= vocab_size))
         raise ShardError(f"{path}: token id {int(tokens[bad])} at position {bad} is >= vocab size {vocab_size}")

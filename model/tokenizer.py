@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import read_regular
+
+MAX_TOKENIZER_BYTES = 64 << 20  # the challenge's are 255 KB (sp1024) and 371 KB (sp8192)
+
 
 class TokenizerError(ValueError):
     """The tokenizer file is missing or unusable."""
@@ -32,12 +36,14 @@ def load_tokenizer(path: str | Path):
     import sentencepiece as spm
 
     path = Path(path)
-    if not path.is_file():
-        raise TokenizerError(f"{path}: no such tokenizer file")
     if path.suffix != ".model":
         raise TokenizerError(f"{path}: expected a SentencePiece .model file")
     try:
-        return spm.SentencePieceProcessor(model_file=str(path))
+        proto = read_regular(path, MAX_TOKENIZER_BYTES, follow=True)
+    except FileNotFoundError:
+        raise TokenizerError(f"{path}: no such tokenizer file") from None
+    try:
+        return spm.SentencePieceProcessor(model_proto=proto)
     except (RuntimeError, OSError) as e:
         raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
 

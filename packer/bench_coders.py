@@ -32,7 +32,7 @@ from ..codec.decoders.base import TensorMeta
 from ..codec.entropy import order0_bits
 from ..codec.registry import decoder_table, get_stage
 from ..codec.stage import EncodeContext
-from ..model.checkpoint import load_checkpoint
+from .models import open_checkpoint
 from ..trainer.calibrate import calib_path, load_hessians
 from .bench_rd import record_quantize
 
@@ -65,7 +65,7 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.T
     """``(state dict, Hessians)``; Hessians only for a golfpack checkpoint with calibration."""
     if path.suffix == ".safetensors":
         return load_safetensors(path), {}
-    state = {k: v.float() for k, v in load_checkpoint(path).state_dict.items()}
+    state = {k: v.float() for k, v in open_checkpoint(path).state_dict.items()}
     h = calib_path(path)
     return state, (load_hessians(h) if h.is_file() else {})
 

@@ -45,7 +45,7 @@ from ..codec.allocate import RDOQ_STRENGTHS
 from ..codec.fill import fill
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
-from ..model.checkpoint import load_checkpoint
+from .models import open_checkpoint
 from ..model.builders import build_model, load_weights
 from ..model.scoring import evaluate, truncate_for_eval
 from ..model.shards import load_tokens
@@ -121,7 +121,7 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
              echo: Callable[[str], None] = print) -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default)."""
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = open_checkpoint(checkpoint)
     seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
     if not hpath.is_file():

@@ -13,12 +13,12 @@ from ..codec.pipeline import complete_hessians, encode_state_dict
 from ..codec.registry import decoder_table, discover
 from ..codec.spec import load_spec
 from ..model.builders import builder_module, model_meta, tensor_roles
-from ..model.checkpoint import load_checkpoint
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from ..trainer.calibrate import calib_path, collect_hessians, load_hessians
 from .bundle import bootstrap_member, build_bundle
 from .ledger import Ledger, artifact_ledger, format_ledger
+from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
 from .verify import verify_bytes
 
@@ -84,7 +84,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     registry = discover()
     spec = load_spec(pipeline, registry)
     fill = spec.fill if options.fill is None else options.fill
-    ckpt = load_checkpoint(checkpoint, options.model)
+    ckpt = open_checkpoint(checkpoint, options.model)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = spec.with_roles(tensor_roles(model))

@@ -120,9 +120,9 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
         ref = use_model(model)
         model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER,) if ref is None else (GPT_BUILDER, ref))
     else:
-        from ..model.checkpoint import load_checkpoint
+        from .models import open_checkpoint
 
-        model = load_checkpoint(checkpoint, use_model(model)).build_model()
+        model = open_checkpoint(checkpoint, use_model(model)).build_model()
     result = evaluate_files(model, val, tokenizer, seq_len, stride, batch_seqs, ctx)
     shutdown()
     if ctx.is_main:

@@ -96,7 +96,7 @@ def artifact_ledger(v: Verified, budget: int) -> Ledger:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
     m = v.manifest
     rows = tensor_ledger(v.container, v.table)
-    rules = [r["match"] for r in m.pipeline]
+    rules = [tuple(r["match"]) for r in m.pipeline]
     by_role = read_rule_by_role(v.container.meta, {t.name for t in rows}, len(rules))
     index = [by_role[t.name] if t.name in by_role else first_match(t.name, rules) for t in rows]
     groups = [m.pipeline[i]["name"] if i is not None else "unmatched" for i in index]

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..model.builders import BUILDER, ModelBuilderError, load_builder, load_module_file
+from ..model.checkpoint import Checkpoint, load_checkpoint
 
 ENTRY_POINT_GROUP = "golfpack.models"
 
@@ -37,3 +38,16 @@ def resolve_model(text: str) -> str:
         raise ModelBuilderError(f"--model {text!r}: the builder must be a function name after ':'")
     load_builder(ref)  # fails now, with the name, if the function is missing
     return ref
+
+
+def trusted_builders() -> tuple[str, ...]:
+    """The builders installed as ``golfpack.models`` entry points: installing a package is the
+    user's choice, so a checkpoint may name one of these (or golfpack's GPT) without
+    ``--model``. Read from the metadata only; nothing is imported."""
+    return tuple(ep.value.replace(" ", "") for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def open_checkpoint(path: str | Path, builder: str | None = None) -> Checkpoint:
+    """A checkpoint for the command line: ``builder`` is ``--model`` (resolved), and without it
+    the checkpoint's own builder must be golfpack's GPT or an installed entry point."""
+    return load_checkpoint(path, builder, trusted_builders())

@@ -1,21 +1,25 @@
 """``golfpack run``: verify an artifact with golfpack's own code, then execute it in a
 subprocess (through torchrun for several processes) and collect its scores.
 
-Everything is checked before the artifact starts (``verify.verify_artifact``), and what it
-prints is untrusted input: the result line must be a JSON object of the expected fields and
-types, or the run fails with one line.
+The file is read once; those bytes are verified (``verify.verify_bytes``) and then written to
+a private temporary folder, and the interpreter runs that copy: a file swapped after the
+check, or a name that an interpreter would read as an option (``-c...``), never runs. What the
+artifact prints is untrusted input too: the result line must be a JSON object of the expected
+fields and types, or the run fails with one line.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..model.console import printable
 from ..model.distributed import torchrun_command
 from ..model.scoring import check_eval_args
-from .verify import verify_artifact
+from .verify import read_artifact, verify_bytes
 
 EVAL_LIMIT_SECONDS = 600.0  # the challenge's evaluation time limit
 RESULT_FIELDS = {"val_loss": float, "val_bpb": float, "tokens": int, "bytes": int, "seconds": float,
@@ -46,12 +50,17 @@ def parse_result(stdout: str) -> dict:
 def run_artifact(path: str | Path, val: str, tokenizer: str, nproc: int = 1, stride: int | None = None,
                  seq_len: int = 1024, batch_seqs: int = 32, device: str | None = None) -> dict:
     check_eval_args(seq_len, stride, batch_seqs)
-    v = verify_artifact(path)  # layout, hashes, manifest, container: a failure stops here, before any of its code runs
-    args = ["eval", "--val", val, "--tokenizer", str(tokenizer), "--seq-len", str(seq_len),
-            "--batch-seqs", str(batch_seqs), "--json"]
-    args += (["--stride", str(stride)] if stride is not None else []) + (["--device", device] if device else [])
-    proc = subprocess.run(torchrun_command(nproc, str(v.path), *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    path = Path(path)
+    v = verify_bytes(path, read_artifact(path))  # a failure stops here, before any of its code runs
+    args = ["eval", f"--val={os.path.abspath(val)}", f"--tokenizer={os.path.abspath(tokenizer)}",
+            f"--seq-len={seq_len}", f"--batch-seqs={batch_seqs}", "--json"]
+    args += ([f"--stride={stride}"] if stride is not None else []) + ([f"--device={device}"] if device else [])
+    with tempfile.TemporaryDirectory(prefix="golfpack-run-") as private:  # mode 0700: nobody else can swap it
+        copy = os.path.join(private, "artifact.pyz")
+        with open(copy, "xb") as f:
+            f.write(v.data)
+        proc = subprocess.run(torchrun_command(nproc, copy, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     if proc.returncode:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
         raise RuntimeError(f"artifact evaluation failed: {printable(tail[:300])}")

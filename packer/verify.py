@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..codec.decoders.chain import DecoderSpec, check_chain
+from ..codec.decoders.chain import DecoderSpec, check_container
 from ..codec.decoders.container import Container, read_container
 from ..codec.registry import Registered, decoder_table
+from ..model.files import read_regular
 from .runtime.finder import module_file
 from .runtime.artifact import (MAX_ARTIFACT_BYTES, WEIGHTS, ArtifactError, Manifest, Unpacked,
                                open_artifact, unpack_bundle)
@@ -31,6 +32,7 @@ class Verified:
     files: dict[str, str]  # the code bundle, path -> minified source
     container: Container
     table: dict[str, DecoderSpec]  # golfpack's own decoders for the artifact's stages
+    data: bytes  # the very bytes that were verified: what ``run`` executes
 
     @property
     def manifest(self) -> Manifest:
@@ -56,14 +58,19 @@ def trusted_table(manifest: Manifest, files: Mapping[str, str],
     return table
 
 
+def read_artifact(path: str | os.PathLike) -> bytes:
+    """An artifact's bytes: a regular file (no symlink, FIFO or device) of at most
+    ``MAX_ARTIFACT_BYTES``, its size checked before it is read."""
+    try:
+        return read_regular(path, MAX_ARTIFACT_BYTES)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such artifact") from None
+    except ValueError as e:
+        raise ArtifactError(f"{e} (larger than any artifact)") from None
+
+
 def verify_artifact(path: str | os.PathLike, registry: Mapping[str, Registered] | None = None) -> Verified:
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such artifact")
-    size = path.stat().st_size
-    if size > MAX_ARTIFACT_BYTES:
-        raise ArtifactError(f"{path}: {size:,} bytes is larger than any artifact ({MAX_ARTIFACT_BYTES:,})")
-    return verify_bytes(path, path.read_bytes(), registry)
+    return verify_bytes(Path(path), read_artifact(path), registry)
 
 
 def verify_bytes(path: Path, data: bytes, registry: Mapping[str, Registered] | None = None) -> Verified:
@@ -73,8 +80,7 @@ def verify_bytes(path: Path, data: bytes, registry: Mapping[str, Registered] | N
         files = unpack_bundle(art.manifest, art.members[art.manifest.code["member"]])
         table = trusted_table(art.manifest, files, registry)
         container = read_container(art.members[WEIGHTS])
-        for entry in container.entries:
-            check_chain(entry, table)
+        check_container(container, table)
     except ValueError as e:  # ArtifactError, ContainerError
         raise ArtifactError(f"{path}: {e}") from None
-    return Verified(path, len(data), hashlib.sha256(data).hexdigest(), art, files, container, table)
+    return Verified(path, len(data), hashlib.sha256(data).hexdigest(), art, files, container, table, data)

@@ -14,7 +14,8 @@ import torch
 
 from ..model.builders import tied_embeddings
 from ..model.console import progress_bar
-from ..model.files import atomic_write_bytes
+from ..model.checkpoint import MAX_CHECKPOINT_BYTES
+from ..model.files import atomic_write_bytes, open_regular
 from ..model.shards import TokenStream
 
 CALIB_SUFFIX = ".calib.pt"
@@ -93,12 +94,11 @@ def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor]) ->
 
 def load_hessians(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such calibration file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise ValueError(f"{p}: not a calibration file ({type(e).__name__})") from None
+    with open_regular(p, MAX_CHECKPOINT_BYTES) as f:
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt or foreign file
+            raise ValueError(f"{p}: not a calibration file ({type(e).__name__})") from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in obj.values()):
         raise ValueError(f"{p}: not a calibration file (expected name -> square matrix)")
     return obj

@@ -174,7 +174,7 @@ class Run:
         self.ema = {k: v.detach().float().clone() for k, v in base.state_dict().items()} if cfg.ema_decay > 0 else None
 
     def _restore(self, resume: str | Path) -> None:
-        ck = load_checkpoint(resume)
+        ck = load_checkpoint(resume, self.cfg.model_builder)
         if not ck.resume:
             raise ValueError(f"{resume}: checkpoint has no resume state")
         self.base.load_state_dict(ck.resume["model"])

@@ -13,10 +13,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .base import BYTES, TENSOR, DecodeError
+from .base import BYTES, TENSOR, DecodeError, TensorMeta
 from .container import Container, ContainerError, Entry
 
 DECODE_FUNCTION = "decode"  # every decoder module exposes decode(value, params, blobs, meta)
+STEPS_FUNCTION = "steps"  # and may expose steps(params, meta): its Python-level work (default 1)
+MAX_DECODE_STEPS = 1 << 16  # Python-level steps one container may ask of its decoders (~1 s at ctxans' pace)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class DecoderSpec:
 
     def load(self) -> Callable:
         return getattr(importlib.import_module(self.module), DECODE_FUNCTION)
+
+    def steps(self, params: dict, meta: TensorMeta) -> int:
+        """Python-level steps (calls, loop iterations) the decoder will take: most decoders are
+        vectorised (one step); one that loops over columns says so, and a container cannot ask
+        for more work than ``MAX_DECODE_STEPS`` before any stream is decoded."""
+        fn = getattr(importlib.import_module(self.module), STEPS_FUNCTION, None)
+        return 1 if fn is None else int(fn(params, meta))
 
     def to_json(self) -> list[str]:
         return [self.module, self.consumes, self.produces]
@@ -58,6 +67,22 @@ def check_chain(entry: Entry, table: Mapping[str, DecoderSpec]) -> None:
         raise ContainerError(f"tensor '{name}': {what}")
 
 
+def check_container(container: Container, table: Mapping[str, DecoderSpec]) -> None:
+    """Every chain type-checks against ``table``, and the decoders' work is bounded: a
+    container is refused here, before any stream is decoded."""
+    steps = 0
+    for entry in container.entries:
+        check_chain(entry, table)
+        for rec in entry.chain:
+            try:
+                steps += table[rec.stage].steps(rec.params, entry.meta)
+            except DecodeError as e:
+                raise ContainerError(f"tensor '{entry.meta.name}', stage '{rec.stage}': {e}") from None
+        if steps > MAX_DECODE_STEPS:
+            raise ContainerError(f"decoding would take more than {MAX_DECODE_STEPS:,} steps (refused before decoding; "
+                                 f"tensor '{entry.meta.name}' passes the bound)")
+
+
 def undo_stages(container: Container, entry: Entry, table: Mapping[str, DecoderSpec], keep: int = 0) -> Any:
     """Run the decoders of ``entry.chain[keep:]`` backwards over its data stream: ``keep=0``
     gives the tensor, ``keep=i`` the value that stage ``i - 1`` produced. The chain must have
@@ -73,12 +98,13 @@ def undo_stages(container: Container, entry: Entry, table: Mapping[str, DecoderS
 
 
 def decode_container(container: Container, table: Mapping[str, DecoderSpec]) -> dict[str, torch.Tensor]:
-    for entry in container.entries:  # every chain is checked before any stream is decoded
-        check_chain(entry, table)
+    check_container(container, table)  # every chain and the total work, before any stream is decoded
     out = {}
     for entry in container.entries:
         value = undo_stages(container, entry, table)
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != entry.meta.shape:
             raise ContainerError(f"tensor '{entry.meta.name}': decoded to the wrong shape")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ContainerError(f"tensor '{entry.meta.name}': decodes to inf or NaN (refused: weights are finite)")
         out[entry.meta.name] = value
     return out

@@ -35,7 +35,7 @@ MAGIC = b"GPAK"
 VERSION = 1
 HEADER = struct.Struct("<4sB3sII")
 DIGEST_BYTES = 32
-MAX_MANIFEST_BYTES = 8 << 20  # decompressed
+MAX_MANIFEST_BYTES = 2 << 20  # decompressed: 4,096 tensors of ~400 JSON bytes; parsing it costs < 120 MB
 MAX_TENSORS = 4096
 MAX_CHAIN = 16
 MAX_DIMS = 8
@@ -71,6 +71,11 @@ class Container:
     meta: dict[str, Any] = field(default_factory=dict)
     streams: bytes = b""
     manifest_bytes: int = 0
+
+    @property
+    def numel(self) -> int:
+        """Elements the container declares, all tensors together (bounded by its size)."""
+        return sum(e.meta.numel for e in self.entries)
 
     def stream(self, span: Span) -> bytes:
         return self.streams[span.offset : span.offset + span.length]

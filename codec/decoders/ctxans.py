@@ -128,6 +128,12 @@ def read_tables(raw: bytes, k: int, n: int) -> np.ndarray:
     return tables
 
 
+def steps(params: dict, meta: TensorMeta) -> int:
+    """One step per class without prediction; with it, one per column (``chain.MAX_DECODE_STEPS``)."""
+    p = param(params, "p", int, 0, MAX_ORDER)
+    return grid_shape(meta.shape)[1] if p else param(params, "k", int, 1, MAX_CLASSES)
+
+
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
     import constriction
 

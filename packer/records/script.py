@@ -32,11 +32,11 @@ from ...codec.decoders.container import read_container
 from ...codec.registry import Registered, decoder_table
 from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
-from ...model.console import USER_ERRORS, one_line
+from ...model.console import USER_ERRORS, one_line, printable
 from ...model.distributed import shutdown
-from ...model.files import atomic_write_bytes
+from ...model.files import atomic_write_bytes, read_regular
 from ...trainer.config import TrainConfig, load_config
-from ..runtime.artifact import CHALLENGE_CAP
+from ..runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
 from . import lines
 
 ENV_KEYS = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_wallclock_seconds",
@@ -76,7 +76,7 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     from ...trainer.calibrate import calib_path, load_hessians
 
     final = Path(cfg.out_dir) / "final.pt"
-    ckpt = load_checkpoint(final)
+    ckpt = load_checkpoint(final, cfg.model_builder)
     spec = spec.with_roles(tensor_roles(ckpt.build_model()))
     hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
     hessians = complete_hessians(ckpt.state_dict, spec, hessians, log)
@@ -94,11 +94,12 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
 def load_model_file(path: str | Path, table: dict[str, DecoderSpec], builders: tuple[str, ...]) -> torch.nn.Module:
     """A model file decoded with ``table`` into the model its meta names, which must be one of
     ``builders`` (a file never chooses what code runs)."""
-    container = read_container(Path(path).read_bytes())
+    container = read_container(read_regular(path, MAX_ARTIFACT_BYTES))
     ref, config = builder_of(container.meta)
     if ref not in builders:
-        raise ModelBuilderError(f"{path}: built by '{ref}', not by {' or '.join(builders)}")
-    return load_weights(build_model(ref, config), decode_container(container, table), str(path))
+        raise ModelBuilderError(f"{path}: built by '{printable(ref)}', not by {' or '.join(builders)}")
+    model = build_model(ref, config, container.numel)
+    return load_weights(model, decode_container(container, table), str(path))
 
 
 def main(settings: dict, script: str, argv: list[str]) -> int:

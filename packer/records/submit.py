@@ -22,12 +22,13 @@ from typing import Callable
 from ...codec.registry import decoder_table, discover
 from ...codec.spec import PipelineSpec, load_spec
 from ...model.builders import builder_module
-from ...model.checkpoint import Checkpoint, load_checkpoint
+from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
 from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
 from ..build import golfpack_version
 from ..bundle import CodeBundle, build_bundle, inlined, is_shipped, minify
+from ..models import open_checkpoint
 from ..runtime import finder as finder_module
 from ..runtime.artifact import CHALLENGE_CAP
 from . import loader as loader_module
@@ -219,7 +220,7 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     if not options.seeds or len(set(options.seeds)) != len(options.seeds):
         raise ValueError(f"--seeds must be distinct integers, got {options.seeds}")
     spec = load_spec(options.pipeline)
-    ckpt = load_checkpoint(checkpoint, options.model)
+    ckpt = open_checkpoint(checkpoint, options.model)
     if not ckpt.train_config:
         raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
     cfg = script_config(ckpt, spec, options.overrides)

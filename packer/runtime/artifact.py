@@ -36,6 +36,7 @@ CHALLENGE_CAP = 16_000_000  # the challenge's cap on the whole artifact, decimal
 MAX_ARTIFACT_BYTES = 64_000_000  # refused before anything is parsed: four times the cap
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_CODE_BYTES = 8 << 20  # the bundle, decompressed
+MAX_GLOBS = 1024  # all the pipeline's rules together: inspect matches each tensor against them
 COMMENT_PREFIX = b"golfpack-sha256:"
 COMMENT_BYTES = len(COMMENT_PREFIX) + 64
 
@@ -174,6 +175,8 @@ class Manifest:
             and all(_is_str(g) for g in r["match"]) and isinstance(r.get("role", []), list)
             and all(_is_str(x, 16, ROLE) for x in r.get("role", [])) and len(r["match"]) + len(r.get("role", [])) > 0
             for r in self.pipeline), "'pipeline' must be a list of {name, match, chain[, role]} rules")
+        _check(sum(len(r["match"]) for r in self.pipeline) <= MAX_GLOBS,
+               f"the pipeline has more than {MAX_GLOBS} globs (matching them to every tensor is work)")
         r = self.requirements
         _check(isinstance(r, dict) and set(r) == {"required", "optional"} and all(
             isinstance(r[k], list) and len(r[k]) <= 64 and all(_is_str(d, 64, r"[\w.-]+") for d in r[k]) for k in r),

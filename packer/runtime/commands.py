@@ -27,13 +27,14 @@ def load_model(art, files: dict) -> tuple[torch.nn.Module, float]:
     t0 = time.perf_counter()
     manifest = art.manifest
     container = read_container(art.members[manifest.weights["member"]])
-    table = {name: DecoderSpec(*spec) for name, spec in manifest.decoders.items()}
-    state = decode_container(container, table)
-    seconds = time.perf_counter() - t0
     ref, config = builder_of(container.meta)
     if module_file(builder_module(ref), files) is None:
         raise ModelBuilderError(f"model module '{builder_module(ref)}' is not in the artifact's own bundle")
-    return load_weights(build_model(ref, config), state, "artifact"), seconds
+    model = build_model(ref, config, container.numel)  # the config's size is checked before anything is built
+    table = {name: DecoderSpec(*spec) for name, spec in manifest.decoders.items()}
+    state = decode_container(container, table)
+    seconds = time.perf_counter() - t0
+    return load_weights(model, state, "artifact"), seconds
 
 
 def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
