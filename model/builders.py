@@ -128,8 +128,8 @@ def build_model(ref: str, config: Mapping[str, Any], numel: int | None = None) -
     if numel is not None:
         described = config_numel(ref, config)
         if described is not None and described != numel:
-            raise ModelBuilderError(f"model config describes {described:,} parameters but the weights hold {numel:,} "
-                                    "(refused before building it)")
+            raise ModelBuilderError(f"the weights do not fit the model: its config describes {described:,} parameters, "
+                                    f"the weights hold {numel:,} (refused before building it)")
     model = load_builder(ref)(dict(config))
     if not isinstance(model, nn.Module):
         raise ModelBuilderError(f"model builder '{ref}' returned {type(model).__name__}, not a torch.nn.Module")

@@ -54,9 +54,13 @@ def shutdown() -> None:
 
 def torchrun_command(nproc: int, *target: str) -> list[str]:
     """The command that runs ``target`` (a script, or ``-m module``) on ``nproc`` local processes:
-    plain Python for one, torchrun (``torch.distributed.run --standalone``) for more."""
+    plain Python for one, torchrun (``torch.distributed.run --standalone``) for more. A script
+    must be an absolute path: a relative name starting with ``-`` would be read as an option
+    (``-c<code>``), and one is refused here."""
     if not (isinstance(nproc, int) and nproc >= 1):
         raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    if target and target[0] != "-m" and not os.path.isabs(target[0]):
+        raise ValueError(f"internal: the script to run must be an absolute path, got {target[0]!r}")
     if nproc == 1:
         return [sys.executable, *target]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target]

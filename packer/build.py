@@ -21,13 +21,7 @@ from .ledger import Ledger, artifact_ledger, format_ledger
 from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
 from .verify import verify_bytes
-
-
-def golfpack_version() -> str:
-    try:
-        return importlib.metadata.version("golfpack")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        return "source"
+from .version import golfpack_version
 
 
 class BudgetError(ValueError):

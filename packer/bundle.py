@@ -23,11 +23,12 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import python_minifier
 
-from ..codec.decoders.chain import DecoderSpec
+if TYPE_CHECKING:  # a type only: checking a records script needs the minifier, not torch
+    from ..codec.decoders.chain import DecoderSpec
 from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
 from .runtime import finder as finder_module

@@ -115,10 +115,11 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
     if checkpoint.suffix == ".gpak":
         from ..codec.registry import decoder_table
         from ..model.builders import GPT_BUILDER
+        from .models import trusted_builders
         from .records.script import load_model_file
 
         ref = use_model(model)
-        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER,) if ref is None else (GPT_BUILDER, ref))
+        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER, *trusted_builders(), *([ref] if ref else [])))
     else:
         from .models import open_checkpoint
 
@@ -214,8 +215,8 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     cmd = torchrun_command(nproc, "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every))
     model_file = (model or "").rpartition(":")[0]
     if model_file.endswith(".py"):  # torchrun's processes import the user's file themselves
-        cmd += ["--model-file", str(Path(model_file).resolve())]
-    cmd += (["--resume", str(resume)] if resume else []) + (["--force"] if force else [])
+        cmd += [f"--model-file={Path(model_file).resolve()}"]
+    cmd += ([f"--resume={resume.resolve()}"] if resume else []) + (["--force"] if force else [])
     rc = subprocess.call(cmd)
     Path(f.name).unlink(missing_ok=True)
     if rc:

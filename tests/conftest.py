@@ -1,6 +1,8 @@
 """Shared fixtures: the real data in ../shared/data and tiny models."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ VAL_DOCS = DATA / "fineweb" / "fineweb_val_first901docs_spnorm.jsonl"
 TRAIN_DOCS = DATA / "fineweb" / "fineweb_docs_200_raw.jsonl"
 SP1024 = DATA / "tokenizers" / "fineweb_1024_bpe.model"
 
+SEEDS = ("1337", "42")  # the records fixture's seeds
 TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
 
 
@@ -75,3 +78,21 @@ def trained(tmp_path_factory, train_glob, small_val):
     result = train(cfg, echo=lambda m: None)
     assert result.calib is not None and result.calib.is_file()
     return result.checkpoint
+
+
+def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=900)
+
+
+def data_args(train_glob: str, small_val: str) -> list[str]:
+    return ["--train", train_glob, "--val", small_val, "--tokenizer", str(SP1024)]
+
+
+@pytest.fixture(scope="session")
+def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
+    out = tmp_path_factory.mktemp("records") / "rec"
+    proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
+                    *data_args(train_glob, small_val))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out

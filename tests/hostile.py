@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import subprocess
+import sys
 import zlib
 
 from golfpack.codec.decoders.container import HEADER, read_container
 from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_1980, END, END_SIG, LOCAL, LOCAL_SIG,
                                               MADE_BY_UNIX, MANIFEST, MODE_0644, WEIGHTS, ZIP_VERSION, Manifest,
                                               read_zip, write_artifact)
+
+def golfpack_measured(*args: str, env: dict | None = None, cwd=None,
+                      timeout: float = 300) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run the golfpack CLI in a fresh process; the result, its peak RSS in MB (``VmHWM``: the
+    process's own; ``ru_maxrss`` would count the forking parent's pages) and the CPU seconds it
+    used (user + system: what an attack costs, whatever else loads the machine)."""
+    code = ("import resource, sys\nfrom golfpack.packer.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+            "print('PEAK_KB', hwm[0] if hwm else u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)\n"
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+    peak = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB")]
+    proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("PEAK_KB"))
+    return proc, (int(peak[-1][1]) / 1024 if peak else float("nan")), (float(peak[-1][2]) if peak else float("nan"))
+
 
 ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
 ZIP64_LOCATOR = struct.Struct("<IIQI")  # 20 bytes
@@ -141,5 +161,5 @@ def with_meta(genuine: bytes, edit) -> bytes:
     return with_weights(genuine, body + hashlib.sha256(body).digest())
 
 
-__all__ = ["zip64_differential", "overlapping", "directory_flood", "resealed", "amplifying_container", "with_weights",
+__all__ = ["golfpack_measured", "zip64_differential", "overlapping", "directory_flood", "resealed", "amplifying_container", "with_weights",
            "with_meta", "read_container"]

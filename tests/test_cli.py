@@ -68,7 +68,7 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
         (["run", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--stride", "0"], "--stride"),
         (["inspect", "{tmp}/m.pt", "--budget", "0"], "--budget"),
         (["build", "{tmp}/m.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> brotli level=-3"], "level must be"),
-        (["build", "{tmp}/other.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> zstd"], "does not fit the model"),
+        (["build", "{tmp}/other.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> zstd"], "do not fit the model"),
         (["build", "{tmp}/m.pt"], "Missing option '--out'"),
         (["nope"], "No such command"),
         (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--seq-len", "abc"], "is not a valid integer"),

@@ -20,6 +20,7 @@ from golfpack.packer.build import build
 from golfpack.packer.runtime.artifact import BOOTSTRAP, MAX_ARTIFACT_BYTES, read_zip
 
 from . import hostile
+from .hostile import golfpack_measured
 from .conftest import SP1024, make_tiny
 
 PIPELINE = "blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli"
@@ -60,23 +61,11 @@ def sentinel_dir(tmp_path_factory):
     return d
 
 
-def golfpack_measured(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the golfpack CLI in a fresh process; return the result and its peak RSS in MB."""
-    code = ("import resource, sys\nfrom golfpack.packer.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
-            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-            "sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
-    peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB")]
-    proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("PEAK_KB"))
-    return proc, int(peak[-1].split()[1]) / 1024 if peak else float("nan")
-
-
 @pytest.fixture(scope="module")
 def baseline_mb(genuine, tmp_path_factory) -> float:
     p = tmp_path_factory.mktemp("base") / "a.pyz"
     p.write_bytes(genuine)
-    proc, peak = golfpack_measured("inspect", str(p))
+    proc, peak, _ = golfpack_measured("inspect", str(p))
     assert proc.returncode == 0, proc.stderr
     print(f"genuine inspect: peak {peak:.0f} MB")
     return peak
@@ -105,7 +94,7 @@ def test_decoder_table_injection_is_refused_and_nothing_is_imported(genuine, sen
     bad.write_bytes(hostile.resealed(genuine, edit))
     env = {**os.environ, "PYTHONPATH": str(sentinel_dir)}
     for args in (["inspect", str(bad)], ["inspect", str(bad), "--json"], run_args(bad)):
-        proc, _ = golfpack_measured(*args, env=env)
+        proc, *_ = golfpack_measured(*args, env=env)
         refused(proc, "decoder table")
     # The bootstrap, run directly, refuses too: its decoders must come from its own bundle.
     direct = subprocess.run([sys.executable, str(bad), "verify"], capture_output=True, text=True, env=env)
@@ -125,7 +114,7 @@ def test_zip64_second_directory_differential_is_refused_before_execution(genuine
     assert marker.read_text() == "pwned"
     marker.unlink()
     for args in (["inspect", str(bad)], run_args(bad)):
-        proc, _ = golfpack_measured(*args)
+        proc, *_ = golfpack_measured(*args)
         refused(proc, "canonical zip layout")
     assert not marker.exists(), "golfpack run executed the hidden __main__.py"
 
@@ -136,7 +125,7 @@ def test_bytes_before_or_after_the_artifact_are_refused(genuine, tmp_path, edit)
     bad = tmp_path / "bad.pyz"
     bad.write_bytes(data)
     for args in (["inspect", str(bad)], run_args(bad)):
-        proc, _ = golfpack_measured(*args)
+        proc, *_ = golfpack_measured(*args)
         refused(proc, "canonical zip layout", "no zip member at offset 0")
     direct = subprocess.run([sys.executable, str(bad), "verify"], capture_output=True, text=True)
     assert direct.returncode != 0
@@ -150,7 +139,7 @@ def test_zip_structure_attacks_are_refused_in_bounded_memory(genuine, tmp_path, 
              "directory flood": lambda: hostile.directory_flood(genuine, 200_000)}[attack]
     bad = tmp_path / "bad.pyz"
     bad.write_bytes(craft())
-    proc, peak = golfpack_measured("inspect", str(bad))
+    proc, peak, _ = golfpack_measured("inspect", str(bad))
     print(f"{attack} ({bad.stat().st_size:,} bytes): peak {peak:.0f} MB vs genuine {baseline_mb:.0f} MB")
     refused(proc, "canonical zip layout")
     assert peak < baseline_mb + MEMORY_SLACK_MB
@@ -160,7 +149,7 @@ def test_a_file_far_beyond_any_budget_is_refused_before_reading(tmp_path, baseli
     bad = tmp_path / "huge.pyz"
     with open(bad, "wb") as f:  # sparse: large on paper, nothing to read
         f.truncate(MAX_ARTIFACT_BYTES + 1)
-    proc, peak = golfpack_measured("inspect", str(bad))
+    proc, peak, _ = golfpack_measured("inspect", str(bad))
     refused(proc, "larger than any artifact")
     assert peak < baseline_mb + MEMORY_SLACK_MB
 
@@ -169,7 +158,7 @@ def test_decoder_amplification_is_refused_in_bounded_memory(genuine, tmp_path, b
     container = hostile.amplifying_container(numel=1 << 24, tensors=8)
     bad = tmp_path / "bad.pyz"
     bad.write_bytes(hostile.with_weights(genuine, container))
-    proc, peak = golfpack_measured("inspect", str(bad))
+    proc, peak, _ = golfpack_measured("inspect", str(bad))
     print(f"amplifying container ({len(container):,} bytes declaring {8 << 24:,} elements): peak {peak:.0f} MB")
     refused(proc, "elements declared")
     assert peak < baseline_mb + MEMORY_SLACK_MB
@@ -181,7 +170,7 @@ def test_amplification_within_the_bound_decodes_in_bounded_memory(genuine, tmp_p
     container = hostile.amplifying_container(numel=1 << 20, tensors=1)
     bad = tmp_path / "edge.pyz"
     bad.write_bytes(hostile.with_weights(genuine, container))
-    proc, peak = golfpack_measured("inspect", str(bad), "--json")
+    proc, peak, _ = golfpack_measured("inspect", str(bad), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["params"] == 1 << 20
     assert peak < baseline_mb + MEMORY_SLACK_MB
@@ -204,7 +193,7 @@ def test_control_characters_in_names_never_reach_the_terminal(genuine, tmp_path)
     is printed escaped."""
     weird = tmp_path / "a\x1b[2Jb.pyz"
     weird.write_bytes(genuine)
-    proc, _ = golfpack_measured("inspect", str(weird))
+    proc, *_ = golfpack_measured("inspect", str(weird))
     assert proc.returncode == 0 and "\x1b" not in proc.stdout and "\\x1b[2J" in proc.stdout
 
 
@@ -261,15 +250,15 @@ def test_a_model_builder_named_by_the_container_is_never_imported(genuine, senti
     bad = tmp_path / "bad.pyz"
     bad.write_bytes(hostile.with_meta(genuine, lambda meta: meta.update(model_builder="sentinel_mod:decode")))
     env = {**os.environ, "PYTHONPATH": str(sentinel_dir)}
-    shown, _ = golfpack_measured("inspect", str(bad), env=env)
+    shown, *_ = golfpack_measured("inspect", str(bad), env=env)
     assert shown.returncode == 0 and "model            sentinel_mod:decode" in shown.stdout, shown.stderr
     direct = subprocess.run([sys.executable, str(bad), "verify"], capture_output=True, text=True, env=env)
     assert direct.returncode == 1 and "'sentinel_mod' is not in the artifact's own bundle" in direct.stderr
-    ran, _ = golfpack_measured(*run_args(bad), env=env)
+    ran, *_ = golfpack_measured(*run_args(bad), env=env)
     refused(ran, "not in the artifact's own bundle")
     gpak = tmp_path / "model.gpak"
     members, _ = hostile.read_zip(bad.read_bytes())
     gpak.write_bytes(dict(members)["weights.gpak"])
-    proc, _ = golfpack_measured("eval", str(gpak), "--val", "never-read.bin", "--tokenizer", str(SP1024), env=env)
+    proc, *_ = golfpack_measured("eval", str(gpak), "--val", "never-read.bin", "--tokenizer", str(SP1024), env=env)
     refused(proc, "built by 'sentinel_mod:decode', not by golfpack.model.gpt:build")
     assert not (sentinel_dir / "IMPORTED").exists(), "a container-named model module was imported"

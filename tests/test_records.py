@@ -17,35 +17,15 @@ import pytest
 
 from golfpack.packer.records.check import check_folder
 from golfpack.packer.records.lines import parse_log
-from golfpack.packer.records.submit import latin1_literal
+from golfpack.packer.records.layout import latin1_literal
 from golfpack.packer.runtime.artifact import CHALLENGE_CAP
 
-from .conftest import SP1024
+from .conftest import SEEDS, SP1024, data_args, golfpack
 
-SEEDS = ("1337", "42")
-
-
-def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=900)
-
-
-def data_args(train_glob: str, small_val: str) -> list[str]:
-    return ["--train", train_glob, "--val", small_val, "--tokenizer", str(SP1024)]
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
-    out = tmp_path_factory.mktemp("records") / "rec"
-    proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
-                    *data_args(train_glob, small_val))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
 
 
 def copy_records(records: Path, dest: Path) -> Path:
-    """The folder without the runs' checkpoints (check does not read them)."""
-    shutil.copytree(records, dest, ignore=shutil.ignore_patterns("golfpack_run_*"))
+    shutil.copytree(records, dest)
     return dest
 
 
@@ -114,7 +94,7 @@ def test_the_script_is_deterministic_and_refuses_to_clobber(records, trained, tm
 def test_the_script_ships_only_what_it_runs(records):
     from golfpack.packer.records.check import bundle_of
 
-    files = bundle_of((records / "train_gpt.py").read_bytes().decode("latin-1"))
+    files = bundle_of((records / "train_gpt.py").read_bytes())
     assert "golfpack/packer/records/script.py" in files and "golfpack/codec/encoders/ctxans.py" in files
     build_side = [p for p in files if p.startswith("golfpack/packer/") and not p.startswith(("golfpack/packer/records/",
                                                                                           "golfpack/packer/runtime/"))]
@@ -184,10 +164,10 @@ def test_check_refuses_an_uncounted_local_import_and_native_code(records, tmp_pa
     write_script(folder, lines)
     problems = check_folder(folder).problems
     print(problems)
-    assert any("train_gpt.py imports 'helper', a local file whose bytes are not counted" in p for p in problems)
-    assert any(p.startswith("helper.py: code outside train_gpt.py") for p in problems)
+    assert any(p.startswith("train_gpt.py: train_gpt.py is not in the shape golfpack") for p in problems)
+    assert any(p.startswith("helper.py: not a file a records folder holds (code outside train_gpt.py") for p in problems)
     (folder / "kernel.cu").write_text("// fast\n")
-    assert any(p.startswith("kernel.cu: code outside") for p in check_folder(folder).problems)
+    assert any(p.startswith("kernel.cu: not a file a records folder holds") for p in check_folder(folder).problems)
 
 
 def test_check_bounds_a_crafted_bundle(records, tmp_path):
@@ -198,7 +178,7 @@ def test_check_bounds_a_crafted_bundle(records, tmp_path):
     lines[-1] = re.sub(r"start\(B,'\w+'", "start(B,'lzma'", lines[-1])
     write_script(folder, lines)
     problems = check_folder(folder).problems
-    assert any("decompresses to more than" in p for p in problems), problems
+    assert any("decompresses to more than 524,288 bytes" in p for p in problems), problems
     lines[-2] = "B='not a bundle'"
     write_script(folder, lines)
     assert any("does not decompress" in p for p in check_folder(folder).problems)

@@ -3,11 +3,14 @@
 Sizes come from the files on disk (``train_gpt.py``, each seed's model file), scores and
 steps from the logs (``lines.parse_log``); ``submission.json`` must agree with them, and
 every seed (the largest, not the mean) must fit the cap. The code must compile on the target
-Python, and no code may hide outside the counted bytes: a ``train_gpt.py`` (or a module packed
-in it) that imports a local file, or a native source in the folder, is refused.
+Python, and no code may hide outside the counted bytes.
 
-The folder is read as data: nothing in it is imported or run. A golfpack script's bundle is
-found as the bytes literal of its last line, decoded and decompressed with bounds.
+The folder is someone else's, so it is read as hostile data: nothing in it is imported or run;
+only regular files of the kinds a records folder holds are allowed (:data:`ALLOWED`; anything
+else, a ``.pyc``, a folder, a link, a FIFO, is a problem and is never opened); every file is
+size-bounded before it is read; ``train_gpt.py`` is accepted only in the exact shape ``submit``
+writes (``submit.parse_script``), so the bundle read here is the one Python runs; seeds are
+digits; and every string printed, file names included, is escaped.
 """
 from __future__ import annotations
 
@@ -15,23 +18,30 @@ import ast
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 import sys
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runtime.artifact import (BUNDLE_PATH, CHALLENGE_CAP, CODE_CODECS, MAX_CODE_BYTES, decompress_bundle,
-                                split_bundle)
-from .lines import LogError, RunNumbers
-from .loader import ENCODING, SETTINGS
-from .submit import SCRIPT, numbers_of, summary
+from ...model.console import printable
+from ...model.files import read_regular
+from ..runtime.artifact import CHALLENGE_CAP, decompress_bundle, split_bundle
+from .lines import RunNumbers
+from .loader import SETTINGS
+from .layout import SCRIPT, numbers_of, parse_script, summary
 
-NATIVE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx", ".cu", ".h", ".hpp", ".so", ".pyx", ".pyd", ".dll", ".dylib"}
-SEED_LOG = re.compile(r"^train_seed(-?[0-9]+)\.log$")
+# What a records folder may hold: the script, the JSON, the README, the requirements, and each
+# run's log and model file (RUN_ID: submit's seeds, or any name a run was given).
+RUN_ID = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
+ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.txt|train_{RUN_ID}\.log"
+                     rf"|final_model_{RUN_ID}\.gpak")
+SEED = re.compile(r"[0-9]{1,19}")
+MAX_ENTRIES = 1000  # files in a records folder: a handful per seed
 MAX_JSON_BYTES = 1 << 20
-MAX_SCRIPT_BYTES = CHALLENGE_CAP
-RECORDS_BUNDLE_PATH = f"{BUNDLE_PATH}|{re.escape(SETTINGS)}"  # the modules, and the packed run's settings
+MAX_BUNDLE_BYTES = 512 << 10  # the modules, decompressed (the default pipeline's: 121 KB); parsing costs < 350 MB
+RECORDS_BUNDLE_PATH = r"[A-Za-z_]\w*(/[A-Za-z_]\w*)*\.py|" + re.escape(SETTINGS)  # the modules and the settings
 FLOAT_TOL = 5.5e-9  # submission.json rounds to 8 decimals (the challenge's)
 
 
@@ -46,76 +56,69 @@ class Report:
         return not self.problems
 
 
-def bundle_of(source: str) -> dict[str, str]:
-    """The modules packed in a golfpack records script, or {} for another script: its last two
-    lines, ``B='<bundle, one character per byte>'`` and ``sys.exit(start(B,'<codec>',...))``,
-    decoded without running anything."""
-    try:
-        # "\n" only: str.splitlines would also split at \x85, \x1c, ..., which the literal holds
-        assign, call = (ast.parse(line).body[0] for line in source.rstrip("\n").split("\n")[-2:])
-    except (SyntaxError, IndexError, ValueError):
-        return {}
-    starts = [n for n in ast.walk(call) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start"]
-    if not (isinstance(assign, ast.Assign) and isinstance(assign.value, ast.Constant) and starts
-            and len(starts[0].args) >= 2 and isinstance(starts[0].args[1], ast.Constant)):
-        return {}
-    packed, codec = assign.value.value, starts[0].args[1].value
-    if not isinstance(packed, str) or codec not in CODE_CODECS:
-        return {}
-    raw, _ = decompress_bundle(codec, packed.encode(ENCODING), MAX_CODE_BYTES)
-    if len(raw) > MAX_CODE_BYTES:
-        raise ValueError(f"{SCRIPT}: its code bundle decompresses to more than {MAX_CODE_BYTES:,} bytes")
+def bundle_of(data: bytes) -> dict[str, str]:
+    """The files packed in a records script (path -> source, and ``settings.json``), read as
+    data: the script must be in ``submit``'s exact shape, its bundle one compressed stream with
+    nothing after it, at most ``MAX_BUNDLE_BYTES`` decompressed, no path twice."""
+    parts = parse_script(data)
+    raw, whole = decompress_bundle(parts.codec, parts.compressed, MAX_BUNDLE_BYTES)
+    if len(raw) > MAX_BUNDLE_BYTES:
+        raise ValueError(f"its code bundle decompresses to more than {MAX_BUNDLE_BYTES:,} bytes")
+    if not whole:
+        raise ValueError("its code bundle is not exactly one compressed stream (data after it, or truncated)")
     return split_bundle(raw, RECORDS_BUNDLE_PATH)
 
 
-def module_names(files: dict[str, str]) -> set[str]:
-    return {p[: -len("/__init__.py")].replace("/", ".") if p.endswith("/__init__.py") else p[:-3].replace("/", ".")
-            for p in files if p.endswith(".py")}
+def compiles(path: str, source: str, target: tuple[int, int]) -> str | None:
+    """None, or why ``source`` does not compile on Python ``target`` (bounded input: a deep
+    expression is a RecursionError or MemoryError here, reported, not raised)."""
+    try:
+        compile(ast.parse(source, path, feature_version=target), path, "exec")
+    except SyntaxError as e:
+        return f"{e.msg}, line {e.lineno}"
+    except (RecursionError, MemoryError, ValueError):
+        return "nested too deeply to compile"
+    return None
 
 
-def imported_tops(path: str, source: str, packaged: set[str]) -> set[str]:
-    """Top-level names of the absolute imports in ``source``."""
-    tops = set()
-    for node in ast.walk(ast.parse(source, path)):
-        if isinstance(node, ast.Import):
-            tops |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            tops.add(node.module.split(".")[0])
-    return tops - packaged
+def list_folder(report: Report, folder: Path) -> set[str]:
+    """The names of the folder's regular files of allowed kinds; every other entry is a
+    problem (it is neither followed nor opened)."""
+    names = set()
+    with os.scandir(folder) as it:
+        for i, entry in enumerate(it):
+            if i >= MAX_ENTRIES:
+                report.problems.append(f"more than {MAX_ENTRIES} entries in the folder")
+                break
+            mode = entry.stat(follow_symlinks=False).st_mode
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else \
+                None if stat.S_ISREG(mode) else "not a regular file"
+            if what is None and not ALLOWED.fullmatch(entry.name):
+                what = "not a file a records folder holds (code outside train_gpt.py is not counted)"
+            if what:
+                report.problems.append(f"{entry.name}: {what}")
+            else:
+                names.add(entry.name)
+    return names
 
 
 def check_code(report: Report, folder: Path, target: tuple[int, int]) -> None:
-    script = folder / SCRIPT
-    if not script.is_file():
-        report.problems.append(f"no {SCRIPT}")
-        return
-    if script.stat().st_size > MAX_SCRIPT_BYTES:
-        report.problems.append(f"{SCRIPT} alone is over the cap")
-        return
-    with tokenize.open(script) as f:  # the encoding its coding line declares (a records script: Latin-1)
-        source = f.read()
-    files = {SCRIPT: source}
     try:
-        files |= {p: s for p, s in bundle_of(source).items() if p != SETTINGS}
+        data = read_regular(folder / SCRIPT, CHALLENGE_CAP)
+    except (OSError, ValueError) as e:
+        report.problems.append(f"{SCRIPT}: {e}")
+        return
+    try:
+        files = bundle_of(data)
     except ValueError as e:
-        report.problems.append(f"{SCRIPT}: its code bundle does not decode: {e}")
-    packaged = {m.split(".")[0] for m in module_names(files)} | {"__future__"}
-    local = {p.stem for p in folder.iterdir() if p.suffix == ".py" and p.name != SCRIPT} | \
-            {p.name for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    for path, src in files.items():
-        try:
-            compile(src, path, "exec")
-            ast.parse(src, path, feature_version=target)
-        except SyntaxError as e:
-            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({e.msg}, line {e.lineno})")
-            continue
-        for top in sorted(imported_tops(path, src, packaged) & local):
-            report.problems.append(f"{path} imports '{top}', a local file whose bytes are not counted "
-                                   f"(fold it into {SCRIPT})")
-    for p in sorted(folder.rglob("*")):
-        if p.suffix in NATIVE_SUFFIXES or (p.suffix == ".py" and p.name != SCRIPT and p.parent == folder):
-            report.problems.append(f"{p.relative_to(folder)}: code outside {SCRIPT}, not counted in the artifact bytes")
-    report.notes.append(f"{SCRIPT}: {script.stat().st_size:,} bytes, {len(files) - 1} packed modules, compiles on "
+        report.problems.append(f"{SCRIPT}: {e}")
+        return
+    modules = {p: s for p, s in files.items() if p != SETTINGS}
+    for path, src in sorted(modules.items()):
+        why = compiles(path, src, target)
+        if why:
+            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({why})")
+    report.notes.append(f"{SCRIPT}: {len(data):,} bytes, {len(modules)} packed modules, compiles on "
                         f"Python {target[0]}.{target[1]}")
 
 
@@ -123,18 +126,19 @@ def close(a: float, b: object) -> bool:
     return isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and abs(a - b) <= FLOAT_TOL
 
 
-def check_seed(report: Report, folder: Path, seed: str, r: RunNumbers, claimed: object) -> None:
-    code = (folder / SCRIPT).stat().st_size if (folder / SCRIPT).is_file() else -1
+def check_seed(report: Report, folder: Path, names: set[str], seed: str, r: RunNumbers, claimed: object) -> None:
+    code = (folder / SCRIPT).stat().st_size if SCRIPT in names else -1
     if r.code_bytes != code:
         report.problems.append(f"seed {seed}: log says code {r.code_bytes:,} bytes, {SCRIPT} is {code:,}")
-    model = folder / r.model_file
-    if Path(r.model_file).name != r.model_file or not model.is_file():
+    size = -1
+    if r.model_file not in names or not r.model_file.endswith(".gpak"):
         report.problems.append(f"seed {seed}: model file '{r.model_file}' named by the log is not in the folder")
     else:
-        size = model.stat().st_size
-        if size != r.model_bytes or hashlib.sha256(model.read_bytes()).hexdigest() != r.model_sha256:
+        model = read_regular(folder / r.model_file, CHALLENGE_CAP + 1)  # one byte over is still reported as over
+        size = len(model)
+        if size != r.model_bytes or hashlib.sha256(model).hexdigest() != r.model_sha256:
             report.problems.append(f"seed {seed}: {r.model_file} is {size:,} bytes / not the file the log hashed")
-    total = code + (model.stat().st_size if model.is_file() else r.model_bytes)
+    total = code + (size if size >= 0 else r.model_bytes)
     if r.artifact_bytes != r.code_bytes + r.model_bytes:
         report.problems.append(f"seed {seed}: log's total {r.artifact_bytes:,} is not code + model")
     if max(total, r.artifact_bytes) > CHALLENGE_CAP:
@@ -148,57 +152,83 @@ def check_seed(report: Report, folder: Path, seed: str, r: RunNumbers, claimed: 
     floats = {"val_bpb": r.val_bpb, "val_loss": r.val_loss, "step_avg_ms": r.step_avg_ms, "eval_time_s": r.eval_time_s}
     for key, value in ints.items():
         if claimed.get(key) != value or isinstance(claimed.get(key), bool):
-            report.problems.append(f"seed {seed}: submission.json says {key} {claimed.get(key)!r}, the log {value!r}")
+            report.problems.append(f"seed {seed}: submission.json says {key} {claimed.get(key)!r:.40}, the log {value!r}")
     for key, value in floats.items():
         if not close(value, claimed.get(key)):
-            report.problems.append(f"seed {seed}: submission.json says {key} {claimed.get(key)!r}, the log {value!r}")
+            report.problems.append(f"seed {seed}: submission.json says {key} {claimed.get(key)!r:.40}, the log {value!r}")
     report.notes.append(f"seed {seed}: val_bpb {r.val_bpb:.8f}, {r.artifact_bytes:,} bytes "
                         f"({CHALLENGE_CAP - r.artifact_bytes:,} under the cap), {r.steps} steps")
 
 
-def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> Report:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such records folder")
-    report = Report(folder)
-    sub = folder / "submission.json"
+def read_submission(report: Report, folder: Path, names: set[str]) -> dict:
     try:
-        if sub.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError("too large")
-        doc = json.loads(sub.read_text(encoding="utf-8"))
+        if "submission.json" not in names:
+            raise ValueError("missing")
+        doc = json.loads(read_regular(folder / "submission.json", MAX_JSON_BYTES).decode("utf-8"))
         if not isinstance(doc, dict) or not isinstance(doc.get("seed_results"), dict) or not doc["seed_results"]:
             raise ValueError("no seed_results table")
-    except (OSError, ValueError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         report.problems.append(f"submission.json: unreadable ({e})")
-        doc = {"seed_results": {}}
+        return {"seed_results": {}}
+    return doc
+
+
+def target_python(report: Report, doc: dict) -> tuple[int, int]:
+    """The Python the folder was built for (``golfpack.python``: ``[3, minor]``), else this one."""
     python = doc.get("golfpack", {}).get("python") if isinstance(doc.get("golfpack"), dict) else None
-    target = target or (tuple(python) if isinstance(python, list) and len(python) == 2 else sys.version_info[:2])
+    if python is None:
+        return sys.version_info[:2]
+    if not (isinstance(python, list) and len(python) == 2 and python[0] == 3 and isinstance(python[1], int)
+            and not isinstance(python[1], bool) and 0 <= python[1] <= 99):
+        report.problems.append(f"submission.json: golfpack.python must be [3, minor], got {python!r:.40}")
+        return sys.version_info[:2]
+    return 3, python[1]
+
+
+def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> Report:
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        raise ValueError(f"{printable(folder)}: not a records folder (a folder, not a link)")
+    report = Report(folder)
+    names = list_folder(report, folder)
+    doc = read_submission(report, folder, names)
+    target = target or target_python(report, doc)
     check_code(report, folder, target)
     seeds = [str(s) for s in doc["seed_results"]]
-    if not seeds:
+    bad = [s for s in seeds if not SEED.fullmatch(s)]
+    for s in bad:
+        report.problems.append(f"submission.json: seed {s!r:.40} is not a number")
+    if bad or not seeds:
         return report
-    logs = {m.group(1) for p in folder.iterdir() if (m := SEED_LOG.match(p.name))}
+    logs = {m.group(1) for n in names if (m := re.fullmatch(r"train_seed([0-9]+)\.log", n))}
     for extra in sorted(logs - set(seeds)):
         report.problems.append(f"train_seed{extra}.log: a seed's log that submission.json leaves out")
+    missing = [s for s in seeds if f"train_seed{s}.log" not in names]
+    for s in missing:
+        report.problems.append(f"train_seed{s}.log: no log for seed {s}")
     try:
-        numbers = numbers_of(folder, seeds)
-    except (ValueError, LogError) as e:
+        numbers = numbers_of(folder, [s for s in seeds if s not in missing])
+    except (OSError, ValueError) as e:  # LogError is a ValueError
         report.problems.append(str(e))
         return report
+    if missing:
+        return report
     for seed, r in numbers.items():
-        check_seed(report, folder, seed, r, doc["seed_results"].get(seed))
+        check_seed(report, folder, names, seed, r, doc["seed_results"].get(seed))
     derived = summary(numbers)
     for key in ("val_bpb", "val_loss", "val_bpb_std", "val_loss_std"):
         if not close(derived[key], doc.get(key)):
-            report.problems.append(f"submission.json says {key} {doc.get(key)!r}, the logs give {derived[key]!r}")
+            report.problems.append(f"submission.json says {key} {doc.get(key)!r:.40}, the logs give {derived[key]!r}")
     for key in ("bytes_total", "bytes_code"):
         if doc.get(key) != derived[key]:
-            report.problems.append(f"submission.json says {key} {doc.get(key)!r}, the files give {derived[key]!r}")
+            report.problems.append(f"submission.json says {key} {doc.get(key)!r:.40}, the files give {derived[key]!r}")
     return report
 
 
 def format_report(report: Report) -> str:
+    """The report, every line escaped: a file name or a log can hold terminal controls that
+    would repaint the screen (``\\r``, ``ESC[1A``) over the problems."""
     lines = [f"records folder {report.folder}", *(f"  ok: {n}" for n in report.notes)]
     lines += [f"  PROBLEM: {p}" for p in report.problems]
     lines.append("check passed" if report.ok else f"check FAILED: {len(report.problems)} problem(s)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

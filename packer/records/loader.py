@@ -20,18 +20,26 @@ ENCODING = "latin-1"  # the script's source encoding: one character per byte
 
 
 def unpack(packed: str, codec: str) -> dict:
-    """``path -> source`` from the compressed bundle, one character per byte."""
+    """``path -> source`` from the compressed bundle, one character per byte: exactly one
+    compressed stream with nothing after it (``lzma.decompress`` would also run a second one,
+    which ``golfpack check`` would not have read), and no path twice."""
     blob = packed.encode(ENCODING)
     if codec == "lzma":
         import lzma
 
-        raw = lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+        raw, whole = d.decompress(blob), d.eof and not d.unused_data
     else:
         import brotli
 
-        raw = brotli.decompress(blob)
+        d = brotli.Decompressor()
+        raw = d.process(blob)
+        whole = d.is_finished()
     parts = raw.split(b"\0")
-    return {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2)}
+    files = {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2)}
+    if not whole or len(parts) % 2 or 2 * len(files) != len(parts):
+        raise SystemExit("train_gpt.py: its code bundle is malformed")
+    return files
 
 
 def start(packed: str, codec: str, script: str, argv: list) -> int:

@@ -9,7 +9,9 @@ training config key). Every rank trains; rank 0 calibrates GPTQ on training data
 with the packed pipeline (filling ``16,000,000 - len(train_gpt.py)`` bytes when the pipeline
 fills) and writes ``final_model_<RUN_ID>.gpak`` atomically; then every rank decodes that file
 and the evaluation runs on all of them. The log is ``train_<RUN_ID>.log`` (``RUN_ID``
-defaults to ``seed<SEED>``), with the lines of ``lines.py``.
+defaults to ``seed<SEED>``), with the lines of ``lines.py``. The run's work folder
+(``golfpack_run_<RUN_ID>``: checkpoint, calibration) is removed at the end, so the records
+folder holds only the files ``golfpack check`` allows.
 
 Shipped inside ``train_gpt.py`` with the trainer, the model, and the encoders and decoders of
 the pipeline's stages; it never imports golfpack's packer beyond ``packer.records``.
@@ -20,6 +22,7 @@ import hashlib
 import importlib
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -121,8 +124,9 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
 
     cfg, run_id = resolve_config(settings, argv, dict(os.environ))
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0 and Path(cfg.log_file).exists():
-        raise FileExistsError(f"{cfg.log_file} exists: remove it or set RUN_ID for a new run")
+    for mine in (cfg.log_file, cfg.out_dir):  # the work folder is removed at the end: it must be the run's own
+        if rank == 0 and Path(mine).exists():
+            raise FileExistsError(f"{mine} exists: remove it or set RUN_ID for a new run")
     registry = stage_registry(settings["stages"])
     spec = spec_from_doc(settings["pipeline"], "packed", registry)
     code_bytes = os.path.getsize(script)
@@ -149,4 +153,6 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     log(lines.FULL_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
     if result.ctx.distributed:
         dist.barrier()  # leave together: a rank tearing gloo down while another still works can abort it
+    if result.ctx.is_main:  # the folder keeps what a submission holds (golfpack check's list), not the work files
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)
     return 0

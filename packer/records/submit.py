@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,29 +23,17 @@ from ...codec.spec import PipelineSpec, load_spec
 from ...model.builders import builder_module
 from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
-from ...model.files import atomic_write_bytes
+from ...model.files import atomic_write_bytes, read_regular
 from ...trainer.config import TrainConfig, load_config
-from ..build import golfpack_version
-from ..bundle import CodeBundle, build_bundle, inlined, is_shipped, minify
+from ..bundle import CodeBundle, build_bundle, is_shipped
 from ..models import open_checkpoint
-from ..runtime import finder as finder_module
 from ..runtime.artifact import CHALLENGE_CAP
+from ..version import golfpack_version
 from . import loader as loader_module
-from .lines import MAX_LOG_BYTES, RunNumbers, parse_log
+from .layout import SCRIPT, numbers_of, pipeline_label, render_script, summary
 
-SCRIPT = "train_gpt.py"
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
 RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines")
-ESCAPES = {0x00: "\\x00", 0x0A: "\\n", 0x0D: "\\r", 0x27: "\\'", 0x5C: "\\\\"}  # what a '...' literal cannot hold
-HEADER = """# -*- coding: latin-1 -*-
-# train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
-#   python train_gpt.py [key=value ...]  or  torchrun --standalone --nproc_per_node=8 train_gpt.py
-# Environment: SEED RUN_ID ITERATIONS MAX_WALLCLOCK_SECONDS VAL_LOSS_EVERY TRAIN_LOG_EVERY DATA_PATH TOKENIZER_PATH
-# (python train_gpt.py --help). Below: golfpack's model, trainer, encoders and decoders, minified and
-# compressed; `golfpack check .` lists them and re-derives submission.json from the logs.
-"""
-
-
 def records_allowed(module: str) -> bool:
     """What a records script may ship: what artifacts ship, the whole codec (it encodes), and
     the records script itself; never the rest of the packer."""
@@ -101,46 +88,8 @@ def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None)
                         data={loader_module.SETTINGS: json.dumps(settings, sort_keys=True, indent=0)})
 
 
-def latin1_literal(data: bytes) -> str:
-    """``data`` as a single-quoted literal of Latin-1 source: each byte one character, but NUL,
-    line breaks, the quote and the backslash escaped."""
-    return "'" + "".join(ESCAPES.get(b, chr(b)) for b in data) + "'"
-
-
 def script_source(bundle: CodeBundle, pipeline: str) -> bytes:
-    """``train_gpt.py``: header, the import hook and loader (minified), the bundle, the call."""
-    code = minify(inlined(finder_module, loader_module, tail=[]), SCRIPT)
-    head = HEADER.format(version=golfpack_version(), pipeline=pipeline if len(pipeline) < 40 else "custom")
-    tail = f"B={latin1_literal(bundle.compressed)}\nsys.exit(start(B,{bundle.codec!r},__file__,sys.argv[1:]))\n"
-    return (head + code + "\n" + tail).encode(loader_module.ENCODING)
-
-
-def numbers_of(folder: Path, seeds: list[str]) -> dict[str, RunNumbers]:
-    out = {}
-    for seed in seeds:
-        log = folder / f"train_seed{seed}.log"
-        if not log.is_file():
-            raise ValueError(f"{log}: no log for seed {seed}")
-        if log.stat().st_size > MAX_LOG_BYTES:
-            raise ValueError(f"{log}: larger than any records log")
-        out[seed] = parse_log(log.read_text(encoding="utf-8", errors="replace"), str(log))
-    return out
-
-
-def summary(numbers: dict[str, RunNumbers]) -> dict:
-    """The numbers ``submission.json`` claims, computed from the logs' numbers only."""
-    runs = list(numbers.values())
-    std = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-    bpb, loss = [r.val_bpb for r in runs], [r.val_loss for r in runs]
-    return {
-        "val_bpb": round(statistics.fmean(bpb), 8), "val_loss": round(statistics.fmean(loss), 8),
-        "val_bpb_std": round(std(bpb), 8), "val_loss_std": round(std(loss), 8),
-        "bytes_total": max(r.artifact_bytes for r in runs), "bytes_code": max(r.code_bytes for r in runs),
-        "seed_results": {seed: {"val_bpb": round(r.val_bpb, 8), "val_loss": round(r.val_loss, 8), "artifact_bytes": r.artifact_bytes,
-                                "model_bytes": r.model_bytes, "code_bytes": r.code_bytes, "steps": r.steps,
-                                "step_avg_ms": r.step_avg_ms, "eval_time_s": r.eval_time_s}
-                         for seed, r in numbers.items()},
-    }
+    return render_script(golfpack_version(), pipeline_label(pipeline), bundle.codec, bundle.compressed)
 
 
 def readme(doc: dict, cfg: TrainConfig, spec: PipelineSpec, bundle: CodeBundle) -> str:
@@ -203,7 +152,7 @@ def run_seed(out: Path, seed: str, run_args: list[str], options: SubmitOptions, 
         if stale.exists() and not options.force:
             raise FileExistsError(f"{stale} exists (use --force to run seed {seed} again)")
         stale.unlink(missing_ok=True)
-    cmd = torchrun_command(options.nproc, SCRIPT, *run_args)
+    cmd = torchrun_command(options.nproc, str((out / SCRIPT).resolve()), *run_args)  # absolute: never an option
     echo(f"seed {seed}: SEED={seed} {' '.join(cmd)}")
     rc = subprocess.call(cmd, cwd=out, env={**os.environ, "SEED": seed})
     if rc:
@@ -217,8 +166,8 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     out = Path(out)
     if options.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {options.mode!r}")
-    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
-        raise ValueError(f"--seeds must be distinct integers, got {options.seeds}")
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds) or min(options.seeds) < 0:
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {options.seeds}")
     spec = load_spec(options.pipeline)
     ckpt = open_checkpoint(checkpoint, options.model)
     if not ckpt.train_config:
