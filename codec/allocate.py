@@ -4,18 +4,24 @@ The search is a Lagrangian one (the standard tool of rate–distortion allocatio
 quantizable tensor gets a small set of candidates ``(bits, clip, rdoq, lqer)`` (``rdoq``: the
 strength of rate-aware rounding, codec/rdoq.py; ``lqer``: the rank of a low-rank error
 correction, codec/lqer.py, tried on grids that are Pareto-optimal without one) with an estimated rate
-(coded bits) and distortion (Hessian-weighted squared error, the quantity GPTQ minimises),
-and for a multiplier ``lam`` each tensor independently takes the candidate that minimises
-``distortion + lam * rate``. Bisection on ``lam`` finds the best allocation whose total rate
-fits the budget. Candidates are estimated with round-to-nearest, which is cheap (no GPTQ per
-candidate); the caller encodes the chosen allocation exactly, corrects each tensor's rates by
-its measured/estimated ratio, and solves again (``fill`` in ``codec/fill.py``).
+(coded bits) and distortion, and for a multiplier ``lam`` each tensor independently takes the
+candidate that minimises ``distortion + lam * rate``. Bisection on ``lam`` finds the best
+allocation whose total rate fits the budget. Candidates are estimated with round-to-nearest,
+which is cheap (no GPTQ per candidate); the caller encodes the chosen allocation exactly,
+corrects each tensor's rates by its measured/estimated ratio, and solves again (``fill`` in
+``codec/fill.py``).
 
-Distortion uses the diagonal of the calibration Hessian: ``sum_ij (w - w_hat)_ij^2 H_jj``.
-Without a Hessian it is the plain squared error.
+Distortion must be in one unit across tensors, since the multiplier compares them: it is the
+predicted rise of the training loss, ``sum_ij S_ij (w - w_hat)_ij^2`` with the loss's
+sensitivity ``S`` (the diagonal empirical Fisher, ``trainer/calibrate.collect_sensitivity``).
+Without sensitivities it is the Hessian-diagonal proxy ``sum_ij (w - w_hat)_ij^2 H_jj`` (the
+quantity GPTQ minimises within a layer, which says nothing of how much a layer's error costs
+downstream), or the plain squared error without a Hessian. Each candidate carries the proxy
+too (``Candidate.proxy``), so the proxy's allocation can be built as a contender.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -27,7 +33,9 @@ from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
 
 BITS = (3, 4, 5, 6, 7, 8)
-CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0)
+# Narrow clips for low bit widths, and the records' wide ones (12.85 and up), where the clip
+# barely cuts and the bit width sets the step: behind an entropy coder the step decides the bytes.
+CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0, 20.0, 25.0)
 # Rate-aware rounding strengths: --fill offers none by default (RDOQ); RDOQ_STRENGTHS made both
 # trained models slightly worse once LQER was among the candidates (docs/benchmarks.md).
 RDOQ = (0.0,)
@@ -43,9 +51,10 @@ class Candidate:
     bits: int
     clip: str
     rate: float  # estimated coded bits, side streams included
-    distortion: float
+    distortion: float  # predicted loss rise (with sensitivities), else the proxy
     rdoq: float = 0.0
     lqer: int = 0
+    proxy: float = 0.0  # Hessian-diagonal squared error (see the module's docstring)
 
     @property
     def label(self) -> str:
@@ -54,16 +63,22 @@ class Candidate:
 
 
 def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None) -> float:
+    """The Hessian-diagonal proxy (plain squared error without a Hessian)."""
     err = (w.float() - w_hat.float()).reshape(grid_shape(tuple(w.shape))).double().square()
     if hdiag is not None and hdiag.numel() == err.shape[1]:
         return float((err * hdiag.double()[None, :]).sum())
     return float(err.sum())
 
 
+def loss_rise(w: torch.Tensor, w_hat: torch.Tensor, sens: torch.Tensor) -> float:
+    """Predicted rise of the mean token loss (nats) from replacing ``w`` by ``w_hat``."""
+    return float((sens.double() * (w.double() - w_hat.double()).square()).sum())
+
+
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
-             lqer: int = 0) -> Candidate:
+             lqer: int = 0, sens: torch.Tensor | None = None) -> Candidate:
     """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
-    ``lqer``) on the per-row grid (cheap, no GPTQ)."""
+    ``lqer``) on the per-row grid (cheap, no GPTQ); ``sens``: the loss sensitivities of ``w``."""
     rule = ClipRule.parse(clip)
     q, scales = quantize_rdoq(w, bits, rule, rdoq)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
@@ -73,7 +88,8 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     if lqer:
         w_hat = w_hat + lqer_product(*lqer_factors(w.float() - w_hat, hdiag, lqer))
         rate += 8 * lqer_size(*w.shape, lqer)
-    return Candidate(bits, clip, rate, distortion(w, w_hat, hdiag), rdoq, lqer)
+    proxy = distortion(w, w_hat, hdiag)
+    return Candidate(bits, clip, rate, loss_rise(w, w_hat, sens) if sens is not None else proxy, rdoq, lqer, proxy)
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
@@ -87,17 +103,33 @@ def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
 
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
                clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
-               lqer: Sequence[int] = LQER_RANKS) -> list[Candidate]:
-    """The Pareto front of the grid; the low-rank corrections are tried on up to ``LQER_BASES``
-    round-to-nearest grids of that front, spread over its rates (each try costs an SVD)."""
+               lqer: Sequence[int] = LQER_RANKS, sens: torch.Tensor | None = None) -> list[Candidate]:
+    """Every candidate on the Pareto front of either measure (the loss-aware one, and the
+    proxy: its contender needs its own front); the low-rank corrections are tried on up to
+    ``LQER_BASES`` round-to-nearest grids of the front, spread over its rates (each try costs
+    an SVD)."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
-    front = pareto(estimate(w, b, c, hdiag, lam) for b in bits for c in clips for lam in rdoq)
+    grid = [estimate(w, b, c, hdiag, lam, 0, sens) for b in bits for c in clips for lam in rdoq]
+    front = both_fronts(grid)
     ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
     if not ranks:
         return front
-    plain = [c for c in front if not c.rdoq]
+    plain = pareto(c for c in front if not c.rdoq)
     bases = [plain[round(i * (len(plain) - 1) / max(LQER_BASES - 1, 1))] for i in range(min(LQER_BASES, len(plain)))]
-    return pareto(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r) for c in dict.fromkeys(bases) for r in ranks])
+    return both_fronts(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r, sens) for c in dict.fromkeys(bases)
+                                for r in ranks])
+
+
+def both_fronts(cands: Sequence[Candidate]) -> list[Candidate]:
+    """The union of the Pareto fronts by ``distortion`` and by ``proxy``, by increasing rate."""
+    by_proxy = pareto(dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in cands)
+    keep = set(pareto(cands)) | {dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in by_proxy}
+    return sorted(keep, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer))
+
+
+def by_proxy(table: Mapping[str, Sequence[Candidate]]) -> dict[str, list[Candidate]]:
+    """The same candidates measured by the proxy: the Hessian-diagonal allocation's table."""
+    return {n: pareto(dataclasses.replace(c, distortion=c.proxy) for c in cands) for n, cands in table.items()}
 
 
 def choose(table: Mapping[str, Sequence[Candidate]], lam: float,

@@ -16,6 +16,22 @@ Other tensors are encoded as their rules say. The loop:
 5. if the discrete choices straddle that window, step single tensors up (or down) the rate
    ladder, best distortion per byte first, until it lands or no step fits.
 
+**Closed loop.** A prediction of the loss is still a prediction. Given ``score`` (the real mean
+cross-entropy of a container's weights on held-out *training* tokens, supplied by the caller,
+who has the model), the final contenders are all built within the budget and scored, and the
+best one ships (:data:`CONTENDERS`):
+
+* ``fill``: the allocation by predicted loss (sensitivities; the proxy without them);
+* ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
+* ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
+  SDClip at the smallest ``k`` that fits the budget (behind an entropy coder ``k`` sets the
+  step, so it is the knob that fits the bytes);
+* ``records+lqer``: the same with a rank-4 correction on the three matrices of largest error
+  (the #1 record's choice of tensors), ``k`` refit.
+
+So the shipped container never scores worse, on those tokens, than the records' recipe coded
+by this pipeline. The contenders and their scores go into the container's meta (``inspect``).
+
 Deterministic: the same inputs give the same container.
 """
 from __future__ import annotations
@@ -26,7 +42,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import LQER_RANKS, RDOQ, Candidate, candidates, hessian_diagonals, solve
+from .allocate import LQER_RANKS, RDOQ, Candidate, by_proxy, candidates, estimate, hessian_diagonals, pareto, solve
 from .decoders.container import write_container
 from .encoders.intq import QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
@@ -35,12 +51,19 @@ from .stage import Stage, StageError
 
 MAX_SOLVES = 8
 MAX_STEPS = 64
-
+CONTENDERS = ("fill", "fill-proxy", "records", "records+lqer")
+RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
+RECORD_K = (10.0, 11.5, 12.85, 14.0, 16.0, 18.0, 20.0, 23.0, 26.0, 30.0, 35.0, 40.0, 50.0, 64.0)
+RECORD_LQER_TENSORS, RECORD_LQER_RANK = 3, 4
 
 # The allocation as the container's meta stores it, per tensor: the one schema of that record
 # (``packer/ledger.py`` reads it back as untrusted input).
 ALLOCATION_FIELDS = {"bits": int, "clip": str, "rdoq": float, "lqer": int, "estimated_bytes": int,
                      "distortion": float}
+# ... and the contenders, in order: {"name", "bytes", "loss"} (loss: mean nats per token).
+CONTENDER_FIELDS = {"name": str, "bytes": int, "loss": float}
+
+Score = Callable[[bytes], float]  # container -> mean cross-entropy of its weights on held-out training tokens
 
 
 @dataclass
@@ -51,6 +74,9 @@ class Allocation:
     choice: dict[str, Candidate]
     steps: int = 0
     log: list[str] = field(default_factory=list)
+    name: str = "fill"  # which contender this is
+    loss: float | None = None  # its score, when scored
+    contenders: list[dict] = field(default_factory=list)  # every contender scored (CONTENDER_FIELDS)
 
 
 def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
@@ -73,89 +99,164 @@ def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
     return (type(first)(**params), *stages[1:])
 
 
+class Filler:
+    """One state dict's encodes, cached per (tensor, candidate), and the containers built from
+    them: every contender is a choice of one candidate per allocatable tensor."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec,
+                 hessians: Mapping[str, torch.Tensor], meta: dict, say: Callable[[str], None]) -> None:
+        self.state_dict, self.spec, self.hessians, self.meta, self.say = state_dict, spec, hessians, meta, say
+        self.names = allocatable(spec, state_dict)
+        self.fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
+                      for n, t in state_dict.items() if n not in self.names}
+        self.cache: dict[tuple[str, Candidate], Record] = {}
+
+    def encoded(self, n: str, c: Candidate) -> Record:
+        key = (n, dataclasses.replace(c, rate=0.0, distortion=0.0, proxy=0.0))
+        if key not in self.cache:
+            self.say(f"encoding {n} {c.label}")
+            self.cache[key] = encode_tensor(n, self.state_dict[n], with_grid(self.spec.rule_for(n).stages, c),
+                                            self.hessians.get(n))
+        return self.cache[key]
+
+    def build(self, choice: Mapping[str, Candidate], extra: dict | None = None) -> bytes:
+        records = [self.fixed[n] if n in self.fixed else self.encoded(n, choice[n]) for n in self.state_dict]
+        return write_container(records, {**self.meta, "allocation": allocation_meta(choice), **(extra or {})})
+
+    def measured(self, choice: Mapping[str, Candidate]) -> dict[str, int]:
+        return {n: record_bytes(self.encoded(n, c)) for n, c in choice.items()}
+
+    def allocate(self, table: Mapping[str, list[Candidate]], budget: int, tolerance: float) -> Allocation:
+        """The Lagrangian allocation of ``table`` that lands in ``[budget * (1 - tolerance), budget]``."""
+        lo_ok = budget * (1 - tolerance)
+        scale = {n: 1.0 for n in table}
+        overhead = sum(record_bytes(r) for r in self.fixed.values())
+        result: Allocation | None = None
+        for solves in range(1, MAX_SOLVES + 1):
+            choice = solve(table, 8.0 * (budget - overhead), scale)
+            data = self.build(choice)
+            measured = self.measured(choice)
+            result = Allocation(data, choice)
+            result.log.append(f"solve {solves}: {len(data):,} bytes (budget {budget:,})")
+            if lo_ok <= len(data) <= budget:
+                return result
+            overhead = len(data) - sum(measured.values())
+            scale = {n: measured[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in choice.items()}
+        return self._step(result, table, scale, budget, lo_ok)
+
+    def _step(self, result: Allocation, table: Mapping[str, list[Candidate]], scale: Mapping[str, float],
+              budget: int, lo_ok: float) -> Allocation:
+        """Single-tensor moves along each tensor's rate ladder until the container lands in the
+        window: down (least distortion added per byte saved) while over budget, up (most
+        distortion removed per byte spent) while under the window and a step fits. A step whose
+        exact encode turns out not to fit is not tried again."""
+        choice, data = dict(result.choice), result.container
+        too_big: set[tuple[str, Candidate]] = set()
+        for steps in range(1, MAX_STEPS + 1):
+            size = len(data)
+            if lo_ok <= size <= budget:
+                break
+            over = size > budget
+            moves = []
+            for n, c in choice.items():
+                ladder = table[n]
+                i = ladder.index(c)
+                j = i - 1 if over else i + 1
+                if not 0 <= j < len(ladder) or (n, ladder[j]) in too_big:
+                    continue
+                d_rate = (ladder[j].rate - c.rate) * scale.get(n, 1.0) / 8  # bytes, signed
+                d_dist = ladder[j].distortion - c.distortion
+                if over:
+                    moves.append((d_dist / max(-d_rate, 1e-9), n, ladder[j]))
+                elif d_rate <= budget - size:
+                    moves.append((d_dist / max(d_rate, 1e-9), n, ladder[j]))
+            if not moves:
+                break
+            _, n, c = min(moves, key=lambda m: (m[0], m[1]))
+            trial = {**choice, n: c}
+            trial_data = self.build(trial)
+            if not over and len(trial_data) > budget:  # the estimate was off: this step does not fit
+                too_big.add((n, c))
+                continue
+            choice, data = trial, trial_data
+            result.steps = steps
+        result.container, result.choice = data, choice
+        result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
+        return result
+
+    def uniform(self, name: str, budget: int, hdiag: Mapping[str, torch.Tensor],
+                sens: Mapping[str, torch.Tensor], scale: Mapping[str, float], lqer: bool) -> Allocation | None:
+        """The records' single grid at the smallest SDClip ``k`` of :data:`RECORD_K` whose exact
+        container fits ``budget`` (None if none does); ``lqer``: rank 4 on the three matrices
+        whose round-to-nearest error at the first ``k`` tried is largest."""
+        def grid(k: float, ranked: set[str]) -> dict[str, Candidate]:
+            return {n: estimate(self.state_dict[n], RECORD_EMBEDDING_BITS if self.spec.roles.get(n) == "embedding"
+                                or n in ("tok_emb.weight", "lm_head.weight") else RECORD_BITS, f"sdclip:{k:g}",
+                                hdiag.get(n), 0.0, RECORD_LQER_RANK if n in ranked else 0, sens.get(n))
+                    for n in self.names}
+
+        fixed = sum(record_bytes(r) for r in self.fixed.values())
+        ranked: set[str] = set()
+        for k in RECORD_K:  # bytes fall as k grows: the first whose estimate fits is the candidate
+            if lqer and not ranked:
+                errs = {n: c.proxy for n, c in grid(k, set()).items()}
+                ranked = set(sorted(errs, key=lambda n: (-errs[n], n))[:RECORD_LQER_TENSORS])
+            choice = grid(k, ranked)
+            if fixed + sum(c.rate * scale.get(n, 1.0) for n, c in choice.items()) / 8 > budget:
+                continue
+            data = self.build(choice)
+            if len(data) <= budget:
+                return Allocation(data, choice, name=name, log=[f"{name}: sdclip:{k:g}, {len(data):,} bytes"])
+        return None
+
+
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
          budget: int, meta: dict, tolerance: float = 0.001,
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
-         lqer: Sequence[int] = LQER_RANKS) -> Allocation:
-    names = allocatable(spec, state_dict)
-    if not names:
-        raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
+         lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
+         score: Score | None = None) -> Allocation:
+    """The container that fills ``budget``: the allocation by predicted loss, or, with
+    ``score``, the best-scoring of the contenders (module docstring)."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
-    hdiag = hessian_diagonals(hessians, names)
-    table = {}
-    for n in names:
+    filler = Filler(state_dict, spec, hessians, meta, say)
+    if not filler.names:
+        raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
+    hdiag = hessian_diagonals(hessians, filler.names)
+    sens = {n: s for n, s in (sensitivity or {}).items() if n in filler.names and s.shape == state_dict[n].shape}
+    full = {}
+    for n in filler.names:
         say(f"estimating {n}")
-        table[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer)
-    fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
-             for n, t in state_dict.items() if n not in table}
-    cache: dict[tuple[str, int, str, float, int], Record] = {}
-
-    def encoded(n: str, c: Candidate) -> Record:
-        key = (n, c.bits, c.clip, c.rdoq, c.lqer)
-        if key not in cache:
-            say(f"encoding {n} {c.label}")
-            cache[key] = encode_tensor(n, state_dict[n], with_grid(spec.rule_for(n).stages, c), hessians.get(n))
-        return cache[key]
-
-    def build(choice: dict[str, Candidate]) -> bytes:
-        records = [fixed[n] if n in fixed else encoded(n, choice[n]) for n in state_dict]
-        return write_container(records, {**meta, "allocation": allocation_meta(choice)})
-
-    lo_ok = budget * (1 - tolerance)
-    scale = {n: 1.0 for n in names}
-    overhead = sum(record_bytes(r) for r in fixed.values())
-    result: Allocation | None = None
-    for solves in range(1, MAX_SOLVES + 1):
-        choice = solve(table, 8.0 * (budget - overhead), scale)
-        data = build(choice)
-        measured = {n: record_bytes(encoded(n, c)) for n, c in choice.items()}
-        result = Allocation(data, choice)
-        result.log.append(f"solve {solves}: {len(data):,} bytes (budget {budget:,})")
-        if lo_ok <= len(data) <= budget:
-            return result
-        overhead = len(data) - sum(measured.values())
-        scale = {n: measured[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in choice.items()}
-    return _step(result, table, scale, budget, lo_ok, build, encoded)
+        full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n))
+    table = {n: pareto(c) for n, c in full.items()}
+    if score is None:
+        return filler.allocate(table, budget, tolerance)
+    reserve = contenders_reserve(meta)
+    inner = budget - reserve
+    main = filler.allocate(table, inner, tolerance)
+    scale = {n: filler.measured(main.choice)[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in main.choice.items()}
+    runs = [main]
+    if sens:
+        runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
+    runs += [a for a in (filler.uniform("records", inner, hdiag, sens, scale, False),
+                         filler.uniform("records+lqer", inner, hdiag, sens, scale, True)) if a is not None]
+    for run in runs:
+        say(f"scoring {run.name}")
+        run.loss = float(score(run.container))
+    best = min(runs, key=lambda r: (r.loss, CONTENDERS.index(r.name)))
+    record = [{"name": r.name, "bytes": len(r.container), "loss": float(f"{r.loss:.6f}")} for r in runs]
+    data = filler.build(best.choice, {"contenders": record, "chosen": best.name})
+    if len(data) > budget:  # the record outgrew its reserve: ship without it rather than over the budget
+        data = best.container
+    log = [*main.log, *(line for r in runs[1:] for line in r.log)]
+    log += [f"contender {r['name']}: {r['bytes']:,} bytes, held-out loss {r['loss']:.6f}" for r in record]
+    log.append(f"chosen: {best.name} ({len(data):,} bytes, budget {budget:,})")
+    return Allocation(data, best.choice, best.steps, log, best.name, best.loss, record)
 
 
-def _step(result: Allocation, table: Mapping[str, list[Candidate]], scale: Mapping[str, float], budget: int,
-          lo_ok: float, build: Callable[[dict[str, Candidate]], bytes],
-          encoded: Callable[[str, Candidate], Record]) -> Allocation:
-    """Single-tensor moves along each tensor's rate ladder until the container lands in the
-    window: down (least distortion added per byte saved) while over budget, up (most distortion
-    removed per byte spent) while under the window and a step fits. A step whose exact encode
-    turns out not to fit is not tried again."""
-    choice, data = dict(result.choice), result.container
-    too_big: set[tuple[str, Candidate]] = set()
-    for steps in range(1, MAX_STEPS + 1):
-        size = len(data)
-        if lo_ok <= size <= budget:
-            break
-        over = size > budget
-        moves = []
-        for n, c in choice.items():
-            ladder = table[n]
-            i = ladder.index(c)
-            j = i - 1 if over else i + 1
-            if not 0 <= j < len(ladder) or (n, ladder[j]) in too_big:
-                continue
-            d_rate = (ladder[j].rate - c.rate) * scale.get(n, 1.0) / 8  # bytes, signed
-            d_dist = ladder[j].distortion - c.distortion
-            if over:
-                moves.append((d_dist / max(-d_rate, 1e-9), n, ladder[j]))
-            elif d_rate <= budget - size:
-                moves.append((d_dist / max(d_rate, 1e-9), n, ladder[j]))
-        if not moves:
-            break
-        _, n, c = min(moves, key=lambda m: (m[0], m[1]))
-        trial = {**choice, n: c}
-        trial_data = build(trial)
-        if not over and len(trial_data) > budget:  # the estimate was off: this step does not fit
-            too_big.add((n, c))
-            continue
-        choice, data = trial, trial_data
-        result.steps = steps
-    result.container, result.choice = data, choice
-    result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
-    return result
+def contenders_reserve(meta: dict) -> int:
+    """Bytes the contenders' record may add to the container's meta: measured on the widest
+    record of every contender, plus slack for the compressor."""
+    widest = [{"name": n, "bytes": 10**9, "loss": 99.999999} for n in CONTENDERS]
+    return (len(write_container([], {**meta, "contenders": widest, "chosen": CONTENDERS[-1]}))
+            - len(write_container([], meta)) + 32)

@@ -141,3 +141,19 @@ def evaluate(
         bytes=int(n_bytes),
         seconds=time.perf_counter() - t0,
     )
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int, batch_seqs: int = 16) -> float:
+    """The mean token cross-entropy (nats) of ``model`` on ``tokens``, in windows of ``seq_len``:
+    the plain loss a build compares its contenders by (on held-out training tokens; val_bpb
+    is for validation tokens and the challenge's byte accounting)."""
+    tokens = truncate_for_eval(tokens, seq_len)
+    x, y = tokens[:-1].reshape(-1, seq_len).long(), tokens[1:].reshape(-1, seq_len).long()
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, x.shape[0], batch_seqs):
+        total += float(model(x[i : i + batch_seqs], y[i : i + batch_seqs])) * x[i : i + batch_seqs].shape[0]
+    model.train(was_training)
+    return total / x.shape[0]

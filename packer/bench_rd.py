@@ -16,21 +16,23 @@ Points measured:
   record's bytes or a little fewer);
 * ``golfpack fill``: the default pipeline (``codec/default_pipeline.toml``: it fills the
   budget, codes with ``ctxans`` and stores control tensors as int8) at weight budgets around
-  the record's bytes;
-* at the record's bytes, each of the default's choices changed in turn: rate-aware rounding
-  offered to the allocator (``rdoq`` 0.1 and 0.25 candidates; off by default), low-rank error
-  correction switched off (no ``lqer``), the ``ans`` coder instead of ``ctxans``,
-  fp16 + brotli control tensors instead of int8;
+  the record's bytes, allocated by predicted loss and closed by scoring its contenders on
+  held-out training tokens (``codec/fill.py``); the shipped contender is shown;
+* at the record's bytes, each part of the default's allocation switched off in turn: the
+  closed loop (the allocation by predicted loss ships unscored), the loss sensitivities (the
+  Hessian-diagonal proxy, golfpack's allocator before it was loss-aware), and the low-rank
+  error correction (no ``lqer``);
 * ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85).
 
 Bytes are weight bytes: the record's brotli stream, golfpack's whole container (headers,
 manifest, tables and scales included). val_bpb is the exact challenge metric of the decoded
 weights on the same tokens. ``equal bytes`` compares golfpack fill at exactly the record's
-bytes; ``bytes for the record's quality`` interpolates golfpack's fill curve.
+bytes; ``bytes for the record's quality`` interpolates golfpack's fill curve. ``predicted``
+is the allocator's prediction of each export's loss rise from the same sensitivities, and
+Spearman's rank correlation between it and the measured val_bpb is printed over all points.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -41,26 +43,20 @@ import torch
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
 from ..codec.decoders.intq import dequantize, quantize_rtn
-from ..codec.allocate import RDOQ_STRENGTHS
+from ..codec.allocate import loss_rise
 from ..codec.fill import fill
+from ..codec.registry import decoder_table
 from ..codec.pipeline import decode_state_dict, encode_state_dict
-from ..codec.spec import PipelineSpec, Rule, load_spec, parse_chain
+from ..codec.spec import load_spec
 from .models import open_checkpoint
 from ..model.builders import build_model, load_weights
 from ..model.scoring import evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
-from ..trainer.calibrate import calib_path, load_hessians
+from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians, sens_path
+from .records.script import contender_score
 
-
-def variant(spec: PipelineSpec, rule: str, chain: str) -> PipelineSpec:
-    """``spec`` with rule ``rule``'s chain replaced; ``{head}`` in ``chain`` stands for the
-    rule's chain without its last stage (to swap only the coder)."""
-    def swap(r: Rule) -> Rule:
-        head = " -> ".join(st.describe() for st in r.stages[:-1])
-        return dataclasses.replace(r, stages=parse_chain(chain.format(head=head))) if r.label == rule else r
-
-    return dataclasses.replace(spec, rules=tuple(swap(r) for r in spec.rules))
+SENS_TOKENS = 32_768
 
 
 @dataclass
@@ -68,6 +64,8 @@ class Point:
     label: str
     bytes: int
     val_bpb: float
+    predicted: float = math.nan  # the allocator's predicted loss rise (nats per token)
+    shipped: str = ""  # the closed loop's winning contender, for fill points that ran it
 
 
 @dataclass
@@ -75,6 +73,7 @@ class RD:
     base: float  # the float model's val_bpb
     points: list[Point]
     params: int
+    spearman: float = math.nan  # predicted loss rise against measured val_bpb, over the points
 
 
 def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k: float = 12.85, k_emb: float = 14.0,
@@ -117,10 +116,36 @@ def interpolate_bytes(points: list[Point], target_bpb: float) -> float | None:
     return None
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(x: list[float]) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=float)
+        for v in set(x):  # ties share their mean rank
+            idx = [i for i, y in enumerate(x) if y == v]
+            r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if len(a) < 3 or ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor],
+                   sens: dict[str, torch.Tensor]) -> float:
+    """The allocator's prediction of the loss rise (nats per token) for a decoded export."""
+    return sum(loss_rise(state[n], decoded[n].float(), s) for n, s in sens.items() if n in decoded)
+
+
 def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
-             echo: Callable[[str], None] = print) -> RD:
-    """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default)."""
+             echo: Callable[[str], None] = print, score_tokens: int = 32_768) -> RD:
+    """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
+    The closed loop scores contenders on ``score_tokens`` held-out *training* tokens of the
+    run's own shards; the loss sensitivities come from beside the checkpoint or are measured
+    on those shards."""
     ckpt = open_checkpoint(checkpoint)
     seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
@@ -128,6 +153,18 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
     hessians = load_hessians(hpath)
     state = {k_: v.float() for k_, v in ckpt.state_dict.items()}
+    shards = (ckpt.train_config or {}).get("train_files")
+    calib_tokens = int((ckpt.train_config or {}).get("calib_tokens") or 65_536)
+    if shards is None:
+        raise ValueError(f"{checkpoint}: bench rd needs the run's training shards (train_files in its config)")
+    if sens_path(checkpoint).is_file():
+        sens = load_hessians(sens_path(checkpoint), "sensitivity")
+    else:
+        echo(f"measuring loss sensitivities on {SENS_TOKENS:,} tokens of {shards}")
+        sens = collect_sensitivity(ckpt.build_model(), shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens,
+                                   progress=False)
+    held = heldout_tokens(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens + 1)
+    closed = contender_score(ckpt.build_model(), held, ckpt.train_seq_len, decoder_table())
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
     tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)
@@ -140,39 +177,44 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
     points: list[Point] = []
 
-    def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor]) -> None:
-        points.append(Point(label, nbytes, score(decoded)))
-        echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f}")
+    def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "") -> None:
+        points.append(Point(label, nbytes, score(decoded), predicted_rise(state, decoded, sens), shipped))
+        echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
+             f"{points[-1].predicted:.6f} nats)")
 
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
     default = load_spec("default")
-    ans = variant(variant(default, "matrices", "{head} -> ans"), "embedding", "{head} -> ans")
-    runs = [(f, default, {}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
-    runs += [(1.0, default, {"rdoq": RDOQ_STRENGTHS}, "golfpack fill 1.00x, with rdoq 0.1/0.25 candidates"),
-             (1.0, default, {"lqer": ()}, "golfpack fill 1.00x, no low-rank correction (no lqer)"),
-             (1.0, ans, {}, "golfpack fill 1.00x, ans coder (not ctxans)"),
-             (1.0, variant(default, "control", "fp16 -> brotli"), {}, "golfpack fill 1.00x, fp16 controls (not int8)")]
-    for f, spec, switches, label in runs:
-        alloc = fill(state, spec, hessians, int(rec_bytes * f), {}, **switches)
-        add(label, len(alloc.container), decode_state_dict(alloc.container)[0])
+    runs = [(f, {"sensitivity": sens, "score": closed}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
+    runs += [(1.0, {"sensitivity": sens}, "golfpack fill 1.00x, predicted loss only (no closed loop)"),
+             (1.0, {}, "golfpack fill 1.00x, Hessian proxy only (before loss-aware)"),
+             (1.0, {"sensitivity": sens, "score": closed, "lqer": ()}, "golfpack fill 1.00x, no lqer")]
+    for f, switches, label in runs:
+        alloc = fill(state, default, hessians, int(rec_bytes * f), {}, **switches)
+        if alloc.contenders:
+            echo("  " + ", ".join(f"{c['name']} {c['loss']:.6f}" for c in alloc.contenders) + f" -> {alloc.name}")
+        add(label, len(alloc.container), decode_state_dict(alloc.container)[0], alloc.name if alloc.contenders else "")
     fixed = encode_state_dict(state, default, hessians, {})
     add("golfpack --no-fill (int6/int7 sdcap:12.85)", len(fixed), decode_state_dict(fixed)[0])
-    return RD(base, points, sum(t.numel() for t in state.values()))
+    rho = spearman([p.predicted for p in points], [p.val_bpb for p in points])
+    return RD(base, points, sum(t.numel() for t in state.values()), rho)
 
 
-def format_rd(base: float, points: list[Point], params: int) -> str:
+def format_rd(rd: RD) -> str:
+    base, points, params = rd.base, rd.points, rd.params
     rec = points[0]
-    lines = [f"{'export':<52} {'bytes':>11} {'bits/p':>7} {'val_bpb':>10} {'Δ float':>9} {'Δ/Δrecord':>9}"]
+    lines = [f"{'export':<60} {'bytes':>11} {'bits/p':>7} {'val_bpb':>10} {'Δ float':>9} {'Δ/Δrecord':>9} "
+             f"{'predicted':>10} shipped"]
     for p in points:
         ratio = (p.val_bpb - base) / (rec.val_bpb - base) if rec.val_bpb != base else math.nan
-        lines.append(f"{p.label:<52} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
-                     f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f}")
+        lines.append(f"{p.label:<60} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
+                     f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f} {p.predicted:>10.6f} {p.shipped or '-'}")
     fills = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
     for equal in (p for p in points if p.label.startswith("golfpack fill 1.00x")):
         lines.append(f"at the record's bytes ({rec.bytes:,}; {equal.label}: {equal.bytes:,}): val_bpb increase "
                      f"{(equal.val_bpb - base) / (rec.val_bpb - base):.3f}x the record's")
     lines.append(f"bytes for the record's quality: {quality_bytes(fills, rec)}")
+    lines.append(f"predicted loss rise against measured val_bpb: Spearman {rd.spearman:.3f} over {len(points)} exports")
     return "\n".join(lines)
 
 

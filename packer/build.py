@@ -1,7 +1,6 @@
 """``golfpack build``: checkpoint + pipeline spec -> one verified, budgeted artifact file."""
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ class BuildOptions:
     fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says
     fill_tolerance: float = 0.001  # land within this fraction under the budget
     model: str | None = None  # the model builder named on the command line (--model), if any
+    sens_tokens: int = 32_768  # loss sensitivities from this many training tokens (when none are beside the checkpoint)
+    score_tokens: int = 32_768  # held-out training tokens that score fill's contenders; 0: no closed loop
 
 
 def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], calib: str | None, tokens: int,
@@ -53,8 +54,47 @@ def resolve_hessians(checkpoint: Path, model_fn: Callable[[], torch.nn.Module], 
     return None
 
 
+def training_shards(calib: str | None, train_config: dict | None) -> str | None:
+    """Training shards to read: ``--calib``'s glob, else the run's own, if they are here."""
+    from ..model.shards import resolve_shards
+
+    for glob in (calib, (train_config or {}).get("train_files")):
+        if isinstance(glob, str) and not glob.endswith(".pt"):
+            try:
+                resolve_shards(glob)
+                return glob
+            except ValueError:
+                continue
+    return None
+
+
+def closed_loop(checkpoint: Path, model: torch.nn.Module, shards: str | None, options: BuildOptions, seq_len: int,
+                table, echo: Callable[[str], None]) -> tuple[dict | None, Callable[[bytes], float] | None]:
+    """The fill's loss sensitivities (beside the checkpoint, or measured on the shards) and the
+    closed loop's scorer (held-out training tokens after those calibration reads)."""
+    from ..trainer.calibrate import collect_sensitivity, heldout_tokens, sens_path
+    from .records.script import contender_score
+
+    sens = None
+    if sens_path(checkpoint).is_file():
+        echo(f"sensitivity: {sens_path(checkpoint)}")
+        sens = load_hessians(sens_path(checkpoint), "sensitivity")
+    elif shards is not None and options.sens_tokens:
+        echo(f"measuring loss sensitivities on {options.sens_tokens:,} tokens of {shards}")
+        sens = collect_sensitivity(model, shards, options.sens_tokens, seq_len, skip=options.calib_tokens)
+    if shards is None or not options.score_tokens:
+        echo("closed loop: off (" + ("--score-tokens 0" if shards else "no training shards here: give --calib SHARDS")
+             + "); the allocation by prediction ships")
+        return sens, None
+    tokens = heldout_tokens(shards, model.vocab_size, options.calib_tokens + options.sens_tokens,
+                            options.score_tokens + 1)
+    echo(f"closed loop: contenders scored on {options.score_tokens:,} held-out training tokens of {shards}")
+    return sens, contender_score(model, tokens, seq_len, table)
+
+
 def fill_budget(state: dict[str, torch.Tensor], spec, hessians, container_budget: int, meta: dict,
-                options: BuildOptions, progress: bool, echo: Callable[[str], None]) -> bytes:
+                options: BuildOptions, progress: bool, echo: Callable[[str], None], sens=None,
+                score=None) -> bytes:
     """The container that fills ``container_budget`` (the budget less code, bootstrap, manifest
     and zip structure), with a progress bar over its encode steps."""
     from ..codec.fill import fill
@@ -63,7 +103,8 @@ def fill_budget(state: dict[str, torch.Tensor], spec, hessians, container_budget
         raise BudgetError(f"the code and structure alone use the whole budget of {options.budget:,} bytes")
     with progress_bar(progress, desc="fill", unit="step") as bar:
         alloc = fill(state, spec, hessians, container_budget, meta, options.fill_tolerance,
-                     progress=lambda msg: (bar.set_postfix_str(msg[:60]), bar.update(1)))
+                     progress=lambda msg: (bar.set_postfix_str(msg[:60]), bar.update(1)), sensitivity=sens,
+                     score=score)
     for line in alloc.log:
         echo(f"fill: {line}")
     return alloc.container
@@ -99,7 +140,10 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)]
     if fill:
         overhead = len(write_artifact([*members, (WEIGHTS, b"")], manifest))  # every byte but the weights
-        weights = fill_budget(state, spec, hessians, options.budget - overhead, meta, options, progress, echo)
+        shards = training_shards(options.calib, ckpt.train_config)
+        sens, score = closed_loop(checkpoint, model, shards, options, ckpt.train_seq_len, table, echo)
+        weights = fill_budget(state, spec, hessians, options.budget - overhead, meta, options, progress, echo, sens,
+                              score)
     else:
         with progress_bar(progress, total=len(state), desc="encode", unit="tensor") as bar:
             weights = encode_state_dict(state, spec, hessians, meta,

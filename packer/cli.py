@@ -235,16 +235,24 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
 @click.option("--fill/--no-fill", default=None,
               help="Choose bits and clip per tensor (rules starting with rtn/gptq) to fill the budget "
                    "[default: as the pipeline says; the default pipeline fills].")
+@click.option("--score-tokens", default=32_768, show_default=True, type=click.IntRange(min=0),
+              help="--fill: score the final contenders on this many held-out training tokens (0: ship the "
+                   "allocation by prediction).")
+@click.option("--sens-tokens", default=32_768, show_default=True, type=click.IntRange(min=0),
+              help="--fill: measure loss sensitivities on this many training tokens when the checkpoint has none "
+                   "beside it (0: Hessian proxy).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 @model_option
-def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, force, as_json, model) -> None:
+def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, score_tokens, sens_tokens, force, as_json,
+              model) -> None:
     """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
     from .build import BuildOptions, build
     from .ledger import format_ledger
 
-    led = build(checkpoint, pipeline, out, BuildOptions(budget, calib, calib_tokens, force, fill, model=use_model(model)),
-                echo=lambda m: click.echo(m, err=True))
+    options = BuildOptions(budget=budget, calib=calib, calib_tokens=calib_tokens, force=force, fill=fill,
+                           model=use_model(model), sens_tokens=sens_tokens, score_tokens=score_tokens)
+    led = build(checkpoint, pipeline, out, options, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:
         click.echo(f"wrote {out} ({led.total:,} bytes, sha256 {led.sha256})")
@@ -383,7 +391,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo)
-    click.echo(format_rd(rd.base, rd.points, rd.params))
+    click.echo(format_rd(rd))
     if plot is not None:
         plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params")
         click.echo(f"plot: {plot}")

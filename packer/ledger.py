@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.container import DIGEST_BYTES, HEADER
-from ..codec.fill import ALLOCATION_FIELDS
+from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
 from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
@@ -39,6 +39,8 @@ class Ledger:
     groups: list[str] = field(default_factory=list)  # per tensor: the name of the pipeline rule that coded it
     allocation: dict[str, dict] = field(default_factory=dict)  # --fill's choice per tensor (from the container)
     model: str = ""  # the model builder the container names ("module:function"), shown, never imported
+    contenders: list[dict] = field(default_factory=list)  # --fill's closed loop: every contender scored
+    chosen: str = ""  # ... and the one that shipped
 
     @property
     def headroom(self) -> int:
@@ -76,6 +78,18 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
     return {n: v for n, v in sorted(raw.items()) if n in names and ok(v)}
 
 
+def read_contenders(meta: dict) -> tuple[list[dict], str]:
+    """``--fill``'s closed-loop record (``CONTENDER_FIELDS``, the chosen contender's name), kept
+    only when every entry is well-typed and names a known contender; else nothing."""
+    raw, chosen = meta.get("contenders"), meta.get("chosen")
+    ok = lambda v: isinstance(v, dict) and set(v) == set(CONTENDER_FIELDS) and v["name"] in CONTENDERS and all(  # noqa: E731
+        isinstance(v[k], t) and not isinstance(v[k], bool) for k, t in CONTENDER_FIELDS.items())
+    if not (isinstance(raw, list) and len(raw) <= len(CONTENDERS) and all(ok(v) for v in raw) and chosen in CONTENDERS
+            and any(v["name"] == chosen for v in raw)):
+        return [], ""
+    return [dict(v) for v in raw], chosen
+
+
 def read_model_builder(meta: dict) -> str:
     """The container's model builder when it is a well-formed name (the GPT's when absent)."""
     ref = meta.get("model_builder", GPT_BUILDER)
@@ -108,7 +122,7 @@ def artifact_ledger(v: Verified, budget: int) -> Ledger:
         container_overhead=HEADER.size + v.container.manifest_bytes + DIGEST_BYTES,
         requirements={"required": list(m.requirements["required"]), "optional": list(m.requirements["optional"])},
         tensors=rows, groups=groups, allocation=read_allocation(v.container.meta, {t.name for t in rows}),
-        model=read_model_builder(v.container.meta))
+        model=read_model_builder(v.container.meta), **dict(zip(("contenders", "chosen"), read_contenders(v.container.meta))))
 
 
 def format_ledger(led: Ledger) -> str:
@@ -149,6 +163,13 @@ def format_ledger(led: Ledger) -> str:
             lines.append(f"{printable(n):<28} {a['bits']:>4} {printable(a['clip']):<12} {a['rdoq']:>5g} {a['lqer']:>4} "
                          f"{a['estimated_bytes']:>10,} "
                          f"{measured[n]:>10,} {a['distortion']:>11.4g}")
+    if led.contenders:
+        best = next(c["loss"] for c in led.contenders if c["name"] == led.chosen)
+        lines += ["", f"closed loop (--fill): {len(led.contenders)} contenders scored on held-out training tokens; "
+                      f"shipped: {led.chosen}",
+                  f"{'contender':<14} {'bytes':>12} {'loss (nats)':>12} {'vs shipped':>11}"]
+        lines += [f"{c['name']:<14} {c['bytes']:>12,} {c['loss']:>12.6f} {c['loss'] - best:>+11.6f}"
+                  for c in led.contenders]
     lines.append("")
     lines.append(f"{'class':<12} {'params':>11} {'bytes':>12} {'bits/p':>7} {'share':>6}")
     for name, c in sorted(led.classes().items()):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from golfpack.packer.bench_rd import Point, format_rd, interpolate_bytes, record_export
+from golfpack.packer.bench_rd import RD, Point, format_rd, interpolate_bytes, record_export, spearman
 
 from .test_cli import golfpack
 
@@ -11,11 +11,18 @@ def test_interpolated_bytes_for_a_target_quality():
     pts = [Point("a", 100, 1.30), Point("b", 200, 1.10), Point("c", 300, 1.05)]
     assert interpolate_bytes(pts, 1.20) == pytest.approx(150)
     assert interpolate_bytes(pts, 1.50) is None
-    text = format_rd(1.0, [Point("record", 200, 1.2), Point("golfpack fill 1.00x record bytes", 200, 1.1),
-                           Point("golfpack fill 0.50x record bytes", 100, 1.3)], 1000)
-    assert "0.500x the record's" in text and "150 (25.0% fewer)" in text
-    better = format_rd(1.0, [Point("record", 200, 1.2), Point("golfpack fill 0.80x record bytes", 160, 1.15)], 1000)
+    text = format_rd(RD(1.0, [Point("record", 200, 1.2), Point("golfpack fill 1.00x record bytes", 200, 1.1),
+                              Point("golfpack fill 0.50x record bytes", 100, 1.3)], 1000, 0.5))
+    assert "0.500x the record's" in text and "150 (25.0% fewer)" in text and "Spearman 0.500 over 3" in text
+    better = format_rd(RD(1.0, [Point("record", 200, 1.2), Point("golfpack fill 0.80x record bytes", 160, 1.15)], 1000))
     assert "at most 160 (at least 20.0% fewer" in better
+
+
+def test_spearman_ranks_with_ties():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2, 3], [5, 5, 6, 7]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
 
 
 def test_record_export_keeps_small_tensors_and_quantizes_matrices(trained):
@@ -40,3 +47,4 @@ def test_bench_rd_runs_end_to_end(trained, small_val, tmp_path):
     print(out.stdout)
     assert "record int6 sdclip:12.85" in out.stdout and "golfpack fill 1.00x" in out.stdout
     assert "at the record's bytes" in out.stdout and (tmp_path / "rd.png").stat().st_size > 1000
+    assert "Spearman" in out.stdout and "closed" not in out.stderr

@@ -1,4 +1,6 @@
-"""GPTQ calibration: ``H = 2 X^T X / n`` of the inputs of every linear layer, from training data.
+"""Calibration from training data: GPTQ's Hessians and the loss's sensitivity to each weight.
+
+Hessians: ``H = 2 X^T X / n`` of the inputs of every linear layer.
 
 Hooks record the input of each linear layer and, for a tied embedding
 (``model.builders.tied_embeddings``, with a ``head`` that maps hidden states to logits, as the
@@ -19,12 +21,19 @@ from ..model.files import atomic_write_bytes, open_regular
 from ..model.shards import TokenStream
 
 CALIB_SUFFIX = ".calib.pt"
+SENS_SUFFIX = ".sens.pt"
 
 
 def calib_path(checkpoint: str | os.PathLike) -> Path:
     """Where a checkpoint's calibration statistics live: ``final.pt`` -> ``final.calib.pt``."""
     p = Path(checkpoint)
     return p.with_name(p.stem + CALIB_SUFFIX)
+
+
+def sens_path(checkpoint: str | os.PathLike) -> Path:
+    """Where a checkpoint's loss sensitivities live: ``final.pt`` -> ``final.sens.pt``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + SENS_SUFFIX)
 
 
 @torch.no_grad()
@@ -83,8 +92,57 @@ def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_
     return {name: hessians[site] for name, site in sites.items() if site in hessians}
 
 
+def collect_sensitivity(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, skip: int = 0,
+                        device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+    """How much the training loss rises per squared unit of error in each weight, for every
+    matrix the model has: ``S = (seq_len / 2) E[g^2]``, the diagonal empirical Fisher of the
+    mean token loss, from one gradient per sequence of training data (after ``skip`` tokens).
+
+    Why: a quantizer's error ``d`` costs about ``sum(S * d^2)`` nats per token, in the same unit
+    for every tensor, so an allocator can compare a byte spent on one matrix with a byte spent
+    on another. GPTQ's Hessian ``2 X^T X`` weighs errors within one layer only: it cannot see
+    that an embedding row of a frequent token, or a layer near the output, matters more. (One
+    gradient per sequence averages ``seq_len`` tokens: ``E[g_seq^2]`` is the token Fisher over
+    ``seq_len`` when token gradients are uncorrelated, hence the factor.)"""
+    n_seqs = tokens // seq_len
+    if n_seqs < 1:
+        raise ValueError(f"sensitivity needs at least one sequence ({seq_len} tokens), got {tokens}")
+    device = torch.device(device)
+    params = {n: p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad}
+    sums = {n: torch.zeros(p.shape, dtype=torch.float64, device=device) for n, p in params.items()}
+    stream = TokenStream(train_files, model.vocab_size)
+    stream.take(skip)
+    was_training = model.training
+    model.train().to(device)
+    try:
+        with progress_bar(progress, total=n_seqs * seq_len, desc="sensitivity", unit="tok") as bar:
+            for _ in range(n_seqs):
+                chunk = stream.take(seq_len + 1).to(device=device, dtype=torch.int64)
+                model.zero_grad(set_to_none=True)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss = model(chunk[:-1][None], chunk[1:][None])
+                loss.backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        sums[n] += p.grad.double().square()
+                bar.update(seq_len)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {n: (s * (seq_len / (2.0 * n_seqs))).float().cpu() for n, s in sums.items()}
+
+
+def heldout_tokens(train_files: str, vocab_size: int, skip: int, count: int) -> torch.Tensor:
+    """``count`` training tokens after the first ``skip`` (those calibration read): what the
+    build scores its final contenders on (never validation tokens)."""
+    stream = TokenStream(train_files, vocab_size)
+    stream.take(skip)
+    return stream.take(count)
+
+
 def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor]) -> None:
-    """One file; shared Hessians (q/k/v) are stored once thanks to torch's storage sharing."""
+    """One file; shared Hessians (q/k/v) are stored once thanks to torch's storage sharing.
+    (Sensitivities are saved the same way, to their own file.)"""
     import io
 
     buf = io.BytesIO()
@@ -92,13 +150,17 @@ def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor]) ->
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def load_hessians(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_hessians(path: str | os.PathLike, what: str = "calibration") -> dict[str, torch.Tensor]:
+    """A calibration file (name -> 2-D tensor: Hessians, or sensitivities with ``what``),
+    loaded with ``weights_only`` from a regular file; every tensor must be finite."""
     p = Path(path)
     with open_regular(p, MAX_CHECKPOINT_BYTES) as f:
         try:
             obj = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt or foreign file
-            raise ValueError(f"{p}: not a calibration file ({type(e).__name__})") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in obj.values()):
-        raise ValueError(f"{p}: not a calibration file (expected name -> square matrix)")
+            raise ValueError(f"{p}: not a {what} file ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) and v.ndim == 2
+                                            and v.is_floating_point() and bool(torch.isfinite(v).all())
+                                            for k, v in obj.items()):
+        raise ValueError(f"{p}: not a {what} file (expected name -> finite 2-D tensor)")
     return obj

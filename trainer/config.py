@@ -77,6 +77,8 @@ class TrainConfig:
     val_max_tokens: int = 0  # 0: the whole validation set
     # calibration for GPTQ after training
     calib_tokens: int = 0  # 0: no calibration pass
+    sens_tokens: int = 32_768  # with calibration: tokens for the loss sensitivities (--fill's measure); 0: none
+    score_tokens: int = 32_768  # records script: held-out training tokens that score fill's contenders; 0: none
     calib_reserve_seconds: float = 0.0  # taken off the wall-clock cap so calibration fits inside it (records: 4)
     model_builder: str = GPT_BUILDER
     model: dict = field(default_factory=lambda: GPTConfig().to_dict())

@@ -30,7 +30,7 @@ from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
-from .calibrate import calib_path, collect_hessians, save_hessians
+from .calibrate import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
 from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .muon import Muon
@@ -297,11 +297,16 @@ class Run:
             t0 = time.perf_counter()
             hessians = collect_hessians(self.base, cfg.train_files, cfg.calib_tokens, cfg.train_seq_len,
                                         device=self.ctx.device)
+            sens = collect_sensitivity(self.base, cfg.train_files, cfg.sens_tokens, cfg.train_seq_len,
+                                       skip=cfg.calib_tokens, device=self.ctx.device) if cfg.sens_tokens else None
             self.sync()
             calib_ms = 1000.0 * (time.perf_counter() - t0)
             calib = calib_path(self.final_path)
             save_hessians(calib, hessians)
+            if sens is not None:
+                save_hessians(sens_path(self.final_path), sens)
             self.log(f"calibration:{calib} tokens:{cfg.calib_tokens} hessians:{len(hessians)} "
+                     f"sensitivity_tokens:{cfg.sens_tokens if sens is not None else 0} "
                      f"calib_time:{calib_ms:.0f}ms train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
         if self.world > 1:
             dist.barrier()

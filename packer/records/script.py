@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,7 @@ from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
 from ...model.console import USER_ERRORS, one_line, printable
 from ...model.distributed import shutdown
+from ...model.scoring import mean_loss
 from ...model.files import atomic_write_bytes, read_regular
 from ...trainer.config import TrainConfig, load_config
 from ..runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
@@ -72,15 +74,31 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
     return cfg, run_id
 
 
-def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
-    """The container of the run's final weights: filled to ``budget`` or as the rules say."""
+def contender_score(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int,
+                    table: dict[str, DecoderSpec]) -> Callable[[bytes], float]:
+    """``fill``'s closed loop: a container's weights, decoded with ``table`` into ``model``,
+    scored by their mean cross-entropy on ``tokens`` (held-out training tokens)."""
+    from ...codec.pipeline import decode_state_dict
+
+    def score(container: bytes) -> float:
+        state, _ = decode_state_dict(container, table)
+        load_weights(model, state, "contender")
+        return mean_loss(model, tokens, seq_len)
+
+    return score
+
+
+def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log, table: dict[str, DecoderSpec]) -> bytes:
+    """The container of the run's final weights: filled to ``budget`` (the contenders scored on
+    training tokens after those calibration read) or as the rules say."""
     from ...codec.pipeline import complete_hessians, encode_state_dict
     from ...model.checkpoint import load_checkpoint
-    from ...trainer.calibrate import calib_path, load_hessians
+    from ...trainer.calibrate import calib_path, heldout_tokens, load_hessians, sens_path
 
     final = Path(cfg.out_dir) / "final.pt"
     ckpt = load_checkpoint(final, cfg.model_builder)
-    spec = spec.with_roles(tensor_roles(ckpt.build_model()))
+    model = ckpt.build_model()
+    spec = spec.with_roles(tensor_roles(model))
     hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
     hessians = complete_hessians(ckpt.state_dict, spec, hessians, log)
     meta = model_meta(ckpt.model_builder, ckpt.model_config, spec.chosen_by_role(list(ckpt.state_dict)))
@@ -88,7 +106,13 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
         return encode_state_dict(ckpt.state_dict, spec, hessians, meta)
     from ...codec.fill import fill
 
-    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta)
+    sens = load_hessians(sens_path(final), "sensitivity") if sens_path(final).is_file() else None
+    score = None
+    if cfg.score_tokens:
+        tokens = heldout_tokens(cfg.train_files, model.vocab_size, cfg.calib_tokens + cfg.sens_tokens,
+                                cfg.score_tokens + 1)
+        score = contender_score(model, tokens, cfg.train_seq_len, table)
+    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta, sensitivity=sens, score=score)
     for line in alloc.log:
         log(f"fill: {line}")
     return alloc.container
@@ -134,7 +158,7 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     log = Logger(result.ctx, Path(cfg.log_file), print)
     model_path = Path(f"final_model_{run_id}.gpak")
     if result.ctx.is_main:
-        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log)
+        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log, decoder_table(registry))
         atomic_write_bytes(model_path, data, overwrite=True)
     if result.ctx.distributed:
         dist.barrier()

@@ -23,7 +23,7 @@ from ...codec.spec import PipelineSpec, load_spec
 from ...model.builders import builder_module
 from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
-from ...model.files import atomic_write_bytes, read_regular
+from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
 from ..bundle import CodeBundle, build_bundle, is_shipped
 from ..models import open_checkpoint
