@@ -49,7 +49,7 @@ from ..codec.registry import decoder_table
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import load_spec
 from .models import open_checkpoint
-from ..model.builders import build_model, load_weights
+from ..model.builders import build_model, load_weights, tensor_roles
 from ..model.scoring import evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
@@ -77,11 +77,12 @@ class RD:
 
 
 def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k: float = 12.85, k_emb: float = 14.0,
-                    bits: int = 6, emb_bits: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+                    bits: int = 6, emb_bits: int = 7, embedding: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The record's grid for one matrix, ``(symbols, fp16 scales)``: int6 SDClip k, or int7 SDClip
-    k_emb for the embedding (its ``"tok_emb" in name`` rule). GPTQ with the Hessian, as the
-    record does; round-to-nearest on the same grid for weights that come without one."""
-    emb = "tok_emb" in name
+    k_emb for the embedding (its ``"tok_emb" in name`` rule, or ``embedding``: the tensor's role,
+    for a model with other names). GPTQ with the Hessian, as the record does; round-to-nearest
+    on the same grid for weights that come without one."""
+    emb = "tok_emb" in name if embedding is None else embedding
     params = GPTQParams(bits=emb_bits if emb else bits, clip=f"sdclip:{k_emb if emb else k}")
     if hessian is None:
         return quantize_rtn(w, params.bits, params.rule)
@@ -89,8 +90,9 @@ def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k:
 
 
 def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], k: float = 12.85,
-                  k_emb: float = 14.0) -> tuple[int, dict[str, torch.Tensor]]:
-    """The record recipe: ``(weight bytes, dequantized state dict)``."""
+                  k_emb: float = 14.0, roles: dict[str, str] | None = None) -> tuple[int, dict[str, torch.Tensor]]:
+    """The record recipe: ``(weight bytes, dequantized state dict)``; ``roles`` (tensor roles)
+    find the embedding of a model whose names are not the baseline's."""
     import brotli
 
     parts, out = [], {}
@@ -100,7 +102,8 @@ def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tens
             parts.append(half.numpy().tobytes())
             out[name] = half.to(t.dtype)
             continue
-        q, s = record_quantize(name, t, hessians[name], k, k_emb)
+        q, s = record_quantize(name, t, hessians[name], k, k_emb,
+                               embedding=None if roles is None else roles.get(name) == "embedding")
         parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
         out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
     return len(brotli.compress(b"".join(parts), quality=11)), out
@@ -141,12 +144,12 @@ def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tens
 
 def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
-             echo: Callable[[str], None] = print, score_tokens: int = 32_768) -> RD:
+             echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None) -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
     The closed loop scores contenders on ``score_tokens`` held-out *training* tokens of the
     run's own shards; the loss sensitivities come from beside the checkpoint or are measured
     on those shards."""
-    ckpt = open_checkpoint(checkpoint)
+    ckpt = open_checkpoint(checkpoint, model)
     seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
     if not hpath.is_file():
@@ -182,9 +185,10 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
              f"{points[-1].predicted:.6f} nats)")
 
-    rec_bytes, rec_state = record_export(state, hessians, k, k_emb)
+    roles = tensor_roles(ckpt.build_model())
+    rec_bytes, rec_state = record_export(state, hessians, k, k_emb, roles)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
-    default = load_spec("default")
+    default = load_spec("default").with_roles(roles)
     runs = [(f, {"sensitivity": sens, "score": closed}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
     runs += [(1.0, {"sensitivity": sens}, "golfpack fill 1.00x, predicted loss only (no closed loop)"),
              (1.0, {}, "golfpack fill 1.00x, Hessian proxy only (before loss-aware)"),

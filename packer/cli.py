@@ -379,7 +379,8 @@ def bench() -> None:
               help="--fill budgets, as fractions of the record export's bytes.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write the R-D plot (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
-def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force) -> None:
+@model_option
+def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force, model) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.files import refuse_existing
     from .bench_rd import format_rd, plot_rd, rd_bench
@@ -390,7 +391,8 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
         fracs = tuple(float(f) for f in fractions.split(","))
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
-    rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo)
+    rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo,
+                  model=use_model(model))
     click.echo(format_rd(rd))
     if plot is not None:
         plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params")

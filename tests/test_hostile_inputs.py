@@ -322,7 +322,7 @@ def test_a_bogus_coding_line_is_a_problem(folder):
     check(folder, "not in the shape golfpack")
 
 
-@pytest.mark.parametrize("module", ["x=" + "-" * 400_000 + "1", "x=" + "(" * 1000 + "1" + ")" * 1000])
+@pytest.mark.parametrize("module", ["x=" + "-" * 300_000 + "1", "x=" + "(" * 1000 + "1" + ")" * 1000])
 def test_a_module_nested_too_deeply_is_a_problem(folder, module):
     repacked(folder, lambda files: files.update({"golfpack/deep.py": module}))
     check(folder, "golfpack/deep.py: does not compile")
