@@ -37,6 +37,7 @@ Deterministic: the same inputs give the same container.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -219,6 +220,12 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     ``score``, the best-scoring of the contenders (module docstring)."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     filler = Filler(state_dict, spec, hessians, meta, say)
     if not filler.names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
@@ -229,20 +236,26 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         say(f"estimating {n}")
         full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n))
     table = {n: pareto(c) for n, c in full.items()}
+    estimated = lap()
     if score is None:
-        return filler.allocate(table, budget, tolerance)
+        alloc = filler.allocate(table, budget, tolerance)
+        alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
+        return alloc
     reserve = contenders_reserve(meta)
     inner = budget - reserve
     main = filler.allocate(table, inner, tolerance)
+    allocated = lap()
     scale = {n: filler.measured(main.choice)[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in main.choice.items()}
     runs = [main]
     if sens:
         runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
     runs += [a for a in (filler.uniform("records", inner, hdiag, sens, scale, False),
                          filler.uniform("records+lqer", inner, hdiag, sens, scale, True)) if a is not None]
+    contended = lap()
     for run in runs:
         say(f"scoring {run.name}")
         run.loss = float(score(run.container))
+    scored = lap()
     best = min(runs, key=lambda r: (r.loss, CONTENDERS.index(r.name)))
     record = [{"name": r.name, "bytes": len(r.container), "loss": float(f"{r.loss:.6f}")} for r in runs]
     data = filler.build(best.choice, {"contenders": record, "chosen": best.name})
@@ -251,6 +264,8 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     log = [*main.log, *(line for r in runs[1:] for line in r.log)]
     log += [f"contender {r['name']}: {r['bytes']:,} bytes, held-out loss {r['loss']:.6f}" for r in record]
     log.append(f"chosen: {best.name} ({len(data):,} bytes, budget {budget:,})")
+    log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {allocated:.1f}s, other contenders "
+               f"{contended:.1f}s, scoring {scored:.1f}s")
     return Allocation(data, best.choice, best.steps, log, best.name, best.loss, record)
 
 
