@@ -24,7 +24,7 @@ best one ships (:data:`CONTENDERS`):
 * ``fill``: the allocation by predicted loss (sensitivities; the proxy without them);
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
 * ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
-  SDClip at the smallest ``k`` that fits the budget (behind an entropy coder ``k`` sets the
+  SDClip at the smallest ``k`` whose exact container fits (behind an entropy coder ``k`` sets the
   step, so it is the knob that fits the bytes);
 * ``records+lqer``: the same with a rank-4 correction on the three matrices of largest error
   (the #1 record's choice of tensors), ``k`` refit.
@@ -186,29 +186,41 @@ class Filler:
         return result
 
     def uniform(self, name: str, budget: int, hdiag: Mapping[str, torch.Tensor],
-                sens: Mapping[str, torch.Tensor], scale: Mapping[str, float], lqer: bool) -> Allocation | None:
+                sens: Mapping[str, torch.Tensor], lqer: bool) -> Allocation | None:
         """The records' single grid at the smallest SDClip ``k`` of :data:`RECORD_K` whose exact
-        container fits ``budget`` (None if none does); ``lqer``: rank 4 on the three matrices
-        whose round-to-nearest error at the first ``k`` tried is largest."""
-        def grid(k: float, ranked: set[str]) -> dict[str, Candidate]:
-            return {n: estimate(self.state_dict[n], RECORD_EMBEDDING_BITS if self.spec.roles.get(n) == "embedding"
-                                or n in ("tok_emb.weight", "lm_head.weight") else RECORD_BITS, f"sdclip:{k:g}",
-                                hdiag.get(n), 0.0, RECORD_LQER_RANK if n in ranked else 0, sens.get(n))
-                    for n in self.names}
+        container fits ``budget`` (None if none does), found by bisection over exact builds
+        (bytes fall as ``k`` grows; estimates alone were off by the coder's per-tensor overhead);
+        ``lqer``: rank 4 on the three matrices whose error at the smallest ``k`` has the largest
+        Frobenius norm, the record's choice of tensors."""
+        def bits(n: str) -> int:
+            embedding = self.spec.roles.get(n) == "embedding" or n in ("tok_emb.weight", "lm_head.weight")
+            return RECORD_EMBEDDING_BITS if embedding else RECORD_BITS
 
-        fixed = sum(record_bytes(r) for r in self.fixed.values())
         ranked: set[str] = set()
-        for k in RECORD_K:  # bytes fall as k grows: the first whose estimate fits is the candidate
-            if lqer and not ranked:
-                errs = {n: c.proxy for n, c in grid(k, set()).items()}
-                ranked = set(sorted(errs, key=lambda n: (-errs[n], n))[:RECORD_LQER_TENSORS])
-            choice = grid(k, ranked)
-            if fixed + sum(c.rate * scale.get(n, 1.0) for n, c in choice.items()) / 8 > budget:
-                continue
-            data = self.build(choice)
-            if len(data) <= budget:
-                return Allocation(data, choice, name=name, log=[f"{name}: sdclip:{k:g}, {len(data):,} bytes"])
-        return None
+        if lqer:
+            errs = {n: estimate(self.state_dict[n], bits(n), f"sdclip:{RECORD_K[0]:g}", None).proxy for n in self.names}
+            ranked = set(sorted(errs, key=lambda n: (-errs[n], n))[:RECORD_LQER_TENSORS])
+        choices = [{n: estimate(self.state_dict[n], bits(n), f"sdclip:{k:g}", hdiag.get(n), 0.0,
+                                RECORD_LQER_RANK if n in ranked else 0, sens.get(n)) for n in self.names}
+                   for k in RECORD_K]
+        built: dict[int, bytes] = {}
+
+        def fits(i: int) -> bool:
+            if i not in built:
+                built[i] = self.build(choices[i])
+            return len(built[i]) <= budget
+
+        lo, hi = -1, len(RECORD_K) - 1  # invariant: fits(hi); lo is -1 or does not fit
+        if not fits(hi):
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        return Allocation(built[hi], choices[hi], name=name,
+                          log=[f"{name}: sdclip:{RECORD_K[hi]:g}, {len(built[hi]):,} bytes"])
 
 
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
@@ -245,12 +257,11 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     inner = budget - reserve
     main = filler.allocate(table, inner, tolerance)
     allocated = lap()
-    scale = {n: filler.measured(main.choice)[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in main.choice.items()}
     runs = [main]
     if sens:
         runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
-    runs += [a for a in (filler.uniform("records", inner, hdiag, sens, scale, False),
-                         filler.uniform("records+lqer", inner, hdiag, sens, scale, True)) if a is not None]
+    runs += [a for a in (filler.uniform("records", inner, hdiag, sens, False),
+                         filler.uniform("records+lqer", inner, hdiag, sens, True)) if a is not None]
     contended = lap()
     for run in runs:
         say(f"scoring {run.name}")
