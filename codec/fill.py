@@ -200,13 +200,13 @@ class Filler:
         if lqer:
             errs = {n: estimate(self.state_dict[n], bits(n), f"sdclip:{RECORD_K[0]:g}", None).proxy for n in self.names}
             ranked = set(sorted(errs, key=lambda n: (-errs[n], n))[:RECORD_LQER_TENSORS])
-        choices = [{n: estimate(self.state_dict[n], bits(n), f"sdclip:{k:g}", hdiag.get(n), 0.0,
-                                RECORD_LQER_RANK if n in ranked else 0, sens.get(n)) for n in self.names}
-                   for k in RECORD_K]
+        choices: dict[int, dict[str, Candidate]] = {}
         built: dict[int, bytes] = {}
 
-        def fits(i: int) -> bool:
+        def fits(i: int) -> bool:  # estimates (for the allocation record) and the exact build, of the k tried only
             if i not in built:
+                choices[i] = {n: estimate(self.state_dict[n], bits(n), f"sdclip:{RECORD_K[i]:g}", hdiag.get(n), 0.0,
+                                          RECORD_LQER_RANK if n in ranked else 0, sens.get(n)) for n in self.names}
                 built[i] = self.build(choices[i])
             return len(built[i]) <= budget
 

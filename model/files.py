@@ -106,10 +106,3 @@ def read_regular(path: str | os.PathLike, limit: int, follow: bool = False) -> b
     if len(data) > limit:
         raise ValueError(f"{path}: grew past the {limit:,} bytes allowed while being read")
     return data
-
-
-def require_regular(path: str | os.PathLike, follow: bool = True) -> Path:
-    """``path``, after checking it is a regular file (a symlink to one only if ``follow``), for
-    readers that open it themselves (sentencepiece): a FIFO would hang them."""
-    os.close(_open_regular(Path(path), follow))
-    return Path(path)

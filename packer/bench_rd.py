@@ -160,14 +160,15 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     calib_tokens = int((ckpt.train_config or {}).get("calib_tokens") or 65_536)
     if shards is None:
         raise ValueError(f"{checkpoint}: bench rd needs the run's training shards (train_files in its config)")
+    model = ckpt.build_model()
+    roles = tensor_roles(model)
     if sens_path(checkpoint).is_file():
         sens = load_hessians(sens_path(checkpoint), "sensitivity")
     else:
         echo(f"measuring loss sensitivities on {SENS_TOKENS:,} tokens of {shards}")
-        sens = collect_sensitivity(ckpt.build_model(), shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens,
-                                   progress=False)
+        sens = collect_sensitivity(model, shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens, progress=False)
     held = heldout_tokens(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens + 1)
-    closed = contender_score(ckpt.build_model(), held, ckpt.train_seq_len, decoder_table())
+    closed = contender_score(model, held, ckpt.train_seq_len, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
     tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)
@@ -185,7 +186,6 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
              f"{points[-1].predicted:.6f} nats)")
 
-    roles = tensor_roles(ckpt.build_model())
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb, roles)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
     default = load_spec("default").with_roles(roles)

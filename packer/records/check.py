@@ -28,13 +28,12 @@ from pathlib import Path
 from ...model.console import printable
 from ...model.files import read_regular
 from ..runtime.artifact import CHALLENGE_CAP, decompress_bundle, split_bundle
-from .lines import RunNumbers
+from .lines import RUN_ID, RunNumbers
 from .loader import SETTINGS
 from .layout import SCRIPT, numbers_of, parse_script, summary
 
 # What a records folder may hold: the script, the JSON, the README, the requirements, and each
 # run's log and model file (RUN_ID: submit's seeds, or any name a run was given).
-RUN_ID = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.txt|train_{RUN_ID}\.log"
                      rf"|final_model_{RUN_ID}\.gpak")
 SEED = re.compile(r"[0-9]{1,19}")
@@ -134,7 +133,11 @@ def check_seed(report: Report, folder: Path, names: set[str], seed: str, r: RunN
     if r.model_file not in names or not r.model_file.endswith(".gpak"):
         report.problems.append(f"seed {seed}: model file '{r.model_file}' named by the log is not in the folder")
     else:
-        model = read_regular(folder / r.model_file, CHALLENGE_CAP + 1)  # one byte over is still reported as over
+        try:
+            model = read_regular(folder / r.model_file, CHALLENGE_CAP + 1)  # one byte over is still reported as over
+        except (OSError, ValueError) as e:
+            report.problems.append(f"seed {seed}: {e}")
+            model = b""
         size = len(model)
         if size != r.model_bytes or hashlib.sha256(model).hexdigest() != r.model_sha256:
             report.problems.append(f"seed {seed}: {r.model_file} is {size:,} bytes / not the file the log hashed")

@@ -28,6 +28,7 @@ PATTERNS = {
     "full": re.compile(r"^final_golfpack_roundtrip_full val_loss:([0-9.e+-]+) val_bpb:([0-9.e+-]+)$"),
     "step": re.compile(rf"^step:([0-9]+)/[0-9]+ val_loss:{NUM} val_bpb:{NUM} train_time:([0-9]+)ms step_avg:{NUM}ms$"),
 }
+RUN_ID = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"  # a run's name in its file names: no path, no leading dot
 MAX_LOG_BYTES = 64 << 20  # a log is read whole; anything larger is not a records log
 
 

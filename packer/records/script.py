@@ -68,7 +68,7 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
         overrides.append(f"tokenizer={environ['TOKENIZER_PATH']}")
     cfg = load_config(None, [*overrides, *argv], base=TrainConfig.from_dict(settings["train_config"]))
     run_id = environ.get("RUN_ID", f"seed{cfg.seed}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", run_id) or run_id.startswith("."):
+    if not re.fullmatch(lines.RUN_ID, run_id):
         raise ValueError(f"RUN_ID must be up to 64 letters, digits, '_', '-' or '.', got {run_id!r}")
     cfg.out_dir, cfg.log_file = f"golfpack_run_{run_id}", f"train_{run_id}.log"
     return cfg, run_id
