@@ -27,6 +27,7 @@ from .lines import MAX_LOG_BYTES, RunNumbers, parse_log
 
 SCRIPT = "train_gpt.py"
 ESCAPES = {0x00: "\\x00", 0x0A: "\\n", 0x0D: "\\r", 0x27: "\\'", 0x5C: "\\\\"}  # what a '...' literal cannot hold
+UNESCAPE = {v: chr(k) for k, v in ESCAPES.items()}
 HEADER = """# -*- coding: latin-1 -*-
 # train_gpt.py: a golfpack {version} records script ({pipeline} pipeline). Run it inside this folder:
 #   python train_gpt.py [key=value ...]  or  torchrun --standalone --nproc_per_node=8 train_gpt.py
@@ -44,19 +45,13 @@ START_CALL_PATTERN = r"sys\.exit\(start\(B,'(lzma|brotli)',__file__,sys\.argv\[1
 def latin1_literal(data: bytes) -> str:
     """``data`` as a single-quoted literal of Latin-1 source: each byte one character, but NUL,
     line breaks, the quote and the backslash escaped."""
-    return "'" + "".join(ESCAPES.get(b, chr(b)) for b in data) + "'"
+    return "'" + data.decode("latin-1").translate(ESCAPES) + "'"  # C speed: check re-renders up to 16 MB
 
 
 def literal_bytes(literal: str) -> bytes:
     """The inverse of :func:`latin1_literal` for its canonical output (any other spelling is
     refused by :func:`parse_script`, which renders the script again and compares)."""
-    unescape = {v: k for k, v in ESCAPES.items()}
-    out, i = bytearray(), 1
-    while i < len(literal) - 1:
-        esc = next((e for e in unescape if literal.startswith(e, i)), None) if literal[i] == "\\" else None
-        out.append(unescape[esc] if esc else ord(literal[i]))
-        i += len(esc) if esc else 1
-    return bytes(out)
+    return re.sub(r"\\(?:x00|n|r|'|\\)", lambda m: UNESCAPE[m.group()], literal[1:-1]).encode("latin-1")
 
 
 def pipeline_label(pipeline: str) -> str:
