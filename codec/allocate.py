@@ -70,9 +70,34 @@ def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None)
     return float(err.sum())
 
 
-def loss_rise(w: torch.Tensor, w_hat: torch.Tensor, sens: torch.Tensor) -> float:
-    """Predicted rise of the mean token loss (nats) from replacing ``w`` by ``w_hat``."""
-    return float((sens.double() * (w.double() - w_hat.double()).square()).sum())
+def loss_rise(w: torch.Tensor, w_hat: torch.Tensor, sens: torch.Tensor, hessian: torch.Tensor | None = None) -> float:
+    """Predicted rise of the mean token loss (nats) from replacing ``w`` by ``w_hat``:
+    ``sum_ij S_ij d_ij^2`` with ``d = w - w_hat``, and, given the layer's input second moment
+    ``hessian`` (GPTQ's ``H``), each row's term scaled by ``(d_r H d_r^T) / sum_j H_jj d_rj^2``.
+
+    Why the scale: a diagonal sensitivity treats every weight's error as independent. GPTQ makes
+    them anything but: it moves each column's error into later columns so that they cancel in
+    the layer's output ``d_r x``. ``d_r H d_r^T`` is that output error's energy, and the
+    diagonal sum what it would be without cancellation; the ratio is about 1 for
+    round-to-nearest and below 1 for GPTQ (a Kronecker-factored Fisher, ``H`` for the input
+    factor, keeps this; the diagonal of ``S`` keeps how much each output row matters)."""
+    d = (w.double() - w_hat.double()).reshape(grid_shape(tuple(w.shape)))
+    per_row = (sens.double().reshape(d.shape) * d.square()).sum(1)
+    if hessian is None or hessian.shape != (d.shape[1], d.shape[1]):
+        return float(per_row.sum())
+    h = hessian.double()
+    full = ((d @ h) * d).sum(1).clamp(min=0.0)
+    diag = (d.square() * torch.diagonal(h)[None, :]).sum(1)
+    factor = torch.where(diag > 0, full / diag.clamp(min=1e-300), torch.ones_like(diag))
+    return float((per_row * factor).sum())
+
+
+def cancelling_hessians(hessians: Mapping[str, torch.Tensor] | None,
+                        roles: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """The Hessians :func:`loss_rise` may scale rows by: not an embedding's. A token's row is
+    looked up alone, so its errors never cancel there; a tied embedding's Hessian is its output
+    layer's only, and would hide the lookup's error."""
+    return {n: h for n, h in (hessians or {}).items() if roles.get(n) != "embedding"}
 
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
@@ -105,9 +130,10 @@ def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] 
                clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
                lqer: Sequence[int] = LQER_RANKS, sens: torch.Tensor | None = None) -> list[Candidate]:
     """Every candidate on the Pareto front of either measure (the loss-aware one, and the
-    proxy: its contender needs its own front); the low-rank corrections are tried on up to
-    ``LQER_BASES`` round-to-nearest grids of the front, spread over its rates (each try costs
-    an SVD)."""
+    proxy: its contender needs its own front), with and without low-rank corrections (the
+    fronts without them stay whole: ``fill-no-lqer`` allocates from them). The corrections are
+    tried on up to ``LQER_BASES`` round-to-nearest grids of the front, spread over its rates
+    (each try costs an SVD)."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
     grid = [estimate(w, b, c, hdiag, lam, 0, sens) for b in bits for c in clips for lam in rdoq]
     front = both_fronts(grid)
@@ -116,8 +142,9 @@ def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] 
         return front
     plain = pareto(c for c in front if not c.rdoq)
     bases = [plain[round(i * (len(plain) - 1) / max(LQER_BASES - 1, 1))] for i in range(min(LQER_BASES, len(plain)))]
-    return both_fronts(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r, sens) for c in dict.fromkeys(bases)
-                                for r in ranks])
+    corrected = both_fronts(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r, sens) for c in dict.fromkeys(bases)
+                                     for r in ranks])
+    return sorted(set(front) | set(corrected), key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer))
 
 
 def both_fronts(cands: Sequence[Candidate]) -> list[Candidate]:

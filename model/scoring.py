@@ -98,8 +98,12 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    bf16: bool = True,
 ) -> EvalResult:
     """Score ``tokens`` (already truncated with :func:`truncate_for_eval`) with ``model.logits``.
+
+    On CUDA the logits come from bf16 autocast, as the challenge evaluates; ``bf16=False`` keeps
+    fp32 there (for comparisons finer than bf16's rounding, such as ``bench rd``'s).
 
     Windows are split into contiguous rank slices; sums are all-reduced when a process group
     is initialised. ``progress(done, total)`` is called after each batch with the windows just
@@ -121,7 +125,7 @@ def evaluate(
         idx = torch.tensor([s for s, _ in batch], device=device)[:, None] + torch.arange(seq_len + 1, device=device)
         local = tokens[idx]
         x, y = local[:, :-1], local[:, 1:]
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16):
             logits = model.logits(x)
         nll = F.cross_entropy(logits.double().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
         mask = offsets[None, :] >= torch.tensor([f for _, f in batch], device=device)[:, None]
@@ -144,16 +148,15 @@ def evaluate(
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int, batch_seqs: int = 16) -> float:
-    """The mean token cross-entropy (nats) of ``model`` on ``tokens``, in windows of ``seq_len``:
-    the plain loss a build compares its contenders by (on held-out training tokens; val_bpb
-    is for validation tokens and the challenge's byte accounting)."""
+def window_losses(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int) -> list[float]:
+    """The mean token cross-entropy (nats) of ``model`` in each window of ``seq_len`` tokens: the
+    plain loss a build compares its contenders by, per window so that a difference between two
+    contenders comes with its standard error (on held-out training tokens; val_bpb is for
+    validation tokens and the challenge's byte accounting)."""
     tokens = truncate_for_eval(tokens, seq_len)
     x, y = tokens[:-1].reshape(-1, seq_len).long(), tokens[1:].reshape(-1, seq_len).long()
     was_training = model.training
     model.eval()
-    total = 0.0
-    for i in range(0, x.shape[0], batch_seqs):
-        total += float(model(x[i : i + batch_seqs], y[i : i + batch_seqs])) * x[i : i + batch_seqs].shape[0]
+    out = [float(model(x[i : i + 1], y[i : i + 1])) for i in range(x.shape[0])]
     model.train(was_training)
-    return total / x.shape[0]
+    return out

@@ -115,4 +115,6 @@ class TokenStream:
             chunks.append(self.tokens[self.pos : self.pos + k])
             self.pos += k
             n -= k
+        if not chunks:
+            return self.tokens[:0]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

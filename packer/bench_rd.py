@@ -43,7 +43,7 @@ import torch
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
 from ..codec.decoders.intq import dequantize, quantize_rtn
-from ..codec.allocate import loss_rise
+from ..codec.allocate import cancelling_hessians, loss_rise
 from ..codec.fill import fill
 from ..codec.registry import decoder_table
 from ..codec.pipeline import decode_state_dict, encode_state_dict
@@ -137,18 +137,19 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor],
-                   sens: dict[str, torch.Tensor]) -> float:
+                   sens: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor]) -> float:
     """The allocator's prediction of the loss rise (nats per token) for a decoded export."""
-    return sum(loss_rise(state[n], decoded[n].float(), s) for n, s in sens.items() if n in decoded)
+    return sum(loss_rise(state[n], decoded[n].float(), s, hessians.get(n)) for n, s in sens.items() if n in decoded)
 
 
 def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
-             echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None) -> RD:
+             echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None,
+             device: str = "cpu") -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
     The closed loop scores contenders on ``score_tokens`` held-out *training* tokens of the
     run's own shards; the loss sensitivities come from beside the checkpoint or are measured
-    on those shards."""
+    on those shards. ``device``: where validation is scored, in fp32 (the rest runs on the CPU)."""
     ckpt = open_checkpoint(checkpoint, model)
     seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
@@ -162,6 +163,7 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         raise ValueError(f"{checkpoint}: bench rd needs the run's training shards (train_files in its config)")
     model = ckpt.build_model()
     roles = tensor_roles(model)
+    cancelling = cancelling_hessians(hessians, roles)
     if sens_path(checkpoint).is_file():
         sens = load_hessians(sens_path(checkpoint), "sensitivity")
     else:
@@ -175,14 +177,14 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
 
     def score(sd: dict[str, torch.Tensor]) -> float:
         model = load_weights(build_model(ckpt.model_builder, ckpt.model_config), sd, str(checkpoint))
-        return evaluate(model, tokens, tables, seq_len, batch_seqs=64).val_bpb
+        return evaluate(model.to(device), tokens, tables, seq_len, batch_seqs=64, device=device, bf16=False).val_bpb
 
     base = score(state)
     echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
     points: list[Point] = []
 
     def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "") -> None:
-        points.append(Point(label, nbytes, score(decoded), predicted_rise(state, decoded, sens), shipped))
+        points.append(Point(label, nbytes, score(decoded), predicted_rise(state, decoded, sens, cancelling), shipped))
         echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
              f"{points[-1].predicted:.6f} nats)")
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.container import DIGEST_BYTES, HEADER
-from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS
+from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS, PREDICTED_FIELD
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
 from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
@@ -82,8 +82,10 @@ def read_contenders(meta: dict) -> tuple[list[dict], str]:
     """``--fill``'s closed-loop record (``CONTENDER_FIELDS``, the chosen contender's name), kept
     only when every entry is well-typed and names a known contender; else nothing."""
     raw, chosen = meta.get("contenders"), meta.get("chosen")
-    ok = lambda v: isinstance(v, dict) and set(v) == set(CONTENDER_FIELDS) and v["name"] in CONTENDERS and all(  # noqa: E731
-        isinstance(v[k], t) and not isinstance(v[k], bool) for k, t in CONTENDER_FIELDS.items())
+    fields = {**CONTENDER_FIELDS, PREDICTED_FIELD[0]: PREDICTED_FIELD[1]}
+    ok = lambda v: (isinstance(v, dict) and set(CONTENDER_FIELDS) <= set(v) <= set(fields)  # noqa: E731
+                    and v["name"] in CONTENDERS and all(isinstance(v[k], fields[k]) and not isinstance(v[k], bool)
+                                                        for k in v))
     if not (isinstance(raw, list) and len(raw) <= len(CONTENDERS) and all(ok(v) for v in raw) and chosen in CONTENDERS
             and any(v["name"] == chosen for v in raw)):
         return [], ""
@@ -167,9 +169,9 @@ def format_ledger(led: Ledger) -> str:
         best = next(c["loss"] for c in led.contenders if c["name"] == led.chosen)
         lines += ["", f"closed loop (--fill): {len(led.contenders)} contenders scored on held-out training tokens; "
                       f"shipped: {led.chosen}",
-                  f"{'contender':<14} {'bytes':>12} {'loss (nats)':>12} {'vs shipped':>11}"]
-        lines += [f"{c['name']:<14} {c['bytes']:>12,} {c['loss']:>12.6f} {c['loss'] - best:>+11.6f}"
-                  for c in led.contenders]
+                  f"{'contender':<14} {'bytes':>12} {'loss (nats)':>12} {'vs shipped':>11} {'predicted rise':>15}"]
+        lines += [f"{c['name']:<14} {c['bytes']:>12,} {c['loss']:>12.6f} {c['loss'] - best:>+11.6f} "
+                  + (f"{c['predicted']:>15.6g}" if "predicted" in c else f"{'-':>15}") for c in led.contenders]
     lines.append("")
     lines.append(f"{'class':<12} {'params':>11} {'bytes':>12} {'bits/p':>7} {'share':>6}")
     for name, c in sorted(led.classes().items()):

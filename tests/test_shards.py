@@ -57,3 +57,4 @@ def test_token_stream_wraps_across_shards(tmp_path):
     assert stream.take(4).tolist() == [4, 0, 1, 2]
     stream.restore(state)
     assert stream.take(2).tolist() == [4, 0]
+    assert stream.take(0).tolist() == [] and stream.take(1).tolist() == [1]  # nothing taken, nothing skipped

@@ -38,7 +38,7 @@ from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
 from ...model.console import USER_ERRORS, one_line, printable
 from ...model.distributed import shutdown
-from ...model.scoring import mean_loss
+from ...model.scoring import window_losses
 from ...model.files import atomic_write_bytes, read_regular
 from ...trainer.config import TrainConfig, load_config
 from ..runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
@@ -75,15 +75,15 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
 
 
 def contender_score(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int,
-                    table: dict[str, DecoderSpec]) -> Callable[[bytes], float]:
+                    table: dict[str, DecoderSpec]) -> Callable[[bytes], list[float]]:
     """``fill``'s closed loop: a container's weights, decoded with ``table`` into ``model``,
-    scored by their mean cross-entropy on ``tokens`` (held-out training tokens)."""
+    scored by their mean cross-entropy in each window of ``tokens`` (held-out training tokens)."""
     from ...codec.pipeline import decode_state_dict
 
     def score(container: bytes) -> float:
         state, _ = decode_state_dict(container, table)
         load_weights(model, state, "contender")
-        return mean_loss(model, tokens, seq_len)
+        return window_losses(model, tokens, seq_len)
 
     return score
 
@@ -112,7 +112,7 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log, table: dict[s
         tokens = heldout_tokens(cfg.train_files, model.vocab_size, cfg.calib_tokens + cfg.sens_tokens,
                                 cfg.score_tokens + 1)
         score = contender_score(model, tokens, cfg.train_seq_len, table)
-    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta, sensitivity=sens, score=score)
+    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta, sensitivity=sens, score=score, decoders=table)
     for line in alloc.log:
         log(f"fill: {line}")
     return alloc.container
