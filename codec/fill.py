@@ -245,12 +245,13 @@ class Filler:
         return result
 
     def uniform(self, name: str, budget: int, hdiag: Mapping[str, torch.Tensor],
-                sens: Mapping[str, torch.Tensor], lqer: bool) -> Allocation | None:
+                sens: Mapping[str, torch.Tensor], lqer: bool, lo: int = -1) -> tuple[Allocation | None, int]:
         """The records' single grid at the smallest SDClip ``k`` of :data:`RECORD_K` whose exact
-        container fits ``budget`` (None if none does), found by bisection over exact builds
-        (bytes fall as ``k`` grows; estimates alone were off by the coder's per-tensor overhead);
-        ``lqer``: rank 4 on the three matrices whose error at the smallest ``k`` has the largest
-        Frobenius norm, the record's choice of tensors."""
+        container fits ``budget`` (None if none does), and its index; found by bisection over
+        exact builds (bytes fall as ``k`` grows; estimates alone were off by the coder's
+        per-tensor overhead) above index ``lo``, known not to fit. ``lqer``: rank 4 on the three
+        matrices whose error at the smallest ``k`` has the largest Frobenius norm, the record's
+        choice of tensors."""
         def bits(n: str) -> int:
             return RECORD_EMBEDDING_BITS if self.is_embedding(n) else RECORD_BITS
 
@@ -268,9 +269,11 @@ class Filler:
                 built[i] = self.build(choices[i])
             return len(built[i]) <= budget
 
-        lo, hi = -1, len(RECORD_K) - 1  # invariant: fits(hi); lo is -1 or does not fit
-        if not fits(hi):
-            return None
+        hi = len(RECORD_K) - 1  # invariant: fits(hi); lo is -1 or does not fit
+        if lo + 1 < hi and fits(lo + 1):  # a known bound is usually tight (and k's smallest often fits): try it first
+            hi = lo + 1
+        elif not fits(hi):
+            return None, hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if fits(mid):
@@ -278,7 +281,7 @@ class Filler:
             else:
                 lo = mid
         return Allocation(built[hi], choices[hi], name=name,
-                          log=[f"{name}: sdclip:{RECORD_K[hi]:g}, {len(built[hi]):,} bytes"])
+                          log=[f"{name}: sdclip:{RECORD_K[hi]:g}, {len(built[hi]):,} bytes ({len(built)} builds)"]), hi
 
 
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
@@ -326,14 +329,21 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         runs.append(dataclasses.replace(filler.allocate(plain, inner, tolerance), name="fill-no-lqer"))
     if sens:
         runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
-    runs += [a for a in (filler.uniform("records", inner, hdiag, sens, False),
-                         filler.uniform("records+lqer", inner, hdiag, sens, True)) if a is not None]
+    records, k = filler.uniform("records", inner, hdiag, sens, False)
+    # with corrections the same k costs more bytes, so every k below the plain grid's is too big
+    records_lqer, _ = filler.uniform("records+lqer", inner, hdiag, sens, True, lo=k - 1)
+    runs += [a for a in (records, records_lqer) if a is not None]
     contended = lap()
+    for run in runs:
+        run.predicted = filler.predicted(run.choice) if sens else None
+    predicted = lap()
+    own = [r for r in runs if r.name in PREDICTED]
+    passed = [] if not sens else sorted(own, key=lambda r: (r.predicted, CONTENDERS.index(r.name)))[1:]
+    runs = [r for r in runs if r not in passed]  # judged by prediction alone: only the best of them is scored
     for run in runs:
         say(f"scoring {run.name}")
         run.windows = [float(x) for x in score(run.container)]
         run.loss = sum(run.windows) / len(run.windows)
-        run.predicted = filler.predicted(run.choice) if sens else None
     scored = lap()
     best, why = pick(runs)
     record = [{"name": r.name, "bytes": len(r.container), "loss": float(f"{r.loss:.6f}")}
@@ -341,12 +351,14 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     data = filler.build(best.choice, {"contenders": record, "chosen": best.name})
     if len(data) > budget:  # the record outgrew its reserve: ship without it rather than over the budget
         data = best.container
-    log = [*main.log, *(line for r in runs[1:] for line in r.log)]
+    log = [*main.log, *(line for r in [*runs, *passed][1:] for line in r.log)]
+    log += [f"contender {r.name}: {len(r.container):,} bytes, predicted rise {r.predicted:.6g}, not scored "
+            f"(its prediction is behind {min(own, key=lambda o: o.predicted).name}'s)" for r in passed]
     log += [f"contender {r['name']}: {r['bytes']:,} bytes, held-out loss {r['loss']:.6f}"
             + (f", predicted rise {r['predicted']:.6g}" if "predicted" in r else "") for r in record]
     log.append(f"chosen: {best.name} ({len(data):,} bytes, budget {budget:,}): {why}")
     log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {allocated:.1f}s, other contenders "
-               f"{contended:.1f}s, scoring {scored:.1f}s")
+               f"{contended:.1f}s, exact predictions {predicted:.1f}s, scoring {scored:.1f}s")
     return Allocation(data, best.choice, best.steps, log, best.name, best.loss, record, best.windows, best.predicted)
 
 

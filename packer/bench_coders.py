@@ -33,8 +33,9 @@ from ..codec.entropy import order0_bits
 from ..codec.registry import decoder_table, get_stage
 from ..codec.stage import EncodeContext
 from .models import open_checkpoint
+from ..model.builders import tensor_roles
 from ..trainer.calibrate import calib_path, load_hessians
-from .bench_rd import record_quantize
+from .record_recipe import record_quantize
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 
@@ -61,22 +62,29 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``(state dict, Hessians)``; Hessians only for a golfpack checkpoint with calibration."""
+def load_weights(path: Path, model: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                                                 dict[str, str] | None]:
+    """``(state dict, Hessians, roles)``; Hessians only for a golfpack checkpoint with
+    calibration, roles only for a checkpoint (``model``: the builder of one not trained with
+    golfpack's GPT, as ``--model``)."""
     if path.suffix == ".safetensors":
-        return load_safetensors(path), {}
-    state = {k: v.float() for k, v in open_checkpoint(path).state_dict.items()}
+        return load_safetensors(path), {}, None
+    ckpt = open_checkpoint(path, model)
+    state = {k: v.float() for k, v in ckpt.state_dict.items()}
     h = calib_path(path)
-    return state, (load_hessians(h) if h.is_file() else {})
+    return state, (load_hessians(h) if h.is_file() else {}), tensor_roles(ckpt.build_model())
 
 
-def record_symbols(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The record's int6/int7 SDClip symbols of every matrix (flattened beyond the first dim)."""
+def record_symbols(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor],
+                   roles: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """The record's int6/int7 SDClip symbols of every matrix (flattened beyond the first dim);
+    the embedding by its role, or by the record's name rule without roles."""
     out = {}
     for name, t in state.items():
         if t.ndim < 2 or t.numel() < 4096:
             continue
-        out[name], _ = record_quantize(name, t.reshape(t.shape[0], -1), hessians.get(name))
+        embedding = None if roles is None else roles.get(name) == "embedding"
+        out[name], _ = record_quantize(name, t.reshape(t.shape[0], -1), hessians.get(name), embedding=embedding)
     return out
 
 
@@ -121,10 +129,10 @@ def lrzip_coder(stream: bytes) -> CoderResult | None:
         return CoderResult("lrzip -z -L9 (one stream)", packed.stat().st_size, seconds)
 
 
-def coders_bench(path: Path) -> tuple[int, float, list[CoderResult], bool]:
+def coders_bench(path: Path, model: str | None = None) -> tuple[int, float, list[CoderResult], bool]:
     """``(symbols, H0 bytes, results, gptq)`` for the weights at ``path``."""
-    state, hessians = load_weights(path)
-    symbols = record_symbols(state, hessians)
+    state, hessians, roles = load_weights(path, model)
+    symbols = record_symbols(state, hessians, roles)
     if not symbols:
         raise ValueError(f"{path}: no matrix of at least 4,096 elements to code")
     stream = b"".join(q.numpy().astype(np.int8).tobytes() for q in symbols.values())

@@ -22,7 +22,10 @@ Points measured:
   closed loop (the allocation by predicted loss ships unscored), the loss sensitivities (the
   Hessian-diagonal proxy, golfpack's allocator before it was loss-aware), and the low-rank
   error correction (no ``lqer``);
-* ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85).
+* ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85);
+* ``record as run``: the #1 record's whole export (``record_recipe.record_export_full``: its
+  per-class clips and its LQER), as one brotli-11 stream and, with ``lrzip`` installed, in its
+  per-group lrzip coding, and golfpack's fill at those bytes.
 
 Bytes are weight bytes: the record's brotli stream, golfpack's whole container (headers,
 manifest, tables and scales included). val_bpb is the exact challenge metric of the decoded
@@ -40,9 +43,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..codec.encoders.intq import GPTQParams
-from ..codec.gptq import gptq_quantize
-from ..codec.decoders.intq import dequantize, quantize_rtn
 from ..codec.allocate import cancelling_hessians, loss_rise
 from ..codec.fill import fill
 from ..codec.registry import decoder_table
@@ -54,6 +54,7 @@ from ..model.scoring import evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
 from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians, sens_path
+from .record_recipe import record_export, record_export_full
 from .records.script import contender_score
 
 SENS_TOKENS = 32_768
@@ -66,6 +67,7 @@ class Point:
     val_bpb: float
     predicted: float = math.nan  # the allocator's predicted loss rise (nats per token)
     shipped: str = ""  # the closed loop's winning contender, for fill points that ran it
+    kind: str = ""  # "record", "record-full", "fill" (the curve), "fill-full" (at the full record's bytes), ""
 
 
 @dataclass
@@ -74,39 +76,6 @@ class RD:
     points: list[Point]
     params: int
     spearman: float = math.nan  # predicted loss rise against measured val_bpb, over the points
-
-
-def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k: float = 12.85, k_emb: float = 14.0,
-                    bits: int = 6, emb_bits: int = 7, embedding: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The record's grid for one matrix, ``(symbols, fp16 scales)``: int6 SDClip k, or int7 SDClip
-    k_emb for the embedding (its ``"tok_emb" in name`` rule, or ``embedding``: the tensor's role,
-    for a model with other names). GPTQ with the Hessian, as the record does; round-to-nearest
-    on the same grid for weights that come without one."""
-    emb = "tok_emb" in name if embedding is None else embedding
-    params = GPTQParams(bits=emb_bits if emb else bits, clip=f"sdclip:{k_emb if emb else k}")
-    if hessian is None:
-        return quantize_rtn(w, params.bits, params.rule)
-    return gptq_quantize(w, hessian, params)
-
-
-def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], k: float = 12.85,
-                  k_emb: float = 14.0, roles: dict[str, str] | None = None) -> tuple[int, dict[str, torch.Tensor]]:
-    """The record recipe: ``(weight bytes, dequantized state dict)``; ``roles`` (tensor roles)
-    find the embedding of a model whose names are not the baseline's."""
-    import brotli
-
-    parts, out = [], {}
-    for name, t in state.items():
-        if t.ndim != 2 or name not in hessians:
-            half = t.detach().to(torch.float16)
-            parts.append(half.numpy().tobytes())
-            out[name] = half.to(t.dtype)
-            continue
-        q, s = record_quantize(name, t, hessians[name], k, k_emb,
-                               embedding=None if roles is None else roles.get(name) == "embedding")
-        parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
-        out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
-    return len(brotli.compress(b"".join(parts), quality=11)), out
 
 
 def interpolate_bytes(points: list[Point], target_bpb: float) -> float | None:
@@ -183,25 +152,38 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
     points: list[Point] = []
 
-    def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "") -> None:
-        points.append(Point(label, nbytes, score(decoded), predicted_rise(state, decoded, sens, cancelling), shipped))
+    def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "", kind: str = "",
+            val_bpb: float | None = None) -> None:
+        val_bpb = score(decoded) if val_bpb is None else val_bpb
+        points.append(Point(label, nbytes, val_bpb, predicted_rise(state, decoded, sens, cancelling), shipped, kind))
         echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
              f"{points[-1].predicted:.6f} nats)")
 
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb, roles)
-    add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state)
+    add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state, kind="record")
     default = load_spec("default").with_roles(roles)
-    runs = [(f, {"sensitivity": sens, "score": closed}, f"golfpack fill {f:.2f}x record bytes") for f in fill_fractions]
-    runs += [(1.0, {"sensitivity": sens}, "golfpack fill 1.00x, predicted loss only (no closed loop)"),
-             (1.0, {}, "golfpack fill 1.00x, Hessian proxy only (before loss-aware)"),
-             (1.0, {"sensitivity": sens, "score": closed, "lqer": ()}, "golfpack fill 1.00x, no lqer")]
-    for f, switches, label in runs:
-        alloc = fill(state, default, hessians, int(rec_bytes * f), {}, **switches)
+
+    def add_fill(f: float, switches: dict, label: str, kind: str = "", base_bytes: int = rec_bytes) -> None:
+        alloc = fill(state, default, hessians, int(base_bytes * f), {}, **switches)
         if alloc.contenders:
             echo("  " + ", ".join(f"{c['name']} {c['loss']:.6f}" for c in alloc.contenders) + f" -> {alloc.name}")
-        add(label, len(alloc.container), decode_state_dict(alloc.container)[0], alloc.name if alloc.contenders else "")
+        add(label, len(alloc.container), decode_state_dict(alloc.container)[0], alloc.name if alloc.contenders else "",
+            kind)
+
+    closed_loop = {"sensitivity": sens, "score": closed}
+    for f in fill_fractions:
+        add_fill(f, closed_loop, f"golfpack fill {f:.2f}x record bytes", "fill")
+    add_fill(1.0, {"sensitivity": sens}, "golfpack fill 1.00x, predicted loss only (no closed loop)")
+    add_fill(1.0, {}, "golfpack fill 1.00x, Hessian proxy only (before loss-aware)")
+    add_fill(1.0, {**closed_loop, "lqer": ()}, "golfpack fill 1.00x, no lqer")
     fixed = encode_state_dict(state, default, hessians, {})
     add("golfpack --no-fill (int6/int7 sdcap:12.85)", len(fixed), decode_state_dict(fixed)[0])
+    full = record_export_full(state, hessians, roles)
+    add("record as run: class clips + LQER + brotli-11", full.brotli_bytes, full.state, kind="record-full")
+    if full.pergroup_bytes is not None:
+        add("record as run: class clips + LQER + per-group lrzip", full.pergroup_bytes, full.state, kind="record-full",
+            val_bpb=points[-1].val_bpb)
+    add_fill(1.0, closed_loop, "golfpack fill at the record-as-run's bytes", "fill-full", points[-1].bytes)
     rho = spearman([p.predicted for p in points], [p.val_bpb for p in points])
     return RD(base, points, sum(t.numel() for t in state.values()), rho)
 
@@ -215,10 +197,14 @@ def format_rd(rd: RD) -> str:
         ratio = (p.val_bpb - base) / (rec.val_bpb - base) if rec.val_bpb != base else math.nan
         lines.append(f"{p.label:<60} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
                      f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f} {p.predicted:>10.6f} {p.shipped or '-'}")
-    fills = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
+    fills = [p for p in points if p.kind == "fill"]
     for equal in (p for p in points if p.label.startswith("golfpack fill 1.00x")):
         lines.append(f"at the record's bytes ({rec.bytes:,}; {equal.label}: {equal.bytes:,}): val_bpb increase "
                      f"{(equal.val_bpb - base) / (rec.val_bpb - base):.3f}x the record's")
+    full = [p for p in points if p.kind == "record-full"]
+    for equal in (p for p in points if p.kind == "fill-full"):
+        lines.append(f"at the record-as-run's bytes ({full[-1].bytes:,}, {full[-1].label}; fill: {equal.bytes:,}): "
+                     f"val_bpb increase {(equal.val_bpb - base) / (full[-1].val_bpb - base):.3f}x its")
     lines.append(f"bytes for the record's quality: {quality_bytes(fills, rec)}")
     lines.append(f"predicted loss rise against measured val_bpb: Spearman {rd.spearman:.3f} over {len(points)} exports")
     return "\n".join(lines)
@@ -248,10 +234,10 @@ def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
     from ..model.files import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    curve = [p for p in points if p.label.startswith("golfpack fill") and p.label.endswith("record bytes")]
+    curve = [p for p in points if p.kind == "fill"]
     fills = sorted(curve, key=lambda p: p.bytes)
     ax.plot([p.bytes for p in fills], [p.val_bpb - base for p in fills], "o-", label="golfpack --fill (default pipeline)")
-    for p, marker in zip([x for x in points if x not in curve], "s^Dv*PX"):
+    for p, marker in zip([x for x in points if x not in curve], "s^Dv*PXho"):
         ax.plot([p.bytes], [p.val_bpb - base], marker, markersize=9, label=p.label)
     ax.set_xlabel("weight bytes")
     ax.set_ylabel("val_bpb increase over float")

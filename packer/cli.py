@@ -403,12 +403,13 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
 
 @bench.command("coders")
 @click.argument("weights", type=click.Path(path_type=Path))
-def bench_coders_cmd(weights) -> None:
+@model_option
+def bench_coders_cmd(weights, model) -> None:
     """Lossless coders (ans, ctxans, brotli-11, lrzip) on the records' int6 symbols of WEIGHTS
     (a checkpoint, with its .calib.pt for GPTQ, or a .safetensors file)."""
     from .bench_coders import coders_bench, format_coders
 
-    n, h0, results, gptq = coders_bench(weights)
+    n, h0, results, gptq = coders_bench(weights, use_model(model))
     click.echo(format_coders(weights, n, h0, results, gptq))
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from golfpack.packer.bench_rd import RD, Point, format_rd, interpolate_bytes, record_export, spearman
+from golfpack.packer.bench_rd import RD, Point, format_rd, interpolate_bytes, spearman
+from golfpack.packer.record_recipe import lqer_asym, record_export, record_export_full
 
 from .test_cli import golfpack
 
@@ -11,10 +12,15 @@ def test_interpolated_bytes_for_a_target_quality():
     pts = [Point("a", 100, 1.30), Point("b", 200, 1.10), Point("c", 300, 1.05)]
     assert interpolate_bytes(pts, 1.20) == pytest.approx(150)
     assert interpolate_bytes(pts, 1.50) is None
-    text = format_rd(RD(1.0, [Point("record", 200, 1.2), Point("golfpack fill 1.00x record bytes", 200, 1.1),
-                              Point("golfpack fill 0.50x record bytes", 100, 1.3)], 1000, 0.5))
-    assert "0.500x the record's" in text and "150 (25.0% fewer)" in text and "Spearman 0.500 over 3" in text
-    better = format_rd(RD(1.0, [Point("record", 200, 1.2), Point("golfpack fill 0.80x record bytes", 160, 1.15)], 1000))
+    text = format_rd(RD(1.0, [Point("record", 200, 1.2, kind="record"),
+                              Point("golfpack fill 1.00x record bytes", 200, 1.1, kind="fill"),
+                              Point("golfpack fill 0.50x record bytes", 100, 1.3, kind="fill"),
+                              Point("record as run", 190, 1.15, kind="record-full"),
+                              Point("golfpack fill at the record-as-run's bytes", 190, 1.03, kind="fill-full")], 1000, 0.5))
+    assert "0.500x the record's" in text and "150 (25.0% fewer)" in text and "Spearman 0.500 over 5" in text
+    assert "val_bpb increase 0.200x its" in text
+    better = format_rd(RD(1.0, [Point("record", 200, 1.2, kind="record"),
+                                Point("golfpack fill 0.80x record bytes", 160, 1.15, kind="fill")], 1000))
     assert "at most 160 (at least 20.0% fewer" in better
 
 
@@ -35,6 +41,35 @@ def test_record_export_keeps_small_tensors_and_quantizes_matrices(trained):
     assert not torch.equal(out["blocks.0.mlp.fc.weight"], w)
     assert torch.equal(out["blocks.0.attn_scale"], state["blocks.0.attn_scale"].half().float())
     assert 0 < nbytes < sum(t.numel() for t in state.values())  # under 8 bits a parameter
+
+
+def test_the_record_as_run_corrects_its_three_worst_matrices(trained):
+    """Per-class clips, then LQER on the three matrices of largest error norm (A in INT2 with
+    one scale, B in INT4 groups of 64), and its per-group lrzip bytes when lrzip is here."""
+    import shutil
+
+    from golfpack.codec.decoders.intq import dequantize
+    from golfpack.codec.encoders.intq import GPTQParams
+    from golfpack.codec.gptq import gptq_quantize
+    from golfpack.model.checkpoint import load_checkpoint
+    from golfpack.packer.record_recipe import class_clip
+    from golfpack.trainer.calibrate import calib_path, load_hessians
+
+    state = {k: v.float() for k, v in load_checkpoint(trained).state_dict.items()}
+    hessians = load_hessians(calib_path(trained))
+    full = record_export_full(state, hessians)
+    gptq_only = {n: dequantize(*gptq_quantize(state[n], hessians[n], GPTQParams(
+        bits=7 if "tok_emb" in n else 6, clip=f"sdclip:{class_clip(n, 'tok_emb' in n):g}")), tuple(state[n].shape), torch.float32)
+        for n in hessians if n in state}
+    norms = {n: float((state[n] - q).norm()) for n, q in gptq_only.items()}
+    assert full.corrected == sorted(norms, key=lambda n: -norms[n])[:3]
+    assert [n for n, q in gptq_only.items() if not torch.equal(q, full.state[n])] == sorted(full.corrected, key=list(gptq_only).index)
+    (qa, sa, qb, sb), product = lqer_asym(torch.randn(96, 128, generator=torch.Generator().manual_seed(0)))
+    assert qa.min() >= -2 and qa.max() <= 1 and sa.size == 1 and qb.min() >= -8 and qb.max() <= 7
+    assert sb.size == 4 * 128 // 64 and product.shape == (96, 128)
+    assert 0 < full.brotli_bytes < sum(t.numel() for t in state.values())
+    assert (full.pergroup_bytes is None) == (shutil.which("lrzip") is None)
+    print(f"\nrecord as run: brotli-11 {full.brotli_bytes:,} bytes, per-group lrzip {full.pergroup_bytes}")
 
 
 @pytest.mark.slow

@@ -171,6 +171,33 @@ def test_ctxans_finds_column_structure_that_order0_cannot():
     assert ctx < 0.97 * ans and flat <= flat_ans + 32  # the header's params k, lo, n, p, rowwise
 
 
+def _near_copies(rows: int, cols: int, bases: int, noise: float, seed: int) -> torch.Tensor:
+    """Rows that are a few base rows plus a little noise, as an embedding's rare tokens are."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(bases, cols, generator=g)
+    return base[torch.randint(bases, (rows,), generator=g)] + noise * torch.randn(rows, cols, generator=g)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 50), bases=st.integers(1, 5), noise=st.floats(0, 1),
+       bits=st.integers(2, 8), seed=st.integers(0, 10**6))
+def test_ctxans_reference_rows_give_back_exactly_what_ans_does(rows, cols, bases, noise, bits, seed):
+    t = _near_copies(rows, cols, bases, noise, seed)
+    a, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ans")))
+    c, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ctxans")))
+    assert torch.equal(a["w"], c["w"])
+
+
+def test_ctxans_codes_near_copy_rows_against_earlier_rows():
+    t = _near_copies(512, 128, 16, 0.05, 0)
+    ans = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ans")))
+    without = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans refs=false")))
+    blob = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans"))
+    (entry,) = read_container(blob).entries
+    print(f"near-copy rows: ans {ans:,} ctxans without references {without:,} with {len(blob):,}")
+    assert entry.chain[-1].params.get("refs") == 1 and len(blob) < 0.6 * without
+
+
 def _windowed_cosines(rows: int, cols: int, phase: float = 0.0) -> torch.Tensor:
     """An STFT-like kernel: row f is a Hann window times a cosine of frequency f."""
     n = torch.arange(cols, dtype=torch.float64)

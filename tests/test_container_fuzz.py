@@ -17,6 +17,7 @@ from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
         "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; h.*=rtn bits=4 lqer=2 -> ans; "
+        "r.*=rtn bits=6 -> ctxans; "
         "*=fp32 -> zstd")
 
 
@@ -30,6 +31,7 @@ def sample() -> bytes:
     n, f = torch.arange(40.0), torch.arange(6.0)[:, None]
     sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # ctxans predicts its rows
     sd["h.w"] = torch.randn(6, 9, generator=g)  # a rank-2 error correction
+    sd["r.w"] = torch.randn(2, 32, generator=g).repeat(11, 1) + 0.02 * torch.randn(22, 32, generator=g)  # reference rows
     return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
 
 
@@ -88,7 +90,7 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "r.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
 
 
 @pytest.mark.slow
@@ -186,6 +188,35 @@ def test_ctxans_prediction_attacks_are_container_errors(sample):
         crafted = streams[:offset] + coefs + streams[offset + length :]
         with pytest.raises(ContainerError, match=message):
             decode_state_dict(join(m, crafted))
+
+
+def _referencing(manifest: dict) -> dict:
+    return next(r for t in manifest["tensors"] for r in t["chain"] if r["stage"] == "ctxans" and "refs" in r["params"])
+
+
+def test_ctxans_reference_attacks_are_container_errors(sample):
+    """A row referencing itself or a later row, a bitmap bit past the last row, a stream of
+    the wrong length for its bitmap, references with prediction or a bad flag, and a reference
+    stream without references: each one line, nothing else."""
+    manifest, streams = split(sample)
+    rec = _referencing(manifest)
+    offset, length = rec["blobs"]["refs"]
+    refs = streams[offset : offset + length]  # 22 rows: 3 bitmap bytes (2 spare bits), then 5-bit references
+    later = refs[:3] + b"\xff" * (length - 3)  # every reference 31: later than its row
+    first = bytes([refs[0] ^ 0x80]) + refs[1:]  # row 0 flipped: one reference more or fewer than the stream holds
+    past = refs[:2] + bytes([refs[2] | 0x01]) + refs[3:]  # row 23 of 22
+    cases = [({}, later, "references itself or a later row"), ({}, first, "reference stream has"),
+             ({}, past, "past the last row"), ({"p": 1}, refs, "prediction"), ({"refs": 2}, refs, "refs"),
+             ({"refs": True}, refs, "refs")]
+    for change, crafted, message in cases:
+        m = copy.deepcopy(manifest)
+        _referencing(m)["params"].update(change)
+        with pytest.raises(ContainerError, match=message):
+            decode_state_dict(join(m, streams[:offset] + crafted + streams[offset + length:]))
+    m = copy.deepcopy(manifest)
+    del _referencing(m)["params"]["refs"]
+    with pytest.raises(ContainerError, match="without refs|table counts"):
+        decode_state_dict(join(m, streams))
 
 
 def test_lqer_attacks_are_container_errors(sample):

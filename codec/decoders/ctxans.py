@@ -14,19 +14,32 @@ cosines, a convolution whose taps move together across channels), and their rows
 predictable from their own past, as audio is in FLAC. Integer arithmetic makes the prediction
 exact on every machine. Decoding then runs column by column, each column's rows in one call.
 
+Reference rows (``refs = 1``, without prediction): a row may be coded as its difference from
+one earlier row of the tensor, and such rows have their own ``k`` tables. Why: rows that
+training barely moved (the embedding rows of rare tokens, pulled the same way through a tied
+output layer) are near copies of each other, a repetition that per-column tables and a row
+predictor cannot see and a dictionary coder (brotli, lrzip) partly can. Decoding adds each
+referencing row's reference, in row order, after all residuals are decoded.
+
 Stream layout (all counted in the container):
 
 * params ``k`` (classes, 1..16), ``lo`` (smallest coded value), ``n`` (alphabet size),
-  ``p`` (prediction order, 0..8), ``rowwise`` (0: one coefficient set, 1: one per row);
+  ``p`` (prediction order, 0..8), ``rowwise`` (0: one coefficient set, 1: one per row), and
+  ``refs`` (1 when rows reference earlier rows; absent otherwise);
+* blob ``refs`` (with ``refs``): a bitmap of the referencing rows (``numpy.packbits``, a bit a
+  row), then each referencing row's reference, in row order, in ``bit_length(rows - 1)`` bits,
+  packed big-endian; a reference is an earlier row;
 * blob ``coefs``: the coefficients, int16 little-endian, ``p`` per set (absent when ``p = 0``);
 * blob ``classes``: each column's class, ``ceil(log2 k)`` bits a column, packed big-endian
   (``numpy.packbits``); empty when ``k == 1``;
 * blob ``tables``: per class, LEB128 varints ``first, length, count[first], ...,
   count[first + length - 1]``: the class's histogram over symbols ``lo + first ..``, its zero
-  tails left out (classes of small columns use a narrow range of the alphabet);
+  tails left out (classes of small columns use a narrow range of the alphabet); with ``refs``,
+  ``2k`` tables: the plain rows' ``k``, then the referencing rows' ``k``;
 * data: one ANS stream of 32-bit words. Without prediction class 0's values come first when
-  decoding, each class in row-major order of its columns; with prediction column 0's rows come
-  first, then column 1's, each column under its class's table.
+  decoding, each class in row-major order of its columns (with ``refs``: the plain rows'
+  classes, then the referencing rows'); with prediction column 0's rows come first, then
+  column 1's, each column under its class's table.
 """
 from __future__ import annotations
 
@@ -41,6 +54,7 @@ MAX_ORDER = 8
 COEF_SHIFT = 6  # coefficients are in units of 1/64
 MAX_COEF = 1 << 12  # |c| <= 64.0: a residual then stays within int32 for any int16 symbols
 MAX_PREDICTED_COLUMNS = 1 << 14  # prediction decodes one column a call: bound the calls
+MAX_REF_ROWS = 1 << 14  # references are added a row a call: bound the calls
 
 
 def predict(x: np.ndarray, coefs: np.ndarray, j: int) -> np.ndarray:
@@ -128,10 +142,44 @@ def read_tables(raw: bytes, k: int, n: int) -> np.ndarray:
     return tables
 
 
+def ref_width(rows: int) -> int:
+    return max(rows - 1, 0).bit_length()
+
+
+def pack_refs(refs: np.ndarray) -> bytes:
+    """``refs``: each row's reference, or -1 (``refs`` blob in the module docstring)."""
+    width = ref_width(refs.size)
+    used = refs[refs >= 0]
+    bits = ((used[:, None] >> np.arange(width - 1, -1, -1)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(refs >= 0).tobytes() + np.packbits(bits).tobytes()
+
+
+def unpack_refs(raw: bytes, rows: int) -> np.ndarray:
+    head, width = (rows + 7) // 8, ref_width(rows)
+    if len(raw) < head:
+        raise DecodeError(f"reference stream has {len(raw)} bytes, its row bitmap alone {head}")
+    flags = np.unpackbits(np.frombuffer(raw[:head], dtype=np.uint8))
+    if flags[rows:].any():
+        raise DecodeError("reference bitmap has bits past the last row")
+    users = np.flatnonzero(flags[:rows])
+    if len(raw) != head + (users.size * width + 7) // 8:
+        raise DecodeError(f"reference stream has {len(raw)} bytes for {users.size} references of {width} bits")
+    bits = np.unpackbits(np.frombuffer(raw[head:], dtype=np.uint8))[: users.size * width].reshape(users.size, width)
+    refs = np.full(rows, -1, dtype=np.int64)
+    refs[users] = (bits.astype(np.int64) << np.arange(width - 1, -1, -1)).sum(axis=1)
+    if (refs[users] >= users).any():
+        raise DecodeError("a row references itself or a later row")
+    return refs
+
+
 def steps(params: dict, meta: TensorMeta) -> int:
-    """One step per class without prediction; with it, one per column (``chain.MAX_DECODE_STEPS``)."""
+    """One step per class without prediction (and one per row with references); with
+    prediction, one per column (``chain.MAX_DECODE_STEPS``)."""
     p = param(params, "p", int, 0, MAX_ORDER)
-    return grid_shape(meta.shape)[1] if p else param(params, "k", int, 1, MAX_CLASSES)
+    if p:
+        return grid_shape(meta.shape)[1]
+    k = param(params, "k", int, 1, MAX_CLASSES)
+    return 2 * k + grid_shape(meta.shape)[0] if "refs" in params else k
 
 
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
@@ -142,19 +190,27 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
     lo = param(params, "lo", int, INT32_MIN, INT32_MAX - n + 1)
     p = param(params, "p", int, 0, MAX_ORDER)
     rowwise = param(params, "rowwise", int, 0, 1)
+    with_refs = param(params, "refs", int, 1, 1) if "refs" in params else 0
     rows, cols = grid_shape(meta.shape)
     if p and cols > MAX_PREDICTED_COLUMNS:
         raise DecodeError(f"prediction over {cols} columns (at most {MAX_PREDICTED_COLUMNS})")
     if not p and "coefs" in blobs:
         raise DecodeError("coefficient stream without prediction")
+    if with_refs and (p or rows > MAX_REF_ROWS):
+        raise DecodeError(f"reference rows need no prediction and at most {MAX_REF_ROWS} rows")
+    if not with_refs and "refs" in blobs:
+        raise DecodeError("reference stream without refs")
     coefs = read_coefs(blob(blobs, "coefs"), p, rows if rowwise else 1) if p else np.zeros((1, 0), np.int64)
+    refs = unpack_refs(blob(blobs, "refs"), rows) if with_refs else np.full(rows, -1, dtype=np.int64)
     classes = unpack_classes(blob(blobs, "classes"), k, cols)
-    tables = read_tables(blob(blobs, "tables"), k, n)
+    groups = [np.flatnonzero(refs < 0), np.flatnonzero(refs >= 0)][: 1 + with_refs]
+    tables = read_tables(blob(blobs, "tables"), k * len(groups), n)
     members = [np.flatnonzero(classes == c) for c in range(k)]
-    for c in range(k):
-        if int(tables[c].sum()) != rows * members[c].size:
-            raise DecodeError(f"class {c} table counts {int(tables[c].sum())} symbols, "
-                              f"its {members[c].size} columns hold {rows * members[c].size}")
+    for g, group in enumerate(groups):
+        for c in range(k):
+            if int(tables[g * k + c].sum()) != group.size * members[c].size:
+                raise DecodeError(f"class {c} table counts {int(tables[g * k + c].sum())} symbols, "
+                                  f"its {members[c].size} columns hold {group.size * members[c].size}")
     if len(data) % 4:
         raise DecodeError("ANS stream length is not a multiple of 4")
     out = np.empty((rows, cols), dtype=np.int64)
@@ -168,9 +224,15 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
 
     try:
         if p == 0:
-            for c in range(k):
-                if members[c].size:
-                    out[:, members[c]] = values(c, rows * members[c].size).reshape(rows, members[c].size)
+            for g, group in enumerate(groups):
+                for c in range(k):
+                    if members[c].size and group.size:
+                        out[np.ix_(group, members[c])] = values(g * k + c, group.size * members[c].size).reshape(
+                            group.size, members[c].size)
+            for i in groups[1] if with_refs else ():
+                out[i] += out[refs[i]]
+            if with_refs and rows and (out.min() < INT32_MIN or out.max() > INT32_MAX):
+                raise DecodeError("referenced symbols outside int32")
         else:
             for j in range(cols):
                 out[:, j] = values(int(classes[j]), rows) + predict(out, coefs, j)

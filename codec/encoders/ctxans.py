@@ -1,15 +1,18 @@
-"""ANS with per-column contexts and an optional row predictor (format: decoders/ctxans.py).
+"""ANS with per-column contexts, and a row predictor or reference rows (format: decoders/ctxans.py).
 
 The encoder chooses, per tensor and by exact cost:
 
-1. the predictor: none, or order ``p`` in ``orders`` with one least-squares coefficient set for
-   the tensor or one per row, judged by the residuals' order-0 bits plus the coefficients;
+1. what is coded: the symbols; the residuals of a predictor of order ``p`` in ``orders`` with one
+   least-squares coefficient set for the tensor or one per row (judged first by the residuals'
+   order-0 bits plus the coefficients); or, with ``refs``, each row's difference from its
+   nearest earlier row (squared distance) where that distance is below ``alpha`` times the
+   row's own squared norm, for each ``alpha`` of :data:`REF_ALPHAS`;
 2. the column classes: columns ranked by the root mean square of the coded values and cut into
    ``k`` classes of equal size (quantiles), ``k`` from 1 to ``max_classes``, judged by the
-   classes' order-0 bits, their tables and the class ids.
+   classes' order-0 bits, their tables and the class ids (and the references).
 
-``p = 0, k = 1`` is the plain per-tensor model, so this stage never costs more than ``ans`` by
-more than a few bytes of header.
+``p = 0, k = 1`` without references is the plain per-tensor model, so this stage never costs
+more than ``ans`` by more than a few bytes of header.
 """
 from __future__ import annotations
 
@@ -19,17 +22,22 @@ import numpy as np
 
 from ..decoders.ans import MAX_ALPHABET
 from ..decoders.base import BYTES, SYMBOLS
-from ..decoders.ctxans import (COEF_SHIFT, MAX_CLASSES, MAX_COEF, MAX_ORDER, MAX_PREDICTED_COLUMNS, class_bits,
-                               class_models, pack_classes, predict_all, write_tables)
+from ..decoders.ctxans import (COEF_SHIFT, MAX_CLASSES, MAX_COEF, MAX_ORDER, MAX_PREDICTED_COLUMNS, MAX_REF_ROWS,
+                               class_bits, class_models, pack_classes, pack_refs, predict_all, ref_width, write_tables)
 from ..decoders.intq import grid_shape
 from ..entropy import order0_bits
 from ..stage import EncodeContext, Encoded, Stage
+
+
+REF_ALPHAS = (0.25, 0.5, 0.75, 1.0)  # a row references its nearest earlier row within alpha x its squared norm
+REF_BLOCK = 1024  # rows whose distances to every earlier row are computed at once
 
 
 @dataclass
 class CtxParams:
     max_classes: int = 8
     orders: str = "1,2,4,8"  # prediction orders tried besides none; "0" for none
+    refs: bool = True  # try reference rows
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_classes <= MAX_CLASSES:
@@ -75,17 +83,33 @@ def fit(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.clip(np.round(coef * (1 << COEF_SHIFT)), -MAX_COEF, MAX_COEF).astype(np.int64)
 
 
+def residual_energy(gram: np.ndarray, rhs: np.ndarray, coefs: np.ndarray, energy: float) -> float:
+    """``sum (x - pred)^2`` of the least-squares problem, from its normal equations (coefficients
+    in 1/64; ``energy``: ``sum x^2``), without predicting anything."""
+    c = coefs / float(1 << COEF_SHIFT)
+    if coefs.shape[0] == 1:
+        gram, rhs = gram.sum(0, keepdims=True), rhs.sum(0, keepdims=True)
+    return energy - 2.0 * float((c * rhs).sum()) + float(np.einsum("sp,spq,sq->", c, gram, c))
+
+
 def best_predictor(x: np.ndarray, orders: list[int]) -> Predictor:
-    """The predictor whose residuals cost least at order 0 (coefficients counted)."""
+    """The predictor whose residuals cost least at order 0 (coefficients counted). A predictor is
+    only tried when its residual energy promises to save more bits than its coefficients cost
+    (Gaussian rate, ``n/2 log2`` of the energy ratio, with the rounding's ``1/12`` a symbol):
+    on learnt weights, which no predictor helps, that screen spares the trial predictions."""
     best = Predictor(np.zeros((1, 0), dtype=np.int64), x)
     if x.shape[1] < 2 or x.shape[1] > MAX_PREDICTED_COLUMNS or not orders:
         return best
     cost = order0_bits(x.reshape(-1)) / 8  # order 0 (no prediction) is the starting point
     gram, rhs = normal_equations(x, max(orders))
+    energy = float((x.astype(np.float64) ** 2).sum())
     for p in orders:
         for rowwise in (False, True):
             g, r = gram[:, :p, :p], rhs[:, :p]
             coefs = fit(g, r) if rowwise else fit(g.sum(0, keepdims=True), r.sum(0, keepdims=True))
+            left = residual_energy(g, r, coefs, energy) + x.size / 12.0
+            if not coefs.any() or 0.5 * x.size * np.log2(max(energy, 1e-12) / max(left, 1e-12)) <= 16 * coefs.size:
+                continue
             residual = x - predict_all(x, coefs)
             if int(residual.max()) - int(residual.min()) >= MAX_ALPHABET:
                 continue
@@ -93,6 +117,72 @@ def best_predictor(x: np.ndarray, orders: list[int]) -> Predictor:
             if c < cost:
                 best, cost = Predictor(coefs, residual, rowwise), c
     return best
+
+
+def nearest_earlier_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest earlier row by squared distance, and that distance (row 0: -1, inf),
+    a block of rows at a time (the distances of all pairs of an 8,192-row embedding would
+    take half a gigabyte)."""
+    xf = x.astype(np.float64)
+    sq = (xf * xf).sum(1)
+    best, dist = np.full(x.shape[0], -1, dtype=np.int64), np.full(x.shape[0], np.inf)
+    for lo in range(1, x.shape[0], REF_BLOCK):
+        hi = min(lo + REF_BLOCK, x.shape[0])
+        d = sq[lo:hi, None] + sq[None, :hi] - 2.0 * (xf[lo:hi] @ xf[:hi].T)
+        d[np.arange(hi - lo)[:, None] <= np.arange(hi)[None, :] - lo] = np.inf  # earlier rows only
+        best[lo:hi], dist[lo:hi] = d.argmin(1), d.min(1)
+    return best, dist
+
+
+def reference_candidates(x: np.ndarray) -> list[np.ndarray]:
+    """For each alpha of ``REF_ALPHAS`` that references any row: each row's reference or -1."""
+    if not 2 <= x.shape[0] <= MAX_REF_ROWS:
+        return []
+    best, dist = nearest_earlier_rows(x)
+    sq = (x.astype(np.float64) ** 2).sum(1)
+    out: dict[bytes, np.ndarray] = {}
+    for alpha in REF_ALPHAS:
+        refs = np.where(dist < alpha * sq, best, -1)
+        if (refs >= 0).any():
+            out.setdefault(refs.tobytes(), refs)
+    return list(out.values())
+
+
+@dataclass
+class Plan:
+    """What one encoding of a tensor codes, and its exact cost in bits."""
+
+    residual: np.ndarray  # (rows, cols) int64: the coded values
+    coefs: np.ndarray  # (sets, p) int64; p = 0 for none
+    rowwise: bool
+    refs: np.ndarray | None  # each row's reference or -1; None: no references
+    k: int = 1
+    classes: np.ndarray | None = None
+    tables: np.ndarray | None = None
+    bits: float = float("inf")
+
+
+def plan_classes(plan: Plan, max_classes: int) -> Plan:
+    """The column classes of least cost for ``plan``'s residuals (one set of tables per row
+    group: plain rows, then referencing rows), all side streams counted."""
+    r, cols = plan.residual, plan.residual.shape[1]
+    q = r - (int(r.min()) if r.size else 0)
+    n = int(q.max()) + 1 if q.size else 1
+    groups = [plan.refs < 0, plan.refs >= 0] if plan.refs is not None else [np.ones(r.shape[0], dtype=bool)]
+    ranks = column_ranks(r)
+    order = np.argsort(ranks, kind="stable")  # columns by rank: every class is a run of them
+    cums = [np.vstack([np.zeros((1, n), dtype=np.int64), column_histograms(q[g], n)[order].cumsum(0)]) for g in groups]
+    side = 16 * plan.coefs.size
+    if plan.refs is not None:
+        side += 8 * ((r.shape[0] + 7) // 8) + int((plan.refs >= 0).sum()) * ref_width(r.shape[0])
+    for k in range(1, min(max_classes, max(cols, 1)) + 1):
+        classes = ranks * k // max(cols, 1)
+        bounds = -(-np.arange(k + 1) * cols // k)  # class c: the ranks with rank * k // cols == c
+        tables = np.concatenate([cum[bounds[1:]] - cum[bounds[:-1]] for cum in cums])
+        bits = cost_bits(tables, k, cols) + side
+        if bits < plan.bits:
+            plan.k, plan.classes, plan.tables, plan.bits = k, classes, tables, bits
+    return plan
 
 
 def column_ranks(q: np.ndarray) -> np.ndarray:
@@ -109,12 +199,6 @@ def column_histograms(q: np.ndarray, n: int) -> np.ndarray:
     """(cols, n): each column's counts of the values 0..n-1; a class's table is their sum."""
     cols = q.shape[1]
     return np.bincount((np.arange(cols) * n + q).reshape(-1), minlength=cols * n).reshape(cols, n)
-
-
-def tables_for(hist: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
-    tables = np.zeros((k, hist.shape[1]), dtype=np.int64)
-    np.add.at(tables, classes, hist)
-    return tables
 
 
 def cost_bits(tables: np.ndarray, k: int, cols: int) -> float:
@@ -137,29 +221,36 @@ class CtxANS(Stage):
         import constriction
 
         rows, cols = grid_shape(ctx.meta.shape)
-        pred = best_predictor(value.reshape(rows, cols).astype(np.int64), self.params.order_list)
-        r = pred.residual
+        x = value.reshape(rows, cols).astype(np.int64)
+        pred = best_predictor(x, self.params.order_list)
+        plans = [Plan(pred.residual, pred.coefs, pred.rowwise, None)]
+        for refs in reference_candidates(x) if self.params.refs else []:
+            residual = x.copy()
+            residual[refs >= 0] -= x[refs[refs >= 0]]
+            if int(residual.max()) - int(residual.min()) < MAX_ALPHABET:
+                plans.append(Plan(residual, np.zeros((1, 0), dtype=np.int64), False, refs))
+        plan = min((plan_classes(p, self.params.max_classes) for p in plans), key=lambda p: p.bits)
+        r, k, classes, tables = plan.residual, plan.k, plan.classes, plan.tables
         lo = int(r.min()) if r.size else 0
         q = r - lo
-        n = int(q.max()) + 1 if q.size else 1
-        choices = []
-        ranks, hist = column_ranks(r), column_histograms(q, n)
-        for k in range(1, min(self.params.max_classes, max(cols, 1)) + 1):
-            classes = ranks * k // max(cols, 1)
-            tables = tables_for(hist, classes, k)
-            choices.append((cost_bits(tables, k, cols), k, classes, tables))
-        _, k, classes, tables = min(choices, key=lambda c: (c[0], c[1]))
         coder = constriction.stream.stack.AnsCoder()
         models = class_models(tables)
-        if pred.coefs.shape[1] == 0:
-            for c in reversed(range(k)):  # a stack: the last class encoded is the first decoded
-                if models[c] is not None:
-                    coder.encode_reverse(q[:, classes == c].reshape(-1).astype(np.int32), models[c])
+        if plan.coefs.shape[1] == 0:
+            groups = [plan.refs < 0, plan.refs >= 0] if plan.refs is not None else [np.ones(rows, dtype=bool)]
+            for g in reversed(range(len(groups))):  # a stack: the last class encoded is the first decoded
+                for c in reversed(range(k)):
+                    if models[g * k + c] is not None:
+                        coder.encode_reverse(q[groups[g]][:, classes == c].reshape(-1).astype(np.int32),
+                                             models[g * k + c])
         else:
             for j in reversed(range(cols)):  # decoded column by column, 0 first
                 if models[classes[j]] is not None:
                     coder.encode_reverse(q[:, j].astype(np.int32), models[classes[j]])
-        return Encoded(coder.get_compressed().astype("<u4").tobytes(),
-                       {"k": k, "lo": lo, "n": n, "p": pred.coefs.shape[1], "rowwise": int(pred.rowwise)},
-                       {"classes": pack_classes(classes, k), "tables": write_tables(tables)}
-                       | ({"coefs": pred.coefs.astype("<i2").tobytes()} if pred.coefs.size else {}))
+        params = {"k": k, "lo": lo, "n": int(tables.shape[1]), "p": plan.coefs.shape[1], "rowwise": int(plan.rowwise)}
+        blobs = {"classes": pack_classes(classes, k), "tables": write_tables(tables)}
+        if plan.coefs.size:
+            blobs["coefs"] = plan.coefs.astype("<i2").tobytes()
+        if plan.refs is not None:
+            params["refs"] = 1
+            blobs["refs"] = pack_refs(plan.refs)
+        return Encoded(coder.get_compressed().astype("<u4").tobytes(), params, blobs)
