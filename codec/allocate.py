@@ -41,6 +41,11 @@ CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0, 20.0, 25.0)
 RDOQ = (0.0,)
 RDOQ_STRENGTHS = (0.0, 0.1, 0.25)
 LQER_RANKS = (4, 16)
+# A candidate whose error holds more than this share of its tensor's energy is not offered: a
+# second-order prediction of the loss holds for small changes, and such a grid is no longer one
+# (3 bits clipped at 25 sigma rounds nearly every weight to zero; on the panel's LoopLM the
+# sensitivities, small for one attention's weights, chose exactly that, and it cost).
+MAX_RELATIVE_ERROR = 0.25
 LQER_BASES = 12  # grids of the front (round-to-nearest ones, spread over its rates) tried with a correction
 SCALE_BITS = 16  # one fp16 scale a row
 TABLE_BITS_PER_SYMBOL = 12  # ANS table: about a varint and a half per alphabet entry
@@ -55,6 +60,7 @@ class Candidate:
     rdoq: float = 0.0
     lqer: int = 0
     proxy: float = 0.0  # Hessian-diagonal squared error (see the module's docstring)
+    relative: float = 0.0  # squared error over the tensor's squared norm
 
     @property
     def label(self) -> str:
@@ -114,7 +120,11 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
         w_hat = w_hat + lqer_product(*lqer_factors(w.float() - w_hat, hdiag, lqer))
         rate += 8 * lqer_size(*w.shape, lqer)
     proxy = distortion(w, w_hat, hdiag)
-    return Candidate(bits, clip, rate, loss_rise(w, w_hat, sens) if sens is not None else proxy, rdoq, lqer, proxy)
+    w32 = w.float()
+    relative = float((w32 - w_hat).square().sum(dtype=torch.float64)) / max(float(w32.square().sum(dtype=torch.float64)),
+                                                                           1e-300)
+    return Candidate(bits, clip, rate, loss_rise(w, w_hat, sens) if sens is not None else proxy, rdoq, lqer, proxy,
+                     relative)
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
@@ -136,7 +146,8 @@ def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] 
     (each try costs an SVD)."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
     grid = [estimate(w, b, c, hdiag, lam, 0, sens) for b in bits for c in clips for lam in rdoq]
-    front = both_fronts(grid)
+    trusted = [c for c in grid if c.relative <= MAX_RELATIVE_ERROR]
+    front = both_fronts(trusted or [min(grid, key=lambda c: c.relative)])
     ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
     if not ranks:
         return front

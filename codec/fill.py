@@ -147,7 +147,7 @@ class Filler:
 
     @staticmethod
     def key(n: str, c: Candidate) -> tuple[str, Candidate]:
-        return n, dataclasses.replace(c, rate=0.0, distortion=0.0, proxy=0.0)
+        return n, dataclasses.replace(c, rate=0.0, distortion=0.0, proxy=0.0, relative=0.0)
 
     def encoded(self, n: str, c: Candidate) -> Record:
         key = self.key(n, c)

@@ -157,3 +157,18 @@ def test_the_fronts_without_a_correction_stay_whole(setup):
     plain = candidates(w, hdiag, lqer=(), sens=sens[name])
     assert any(c.lqer for c in both)
     assert pareto(c for c in both if not c.lqer) == pareto(plain)
+
+
+def test_no_candidate_leaves_the_region_where_the_prediction_holds(setup):
+    """A grid that rounds most weights to zero (3 bits clipped at 25 sigma) is never offered,
+    however small the sensitivities say its cost is; a grid within the bound is."""
+    from golfpack.codec.allocate import MAX_RELATIVE_ERROR, candidates, estimate
+
+    ckpt, _, sens, _, hessians = setup
+    name = "blocks.1.attn.c_q.weight"
+    w, hdiag = ckpt.state_dict[name].float(), torch.diagonal(hessians[name]).float()
+    zeroing = estimate(w, 3, "sdclip:25", hdiag, sens=sens[name])
+    assert zeroing.relative > MAX_RELATIVE_ERROR
+    offered = candidates(w, hdiag, sens=sens[name])
+    assert offered and all(c.relative <= MAX_RELATIVE_ERROR for c in offered)
+    assert any(c.bits == 3 for c in offered)
