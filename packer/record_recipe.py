@@ -53,6 +53,12 @@ def record_quantize(name: str, w: torch.Tensor, hessian: torch.Tensor | None, k:
     return gptq_quantize(w, hessian, params)
 
 
+def fp16_passthrough(t: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+    """A tensor the record does not quantize: its fp16 bytes and what they decode to."""
+    half = t.detach().to(torch.float16)
+    return half.numpy().tobytes(), half.to(t.dtype)
+
+
 def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], k: float = 12.85,
                   k_emb: float = 14.0, roles: dict[str, str] | None = None) -> tuple[int, dict[str, torch.Tensor]]:
     """The record recipe: ``(weight bytes, dequantized state dict)``; ``roles`` (tensor roles)
@@ -62,9 +68,8 @@ def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tens
     parts, out = [], {}
     for name, t in state.items():
         if t.ndim != 2 or name not in hessians:
-            half = t.detach().to(torch.float16)
-            parts.append(half.numpy().tobytes())
-            out[name] = half.to(t.dtype)
+            raw, out[name] = fp16_passthrough(t)
+            parts.append(raw)
             continue
         q, s = record_quantize(name, t, hessians[name], k, k_emb,
                                embedding=None if roles is None else roles.get(name) == "embedding")
@@ -147,9 +152,8 @@ def record_export_full(state: dict[str, torch.Tensor], hessians: dict[str, torch
     out, errors = {}, {}
     for name, t in state.items():
         if t.ndim != 2 or name not in hessians:
-            half = t.detach().to(torch.float16)
-            rest.append(half.numpy().tobytes())
-            out[name] = half.to(t.dtype)
+            raw, out[name] = fp16_passthrough(t)
+            rest.append(raw)
             continue
         emb = _is_embedding(name, roles)
         q, s = gptq_quantize(t, hessians[name], GPTQParams(bits=7 if emb else 6, clip=f"sdclip:{class_clip(name, emb):g}"))
