@@ -322,6 +322,9 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         return alloc
     reserve = contenders_reserve(meta)
     inner = budget - reserve
+    # the record written is up to a few dozen bytes smaller than its reserve: a quarter of the
+    # window keeps the container with it in the whole window, down to budgets of some 70 KB
+    tolerance = tolerance / 4
     main = filler.allocate(table, inner, tolerance)
     allocated = lap()
     runs = [main]
