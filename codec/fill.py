@@ -317,7 +317,9 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         runs = [filler.allocate(table, budget, tolerance)]
         if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
             runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
-        alloc = min(runs, key=lambda r: filler.predicted(r.choice)) if sens else runs[0]
+        for run in runs:
+            run.predicted = filler.predicted(run.choice) if sens else None
+        alloc = best_predicted(runs) if sens else runs[0]
         alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
         return alloc
     reserve = contenders_reserve(meta)
@@ -341,8 +343,8 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         run.predicted = filler.predicted(run.choice) if sens else None
     predicted = lap()
     own = [r for r in runs if r.name in PREDICTED]
-    passed = [] if not sens else sorted(own, key=lambda r: (r.predicted, CONTENDERS.index(r.name)))[1:]
-    runs = [r for r in runs if r not in passed]  # judged by prediction alone: only the best of them is scored
+    passed = [r for r in own if r is not best_predicted(own)] if sens else []
+    runs = [r for r in runs if all(r is not p for p in passed)]  # judged by prediction: only the best is scored
     for run in runs:
         say(f"scoring {run.name}")
         run.windows = [float(x) for x in score(run.container)]
@@ -356,13 +358,18 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         data = best.container
     log = [*main.log, *(line for r in [*runs, *passed][1:] for line in r.log)]
     log += [f"contender {r.name}: {len(r.container):,} bytes, predicted rise {r.predicted:.6g}, not scored "
-            f"(its prediction is behind {min(own, key=lambda o: o.predicted).name}'s)" for r in passed]
+            f"(its prediction is behind {best_predicted(own).name}'s)" for r in passed]
     log += [f"contender {r['name']}: {r['bytes']:,} bytes, held-out loss {r['loss']:.6f}"
             + (f", predicted rise {r['predicted']:.6g}" if "predicted" in r else "") for r in record]
     log.append(f"chosen: {best.name} ({len(data):,} bytes, budget {budget:,}): {why}")
     log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {allocated:.1f}s, other contenders "
                f"{contended:.1f}s, exact predictions {predicted:.1f}s, scoring {scored:.1f}s")
     return Allocation(data, best.choice, best.steps, log, best.name, best.loss, record, best.windows, best.predicted)
+
+
+def best_predicted(runs: Sequence[Allocation]) -> Allocation:
+    """The allocation of least predicted rise (ties: the earlier contender)."""
+    return min(runs, key=lambda r: (r.predicted, CONTENDERS.index(r.name)))
 
 
 def pick(runs: Sequence[Allocation]) -> tuple[Allocation, str]:
@@ -374,7 +381,7 @@ def pick(runs: Sequence[Allocation]) -> tuple[Allocation, str]:
     own = [r for r in runs if r.name in PREDICTED]
     if not own or any(r.predicted is None for r in runs):
         return lowest, "lowest held-out loss"
-    chosen = min(own, key=lambda r: (r.predicted, order(r)))
+    chosen = best_predicted(own)
     guard = min((r for r in runs if r.name not in PREDICTED), key=lambda r: (r.loss, order(r)), default=None)
     if guard is None or guard.loss >= chosen.loss:
         return chosen, "least predicted rise; no guard scored lower"

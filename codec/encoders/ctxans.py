@@ -119,10 +119,10 @@ def best_predictor(x: np.ndarray, orders: list[int]) -> Predictor:
     return best
 
 
-def nearest_earlier_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest earlier row by squared distance, and that distance (row 0: -1, inf),
-    a block of rows at a time (the distances of all pairs of an 8,192-row embedding would
-    take half a gigabyte)."""
+def nearest_earlier_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's nearest earlier row by squared distance, that distance (row 0: -1, inf) and
+    the row's squared norm, a block of rows at a time (the distances of all pairs of an
+    8,192-row embedding would take half a gigabyte)."""
     xf = x.astype(np.float64)
     sq = (xf * xf).sum(1)
     best, dist = np.full(x.shape[0], -1, dtype=np.int64), np.full(x.shape[0], np.inf)
@@ -131,15 +131,14 @@ def nearest_earlier_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = sq[lo:hi, None] + sq[None, :hi] - 2.0 * (xf[lo:hi] @ xf[:hi].T)
         d[np.arange(hi - lo)[:, None] <= np.arange(hi)[None, :] - lo] = np.inf  # earlier rows only
         best[lo:hi], dist[lo:hi] = d.argmin(1), d.min(1)
-    return best, dist
+    return best, dist, sq
 
 
 def reference_candidates(x: np.ndarray) -> list[np.ndarray]:
     """For each alpha of ``REF_ALPHAS`` that references any row: each row's reference or -1."""
     if not 2 <= x.shape[0] <= MAX_REF_ROWS:
         return []
-    best, dist = nearest_earlier_rows(x)
-    sq = (x.astype(np.float64) ** 2).sum(1)
+    best, dist, sq = nearest_earlier_rows(x)
     out: dict[bytes, np.ndarray] = {}
     for alpha in REF_ALPHAS:
         refs = np.where(dist < alpha * sq, best, -1)
