@@ -20,6 +20,7 @@ from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
 from golfpack.model.checkpoint import load_checkpoint
+from golfpack.model.eval_settings import EvalSettings
 from golfpack.model.evaluate import evaluate_files
 from golfpack.model.config import GPTConfig
 from golfpack.model.gpt import GPT
@@ -56,7 +57,7 @@ def gptq_vs_rtn(ckpt, hessians, bits_list: list[int], clip: str, val: str, token
     def score(state: dict) -> float:
         model = GPT(GPTConfig.from_dict(ckpt.model_config))
         model.load_state_dict(state)
-        return evaluate_files(model, val, tokenizer, seq_len, progress=False).val_bpb
+        return evaluate_files(model, val, tokenizer, EvalSettings(seq_len), progress=False).val_bpb
 
     print(f"\nval_bpb after the round trip of the block matrices (clip={clip}; tok_emb and controls kept "
           f"in fp32), seq_len {seq_len}")

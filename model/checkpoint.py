@@ -68,7 +68,7 @@ class Checkpoint:
             raise CheckpointError(str(e)) from None
 
 
-def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = False) -> None:
     obj = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -81,7 +81,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     }
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue(), overwrite=overwrite)
 
 
 def load_checkpoint(path: str | os.PathLike, builder: str | None = None, trusted: Collection[str] = ()) -> Checkpoint:

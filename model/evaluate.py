@@ -8,7 +8,7 @@ import torch
 
 from .console import progress_bar
 from .distributed import DistContext
-from .scoring import EvalResult, check_eval_args, evaluate, truncate_for_eval
+from .scoring import EvalResult, EvalSettings, evaluate, truncate_for_eval
 from .shards import load_tokens
 from .tokenizer import byte_tables_for
 
@@ -17,17 +17,15 @@ def evaluate_files(
     model: torch.nn.Module,
     val: str | os.PathLike | Iterable[str | os.PathLike],
     tokenizer: str | os.PathLike,
-    seq_len: int = 1024,
-    stride: int | None = None,
-    batch_seqs: int = 32,
+    settings: EvalSettings = EvalSettings(),
+    *,
     ctx: DistContext | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    check_eval_args(seq_len, stride, batch_seqs)
     ctx = ctx or DistContext(0, 1, 0, torch.device("cpu"))
     vocab = model.vocab_size
     tables = byte_tables_for(tokenizer, vocab)
-    tokens = truncate_for_eval(load_tokens(val, vocab), seq_len)
+    tokens = truncate_for_eval(load_tokens(val, vocab), settings.seq_len)
     model = model.to(ctx.device)
     with progress_bar(progress and ctx.is_main, desc="eval", unit="win") as bar:
 
@@ -35,5 +33,5 @@ def evaluate_files(
             bar.total = total
             bar.update(done)
 
-        return evaluate(model, tokens, tables, seq_len, stride, batch_seqs, ctx.device, ctx.rank, ctx.world_size,
-                        progress=advance)
+        return evaluate(model, tokens, tables, settings, device=ctx.device, rank=ctx.rank,
+                        world_size=ctx.world_size, progress=advance)

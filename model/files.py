@@ -19,11 +19,11 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
     """Write ``data`` to a temporary file beside ``path``, then publish it in one step.
 
-    ``overwrite=False`` publishes with a hard link, which fails if ``path`` exists by then (no
-    check-then-write race); on a file system without hard links it creates ``path`` with
+    Nothing is replaced unless ``overwrite`` (a user's ``--force``): the default publishes with
+    a hard link, which fails if ``path`` exists by then (no check-then-write race); on a file system without hard links it creates ``path`` with
     ``O_EXCL`` instead. The file gets mode ``0o666 & ~umask``, like any file the user creates.
     """
     path = Path(path)

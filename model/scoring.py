@@ -26,22 +26,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .eval_settings import EvalSettings
 from .tokenizer import ByteTables, target_bytes
-
-
-def check_eval_args(seq_len: int, stride: int | None, batch_seqs: int) -> None:
-    """Refuse evaluation settings that cannot score anything, before any data is loaded."""
-    if not (isinstance(seq_len, int) and seq_len >= 1):
-        raise ValueError(f"seq_len must be a positive integer, got {seq_len}")
-    if stride is not None and not (isinstance(stride, int) and 1 <= stride <= seq_len):
-        raise ValueError(f"stride must be in 1..seq_len={seq_len}, got {stride}")
-    if not (isinstance(batch_seqs, int) and batch_seqs >= 1):
-        raise ValueError(f"batch_seqs must be a positive integer, got {batch_seqs}")
 
 
 def truncate_for_eval(tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
     """The challenge's ``load_validation_tokens`` cut: a whole number of ``seq_len`` targets."""
-    check_eval_args(seq_len, None, 1)
+    EvalSettings(seq_len)
     usable = ((tokens.numel() - 1) // seq_len) * seq_len
     if usable <= 0:
         raise ValueError(f"validation split ({tokens.numel()} tokens) is too short for seq_len={seq_len}")
@@ -91,9 +82,8 @@ def evaluate(
     model: torch.nn.Module,
     tokens: torch.Tensor,
     tables: ByteTables,
-    seq_len: int,
-    stride: int | None = None,
-    batch_seqs: int = 32,
+    settings: EvalSettings,
+    *,
     device: torch.device | str = "cpu",
     rank: int = 0,
     world_size: int = 1,
@@ -109,11 +99,11 @@ def evaluate(
     is initialised. ``progress(done, total)`` is called after each batch with the windows just
     scored and the number of windows of this rank.
     """
-    check_eval_args(seq_len, stride, batch_seqs)
+    seq_len, batch_seqs = settings.seq_len, settings.batch_seqs
     t0 = time.perf_counter()
     device = torch.device(device)
     tables = tables.to(device)
-    all_windows = windows(tokens.numel() - 1, seq_len, stride)
+    all_windows = windows(tokens.numel() - 1, seq_len, settings.stride)
     lo, hi = len(all_windows) * rank // world_size, len(all_windows) * (rank + 1) // world_size
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
     offsets = torch.arange(seq_len, device=device)

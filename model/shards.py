@@ -56,14 +56,14 @@ def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
     return tokens
 
 
-def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int]) -> None:
-    """Write one shard atomically (temp file in the same folder, then rename)."""
+def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int], *, overwrite: bool = False) -> None:
+    """Write one shard atomically (temp file in the same folder, then published in one step)."""
     arr = np.asarray(tokens)
     if arr.size and (arr.min() < 0 or arr.max() > MAX_TOKEN_ID):
         raise ShardError(f"{path}: token ids must fit uint16")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (SHARD_MAGIC, SHARD_VERSION, arr.size)
-    atomic_write_bytes(Path(path), header.tobytes() + arr.astype("<u2").tobytes())
+    atomic_write_bytes(Path(path), header.tobytes() + arr.astype("<u2").tobytes(), overwrite=overwrite)
 
 
 def resolve_shards(pattern: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:

@@ -50,12 +50,12 @@ from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import load_spec
 from .models import open_checkpoint
 from ..model.builders import build_model, load_weights, tensor_roles
-from ..model.scoring import evaluate, truncate_for_eval
+from ..model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
 from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians, sens_path
 from .record_recipe import record_export, record_export_full
-from .records.script import contender_score
+from .encode import contender_score
 
 SENS_TOKENS = 32_768
 
@@ -146,7 +146,7 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
 
     def score(sd: dict[str, torch.Tensor]) -> float:
         model = load_weights(build_model(ckpt.model_builder, ckpt.model_config), sd, str(checkpoint))
-        return evaluate(model.to(device), tokens, tables, seq_len, batch_seqs=64, device=device, bf16=False).val_bpb
+        return evaluate(model.to(device), tokens, tables, EvalSettings(seq_len, batch_seqs=64), device=device, bf16=False).val_bpb
 
     base = score(state)
     echo(f"float val_bpb {base:.6f} on {tokens.numel() - 1:,} tokens")
@@ -223,7 +223,7 @@ def quality_bytes(fills: list[Point], rec: Point) -> str:
     return "not reached in the measured fill range"
 
 
-def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
+def plot_rd(base: float, points: list[Point], out: str, title: str, force: bool = False) -> None:
     import io
 
     import matplotlib
@@ -248,4 +248,4 @@ def plot_rd(base: float, points: list[Point], out: str, title: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue(), overwrite=force)

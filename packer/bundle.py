@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # a type only: checking a records script needs the minifier, 
 from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
 from .runtime import finder as finder_module
-from .runtime.artifact import pack_bundle
+from .runtime.finder import pack_bundle
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
 RUNTIME_ENTRY = "golfpack.packer.runtime.commands"
@@ -263,9 +263,9 @@ def inlined(*modules, tail: list[str]) -> str:
 
 
 def bootstrap_source() -> str:
-    """The bootstrap's code: the artifact format module and the import hook inlined, then
+    """The bootstrap's code: the bundle format and import hook, and the artifact format inlined, then
     ``runtime/bootstrap.py``, then the call that boots, minified."""
-    return minify(inlined(artifact_format, finder_module, bootstrap_module,
+    return minify(inlined(finder_module, artifact_format, bootstrap_module,
                           tail=["sys.exit(boot(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:]))"]),
                   "__main__.py")
 

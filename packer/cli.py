@@ -7,6 +7,7 @@ demo without data says where to get it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..model.console import USER_ERRORS, format_result, one_line
-from .runtime.artifact import CHALLENGE_CAP
+from .runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
 
 POSITIVE = click.IntRange(min=1)
 MODEL_HELP = ("Your own model: PATH.py:function, module:function, or an entry point of 'golfpack.models' "
@@ -24,6 +25,29 @@ MODEL_HELP = ("Your own model: PATH.py:function, module:function, or an entry po
 
 def model_option(f):
     return click.option("--model", "model", default=None, metavar="BUILDER", help=MODEL_HELP)(f)
+
+
+def eval_options(f):
+    """``--seq-len``, ``--stride``, ``--batch-seqs`` (passed on as one ``settings``:
+    :class:`EvalSettings`, whose defaults they show) and ``--device``."""
+    from ..model.eval_settings import EvalSettings
+
+    defaults = EvalSettings()
+
+    @functools.wraps(f)
+    def wrapper(*args, seq_len, stride, batch_seqs, **kwargs):
+        return f(*args, settings=EvalSettings(seq_len, stride, batch_seqs), **kwargs)
+
+    for option in reversed([
+        click.option("--seq-len", default=defaults.seq_len, show_default=True, type=POSITIVE),
+        click.option("--stride", type=POSITIVE, default=defaults.stride,
+                     help="Sliding-window stride (default: contiguous windows)."),
+        click.option("--batch-seqs", default=defaults.batch_seqs, show_default=True, type=POSITIVE,
+                     help="Windows per forward pass."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None),
+    ]):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def use_model(model: str | None) -> str | None:
@@ -99,13 +123,10 @@ def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> N
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--val", required=True, help="Validation shard glob, e.g. 'data/fineweb_val_*.bin'.")
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
-@click.option("--seq-len", default=1024, show_default=True, type=POSITIVE)
-@click.option("--stride", type=POSITIVE, default=None, help="Sliding-window stride (default: contiguous windows).")
-@click.option("--batch-seqs", default=32, show_default=True, type=POSITIVE, help="Windows per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@eval_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @model_option
-def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as_json, model) -> None:
+def eval_cmd(checkpoint, val, tokenizer, settings, device, as_json, model) -> None:
     """Score CHECKPOINT (golfpack checkpoint, plain state dict, or a records folder's model
     file) with the challenge's val_bpb."""
     from ..model.distributed import init_from_env, shutdown
@@ -116,15 +137,16 @@ def eval_cmd(checkpoint, val, tokenizer, seq_len, stride, batch_seqs, device, as
         from ..codec.registry import decoder_table
         from ..model.builders import GPT_BUILDER
         from .models import trusted_builders
-        from .records.script import load_model_file
+        from .runtime.model_file import decode_model_file
 
         ref = use_model(model)
-        model = load_model_file(checkpoint, decoder_table(), (GPT_BUILDER, *trusted_builders(), *([ref] if ref else [])))
+        builders = (GPT_BUILDER, *trusted_builders(), *([ref] if ref else []))
+        model = decode_model_file(checkpoint, decoder_table(), builders, limit=MAX_ARTIFACT_BYTES)
     else:
         from .models import open_checkpoint
 
         model = open_checkpoint(checkpoint, use_model(model)).build_model()
-    result = evaluate_files(model, val, tokenizer, seq_len, stride, batch_seqs, ctx)
+    result = evaluate_files(model, val, tokenizer, settings, ctx=ctx)
     shutdown()
     if ctx.is_main:
         echo_result(result.to_dict(), as_json)
@@ -189,13 +211,10 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @model_option
 def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, model, **flags) -> None:
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
-    import subprocess
-    import tempfile
-
     from ..codec.spec import load_spec, quantizer_rules
     from ..model.builders import build_model, tensor_roles
-    from ..model.distributed import torchrun_command
     from ..trainer.config import TrainConfig, load_config, set_builder
+    from ..trainer.launch import launch
 
     base = TrainConfig()
     if (ref := use_model(model)) is not None:
@@ -204,23 +223,11 @@ def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force
     cfg = load_config(config_file, sets, base=base)
     if pipeline is not None:
         cfg.qat_rules = quantizer_rules(load_spec(pipeline), tensor_roles(build_model(cfg.model_builder, cfg.model)))
-    if nproc == 1:
-        from ..trainer.train import train
-
-        result = train(cfg, resume=resume, force=force, save_every=save_every)
-        click.echo(f"checkpoint:{result.checkpoint}" + (f" calibration:{result.calib}" if result.calib else ""))
-        return
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(cfg.to_dict(), f)
-    cmd = torchrun_command(nproc, "-m", "golfpack.trainer", "--config", f.name, "--save-every", str(save_every))
     model_file = (model or "").rpartition(":")[0]
-    if model_file.endswith(".py"):  # torchrun's processes import the user's file themselves
-        cmd += [f"--model-file={Path(model_file).resolve()}"]
-    cmd += ([f"--resume={resume.resolve()}"] if resume else []) + (["--force"] if force else [])
-    rc = subprocess.call(cmd)
-    Path(f.name).unlink(missing_ok=True)
-    if rc:
-        raise RuntimeError(f"torchrun exited with status {rc}")
+    result = launch(cfg, nproc=nproc, resume=resume, save_every=save_every, force=force,
+                    model_file=model_file if model_file.endswith(".py") else None)
+    if result is not None:
+        click.echo(f"checkpoint:{result.checkpoint}" + (f" calibration:{result.calib}" if result.calib else ""))
 
 
 @main.command("build")
@@ -282,16 +289,13 @@ def inspect_cmd(artifact, budget, as_json, plot, force) -> None:
 @click.option("--val", required=True, help="Validation shard glob.")
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
 @click.option("--nproc", default=1, show_default=True, type=POSITIVE, help="Processes (torchrun) for evaluation.")
-@click.option("--stride", type=POSITIVE, default=None, help="Sliding-window stride (default: contiguous).")
-@click.option("--seq-len", default=1024, show_default=True, type=POSITIVE)
-@click.option("--batch-seqs", default=32, show_default=True, type=POSITIVE)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
-@click.option("--json", "as_json", is_flag=True)
-def run_cmd(artifact, val, tokenizer, nproc, stride, seq_len, batch_seqs, device, as_json) -> None:
+@eval_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def run_cmd(artifact, val, tokenizer, nproc, settings, device, as_json) -> None:
     """Verify ARTIFACT's hashes, then run its own evaluation and print val_bpb."""
     from .run import run_artifact
 
-    r = run_artifact(artifact, val, str(tokenizer), nproc, stride, seq_len, batch_seqs, device)
+    r = run_artifact(artifact, val, str(tokenizer), settings, nproc=nproc, device=device)
     if as_json:
         click.echo(json.dumps(r))
         return
@@ -337,8 +341,9 @@ def submit_cmd(checkpoint, out, pipeline, seeds, nproc, overrides, train_files, 
         raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     data = {k: v for k, v in {"train_files": train_files, "val_files": val_files, "tokenizer": tokenizer}.items() if v}
     info = {k: v for k, v in {"name": name, "author": author, "github_id": github_id, "blurb": blurb}.items() if v}
-    doc = submit(checkpoint, out, SubmitOptions(pipeline, seed_list, nproc, tuple(overrides), data, eval_stride, info,
-                                                force, mode or "run", use_model(model)), echo=click.echo)
+    options = SubmitOptions(pipeline=pipeline, seeds=seed_list, nproc=nproc, overrides=tuple(overrides), data=data,
+                            eval_stride=eval_stride, info=info, force=force, mode=mode or "run", model=use_model(model))
+    doc = submit(checkpoint, out, options, echo=click.echo)
     if doc is not None:
         click.echo(f"val_bpb {doc['val_bpb']:.8f} (std {doc['val_bpb_std']:.8f}, {len(doc['seed_results'])} seeds); "
                    f"largest artifact {doc['bytes_total']:,} bytes")
@@ -397,7 +402,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
                   model=use_model(model), device=device)
     click.echo(format_rd(rd))
     if plot is not None:
-        plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params")
+        plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params", force)
         click.echo(f"plot: {plot}")
 
 

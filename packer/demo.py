@@ -62,6 +62,7 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
     from ..trainer.train import train
     from .build import BuildOptions, build
     from .ledger import format_ledger
+    from ..model.scoring import EvalSettings
     from .run import run_artifact
 
     out.mkdir(parents=True, exist_ok=True)
@@ -82,5 +83,5 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
     led = build(result.checkpoint, "default", artifact, BuildOptions(force=True), echo=echo)
     echo(format_ledger(led))
     echo("[4/4] verifying and running the artifact")
-    r = run_artifact(artifact, data.val, str(data.tokenizer), seq_len=cfg.train_seq_len, batch_seqs=64)
+    r = run_artifact(artifact, data.val, str(data.tokenizer), EvalSettings(cfg.train_seq_len, batch_seqs=64))
     return {**r, "float_val_bpb": result.val.val_bpb if result.val else None, "artifact": str(artifact)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..model.console import printable
 from ..model.distributed import torchrun_command
-from ..model.scoring import check_eval_args
+from ..model.scoring import EvalSettings
 from .verify import read_artifact, verify_bytes
 
 EVAL_LIMIT_SECONDS = 600.0  # the challenge's evaluation time limit
@@ -47,14 +47,14 @@ def parse_result(stdout: str) -> dict:
     return out
 
 
-def run_artifact(path: str | Path, val: str, tokenizer: str, nproc: int = 1, stride: int | None = None,
-                 seq_len: int = 1024, batch_seqs: int = 32, device: str | None = None) -> dict:
-    check_eval_args(seq_len, stride, batch_seqs)
+def run_artifact(path: str | Path, val: str, tokenizer: str, settings: EvalSettings = EvalSettings(), *,
+                 nproc: int = 1, device: str | None = None) -> dict:
     path = Path(path)
     v = verify_bytes(path, read_artifact(path))  # a failure stops here, before any of its code runs
     args = ["eval", f"--val={os.path.abspath(val)}", f"--tokenizer={os.path.abspath(tokenizer)}",
-            f"--seq-len={seq_len}", f"--batch-seqs={batch_seqs}", "--json"]
-    args += ([f"--stride={stride}"] if stride is not None else []) + ([f"--device={device}"] if device else [])
+            f"--seq-len={settings.seq_len}", f"--batch-seqs={settings.batch_seqs}", "--json"]
+    args += [f"--stride={settings.stride}"] if settings.stride is not None else []
+    args += [f"--device={device}"] if device else []
     with tempfile.TemporaryDirectory(prefix="golfpack-run-") as private:  # mode 0700: nobody else can swap it
         copy = os.path.join(private, "artifact.pyz")
         with open(copy, "xb") as f:

@@ -4,9 +4,13 @@ import os
 import stat
 
 import pytest
+import torch
 
 from golfpack.model import files
+from golfpack.model.checkpoint import Checkpoint, save_checkpoint
 from golfpack.model.files import atomic_write_bytes
+from golfpack.model.shards import write_shard
+from golfpack.trainer.calibrate import save_hessians
 
 
 def test_no_clobber_is_decided_at_publish_time(tmp_path, monkeypatch):
@@ -40,8 +44,8 @@ def test_without_hard_links_exclusive_create_still_refuses(tmp_path, monkeypatch
 def test_mode_follows_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        atomic_write_bytes(tmp_path / "f", b"x")
-        atomic_write_bytes(tmp_path / "g", b"x", overwrite=False)
+        atomic_write_bytes(tmp_path / "f", b"x", overwrite=True)
+        atomic_write_bytes(tmp_path / "g", b"x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == mode
@@ -51,5 +55,19 @@ def test_mode_follows_the_umask(tmp_path, umask, mode):
 def test_overwrite_replaces_atomically(tmp_path):
     out = tmp_path / "c.pt"
     out.write_bytes(b"old")
-    atomic_write_bytes(out, b"new")
+    atomic_write_bytes(out, b"new", overwrite=True)
     assert out.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("write", [
+    lambda p: atomic_write_bytes(p, b"new"),
+    lambda p: save_checkpoint(p, Checkpoint({"w": torch.zeros(2)}, {})),
+    lambda p: save_hessians(p, {"w": torch.eye(2)}),
+    lambda p: write_shard(p, [1, 2, 3]),
+], ids=["bytes", "checkpoint", "calibration", "shard"])
+def test_nothing_is_replaced_by_default(tmp_path, write):
+    out = tmp_path / "mine.bin"
+    out.write_bytes(b"the user's")
+    with pytest.raises(FileExistsError, match="--force"):
+        write(out)
+    assert out.read_bytes() == b"the user's" and len(list(tmp_path.iterdir())) == 1

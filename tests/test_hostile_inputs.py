@@ -20,9 +20,10 @@ from golfpack.codec.decoders.base import TensorMeta
 from golfpack.codec.decoders.container import write_container
 from golfpack.model.builders import GPT_BUILDER
 from golfpack.model.checkpoint import Checkpoint, save_checkpoint
+from golfpack.model.scoring import EvalSettings
 from golfpack.packer.build import build
 from golfpack.packer.records.layout import SCRIPT, latin1_literal, parse_script, render_script
-from golfpack.packer.runtime.artifact import decompress_bundle, pack_bundle, split_bundle
+from golfpack.packer.runtime.finder import decompress_bundle, pack_bundle, split_bundle
 
 from . import hostile
 from .conftest import SP1024, make_tiny
@@ -114,7 +115,7 @@ def test_run_executes_the_bytes_it_verified_not_a_file_swapped_after(genuine, tm
         return v
 
     monkeypatch.setattr(run_module, "verify_bytes", verify_then_swap)
-    r = run_module.run_artifact(target, small_val, str(SP1024), seq_len=64)
+    r = run_module.run_artifact(target, small_val, str(SP1024), EvalSettings(64))
     assert r["sha256"] == __import__("hashlib").sha256(data).hexdigest() and r["val_bpb"] > 0
     assert not marker.exists() and target.read_bytes() == evil
 
@@ -272,7 +273,7 @@ def test_a_second_compressed_stream_is_refused_and_never_runs(folder):
                                                 lzma_stream(files) + lzma_stream(evil)))
     check(folder, "not exactly one compressed stream")
     ran = subprocess.run([sys.executable, SCRIPT, "--help"], cwd=folder, capture_output=True, text=True, timeout=120)
-    assert ran.returncode != 0 and "malformed" in ran.stderr and not marker.exists()
+    assert ran.returncode != 0 and "not exactly one compressed stream" in ran.stderr and not marker.exists()
 
 
 @pytest.mark.parametrize("name", ["torch.pyc", "helper.pyc", "helper/core.py", "notes.txt", "run.sh",

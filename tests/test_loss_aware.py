@@ -17,7 +17,7 @@ from golfpack.codec.spec import load_spec
 from golfpack.model.builders import tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.packer.ledger import read_contenders
-from golfpack.packer.records.script import contender_score
+from golfpack.packer.encode import contender_score
 from golfpack.trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians
 
 SEQ = 128

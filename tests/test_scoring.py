@@ -7,7 +7,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from golfpack.model.scoring import evaluate, truncate_for_eval, windows
+from golfpack.model.scoring import EvalSettings, evaluate, truncate_for_eval, windows
 from golfpack.model.tokenizer import build_byte_tables, load_tokenizer, target_bytes
 from golfpack.model.shards import read_shard
 
@@ -67,7 +67,7 @@ def test_evaluator_matches_plain_reference(data_dir, stride):
     model = make_tiny(5)
     tokens = truncate_for_eval(torch.from_numpy(read_shard(VAL_SHARD)[:3000].astype(np.int64)), seq_len)
     tables = build_byte_tables(load_tokenizer(SP1024), 1024)
-    got = evaluate(model, tokens, tables, seq_len, stride, batch_seqs=7)
+    got = evaluate(model, tokens, tables, EvalSettings(seq_len, stride, 7))
     ref_loss, ref_bpb = plain_bpb(model, tokens.numpy(), SP1024, seq_len, stride or seq_len)
     print(f"stride={stride}: golfpack val_bpb={got.val_bpb:.12f} reference={ref_bpb:.12f}")
     assert got.tokens == tokens.numel() - 1
@@ -79,8 +79,8 @@ def test_sliding_with_stride_seq_len_equals_contiguous(data_dir):
     model = make_tiny(6)
     tokens = truncate_for_eval(torch.from_numpy(read_shard(VAL_SHARD)[:5000].astype(np.int64)), 128)
     tables = build_byte_tables(load_tokenizer(SP1024), 1024)
-    a = evaluate(model, tokens, tables, 128, None, batch_seqs=8)
-    b = evaluate(model, tokens, tables, 128, 128, batch_seqs=3)
+    a = evaluate(model, tokens, tables, EvalSettings(128, None, 8))
+    b = evaluate(model, tokens, tables, EvalSettings(128, 128, 3))
     assert a.tokens == b.tokens and a.bytes == b.bytes
     assert abs(a.val_bpb - b.val_bpb) <= 1e-12 * a.val_bpb
 
@@ -104,8 +104,8 @@ def test_rank_slices_add_up_to_the_whole(data_dir):
     model = make_tiny(9)
     tokens = truncate_for_eval(torch.from_numpy(read_shard(VAL_SHARD)[:6000].astype(np.int64)), 128)
     tables = build_byte_tables(load_tokenizer(SP1024), 1024)
-    whole = evaluate(model, tokens, tables, 128, 64)
-    parts = [evaluate(model, tokens, tables, 128, 64, rank=r, world_size=3) for r in range(3)]
+    whole = evaluate(model, tokens, tables, EvalSettings(128, 64))
+    parts = [evaluate(model, tokens, tables, EvalSettings(128, 64), rank=r, world_size=3) for r in range(3)]
     assert sum(p.tokens for p in parts) == whole.tokens and sum(p.bytes for p in parts) == whole.bytes
     loss_sum = sum(p.val_loss * p.tokens for p in parts)
     assert abs(loss_sum / whole.tokens - whole.val_loss) <= 1e-12 * whole.val_loss

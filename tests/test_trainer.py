@@ -79,6 +79,22 @@ def test_resume_continues_exactly(tmp_path, train_glob):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_run_replaces_nothing_without_force(tmp_path, train_glob):
+    run = tmp_path / "b"
+    train(tiny_cfg(run, train_glob, "iterations=4"), echo=lambda m: None, save_every=2)
+    kept = {p.name: p.read_bytes() for p in run.glob("*.pt")}
+    with pytest.raises(FileExistsError, match="final.pt exists"):
+        train(tiny_cfg(run, train_glob, "iterations=4"), resume=run / "step_000002.pt", echo=lambda m: None)
+    (run / "final.pt").unlink()
+    with pytest.raises(FileExistsError, match="step_000004.pt exists"):  # refused before any step is taken
+        train(tiny_cfg(run, train_glob, "iterations=4"), resume=run / "step_000002.pt", echo=lambda m: None,
+              save_every=2)
+    assert {p.name: p.read_bytes() for p in run.glob("*.pt")} == {k: v for k, v in kept.items() if k != "final.pt"}
+    train(tiny_cfg(run, train_glob, "iterations=4"), resume=run / "step_000002.pt", echo=lambda m: None,
+          save_every=2, force=True)
+    assert (run / "final.pt").is_file()
+
+
 def test_qat_changes_the_forward_pass_even_when_compiled():
     model = make_tiny(4)
     x = torch.randint(0, 1024, (2, 32))

@@ -140,14 +140,14 @@ def heldout_tokens(train_files: str, vocab_size: int, skip: int, count: int) -> 
     return stream.take(count)
 
 
-def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor]) -> None:
+def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor], *, overwrite: bool = False) -> None:
     """One file; shared Hessians (q/k/v) are stored once thanks to torch's storage sharing.
     (Sensitivities are saved the same way, to their own file.)"""
     import io
 
     buf = io.BytesIO()
     torch.save(hessians, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue(), overwrite=overwrite)
 
 
 def load_hessians(path: str | os.PathLike, what: str = "calibration") -> dict[str, torch.Tensor]:

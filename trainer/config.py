@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from ..codec.decoders.base import coerce
 from ..model.builders import GPT_BUILDER, default_config, split_builder
 from ..model.config import GPTConfig
+from ..model.scoring import EvalSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +86,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def eval_settings(self, stride: int | None = None) -> EvalSettings:
+        """Validation as this run scores it: its training window, its batch."""
+        return EvalSettings(self.train_seq_len, stride, self.val_batch_seqs)
 
     @property
     def vocab_size(self) -> int:

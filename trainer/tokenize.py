@@ -84,7 +84,7 @@ def tokenize_to_shards(
         nonlocal buf, buffered
         flat = np.concatenate(buf)
         path = shard_path(out, name, len(shards))
-        write_shard(path, flat[:n])
+        write_shard(path, flat[:n], overwrite=force)
         shards.append(path)
         buf = [flat[n:]] if flat.size > n else []
         buffered = flat.size - n

@@ -116,13 +116,15 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None, force: bool, echo: Callable[[str], None],
                  save_every: int) -> None:
-        self.cfg, self.save_every = cfg, save_every
+        self.cfg, self.save_every, self.force = cfg, save_every, force
         self.ctx = ctx = init_from_env(None if cfg.device == "auto" else cfg.device)
         self.cuda = ctx.device.type == "cuda"
         self.out = Path(cfg.out_dir)
         self.final_path = self.out / "final.pt"
-        if ctx.is_main and self.final_path.exists() and not force and resume is None:
-            raise FileExistsError(f"{self.final_path} exists (use --force to overwrite, or --resume)")
+        if ctx.is_main and not force:  # before any work: resumed or not, a run replaces nothing without --force
+            for mine in (self.final_path, calib_path(self.final_path), sens_path(self.final_path)):
+                if mine.exists():
+                    raise FileExistsError(f"{mine} exists (use --force to overwrite)")
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = Logger(ctx, Path(cfg.log_file) if cfg.log_file else self.out / "train.log", echo)
         self.world = ctx.world_size
@@ -143,6 +145,9 @@ class Run:
         self.resumed = resume is not None
         if resume is not None:
             self._restore(resume)
+        later = [p for p in self.out.glob("step_*.pt") if p.stem[5:].isdigit() and int(p.stem[5:]) > self.step]
+        if ctx.is_main and save_every and later and not force:  # a step checkpoint this run would write
+            raise FileExistsError(f"{min(later)} exists (use --force to overwrite)")
 
     # -- setup ------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -302,9 +307,9 @@ class Run:
             self.sync()
             calib_ms = 1000.0 * (time.perf_counter() - t0)
             calib = calib_path(self.final_path)
-            save_hessians(calib, hessians)
+            save_hessians(calib, hessians, overwrite=self.force)
             if sens is not None:
-                save_hessians(sens_path(self.final_path), sens)
+                save_hessians(sens_path(self.final_path), sens, overwrite=self.force)
             self.log(f"calibration:{calib} tokens:{cfg.calib_tokens} hessians:{len(hessians)} "
                      f"sensitivity_tokens:{cfg.sens_tokens if sens is not None else 0} "
                      f"calib_time:{calib_ms:.0f}ms train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
@@ -409,8 +414,8 @@ class Run:
         return ms
 
     def validate(self) -> EvalResult:
-        return evaluate(self.base, self.val_tokens, self.tables, self.cfg.train_seq_len, None, self.cfg.val_batch_seqs,
-                        self.ctx.device, self.ctx.rank, self.world)
+        return evaluate(self.base, self.val_tokens, self.tables, self.cfg.eval_settings(), device=self.ctx.device,
+                        rank=self.ctx.rank, world_size=self.world)
 
     def save(self, path: Path, weights: dict) -> None:
         if not self.ctx.is_main:
@@ -422,4 +427,4 @@ class Run:
         meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
         save_checkpoint(path, Checkpoint({k: v.detach().float().cpu() for k, v in weights.items()}, cfg.model,
-                                         cfg.to_dict(), meta, resume_state, cfg.model_builder))
+                                         cfg.to_dict(), meta, resume_state, cfg.model_builder), overwrite=self.force)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from ...model.console import printable
 from ...model.files import read_regular
-from ..runtime.artifact import CHALLENGE_CAP, decompress_bundle, split_bundle
+from ..runtime.artifact import CHALLENGE_CAP
 from .lines import RUN_ID, RunNumbers
-from .loader import SETTINGS
+from .loader import SETTINGS, read_bundle
 from .layout import SCRIPT, numbers_of, parse_script, summary
 
 # What a records folder may hold: the script, the JSON, the README, the requirements, and each
@@ -39,8 +39,6 @@ ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.
 SEED = re.compile(r"[0-9]{1,19}")
 MAX_ENTRIES = 1000  # files in a records folder: a handful per seed
 MAX_JSON_BYTES = 1 << 20
-MAX_BUNDLE_BYTES = 512 << 10  # the modules, decompressed (the default pipeline's: 121 KB); parsing costs < 350 MB
-RECORDS_BUNDLE_PATH = r"[A-Za-z_]\w*(/[A-Za-z_]\w*)*\.py|" + re.escape(SETTINGS)  # the modules and the settings
 FLOAT_TOL = 5.5e-9  # submission.json rounds to 8 decimals (the challenge's)
 
 
@@ -57,15 +55,10 @@ class Report:
 
 def bundle_of(data: bytes) -> dict[str, str]:
     """The files packed in a records script (path -> source, and ``settings.json``), read as
-    data: the script must be in ``submit``'s exact shape, its bundle one compressed stream with
-    nothing after it, at most ``MAX_BUNDLE_BYTES`` decompressed, no path twice."""
+    data: the script must be in ``submit``'s exact shape, and its bundle is read by the
+    loader's own bounded reader (never run)."""
     parts = parse_script(data)
-    raw, whole = decompress_bundle(parts.codec, parts.compressed, MAX_BUNDLE_BYTES)
-    if len(raw) > MAX_BUNDLE_BYTES:
-        raise ValueError(f"its code bundle decompresses to more than {MAX_BUNDLE_BYTES:,} bytes")
-    if not whole:
-        raise ValueError("its code bundle is not exactly one compressed stream (data after it, or truncated)")
-    return split_bundle(raw, RECORDS_BUNDLE_PATH)
+    return read_bundle(parts.codec, parts.compressed)
 
 
 def compiles(path: str, source: str, target: tuple[int, int]) -> str | None:

@@ -5,45 +5,41 @@ followed by two lines: ``B='<the compressed bundle>'`` and ``sys.exit(start(B, c
 __file__, argv))``. The script is Latin-1 source (its first line says so), so the bundle is a
 string literal that holds every byte as one character but the five it must escape: about 2 %
 larger than the binary, where base85 would add 25 %. The bundle is the user's own code, built
-by ``golfpack submit``; ``golfpack check`` reads it as data, never through this loader.
+by ``golfpack submit``; ``golfpack check`` reads it as data with :func:`read_bundle`, the
+reader the script itself runs, and never starts it.
 """
 from __future__ import annotations
 
 import json
 import os
 
-from ..runtime.finder import run_bundle
+from ..runtime.finder import MalformedBundle, decompress_bundle, run_bundle, split_bundle
 
 ENTRY = "golfpack.packer.records.script"
 SETTINGS = "settings.json"  # the bundle member that holds the packed run's settings
 ENCODING = "latin-1"  # the script's source encoding: one character per byte
+MAX_BUNDLE_BYTES = 512 << 10  # the modules, decompressed (the default pipeline's: 121 KB); parsing costs < 350 MB
+BUNDLE_PATH = r"[A-Za-z_]\w*(/[A-Za-z_]\w*)*\.py|settings\.json"  # the modules and the settings
 
 
-def unpack(packed: str, codec: str) -> dict:
-    """``path -> source`` from the compressed bundle, one character per byte: exactly one
-    compressed stream with nothing after it (``lzma.decompress`` would also run a second one,
-    which ``golfpack check`` would not have read), and no path twice."""
-    blob = packed.encode(ENCODING)
-    if codec == "lzma":
-        import lzma
-
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-        raw, whole = d.decompress(blob), d.eof and not d.unused_data
-    else:
-        import brotli
-
-        d = brotli.Decompressor()
-        raw = d.process(blob)
-        whole = d.is_finished()
-    parts = raw.split(b"\0")
-    files = {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2)}
-    if not whole or len(parts) % 2 or 2 * len(files) != len(parts):
-        raise SystemExit("train_gpt.py: its code bundle is malformed")
-    return files
+def read_bundle(codec: str, compressed: bytes) -> dict:
+    """``path -> source`` (and ``settings.json``) from a records script's bundle, by the bundle
+    format's own bounded reader: exactly one compressed stream with nothing after it (what
+    ``lzma.decompress`` would also run as a second one, ``golfpack check`` would not have read),
+    at most ``MAX_BUNDLE_BYTES`` decompressed, no path twice."""
+    raw, whole = decompress_bundle(codec, compressed, MAX_BUNDLE_BYTES)
+    if len(raw) > MAX_BUNDLE_BYTES:
+        raise MalformedBundle(f"its code bundle decompresses to more than {MAX_BUNDLE_BYTES:,} bytes")
+    if not whole:
+        raise MalformedBundle("its code bundle is not exactly one compressed stream (data after it, or truncated)")
+    return split_bundle(raw, BUNDLE_PATH)
 
 
 def start(packed: str, codec: str, script: str, argv: list) -> int:
-    files = unpack(packed, codec)
+    try:
+        files = read_bundle(codec, packed.encode(ENCODING))
+    except MalformedBundle as e:
+        raise SystemExit(f"train_gpt.py: {e}") from None
     settings = json.loads(files.pop(SETTINGS))
     return run_bundle(files, ENTRY, settings, os.path.abspath(script), argv)
 

@@ -26,22 +26,19 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
-import torch
 import torch.distributed as dist
 
-from ...codec.decoders.chain import DecoderSpec, decode_container
-from ...codec.decoders.container import read_container
+from ...codec.decoders.chain import DecoderSpec
 from ...codec.registry import Registered, decoder_table
 from ...codec.spec import PipelineSpec, spec_from_doc
-from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights, model_meta, tensor_roles
-from ...model.console import USER_ERRORS, one_line, printable
+from ...model.checkpoint import load_checkpoint
+from ...model.console import USER_ERRORS, one_line
 from ...model.distributed import shutdown
-from ...model.scoring import window_losses
-from ...model.files import atomic_write_bytes, read_regular
+from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
 from ..runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
+from ..runtime.model_file import decode_model_file
 from . import lines
 
 ENV_KEYS = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_wallclock_seconds",
@@ -74,59 +71,23 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
     return cfg, run_id
 
 
-def contender_score(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int,
-                    table: dict[str, DecoderSpec]) -> Callable[[bytes], list[float]]:
-    """``fill``'s closed loop: a container's weights, decoded with ``table`` into ``model``,
-    scored by their mean cross-entropy in each window of ``tokens`` (held-out training tokens)."""
-    from ...codec.pipeline import decode_state_dict
-
-    def score(container: bytes) -> float:
-        state, _ = decode_state_dict(container, table)
-        load_weights(model, state, "contender")
-        return window_losses(model, tokens, seq_len)
-
-    return score
-
-
 def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log, table: dict[str, DecoderSpec]) -> bytes:
-    """The container of the run's final weights: filled to ``budget`` (the contenders scored on
-    training tokens after those calibration read) or as the rules say."""
-    from ...codec.pipeline import complete_hessians, encode_state_dict
-    from ...model.checkpoint import load_checkpoint
-    from ...trainer.calibrate import calib_path, heldout_tokens, load_hessians, sens_path
+    """The container of the run's final weights, by build's own path (``packer/encode.py``):
+    filled to ``budget`` (the contenders scored on training tokens after those calibration
+    read) or as the rules say."""
+    from ..encode import closed_loop, encode_checkpoint, resolve_hessians, roled
 
     final = Path(cfg.out_dir) / "final.pt"
     ckpt = load_checkpoint(final, cfg.model_builder)
     model = ckpt.build_model()
-    spec = spec.with_roles(tensor_roles(model))
-    hessians = load_hessians(calib_path(final)) if calib_path(final).is_file() else None
-    hessians = complete_hessians(ckpt.state_dict, spec, hessians, log)
-    meta = model_meta(ckpt.model_builder, ckpt.model_config, spec.chosen_by_role(list(ckpt.state_dict)))
-    if not spec.fill:
-        return encode_state_dict(ckpt.state_dict, spec, hessians, meta)
-    from ...codec.fill import fill
-
-    sens = load_hessians(sens_path(final), "sensitivity") if sens_path(final).is_file() else None
-    score = None
-    if cfg.score_tokens:
-        tokens = heldout_tokens(cfg.train_files, model.vocab_size, cfg.calib_tokens + cfg.sens_tokens,
-                                cfg.score_tokens + 1)
-        score = contender_score(model, tokens, cfg.train_seq_len, table)
-    alloc = fill(ckpt.state_dict, spec, hessians, budget, meta, sensitivity=sens, score=score, decoders=table)
-    for line in alloc.log:
-        log(f"fill: {line}")
-    return alloc.container
-
-
-def load_model_file(path: str | Path, table: dict[str, DecoderSpec], builders: tuple[str, ...]) -> torch.nn.Module:
-    """A model file decoded with ``table`` into the model its meta names, which must be one of
-    ``builders`` (a file never chooses what code runs)."""
-    container = read_container(read_regular(path, MAX_ARTIFACT_BYTES))
-    ref, config = builder_of(container.meta)
-    if ref not in builders:
-        raise ModelBuilderError(f"{path}: built by '{printable(ref)}', not by {' or '.join(builders)}")
-    model = build_model(ref, config, container.numel)
-    return load_weights(model, decode_container(container, table), str(path))
+    spec = roled(spec, model)
+    hessians = resolve_hessians(final, model, calib=None, calib_tokens=cfg.calib_tokens, seq_len=cfg.train_seq_len,
+                                log=log)
+    sens, score = closed_loop(final, model, cfg.train_files, table, calib_tokens=cfg.calib_tokens,
+                              sens_tokens=cfg.sens_tokens, score_tokens=cfg.score_tokens, seq_len=cfg.train_seq_len,
+                              log=log) if spec.fill else (None, None)
+    return encode_checkpoint(ckpt, spec, hessians, table, budget=budget if spec.fill else None, sens=sens,
+                             score=score, log=log)
 
 
 def main(settings: dict, script: str, argv: list[str]) -> int:
@@ -148,7 +109,8 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
 
     cfg, run_id = resolve_config(settings, argv, dict(os.environ))
     rank = int(os.environ.get("RANK", "0"))
-    for mine in (cfg.log_file, cfg.out_dir):  # the work folder is removed at the end: it must be the run's own
+    model_path = Path(f"final_model_{run_id}.gpak")
+    for mine in (cfg.log_file, cfg.out_dir, model_path):  # the work folder is removed at the end
         if rank == 0 and Path(mine).exists():
             raise FileExistsError(f"{mine} exists: remove it or set RUN_ID for a new run")
     registry = stage_registry(settings["stages"])
@@ -156,16 +118,15 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     code_bytes = os.path.getsize(script)
     result = train(cfg, force=True)
     log = Logger(result.ctx, Path(cfg.log_file), print)
-    model_path = Path(f"final_model_{run_id}.gpak")
     if result.ctx.is_main:
         data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log, decoder_table(registry))
-        atomic_write_bytes(model_path, data, overwrite=True)
+        atomic_write_bytes(model_path, data)
     if result.ctx.distributed:
         dist.barrier()
     t0 = time.perf_counter()
-    model = load_model_file(model_path, decoder_table(registry), (cfg.model_builder,))
-    val = evaluate_files(model, cfg.val_files, cfg.tokenizer, cfg.train_seq_len, settings.get("eval_stride"),
-                         cfg.val_batch_seqs, result.ctx, progress=False)
+    model = decode_model_file(model_path, decoder_table(registry), (cfg.model_builder,), limit=MAX_ARTIFACT_BYTES)
+    val = evaluate_files(model, cfg.val_files, cfg.tokenizer, cfg.eval_settings(settings.get("eval_stride")),
+                         ctx=result.ctx, progress=False)
     eval_ms = 1000.0 * (time.perf_counter() - t0)
     model_bytes = model_path.stat().st_size
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()

@@ -33,7 +33,8 @@ from . import loader as loader_module
 from .layout import SCRIPT, numbers_of, pipeline_label, render_script, summary
 
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
-RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines")
+RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines",
+                   "golfpack.packer.encode")
 def records_allowed(module: str) -> bool:
     """What a records script may ship: what artifacts ship, the whole codec (it encodes), and
     the records script itself; never the rest of the packer."""
@@ -41,7 +42,7 @@ def records_allowed(module: str) -> bool:
         or module in RECORDS_MODULES
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SubmitOptions:
     pipeline: str = "default"
     seeds: tuple[int, ...] = (1337,)

@@ -1,8 +1,8 @@
 """The artifact format, in one place: the canonical zip layout, the manifest schema and the
 code bundle, each written and read here.
 
-This module imports only the standard library and nothing of golfpack, because its source is
-inlined into every artifact's ``__main__.py``: the bootstrap runs these checks before any code
+This module imports only the standard library and ``finder.py`` (the code bundle's own
+format), because its source is inlined into every artifact's ``__main__.py`` after it: the bootstrap runs these checks before any code
 of the artifact is unpacked, and golfpack runs the very same checks before ``inspect`` reads
 or ``run`` starts an artifact. (So the parser ``zipimport`` uses to find ``__main__.py`` and the
 one that verifies the file can never disagree: a file is accepted only if writing its members
@@ -12,7 +12,7 @@ Layout: a zip of stored members, in this order, each with a fixed header (1980-0
 extra fields, no data descriptor, mode 0644)::
 
     __main__.py                 the bootstrap (this module, minified, plus a few lines)
-    code.lzma | code.brotli     the code bundle: "path NUL source NUL ..." compressed
+    code.lzma | code.brotli     the code bundle (finder.py's format), compressed
     weights.gpak                the codec container
     manifest.json               :class:`Manifest` as canonical JSON
 
@@ -28,6 +28,8 @@ import struct
 import sys
 import zlib
 from dataclasses import dataclass, fields
+
+from .finder import MalformedBundle, decompress_bundle, split_bundle
 
 MANIFEST, WEIGHTS, BOOTSTRAP = "manifest.json", "weights.gpak", "__main__.py"
 CODE_CODECS = ("lzma", "brotli")
@@ -238,51 +240,16 @@ def check_python(manifest: Manifest) -> None:
                             % (need + sys.version_info[:2]))
 
 
-BUNDLE_PATH = r"[A-Za-z_]\w*(/[A-Za-z_]\w*)*\.py"
-
-
-def pack_bundle(files: dict) -> bytes:
-    """The bundle before compression: ``path NUL source NUL ...``, paths sorted."""
-    return b"\0".join(part for path in sorted(files) for part in (path.encode(), files[path].encode()))
-
-
-def decompress_bundle(codec: str, blob: bytes, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit + 1`` bytes of a compressed bundle (``lzma``: raw LZMA2, or ``brotli``),
-    and whether its stream ended exactly there: a bomb stops at the bound."""
-    try:
-        if codec == "lzma":
-            import lzma
-
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-            return d.decompress(blob, max_length=limit + 1), d.eof and not d.unused_data
-        import brotli
-
-        d = brotli.Decompressor()
-        raw = d.process(blob, output_buffer_limit=limit + 1)
-        return raw, d.is_finished()
-    except Exception as e:  # each codec has its own error type
-        raise ArtifactError(f"code bundle does not decompress ({type(e).__name__})") from None
-
-
-def split_bundle(raw: bytes, path_pattern: str = BUNDLE_PATH) -> dict:
-    """``path NUL source NUL ...`` into path -> source; every path must match ``path_pattern``."""
-    parts = raw.split(b"\0")
-    try:
-        files = {parts[i].decode("ascii"): parts[i + 1].decode("utf-8") for i in range(0, len(parts) - 1, 2)}
-    except UnicodeDecodeError:
-        raise ArtifactError("code bundle is not text") from None
-    if len(parts) % 2 or len(files) != len(parts) // 2 or not all(re.fullmatch(path_pattern, p) for p in files):
-        raise ArtifactError("code bundle is malformed")
-    return files
-
-
 def unpack_bundle(manifest: Manifest, blob: bytes) -> dict:
     """Decompress (bounded by the declared size) and split the code bundle into path -> source."""
     size = manifest.code["minified_bytes"]
-    raw, done = decompress_bundle(manifest.code["codec"], blob, size)
-    if len(raw) != size or not done:
-        raise ArtifactError(f"code bundle decompresses to {len(raw)} bytes, manifest says {size}")
-    files = split_bundle(raw)
+    try:
+        raw, done = decompress_bundle(manifest.code["codec"], blob, size)
+        if len(raw) != size or not done:
+            raise ArtifactError(f"code bundle decompresses to {len(raw)} bytes, manifest says {size}")
+        files = split_bundle(raw)
+    except MalformedBundle as e:
+        raise ArtifactError(str(e)) from None
     if len(files) != manifest.code["files"]:
         raise ArtifactError("code bundle is malformed")
     return files

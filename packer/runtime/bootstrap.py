@@ -1,4 +1,4 @@
-"""The artifact's ``__main__.py``: ``artifact.py`` and ``finder.py`` inlined, then this
+"""The artifact's ``__main__.py``: ``finder.py`` and ``artifact.py`` inlined, then this
 module's code (less its ``__future__`` and relative imports, which the inlined sources already
 provide), then ``sys.exit(boot(...))``. Composed and minified by ``packer.bundle.bootstrap_source``.
 

@@ -12,29 +12,26 @@ import time
 
 import torch
 
-from ...codec.decoders.chain import DecoderSpec, decode_container
-from ...codec.decoders.container import read_container
-from ...model.builders import ModelBuilderError, build_model, builder_module, builder_of, load_weights
-from ...model.console import USER_ERRORS, format_result, one_line
+from ...codec.decoders.chain import DecoderSpec
+from ...model.builders import builder_module
+from ...model.console import USER_ERRORS, format_result, one_line, printable
 from ...model.distributed import init_from_env, shutdown
+from ...model.scoring import EvalSettings
 from .finder import module_file
+from .model_file import decode_model
 
 
 def load_model(art, files: dict) -> tuple[torch.nn.Module, float]:
     """The packed weights, decoded by the artifact's own decoders, in the packed model (built by
-    the artifact's own model module); and the seconds the decode took (it counts against the
-    challenge's evaluation time)."""
-    t0 = time.perf_counter()
+    the artifact's own model module), and the seconds the decode took."""
+    def allow(ref: str) -> str | None:
+        if module_file(builder_module(ref), files) is None:
+            return f"model module '{printable(builder_module(ref))}' is not in the artifact's own bundle"
+        return None
+
     manifest = art.manifest
-    container = read_container(art.members[manifest.weights["member"]])
-    ref, config = builder_of(container.meta)
-    if module_file(builder_module(ref), files) is None:
-        raise ModelBuilderError(f"model module '{builder_module(ref)}' is not in the artifact's own bundle")
-    model = build_model(ref, config, container.numel)  # the config's size is checked before anything is built
     table = {name: DecoderSpec(*spec) for name, spec in manifest.decoders.items()}
-    state = decode_container(container, table)
-    seconds = time.perf_counter() - t0
-    return load_weights(model, state, "artifact"), seconds
+    return decode_model(art.members[manifest.weights["member"]], table, allow, "artifact")
 
 
 def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
@@ -43,8 +40,8 @@ def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
     t0 = time.perf_counter()
     ctx = init_from_env(args.device)
     model, decode_seconds = load_model(art, files)
-    result = evaluate_files(model, args.val, args.tokenizer, args.seq_len, args.stride, args.batch_seqs, ctx,
-                            progress=not args.json)
+    settings = EvalSettings(args.seq_len, args.stride, args.batch_seqs)
+    result = evaluate_files(model, args.val, args.tokenizer, settings, ctx=ctx, progress=not args.json)
     shutdown()
     if ctx.is_main:
         out = {**result.to_dict(), "wall_seconds": time.perf_counter() - t0, "world_size": ctx.world_size,
@@ -85,9 +82,9 @@ def main(argv: list[str], art, files: dict) -> int:
     ev = sub.add_parser("eval", help="score the packed weights (val_bpb)")
     ev.add_argument("--val", required=True)
     ev.add_argument("--tokenizer", required=True)
-    ev.add_argument("--seq-len", type=positive, default=1024)
-    ev.add_argument("--stride", type=positive, default=None)
-    ev.add_argument("--batch-seqs", type=positive, default=32)
+    ev.add_argument("--seq-len", type=positive, default=EvalSettings.seq_len)
+    ev.add_argument("--stride", type=positive, default=EvalSettings.stride)
+    ev.add_argument("--batch-seqs", type=positive, default=EvalSettings.batch_seqs)
     ev.add_argument("--device", choices=["cpu", "cuda"], default=None)
     ev.add_argument("--json", action="store_true")
     tr = sub.add_parser("train", help="retrain from the packed code (the packed run's config by default)")
