@@ -13,15 +13,17 @@ import torch
 
 from .decoders.intq import as_rows, round_to_grid, row_scales
 from .rdoq import code_lengths, rate_aware_round
+from .threads import one_thread
 
 if TYPE_CHECKING:
     from .encoders.intq import GPTQParams
 
 
+@one_thread
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> tuple[torch.Tensor, torch.Tensor]:
     """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian.
 
-    float32 throughout, in the order of operations of the Parameter Golf records'
+    float32 throughout, on one thread (``threads.py``), in the order of operations of the Parameter Golf records'
     ``gptq_quantize_weight``, so that with ``clip=sdclip:K`` and ``act_order`` the symbols and
     scales are theirs bit for bit (tests/test_records_compat.py).
 

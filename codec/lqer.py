@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from .decoders.intq import ClipRule, dequantize, quantize_rtn
+from .threads import one_thread
 
 OVERSAMPLE = 8
 POWER_ITERATIONS = 2
 ABSMAX = ClipRule.parse("absmax")  # the factors' grid: int8, one fp16 scale a row
 
 
+@one_thread
 def lqer_factors(err: torch.Tensor, hdiag: torch.Tensor | None, rank: int) -> tuple[torch.Tensor, ...]:
     """``(A int8, A scales, B int8, B scales)`` correcting ``err`` (rows x cols) at ``rank``."""
     e = err.float()

@@ -16,6 +16,7 @@ VAL_SHARD = DATA / "fineweb" / "fineweb_val_sp1024_prefix_000000.bin"
 VAL_DOCS = DATA / "fineweb" / "fineweb_val_first901docs_spnorm.jsonl"
 TRAIN_DOCS = DATA / "fineweb" / "fineweb_docs_200_raw.jsonl"
 SP1024 = DATA / "tokenizers" / "fineweb_1024_bpe.model"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "golfpack"  # installed beside the interpreter, on PATH or not
 
 SEEDS = ("1337", "42")  # the records fixture's seeds
 TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
@@ -80,9 +81,11 @@ def trained(tmp_path_factory, train_glob, small_val):
     return result.checkpoint
 
 
-def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=900)
+def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None,
+             console: bool = False) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process: ``python -m golfpack.packer``, or the installed console script."""
+    cmd = [str(CONSOLE_SCRIPT)] if console else [sys.executable, "-m", "golfpack.packer"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
 
 
 def data_args(train_glob: str, small_val: str) -> list[str]:

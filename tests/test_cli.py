@@ -1,31 +1,26 @@
 """The installed ``golfpack`` command: help, eval output format, tokenize, and clean errors."""
 import json
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from golfpack.model.checkpoint import Checkpoint, save_checkpoint
 from golfpack.model.shards import read_shard, write_shard
+from golfpack.packer.cli import main
 
-from .conftest import SP1024, TRAIN_DOCS, VAL_SHARD, make_tiny
+from .conftest import CONSOLE_SCRIPT, SP1024, TRAIN_DOCS, VAL_SHARD, golfpack, make_tiny
 
 
-CONSOLE_SCRIPT = Path(sys.executable).parent / "golfpack"  # installed beside the interpreter, on PATH or not
 COMMANDS = [[], ["data"], ["data", "tokenize"], ["eval"], ["stages"], ["train"], ["build"], ["inspect"], ["run"],
             ["demo"]]
 
 
-def golfpack(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
 def test_installed_console_script_help():
     assert CONSOLE_SCRIPT.is_file(), f"the golfpack console script is not installed beside {sys.executable}"
-    out = golfpack("--help")
+    out = golfpack("--help", console=True)
     assert out.returncode == 0
     for command in ("eval", "data", "build", "inspect", "run"):
         assert command in out.stdout
@@ -33,7 +28,7 @@ def test_installed_console_script_help():
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "golfpack")
 def test_every_help_exits_zero(command):
-    out = golfpack(*command, "--help")
+    out = golfpack(*command, "--help", console=True)
     assert out.returncode == 0 and out.stdout.startswith("Usage:") and out.stderr == "", (out.stdout, out.stderr)
 
 
@@ -75,6 +70,23 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    """In process (click's runner): the message. A real process is checked below, once."""
+    bad_inputs(tmp_path)
+    result = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit)), \
+        result.exc_info
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_real_process_prints_one_line_without_traceback(tmp_path):
+    bad_inputs(tmp_path)
+    out = golfpack("eval", str(tmp_path / "garbage.pt"), "--val", "x", "--tokenizer", str(SP1024), console=True)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "not a loadable torch checkpoint" in lines[0], out.stderr
+
+
+def bad_inputs(tmp_path) -> None:
     model = make_tiny(0)
     save_checkpoint(tmp_path / "m.pt", Checkpoint(model.state_dict(), model.cfg.to_dict()))
     (tmp_path / "garbage.pt").write_bytes(b"\xff\xfe not a checkpoint")
@@ -83,11 +95,6 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     state = dict(model.state_dict())
     state["blocks.0.attn.c_q.weight"] = state["blocks.0.attn.c_q.weight"][:, :32]  # a state dict that does not fit
     save_checkpoint(tmp_path / "other.pt", Checkpoint(state, model.cfg.to_dict()))
-    out = golfpack(*[a.format(tmp=tmp_path) for a in args])
-    assert out.returncode == 1
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], out.stderr
 
 
 def test_tokenize_writes_challenge_shards(tmp_path, data_dir):

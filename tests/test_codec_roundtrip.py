@@ -1,6 +1,10 @@
 """Exact round trips: lossless stages give back their input bit for bit; quantizers give back
 exactly the dequantized tensor they computed at encode time."""
 import math
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -90,10 +94,28 @@ def test_ans_symbols_round_trip_many_alphabets():
         assert np.array_equal(symbols_of(c, c.entries[0], decoder_table()), q.reshape(-1).numpy())
 
 
-def test_encoding_is_deterministic():
-    sd = {"a": _tensor((16, 16), torch.float32, 1), "b": _tensor((16,), torch.float32, 2)}
-    spec = load_spec("a=rtn bits=5 clip=mse -> ans; *=fp16 -> brotli")
-    assert encode_state_dict(sd, spec) == encode_state_dict(sd, spec)
+ENCODE = """
+import hashlib, sys, torch
+from golfpack.codec.pipeline import encode_state_dict
+from golfpack.codec.spec import load_spec
+g = torch.Generator().manual_seed(1)
+sd = {f"w{i}": torch.randn(64, 128, generator=g) for i in range(3)} | {"b": torch.randn(16, generator=g)}
+h = {k: (lambda x: x.T @ x)(torch.randn(256, 128, generator=g)) for k in sd if k.startswith("w")}
+spec = load_spec("w0=rtn bits=5 clip=mse -> ans; w1=gptq bits=4 -> ctxans; w2=gptq bits=3 lqer=2 -> pack -> zstd; "
+                 "*=fp16 -> shuffle -> brotli")
+print(hashlib.sha256(encode_state_dict(sd, spec, h)).hexdigest())
+"""
+
+
+def test_encoding_is_deterministic_across_processes():
+    """Fresh interpreters with other hash seeds and thread counts code the same bytes."""
+    digests = set()
+    for seed, threads in (("0", "1"), ("31337", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", ENCODE], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -1,13 +1,14 @@
 """``golfpack build --fill``: lands within 0.1 % under the budget at three budgets, counting its
 own code and structure, deterministically, and ``inspect`` shows what it chose."""
 import json
+import os
 import re
 
 import pytest
 
 from golfpack.packer.build import BuildOptions, build
 
-from .test_cli import golfpack
+from .conftest import golfpack
 
 PIPELINE = "blocks.*.weight=gptq -> ans; tok_emb.weight=gptq -> ans; *=fp16 -> brotli"
 
@@ -32,10 +33,14 @@ def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params
 
 
 def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params, tmp_path):
+    """Two fresh processes, other hash seeds and thread counts: the same artifact, byte for byte
+    (estimates, allocation, GPTQ, the closed loop's scores and the coders all included)."""
     budget = int(4.0 * params / 8) + 40_000
-    for name in ("a.pyz", "b.pyz"):
-        build(trained, PIPELINE, tmp_path / name, BuildOptions(budget=budget, fill=True), echo=lambda _: None,
-              progress=False)
+    for name, seed, threads in (("a.pyz", "0", "1"), ("b.pyz", "4242", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--fill", "--budget", str(budget), "--out",
+                        str(tmp_path / name), env=env)
+        assert proc.returncode == 0 and "closed loop: contenders scored" in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "a.pyz").read_bytes() == (tmp_path / "b.pyz").read_bytes()
     text = golfpack("inspect", str(tmp_path / "a.pyz"), "--budget", str(budget))
     assert text.returncode == 0 and "allocation (--fill): 13 tensors" in text.stdout

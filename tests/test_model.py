@@ -61,4 +61,8 @@ def test_weight_fn_changes_forward():
     x = torch.randint(0, TINY.vocab_size, (1, 8))
     before = model.logits(x)
     model.blocks[0].mlp.fc.weight_fn = lambda w: torch.zeros_like(w)
-    assert not torch.allclose(before, model.logits(x))
+    hooked = model.logits(x)
+    model.blocks[0].mlp.fc.weight_fn = None
+    with torch.no_grad():
+        model.blocks[0].mlp.fc.weight.zero_()
+    assert not torch.allclose(before, hooked) and torch.equal(hooked, model.logits(x))  # exactly that weight, changed

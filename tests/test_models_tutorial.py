@@ -17,7 +17,7 @@ from golfpack.model.builders import ModelBuilderError, build_model, load_module_
 from golfpack.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from golfpack.packer.bundle import BundleError, build_bundle
 
-from .conftest import ROOT, SP1024, make_tiny
+from .conftest import ROOT, SP1024, golfpack, make_tiny
 from .venv import clean_env, fresh_venv
 
 
@@ -26,9 +26,8 @@ def tutorial_files() -> dict[str, str]:
     return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.S))
 
 
-def golfpack(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "golfpack.packer", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900)
+def golfpack_ok(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = golfpack(*args, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
@@ -59,27 +58,27 @@ def test_roles_fit_names_the_pipeline_has_never_seen(loop_lm):
 @pytest.mark.slow
 def test_tutorial_model_trains_builds_inspects_runs_and_ships(loop_lm, train_glob, small_val):
     d = loop_lm
-    golfpack("train", "--model", "loop_lm.py:build", "--train", train_glob, "--val", small_val, "--tokenizer",
+    golfpack_ok("train", "--model", "loop_lm.py:build", "--train", train_glob, "--val", small_val, "--tokenizer",
              str(SP1024), "--out", "run", "--iterations", "4", "--calib-tokens", "2048", "--device", "cpu",
              "--pipeline", "default", "--qat-start", "0.5", "--set", "train_seq_len=128",
              "--set", "train_batch_tokens=2048", "--set", "val_loss_every=0", cwd=d)
     log = (d / "run" / "train.log").read_text()
     assert re.search(r"qat:on step:2 .*quantized_weights:9$", log, re.M), log  # 8 CastedLinears + the tied embedding
-    golfpack("build", "run/final.pt", "--model", "loop_lm.py:build", "--out", "loop.pyz", cwd=d)
-    ledger = json.loads(golfpack("inspect", "loop.pyz", "--json", cwd=d).stdout)
+    golfpack_ok("build", "run/final.pt", "--model", "loop_lm.py:build", "--out", "loop.pyz", cwd=d)
+    ledger = json.loads(golfpack_ok("inspect", "loop.pyz", "--json", cwd=d).stdout)
     groups = dict(zip([t["name"] for t in ledger["tensors"]], ledger["groups"]))
     assert groups["mixers.0.qkv.weight"] == "matrices" and groups["embed.weight"] == "embedding"
     assert groups["loop_scale"] == "control"
-    ran = json.loads(golfpack("run", "loop.pyz", "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "128",
+    ran = json.loads(golfpack_ok("run", "loop.pyz", "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "128",
                               "--json", cwd=d).stdout)
-    floated = json.loads(golfpack("eval", "run/final.pt", "--model", "loop_lm.py:build", "--val", small_val,
+    floated = json.loads(golfpack_ok("eval", "run/final.pt", "--model", "loop_lm.py:build", "--val", small_val,
                                   "--tokenizer", str(SP1024), "--seq-len", "128", "--json", cwd=d).stdout)
     print(f"LoopLM: float val_bpb {floated['val_bpb']:.6f}, artifact {ran['artifact_bytes']:,} bytes, "
           f"run {ran['val_bpb']:.6f}")
     assert abs(ran["val_bpb"] - floated["val_bpb"]) < 0.01
     # Its records folder: LoopLM's module packed in train_gpt.py, run for a seed, checked.
-    golfpack("submit", "run/final.pt", "--model", "loop_lm.py:build", "--out", "records", "--seeds", "5", cwd=d)
-    assert "check passed" in golfpack("check", "records", cwd=d).stdout
+    golfpack_ok("submit", "run/final.pt", "--model", "loop_lm.py:build", "--out", "records", "--seeds", "5", cwd=d)
+    assert "check passed" in golfpack_ok("check", "records", cwd=d).stdout
     assert "loop_lm:build" in (d / "records" / "README.md").read_text()
     # The artifact needs neither golfpack nor loop_lm.py: a venv without golfpack, another folder.
     away = d / "elsewhere"
@@ -90,8 +89,7 @@ def test_tutorial_model_trains_builds_inspects_runs_and_ships(loop_lm, train_glo
                           "--json"], capture_output=True, text=True, cwd=away, env=clean_env(), timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1])["val_bpb"] == ran["val_bpb"]
-    wrong = subprocess.run([sys.executable, "-m", "golfpack.packer", "build", "../run/final.pt", "--out", "x.pyz"],
-                           capture_output=True, text=True, cwd=d / "elsewhere")
+    wrong = golfpack("build", "../run/final.pt", "--out", "x.pyz", cwd=d / "elsewhere")
     assert wrong.returncode == 1 and "pass --model" in wrong.stderr, wrong.stderr
 
 

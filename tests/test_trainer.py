@@ -169,8 +169,13 @@ def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
 
 
 def test_model_overrides_are_checked_together():
+    """Any two of these make an invalid model; the three together a valid one."""
     cfg = load_config(None, ["model.num_heads=5", "model.num_kv_heads=5", "model.model_dim=320"])
     assert (cfg.model["num_heads"], cfg.model["num_kv_heads"], cfg.model["model_dim"]) == (5, 5, 320)
+    for partial in (["model.num_heads=5", "model.num_kv_heads=5"], ["model.num_kv_heads=5", "model.model_dim=320"],
+                    ["model.num_heads=5", "model.model_dim=320"]):
+        with pytest.raises(ConfigError, match="divisible"):
+            load_config(None, partial)
 
 
 def test_calibration_time_is_reserved_inside_the_wallclock_cap(tmp_path, train_glob):

@@ -33,6 +33,7 @@ from ..model.tokenizer import byte_tables_for
 from .calibrate import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
 from .config import TrainConfig
 from .data import DistributedTokenLoader
+from .log_line import STEP_VAL
 from .muon import Muon
 from .qat import set_qat, switch_is_visible
 from .schedule import lr_multiplier, progress_fraction
@@ -260,8 +261,9 @@ class Run:
             last = self.step == cfg.iterations or (stop_after is not None and self.step >= stop_after)
             if last or (cfg.val_loss_every > 0 and self.step % cfg.val_loss_every == 0 and self.step > 0):
                 val = self.timed_out(self.validate)
-                self.log(f"step:{self.step}/{cfg.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
-                         f"train_time:{self.train_ms:.0f}ms step_avg:{self.train_ms / max(self.step, 1):.2f}ms")
+                self.log(STEP_VAL.format(step=self.step, iterations=cfg.iterations, val_loss=val.val_loss,
+                                         val_bpb=val.val_bpb, train_ms=self.train_ms,
+                                         step_avg_ms=self.train_ms / max(self.step, 1)))
             if last:
                 if stop_after is not None and self.step < cfg.iterations:
                     self.log(f"stopping_early: wallclock_cap train_time:{self.train_ms:.0f}ms "

@@ -28,14 +28,14 @@ from pathlib import Path
 from ...model.console import printable
 from ...model.files import read_regular
 from ..runtime.artifact import CHALLENGE_CAP
-from .lines import RUN_ID, RunNumbers
+from .lines import LOG_FILE, MODEL_FILE, RunNumbers, log_name, name_pattern, seed_of_log, seed_run_id
 from .loader import SETTINGS, read_bundle
 from .layout import SCRIPT, numbers_of, parse_script, summary
 
 # What a records folder may hold: the script, the JSON, the README, the requirements, and each
 # run's log and model file (RUN_ID: submit's seeds, or any name a run was given).
-ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.txt|train_{RUN_ID}\.log"
-                     rf"|final_model_{RUN_ID}\.gpak")
+ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.txt|{name_pattern(LOG_FILE)}"
+                     rf"|{name_pattern(MODEL_FILE)}")
 SEED = re.compile(r"[0-9]{1,19}")
 MAX_ENTRIES = 1000  # files in a records folder: a handful per seed
 MAX_JSON_BYTES = 1 << 20
@@ -196,12 +196,12 @@ def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> R
         report.problems.append(f"submission.json: seed {s!r:.40} is not a number")
     if bad or not seeds:
         return report
-    logs = {m.group(1) for n in names if (m := re.fullmatch(r"train_seed([0-9]+)\.log", n))}
+    logs = {seed for n in names if (seed := seed_of_log(n)) is not None}
     for extra in sorted(logs - set(seeds)):
-        report.problems.append(f"train_seed{extra}.log: a seed's log that submission.json leaves out")
-    missing = [s for s in seeds if f"train_seed{s}.log" not in names]
+        report.problems.append(f"{log_name(seed_run_id(extra))}: a seed's log that submission.json leaves out")
+    missing = [s for s in seeds if log_name(seed_run_id(s)) not in names]
     for s in missing:
-        report.problems.append(f"train_seed{s}.log: no log for seed {s}")
+        report.problems.append(f"{log_name(seed_run_id(s))}: no log for seed {s}")
     try:
         numbers = numbers_of(folder, [s for s in seeds if s not in missing])
     except (OSError, ValueError) as e:  # LogError is a ValueError

@@ -23,7 +23,7 @@ from ..bundle import inlined, minify
 from ..runtime import finder as finder_module
 from ..version import golfpack_version
 from . import loader as loader_module
-from .lines import MAX_LOG_BYTES, RunNumbers, parse_log
+from .lines import MAX_LOG_BYTES, RunNumbers, log_name, parse_log, seed_run_id
 
 SCRIPT = "train_gpt.py"
 ESCAPES = {0x00: "\\x00", 0x0A: "\\n", 0x0D: "\\r", 0x27: "\\'", 0x5C: "\\\\"}  # what a '...' literal cannot hold
@@ -98,7 +98,7 @@ def numbers_of(folder: Path, seeds: list[str]) -> dict[str, RunNumbers]:
     """Each seed's numbers from its log, ``train_seed<N>.log``: a regular file, size-bounded."""
     out = {}
     for seed in seeds:
-        log = f"train_seed{seed}.log"
+        log = log_name(seed_run_id(seed))
         try:
             text = read_regular(folder / log, MAX_LOG_BYTES).decode("utf-8", errors="replace")
         except FileNotFoundError:

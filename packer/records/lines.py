@@ -1,34 +1,28 @@
-"""The lines a records script logs for the numbers a submission claims, written and parsed here
-only: ``train_gpt.py`` writes them, ``golfpack submit`` reads them into ``submission.json`` and
-``golfpack check`` reads them again to hold the JSON to them.
+"""A records run's log lines and file names, each spelled once here: ``train_gpt.py`` writes
+the lines (each a :class:`LogLine`, one template for writer and parser), ``golfpack submit``
+reads them into ``submission.json`` and ``golfpack check`` reads them again to hold the JSON
+to them.
 
 The formats follow the challenge's own ``train_gpt.py`` (``Code size: N bytes``,
 ``final_..._roundtrip_exact val_loss:X val_bpb:Y`` with 8 decimals); the trainer's step lines
-(``step:N/M val_loss:... train_time:Tms step_avg:Ams``) give steps and the step average.
+(``trainer/log_line.py``'s ``STEP_VAL``, which the trainer writes) give steps and the step average.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-MODEL_LINE = "Serialized model golfpack: {bytes} bytes ({file} sha256:{sha256})"
-CODE_LINE = "Code size: {bytes} bytes"
-TOTAL_LINE = "Total submission size golfpack: {bytes} bytes"
-ROUNDTRIP_LINE = "final_golfpack_roundtrip val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} eval_time:{eval_ms:.0f}ms"
-EXACT_LINE = "final_golfpack_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}"
-FULL_LINE = "final_golfpack_roundtrip_full val_loss:{val_loss!r} val_bpb:{val_bpb!r}"  # every digit, to compare
+from ...trainer.log_line import STEP_VAL, LogLine
 
-NUM = r"([0-9]+(?:\.[0-9]+)?)"
-PATTERNS = {
-    "model": re.compile(r"^Serialized model golfpack: ([0-9]+) bytes \((\S+) sha256:([0-9a-f]{64})\)$"),
-    "code": re.compile(r"^Code size: ([0-9]+) bytes$"),
-    "total": re.compile(r"^Total submission size golfpack: ([0-9]+) bytes$"),
-    "roundtrip": re.compile(rf"^final_golfpack_roundtrip val_loss:{NUM} val_bpb:{NUM} eval_time:([0-9]+)ms$"),
-    "exact": re.compile(rf"^final_golfpack_roundtrip_exact val_loss:{NUM} val_bpb:{NUM}$"),
-    "full": re.compile(r"^final_golfpack_roundtrip_full val_loss:([0-9.e+-]+) val_bpb:([0-9.e+-]+)$"),
-    "step": re.compile(rf"^step:([0-9]+)/[0-9]+ val_loss:{NUM} val_bpb:{NUM} train_time:([0-9]+)ms step_avg:{NUM}ms$"),
-}
+MODEL = LogLine("Serialized model golfpack: {bytes:int} bytes ({file:word} sha256:{sha256:sha256})")
+CODE = LogLine("Code size: {bytes:int} bytes")
+TOTAL = LogLine("Total submission size golfpack: {bytes:int} bytes")
+ROUNDTRIP = LogLine("final_golfpack_roundtrip val_loss:{val_loss:f4} val_bpb:{val_bpb:f4} eval_time:{eval_ms:ms}ms")
+EXACT = LogLine("final_golfpack_roundtrip_exact val_loss:{val_loss:f8} val_bpb:{val_bpb:f8}")
+FULL = LogLine("final_golfpack_roundtrip_full val_loss:{val_loss:repr} val_bpb:{val_bpb:repr}")  # every digit
+SUMMARY = {"model": MODEL, "code": CODE, "total": TOTAL, "roundtrip": ROUNDTRIP, "exact": EXACT, "full": FULL}
 RUN_ID = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"  # a run's name in its file names: no path, no leading dot
+LOG_FILE, MODEL_FILE, SEED_RUN_ID = "train_{}.log", "final_model_{}.gpak", "seed{}"  # a run's files, by RUN_ID
 MAX_LOG_BYTES = 64 << 20  # a log is read whole; anything larger is not a records log
 
 
@@ -53,24 +47,49 @@ class RunNumbers:
     eval_time_s: float
 
 
+def seed_run_id(seed: int | str) -> str:
+    """The ``RUN_ID`` of a seed's run (the script's default, and ``submit``'s): its log and
+    model file are named by it."""
+    return SEED_RUN_ID.format(seed)
+
+
+def log_name(run_id: str) -> str:
+    return LOG_FILE.format(run_id)
+
+
+def model_name(run_id: str) -> str:
+    return MODEL_FILE.format(run_id)
+
+
+def name_pattern(template: str, run_id: str = RUN_ID) -> str:
+    """A regex for the file names of ``template`` (``LOG_FILE``, ``MODEL_FILE``) with the run's
+    name matched by ``run_id`` (a pattern)."""
+    return re.escape(template).replace(r"\{\}", run_id)
+
+
+def seed_of_log(name: str) -> str | None:
+    """The seed whose log ``name`` is, or None."""
+    m = re.fullmatch(name_pattern(LOG_FILE, re.escape(SEED_RUN_ID).replace(r"\{\}", "([0-9]+)")), name)
+    return None if m is None else m.group(1)
+
+
 def parse_log(text: str, source: str) -> RunNumbers:
     """The numbers of one run; each summary line must appear exactly once, and the last step
     line gives steps and step average."""
-    found: dict[str, list[tuple[str, ...]]] = {k: [] for k in PATTERNS}
+    found: dict[str, list[dict]] = {k: [] for k in [*SUMMARY, "step"]}
     for line in text.splitlines():
-        for key, pattern in PATTERNS.items():
-            m = pattern.match(line.strip())
-            if m:
-                found[key].append(m.groups())
-    for key in ("model", "code", "total", "roundtrip", "exact", "full"):
+        for key, template in [*SUMMARY.items(), ("step", STEP_VAL)]:
+            fields = template.match(line)
+            if fields is not None:
+                found[key].append(fields)
+    for key in SUMMARY:
         if len(found[key]) != 1:
             raise LogError(f"{source}: expected one '{key}' line, found {len(found[key])}")
     if not found["step"]:
         raise LogError(f"{source}: no step line with val_loss/val_bpb")
-    model, step = found["model"][0], found["step"][-1]
-    loss, bpb = (float(x) for x in found["full"][0])
-    if any(abs(float(x) - y) > 5.1e-9 for x, y in zip(found["exact"][0], (loss, bpb))):
+    (model,), (exact,), (full,), step = found["model"], found["exact"], found["full"], found["step"][-1]
+    if any(abs(exact[k] - full[k]) > 5.1e-9 for k in ("val_loss", "val_bpb")):
         raise LogError(f"{source}: the exact and full round-trip lines disagree")
-    return RunNumbers(loss, bpb, int(model[0]), model[1], model[2], int(found["code"][0][0]),
-                      int(found["total"][0][0]), int(step[0]), float(step[4]), int(step[3]),
-                      int(found["roundtrip"][0][2]) / 1000.0)
+    return RunNumbers(full["val_loss"], full["val_bpb"], model["bytes"], model["file"], model["sha256"],
+                      found["code"][0]["bytes"], found["total"][0]["bytes"], step["step"], step["step_avg_ms"],
+                      step["train_ms"], found["roundtrip"][0]["eval_ms"] / 1000.0)

@@ -64,10 +64,10 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
     if "TOKENIZER_PATH" in environ:
         overrides.append(f"tokenizer={environ['TOKENIZER_PATH']}")
     cfg = load_config(None, [*overrides, *argv], base=TrainConfig.from_dict(settings["train_config"]))
-    run_id = environ.get("RUN_ID", f"seed{cfg.seed}")
+    run_id = environ.get("RUN_ID", lines.seed_run_id(cfg.seed))
     if not re.fullmatch(lines.RUN_ID, run_id):
         raise ValueError(f"RUN_ID must be up to 64 letters, digits, '_', '-' or '.', got {run_id!r}")
-    cfg.out_dir, cfg.log_file = f"golfpack_run_{run_id}", f"train_{run_id}.log"
+    cfg.out_dir, cfg.log_file = f"golfpack_run_{run_id}", lines.log_name(run_id)
     return cfg, run_id
 
 
@@ -109,7 +109,7 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
 
     cfg, run_id = resolve_config(settings, argv, dict(os.environ))
     rank = int(os.environ.get("RANK", "0"))
-    model_path = Path(f"final_model_{run_id}.gpak")
+    model_path = Path(lines.model_name(run_id))
     for mine in (cfg.log_file, cfg.out_dir, model_path):  # the work folder is removed at the end
         if rank == 0 and Path(mine).exists():
             raise FileExistsError(f"{mine} exists: remove it or set RUN_ID for a new run")
@@ -130,12 +130,12 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     eval_ms = 1000.0 * (time.perf_counter() - t0)
     model_bytes = model_path.stat().st_size
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    log(lines.MODEL_LINE.format(bytes=model_bytes, file=model_path.name, sha256=sha))
-    log(lines.CODE_LINE.format(bytes=code_bytes))
-    log(lines.TOTAL_LINE.format(bytes=code_bytes + model_bytes))
-    log(lines.ROUNDTRIP_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb, eval_ms=eval_ms))
-    log(lines.EXACT_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
-    log(lines.FULL_LINE.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
+    log(lines.MODEL.format(bytes=model_bytes, file=model_path.name, sha256=sha))
+    log(lines.CODE.format(bytes=code_bytes))
+    log(lines.TOTAL.format(bytes=code_bytes + model_bytes))
+    log(lines.ROUNDTRIP.format(val_loss=val.val_loss, val_bpb=val.val_bpb, eval_ms=eval_ms))
+    log(lines.EXACT.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
+    log(lines.FULL.format(val_loss=val.val_loss, val_bpb=val.val_bpb))
     if result.ctx.distributed:
         dist.barrier()  # leave together: a rank tearing gloo down while another still works can abort it
     if result.ctx.is_main:  # the folder keeps what a submission holds (golfpack check's list), not the work files

@@ -31,6 +31,7 @@ from ..runtime.artifact import CHALLENGE_CAP
 from ..version import golfpack_version
 from . import loader as loader_module
 from .layout import SCRIPT, numbers_of, pipeline_label, render_script, summary
+from .lines import log_name, model_name, seed_run_id
 
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
 RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines",
@@ -149,7 +150,7 @@ def run_paths(train_config: dict, given: dict) -> list[str]:
 
 
 def run_seed(out: Path, seed: str, run_args: list[str], options: SubmitOptions, echo: Callable[[str], None]) -> None:
-    for stale in (out / f"train_seed{seed}.log", out / f"final_model_seed{seed}.gpak"):
+    for stale in (out / log_name(seed_run_id(seed)), out / model_name(seed_run_id(seed))):
         if stale.exists() and not options.force:
             raise FileExistsError(f"{stale} exists (use --force to run seed {seed} again)")
         stale.unlink(missing_ok=True)
@@ -157,7 +158,7 @@ def run_seed(out: Path, seed: str, run_args: list[str], options: SubmitOptions, 
     echo(f"seed {seed}: SEED={seed} {' '.join(cmd)}")
     rc = subprocess.call(cmd, cwd=out, env={**os.environ, "SEED": seed})
     if rc:
-        raise RuntimeError(f"seed {seed}: {SCRIPT} exited with status {rc} (see {out}/train_seed{seed}.log)")
+        raise RuntimeError(f"seed {seed}: {SCRIPT} exited with status {rc} (see {out / log_name(seed_run_id(seed))})")
 
 
 def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
