@@ -2,8 +2,8 @@
 column's rounding error onto the columns not yet quantized, weighted by the inverse Hessian
 of the layer's reconstruction loss ``H = 2 X^T X`` (X: the layer's calibration inputs).
 
-Scales are fixed per row up front by the same rule as round-to-nearest (``quant.row_scales``
-on the original weights), so the stored format is identical and only the symbols differ.
+Scales are fixed per row up front by the same rule as round-to-nearest (``decoders/intq.py:
+row_scales`` on the original weights), so the stored format is identical and only the symbols differ.
 """
 from __future__ import annotations
 

@@ -57,12 +57,12 @@ def find_data(explicit: Path | None) -> DemoData:
 def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Callable[[str], None]) -> dict:
     from importlib.resources import files
 
+    from ..model.eval_settings import EvalSettings
     from ..trainer.config import load_config
     from ..trainer.tokenize import iter_documents, tokenize_to_shards
     from ..trainer.train import train
     from .build import BuildOptions, build
     from .ledger import format_ledger
-    from ..model.scoring import EvalSettings
     from .run import run_artifact
 
     out.mkdir(parents=True, exist_ok=True)
@@ -72,15 +72,15 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
     train_glob = data.train
     if train_glob is None:
         echo(f"[1/4] tokenizing {data.docs}")
-        tokenize_to_shards(iter_documents([data.docs]), data.tokenizer, out / "data", force=True)
+        tokenize_to_shards(iter_documents([data.docs]), data.tokenizer, out / "data", force=force)
         train_glob = str(out / "data" / "fineweb_train_*.bin")
     echo(f"[2/4] training a small model on the CPU for {seconds:.0f}s (data: {data.root})")
     preset = files("golfpack.trainer").joinpath("cpu_small.toml")
     cfg = load_config(str(preset), [f"train_files={train_glob}", f"val_files={data.val}", f"tokenizer={data.tokenizer}",
                                     f"out_dir={out / 'run'}", f"max_wallclock_seconds={seconds}"])
-    result = train(cfg, force=True, echo=echo)
+    result = train(cfg, force=force, echo=echo)
     echo("[3/4] building the artifact (default pipeline: GPTQ, bits and clip per matrix filling the budget, ctxans)")
-    led = build(result.checkpoint, "default", artifact, BuildOptions(force=True), echo=echo)
+    led = build(result.checkpoint, "default", artifact, BuildOptions(force=force), echo=echo)
     echo(format_ledger(led))
     echo("[4/4] verifying and running the artifact")
     r = run_artifact(artifact, data.val, str(data.tokenizer), EvalSettings(cfg.train_seq_len, batch_seqs=64))

@@ -237,6 +237,16 @@ def test_ctxans_prediction_gives_back_exactly_what_ans_does(rows, cols, bits, ph
     assert torch.equal(a["w"], c["w"])
 
 
+def test_the_encoders_prediction_is_the_decoders_column_by_column():
+    from golfpack.codec.decoders.ctxans import predict, predict_all
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-31, 32, size=(9, 40)).astype(np.int64)
+    for coefs in (rng.integers(-4096, 4097, size=(1, 3)), rng.integers(-4096, 4097, size=(9, 8))):
+        whole = predict_all(x, coefs.astype(np.int64))
+        assert all(np.array_equal(whole[:, j], predict(x, coefs.astype(np.int64), j)) for j in range(x.shape[1]))
+
+
 def test_ctxans_predicts_signal_rows_that_column_classes_cannot():
     t = _windowed_cosines(128, 256)
     ans = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ans")))

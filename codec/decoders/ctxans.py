@@ -59,7 +59,8 @@ MAX_REF_ROWS = 1 << 14  # references are added a row a call: bound the calls
 
 def predict(x: np.ndarray, coefs: np.ndarray, j: int) -> np.ndarray:
     """Prediction of column ``j`` of ``x`` (rows, cols; int64) from its ``p`` previous columns;
-    ``coefs`` is (rows or 1, p) int64. The encoder and decoder share this one function."""
+    ``coefs`` is (rows or 1, p) int64. The decoder's, a column at a call; the encoder computes
+    the same integers for all columns at once with :func:`predict_all` (a test holds them equal)."""
     acc = np.zeros(x.shape[0], dtype=np.int64)
     for lag in range(min(coefs.shape[1], j)):
         acc += coefs[:, lag] * x[:, j - 1 - lag]
