@@ -131,11 +131,13 @@ def parse_chain(text: str, registry: Mapping[str, Registered] | None = None) -> 
                 raise StageError(f"chain '{text}': expected key=value, got '{a}'")
             kwargs[key] = val
         stages.append(get_stage(name, registry)(**kwargs))
-    check_chain(stages, text)
+    check_stage_kinds(stages, text)
     return tuple(stages)
 
 
-def check_chain(stages: list[Stage], text: str) -> None:
+def check_stage_kinds(stages: list[Stage], text: str) -> None:
+    """A written chain's stages fit end to end and end in bytes (the container's entries are
+    checked against their decoders by ``decoders/chain.py: check_chain``)."""
     bad = chain_mismatch([(s.consumes, s.produces) for s in stages])
     if bad is None:
         return

@@ -62,7 +62,7 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(path: Path, model: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+def load_bench_weights(path: Path, model: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
                                                                  dict[str, str] | None]:
     """``(state dict, Hessians, roles)``; Hessians only for a golfpack checkpoint with
     calibration, roles only for a checkpoint (``model``: the builder of one not trained with
@@ -131,7 +131,7 @@ def lrzip_coder(stream: bytes) -> CoderResult | None:
 
 def coders_bench(path: Path, model: str | None = None) -> tuple[int, float, list[CoderResult], bool]:
     """``(symbols, H0 bytes, results, gptq)`` for the weights at ``path``."""
-    state, hessians, roles = load_weights(path, model)
+    state, hessians, roles = load_bench_weights(path, model)
     symbols = record_symbols(state, hessians, roles)
     if not symbols:
         raise ValueError(f"{path}: no matrix of at least 4,096 elements to code")

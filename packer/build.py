@@ -59,7 +59,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
     registry = discover()
     spec = load_spec(pipeline, registry)
-    fill = spec.fill if options.fill is None else options.fill
+    filling = spec.fill if options.fill is None else options.fill
     ckpt = open_checkpoint(checkpoint, options.model)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
@@ -67,7 +67,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \
-        if spec.needs_calibration(list(state)) or fill else None
+        if spec.needs_calibration(list(state)) or filling else None
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
     bundle = build_bundle(table.values(), [builder_module(ckpt.model_builder)])
     manifest = Manifest(
@@ -78,7 +78,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
         train_config=ckpt.train_config, sha256={})
     members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)]
-    if fill:
+    if filling:
         budget = options.budget - len(write_artifact([*members, (WEIGHTS, b"")], manifest))  # all but the weights
         if budget <= 0:
             raise BudgetError(f"the code and structure alone use the whole budget of {options.budget:,} bytes")

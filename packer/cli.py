@@ -141,12 +141,12 @@ def eval_cmd(checkpoint, val, tokenizer, settings, device, as_json, model) -> No
 
         ref = use_model(model)
         builders = (GPT_BUILDER, *trusted_builders(), *([ref] if ref else []))
-        model = decode_model_file(checkpoint, decoder_table(), builders, limit=MAX_ARTIFACT_BYTES)
+        net = decode_model_file(checkpoint, decoder_table(), builders, limit=MAX_ARTIFACT_BYTES)
     else:
         from .models import open_checkpoint
 
-        model = open_checkpoint(checkpoint, use_model(model)).build_model()
-    result = evaluate_files(model, val, tokenizer, settings, ctx=ctx)
+        net = open_checkpoint(checkpoint, use_model(model)).build_model()
+    result = evaluate_files(net, val, tokenizer, settings, ctx=ctx)
     shutdown()
     if ctx.is_main:
         echo_result(result.to_dict(), as_json)
