@@ -1,7 +1,8 @@
 """The code bundle and the bootstrap: what an artifact runs, minified and compressed.
 
-One rule decides what ships. Shipped code lives in ``SHIPPED_PACKAGES`` (model, trainer, the
-codec's decoders, the packer's runtime) and never imports the build side; the bundle is the
+One rule decides what ships, declared here: shipped code lives in ``SHIPPED_PACKAGES`` (model,
+trainer, the codec's decoders, the packer's runtime) and never imports the build side; a
+records script may also ship what :func:`ships_in_records` allows; the bundle is the
 import closure of the runtime plus the decoders the pipeline uses. The closure is computed
 from every import statement (module level and lazy), so an import of build-side code is a
 :class:`BundleError` at build time, not a crash inside the artifact. A decoder module, whether
@@ -35,6 +36,9 @@ from .runtime import finder as finder_module
 from .runtime.finder import pack_bundle
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
+RECORDS_PACKAGES = ("golfpack.codec",)  # a records script also encodes: the whole codec ...
+RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines",
+                   "golfpack.packer.encode")  # ... its own entry, log lines, and build's encode path
 RUNTIME_ENTRY = "golfpack.packer.runtime.commands"
 DECODER_LIBRARIES = {"numpy", "torch", "constriction", "zstandard", "brotli"}
 MODEL_LIBRARIES = {"numpy", "torch"}
@@ -61,6 +65,13 @@ class CodeBundle:
 def is_shipped(module: str) -> bool:
     """In a shipped package, or one of their parent packages (whose ``__init__`` ships, import-free)."""
     return any(module == p or module.startswith(p + ".") or p.startswith(module + ".") for p in SHIPPED_PACKAGES)
+
+
+def ships_in_records(module: str) -> bool:
+    """What a records script may ship: what artifacts ship, the codec (it encodes), and
+    ``RECORDS_MODULES``; never the rest of the packer."""
+    return is_shipped(module) or module in RECORDS_MODULES or \
+        any(module == p or module.startswith(p + ".") for p in RECORDS_PACKAGES)
 
 
 def is_decoder_module(module: str) -> bool:

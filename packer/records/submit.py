@@ -25,7 +25,7 @@ from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
 from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
-from ..bundle import CodeBundle, build_bundle, is_shipped
+from ..bundle import CodeBundle, build_bundle, ships_in_records
 from ..models import open_checkpoint
 from ..runtime.artifact import CHALLENGE_CAP
 from ..version import golfpack_version
@@ -34,13 +34,6 @@ from .layout import SCRIPT, numbers_of, pipeline_label, render_script, summary
 from .lines import log_name, model_name, seed_run_id
 
 RECORDS_CALIB_RESERVE_SECONDS = 4.0  # the records' GPTQ_RESERVE_SECONDS: calibration inside the 600 s
-RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines",
-                   "golfpack.packer.encode")
-def records_allowed(module: str) -> bool:
-    """What a records script may ship: what artifacts ship, the whole codec (it encodes), and
-    the records script itself; never the rest of the packer."""
-    return is_shipped(module) or module == "golfpack.codec" or module.startswith("golfpack.codec.") \
-        or module in RECORDS_MODULES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +79,7 @@ def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None)
     table = decoder_table(registry)
     return build_bundle([table[n] for n in stages], [builder_module(cfg.model_builder)],
                         entries=[loader_module.ENTRY, *sorted({c.__module__ for c in classes.values()})],
-                        allowed=records_allowed, erase_types=False,
+                        allowed=ships_in_records, erase_types=False,
                         data={loader_module.SETTINGS: json.dumps(settings, sort_keys=True, indent=0)})
 
 
