@@ -129,8 +129,19 @@ def lrzip_coder(stream: bytes) -> CoderResult | None:
         return CoderResult("lrzip -z -L9 (one stream)", packed.stat().st_size, seconds)
 
 
-def coders_bench(path: Path, model: str | None = None) -> tuple[int, float, list[CoderResult], bool]:
-    """``(symbols, H0 bytes, results, gptq)`` for the weights at ``path``."""
+@dataclass(frozen=True)
+class CodersBench:
+    """One ``bench coders`` run: the records' symbols of a set of weights, coded every way."""
+
+    path: Path
+    symbols: int  # how many record symbols
+    h0: float  # their order-0 bound, bytes
+    results: list[CoderResult]
+    gptq: bool  # GPTQ symbols (calibration found), else round-to-nearest
+
+
+def coders_bench(path: Path, model: str | None = None) -> CodersBench:
+    """The records' int6/int7 symbols of the weights at ``path``, coded by each coder."""
     state, hessians, roles = load_bench_weights(path, model)
     symbols = record_symbols(state, hessians, roles)
     if not symbols:
@@ -141,10 +152,11 @@ def coders_bench(path: Path, model: str | None = None) -> tuple[int, float, list
     lr = lrzip_coder(stream)
     if lr is not None:
         results.append(lr)
-    return sum(q.numel() for q in symbols.values()), h0, results, bool(hessians)
+    return CodersBench(path, sum(q.numel() for q in symbols.values()), h0, results, bool(hessians))
 
 
-def format_coders(path: Path, n: int, h0: float, results: list[CoderResult], gptq: bool) -> str:
+def format_coders(bench: CodersBench) -> str:
+    path, n, h0, results, gptq = bench.path, bench.symbols, bench.h0, bench.results, bench.gptq
     by = {r.coder.split()[0]: r for r in results}
     lines = [f"{path.name}: {n:,} record symbols ({'GPTQ' if gptq else 'round-to-nearest'}, int6 sdclip:12.85, "
              f"embedding int7 sdclip:14); order-0 bound H0 {h0:,.0f} bytes",

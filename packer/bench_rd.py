@@ -68,6 +68,7 @@ class Point:
     predicted: float = math.nan  # the allocator's predicted loss rise (nats per token)
     shipped: str = ""  # the closed loop's winning contender, for fill points that ran it
     kind: str = ""  # "record", "record-full", "fill" (the curve), "fill-full" (at the full record's bytes), ""
+    at_record: bool = False  # a fill at exactly the record's bytes (1.00x), with or without parts switched off
 
 
 @dataclass
@@ -153,9 +154,10 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     points: list[Point] = []
 
     def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "", kind: str = "",
-            val_bpb: float | None = None) -> None:
+            at_record: bool = False, val_bpb: float | None = None) -> None:
         val_bpb = score(decoded) if val_bpb is None else val_bpb
-        points.append(Point(label, nbytes, val_bpb, predicted_rise(state, decoded, sens, cancelling), shipped, kind))
+        points.append(Point(label, nbytes, val_bpb, predicted_rise(state, decoded, sens, cancelling), shipped, kind,
+                            at_record))
         echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
              f"{points[-1].predicted:.6f} nats)")
 
@@ -168,7 +170,7 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
         if alloc.contenders:
             echo("  " + ", ".join(f"{c['name']} {c['loss']:.6f}" for c in alloc.contenders) + f" -> {alloc.name}")
         add(label, len(alloc.container), decode_state_dict(alloc.container)[0], alloc.name if alloc.contenders else "",
-            kind)
+            kind, at_record=f == 1.0 and base_bytes == rec_bytes)
 
     closed_loop = {"sensitivity": sens, "score": closed}
     for f in fill_fractions:
@@ -198,7 +200,7 @@ def format_rd(rd: RD) -> str:
         lines.append(f"{p.label:<60} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
                      f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f} {p.predicted:>10.6f} {p.shipped or '-'}")
     fills = [p for p in points if p.kind == "fill"]
-    for equal in (p for p in points if p.label.startswith("golfpack fill 1.00x")):
+    for equal in (p for p in points if p.at_record):
         lines.append(f"at the record's bytes ({rec.bytes:,}; {equal.label}: {equal.bytes:,}): val_bpb increase "
                      f"{(equal.val_bpb - base) / (rec.val_bpb - base):.3f}x the record's")
     full = [p for p in points if p.kind == "record-full"]

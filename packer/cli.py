@@ -414,8 +414,7 @@ def bench_coders_cmd(weights, model) -> None:
     (a checkpoint, with its .calib.pt for GPTQ, or a .safetensors file)."""
     from .bench_coders import coders_bench, format_coders
 
-    n, h0, results, gptq = coders_bench(weights, use_model(model))
-    click.echo(format_coders(weights, n, h0, results, gptq))
+    click.echo(format_coders(coders_bench(weights, use_model(model))))
 
 
 @main.command("demo")

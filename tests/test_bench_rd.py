@@ -13,7 +13,7 @@ def test_interpolated_bytes_for_a_target_quality():
     assert interpolate_bytes(pts, 1.20) == pytest.approx(150)
     assert interpolate_bytes(pts, 1.50) is None
     text = format_rd(RD(1.0, [Point("record", 200, 1.2, kind="record"),
-                              Point("golfpack fill 1.00x record bytes", 200, 1.1, kind="fill"),
+                              Point("golfpack fill 1.00x record bytes", 200, 1.1, kind="fill", at_record=True),
                               Point("golfpack fill 0.50x record bytes", 100, 1.3, kind="fill"),
                               Point("record as run", 190, 1.15, kind="record-full"),
                               Point("golfpack fill at the record-as-run's bytes", 190, 1.03, kind="fill-full")], 1000, 0.5))
