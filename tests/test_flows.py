@@ -6,6 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from golfpack.codec.registry import decoder_table
@@ -46,10 +47,17 @@ def reached(fn) -> tuple[set, object]:
     return codes, out[0]
 
 
-def test_build_and_the_records_script_encode_by_one_function_to_the_same_bytes(trained, tmp_path):
-    art = tmp_path / "a.pyz"
+@pytest.fixture(scope="module")
+def built(trained, tmp_path_factory) -> tuple[Path, set]:
+    """An artifact of ``trained``, and what its build called."""
+    art = tmp_path_factory.mktemp("flows") / "a.pyz"
     called, _ = reached(lambda: build(trained, PIPELINE, art, BuildOptions(fill=False), echo=lambda m: None,
                                       progress=False))
+    return art, called
+
+
+def test_build_and_the_records_script_encode_by_one_function_to_the_same_bytes(trained, built):
+    art, called = built
     assert encode_checkpoint.__code__ in called
     cfg = TrainConfig.from_dict(load_checkpoint(trained).train_config)
     cfg.out_dir = str(Path(trained).parent)
@@ -59,10 +67,8 @@ def test_build_and_the_records_script_encode_by_one_function_to_the_same_bytes(t
     assert open_artifact(art.read_bytes()).members[WEIGHTS] == container
 
 
-def test_the_runtime_and_eval_of_a_model_file_decode_by_one_function(trained, tmp_path, small_val):
-    art = tmp_path / "a.pyz"
-    build(trained, PIPELINE, art, BuildOptions(fill=False), echo=lambda m: None, progress=False)
-    unpacked = open_artifact(art.read_bytes())
+def test_the_runtime_and_eval_of_a_model_file_decode_by_one_function(built, tmp_path, small_val):
+    unpacked = open_artifact(built[0].read_bytes())
     files = unpack_bundle(unpacked.manifest, unpacked.members[unpacked.manifest.code["member"]])
     called, (model, _) = reached(lambda: commands.load_model(unpacked, files))
     assert decode_model.__code__ in called
