@@ -2,8 +2,9 @@
 column's rounding error onto the columns not yet quantized, weighted by the inverse Hessian
 of the layer's reconstruction loss ``H = 2 X^T X`` (X: the layer's calibration inputs).
 
-Scales are fixed per row up front by the same rule as round-to-nearest (``decoders/intq.py:
-row_scales`` on the original weights), so the stored format is identical and only the symbols differ.
+Scales are fixed per row up front by the same rule as round-to-nearest
+(``decoders/intq.py: row_scales`` on the original weights), so the stored format is identical
+and only the symbols differ.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> tuple[torch.Tensor, torch.Tensor]:
     """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian.
 
-    float32 throughout, on one thread (``threads.py``), in the order of operations of the Parameter Golf records'
-    ``gptq_quantize_weight``, so that with ``clip=sdclip:K`` and ``act_order`` the symbols and
+    float32 throughout, on one thread (``threads.py``), in the order of operations of the
+    Parameter Golf records' ``gptq_quantize_weight``, so that with ``clip=sdclip:K`` and ``act_order`` the symbols and
     scales are theirs bit for bit (tests/test_records_compat.py).
 
     With ``cfg.rdoq > 0`` each column is rounded rate-aware (``codec/rdoq.py``) under the code

@@ -23,8 +23,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     """Write ``data`` to a temporary file beside ``path``, then publish it in one step.
 
     Nothing is replaced unless ``overwrite`` (a user's ``--force``): the default publishes with
-    a hard link, which fails if ``path`` exists by then (no check-then-write race); on a file system without hard links it creates ``path`` with
-    ``O_EXCL`` instead. The file gets mode ``0o666 & ~umask``, like any file the user creates.
+    a hard link, which fails if ``path`` exists by then (no check-then-write race); on a file
+    system without hard links it creates ``path`` with ``O_EXCL`` instead. The file gets mode
+    ``0o666 & ~umask``, like any file the user creates.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

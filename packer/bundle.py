@@ -274,8 +274,8 @@ def inlined(*modules, tail: list[str]) -> str:
 
 
 def bootstrap_source() -> str:
-    """The bootstrap's code: the bundle format and import hook, and the artifact format inlined, then
-    ``runtime/bootstrap.py``, then the call that boots, minified."""
+    """The bootstrap's code: the bundle format and import hook, then the artifact format, inlined;
+    then ``runtime/bootstrap.py`` and the call that boots, minified."""
     return minify(inlined(finder_module, artifact_format, bootstrap_module,
                           tail=["sys.exit(boot(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:]))"]),
                   "__main__.py")

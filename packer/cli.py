@@ -423,7 +423,7 @@ def bench_coders_cmd(weights, model) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--seconds", default=300.0, show_default=True, type=click.FloatRange(min=1.0),
               help="Training wall-clock budget.")
-@click.option("--force", is_flag=True, help="Redo a demo whose artifact already exists.")
+@click.option("--force", is_flag=True, help="Redo a demo in OUT, replacing its shards, checkpoint and artifact.")
 def demo_cmd(data_dir, out_dir, seconds, force) -> None:
     """Train a small model on the CPU, build, inspect and run its artifact."""
     from .demo import find_data, run_demo

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from ..codec.decoders.base import coerce
 from ..model.builders import GPT_BUILDER, default_config, split_builder
 from ..model.config import GPTConfig
-from ..model.scoring import EvalSettings
+from ..model.eval_settings import EvalSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

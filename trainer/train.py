@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from .qat import set_qat, switch_is_visible
 from .schedule import lr_multiplier, progress_fraction
 
 T = TypeVar("T")
+STEP_NAME = "step_{:06d}.pt"  # --save-every's resumable checkpoints in the run folder
+STEP_FILE = re.compile(r"step_([0-9]+)\.pt")
 
 
 @dataclass
@@ -146,9 +149,10 @@ class Run:
         self.resumed = resume is not None
         if resume is not None:
             self._restore(resume)
-        later = [p for p in self.out.glob("step_*.pt") if p.stem[5:].isdigit() and int(p.stem[5:]) > self.step]
-        if ctx.is_main and save_every and later and not force:  # a step checkpoint this run would write
-            raise FileExistsError(f"{min(later)} exists (use --force to overwrite)")
+        if ctx.is_main and save_every and not force:  # a step checkpoint this run would write
+            later = [p for p in self.out.iterdir() if (m := STEP_FILE.fullmatch(p.name)) and int(m[1]) > self.step]
+            if later:
+                raise FileExistsError(f"{min(later)} exists (use --force to overwrite)")
 
     # -- setup ------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -276,7 +280,7 @@ class Run:
             bar.set_postfix_str(f"step {self.step}", refresh=False)  # no .item(): it would sync CUDA every step
             self.log_train_loss(train_loss, approx_ms)
             if self.save_every and self.step % self.save_every == 0:
-                self.timed_out(lambda: self.save(self.out / f"step_{self.step:06d}.pt", self.base.state_dict()))
+                self.timed_out(lambda: self.save(self.out / STEP_NAME.format(self.step), self.base.state_dict()))
         bar.close()
         return val
 

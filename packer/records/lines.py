@@ -67,9 +67,12 @@ def name_pattern(template: str, run_id: str = RUN_ID) -> str:
     return re.escape(template).replace(r"\{\}", run_id)
 
 
+SEED_LOG = re.compile(name_pattern(LOG_FILE, name_pattern(SEED_RUN_ID, "([0-9]+)")))
+
+
 def seed_of_log(name: str) -> str | None:
     """The seed whose log ``name`` is, or None."""
-    m = re.fullmatch(name_pattern(LOG_FILE, re.escape(SEED_RUN_ID).replace(r"\{\}", "([0-9]+)")), name)
+    m = SEED_LOG.fullmatch(name)
     return None if m is None else m.group(1)
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
-from ..runtime.finder import MalformedBundle, decompress_bundle, run_bundle, split_bundle
+from ..runtime.finder import BUNDLE_PATH, MalformedBundle, decompress_bundle, run_bundle, split_bundle
 
 ENTRY = "golfpack.packer.records.script"
 SETTINGS = "settings.json"  # the bundle member that holds the packed run's settings
 ENCODING = "latin-1"  # the script's source encoding: one character per byte
 MAX_BUNDLE_BYTES = 512 << 10  # the modules, decompressed (the default pipeline's: 121 KB); parsing costs < 350 MB
-BUNDLE_PATH = r"[A-Za-z_]\w*(/[A-Za-z_]\w*)*\.py|settings\.json"  # the modules and the settings
+RECORDS_BUNDLE_PATH = BUNDLE_PATH + "|" + re.escape(SETTINGS)  # the modules and the settings
 
 
 def read_bundle(codec: str, compressed: bytes) -> dict:
@@ -32,7 +33,7 @@ def read_bundle(codec: str, compressed: bytes) -> dict:
         raise MalformedBundle(f"its code bundle decompresses to more than {MAX_BUNDLE_BYTES:,} bytes")
     if not whole:
         raise MalformedBundle("its code bundle is not exactly one compressed stream (data after it, or truncated)")
-    return split_bundle(raw, BUNDLE_PATH)
+    return split_bundle(raw, RECORDS_BUNDLE_PATH)
 
 
 def start(packed: str, codec: str, script: str, argv: list) -> int:

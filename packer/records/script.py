@@ -83,11 +83,12 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log, table: dict[s
     spec = roled(spec, model)
     hessians = resolve_hessians(final, model, calib=None, calib_tokens=cfg.calib_tokens, seq_len=cfg.train_seq_len,
                                 log=log)
+    if not spec.fill:
+        return encode_checkpoint(ckpt, spec, hessians, table, budget=None, log=log)
     sens, score = closed_loop(final, model, cfg.train_files, table, calib_tokens=cfg.calib_tokens,
                               sens_tokens=cfg.sens_tokens, score_tokens=cfg.score_tokens, seq_len=cfg.train_seq_len,
-                              log=log) if spec.fill else (None, None)
-    return encode_checkpoint(ckpt, spec, hessians, table, budget=budget if spec.fill else None, sens=sens,
-                             score=score, log=log)
+                              log=log)
+    return encode_checkpoint(ckpt, spec, hessians, table, budget=budget, sens=sens, score=score, log=log)
 
 
 def main(settings: dict, script: str, argv: list[str]) -> int:

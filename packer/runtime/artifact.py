@@ -2,8 +2,8 @@
 code bundle, each written and read here.
 
 This module imports only the standard library and ``finder.py`` (the code bundle's own
-format), because its source is inlined into every artifact's ``__main__.py`` after it: the bootstrap runs these checks before any code
-of the artifact is unpacked, and golfpack runs the very same checks before ``inspect`` reads
+format), because its source is inlined into every artifact's ``__main__.py`` after that
+module's: the bootstrap runs these checks before any code of the artifact is unpacked, and golfpack runs the very same checks before ``inspect`` reads
 or ``run`` starts an artifact. (So the parser ``zipimport`` uses to find ``__main__.py`` and the
 one that verifies the file can never disagree: a file is accepted only if writing its members
 again gives back every byte of it.)

@@ -16,7 +16,7 @@ from ...codec.decoders.chain import DecoderSpec
 from ...model.builders import builder_module
 from ...model.console import USER_ERRORS, format_result, one_line, printable
 from ...model.distributed import init_from_env, shutdown
-from ...model.scoring import EvalSettings
+from ...model.eval_settings import EvalSettings
 from .finder import module_file
 from .model_file import decode_model
 
@@ -38,9 +38,9 @@ def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
     from ...model.evaluate import evaluate_files
 
     t0 = time.perf_counter()
+    settings = EvalSettings(args.seq_len, args.stride, args.batch_seqs)  # refused before any work
     ctx = init_from_env(args.device)
     model, decode_seconds = load_model(art, files)
-    settings = EvalSettings(args.seq_len, args.stride, args.batch_seqs)
     result = evaluate_files(model, args.val, args.tokenizer, settings, ctx=ctx, progress=not args.json)
     shutdown()
     if ctx.is_main:
