@@ -61,11 +61,12 @@ class Candidate:
     lqer: int = 0
     proxy: float = 0.0  # Hessian-diagonal squared error (see the module's docstring)
     relative: float = 0.0  # squared error over the tensor's squared norm
+    trained: bool = False  # the grid QAT trained toward: encoded round-to-nearest, whatever the rule's quantizer
 
     @property
     def label(self) -> str:
         return (f"bits={self.bits} clip={self.clip}" + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
-                + (f" lqer={self.lqer}" if self.lqer else ""))
+                + (f" lqer={self.lqer}" if self.lqer else "") + (" trained" if self.trained else ""))
 
 
 def distortion(w: torch.Tensor, w_hat: torch.Tensor, hdiag: torch.Tensor | None) -> float:

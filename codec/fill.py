@@ -26,6 +26,10 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
 * ``fill-no-lqer``: the same without low-rank corrections (the estimates are round-to-nearest,
   and what a correction buys on top of GPTQ can be less than it buys on round-to-nearest);
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
+* ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
+  plan's grids, rounded to nearest as the fake quantizer rounded (GPTQ would move the weights
+  off the points training settled them on), stepped along each tensor's ladder if they do not
+  fit this budget; judged by prediction with golfpack's own two;
 * ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
   SDClip at the smallest ``k`` whose exact container fits (behind an entropy coder ``k`` sets the
   step, so it is the knob that fits the bytes);
@@ -63,15 +67,15 @@ from .allocate import (LQER_RANKS, RDOQ, Candidate, by_proxy, candidates, cancel
                        hessian_diagonals, loss_rise, pareto, solve)
 from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
-from .encoders.intq import QuantParams
+from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
 from .spec import PipelineSpec
 from .stage import Stage, StageError
 
 MAX_SOLVES = 8
 MAX_STEPS = 64
-CONTENDERS = ("fill", "fill-no-lqer", "fill-proxy", "records", "records+lqer")
-PREDICTED = ("fill", "fill-no-lqer")  # judged by the predicted loss; the other contenders are guards
+CONTENDERS = ("fill", "fill-no-lqer", "qat", "fill-proxy", "records", "records+lqer")
+PREDICTED = ("fill", "fill-no-lqer", "qat")  # judged by the predicted loss; the other contenders are guards
 SIGNIFICANT = 2.0  # standard errors by which a guard's measured score overrides the prediction
 RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
 RECORD_K = (10.0, 11.5, 12.85, 14.0, 16.0, 18.0, 20.0, 23.0, 26.0, 30.0, 35.0, 40.0, 50.0, 64.0)
@@ -117,8 +121,11 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits, clip, rdoq and lqer replaced by the candidate's."""
+    """The rule's chain with its quantizer's bits, clip, rdoq and lqer replaced by the candidate's
+    (and by round-to-nearest for a trained grid)."""
     first = stages[0]
+    if cand.trained:
+        return (RTN(bits=cand.bits, clip=cand.clip), *stages[1:])
     params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
               "lqer": cand.lqer}
     return (type(first)(**params), *stages[1:])
@@ -244,6 +251,30 @@ class Filler:
         result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
         return result
 
+    def trained(self, plan: Mapping[str, tuple[int, str]], hdiag: Mapping[str, torch.Tensor],
+                table: Mapping[str, list[Candidate]], budget: int, tolerance: float) -> Allocation | None:
+        """The ``qat`` contender: the plan's grids (None if it does not cover every allocatable
+        tensor), stepped along ladders of round-to-nearest grids (the plan's among them) until
+        the container lands in the window."""
+        if any(n not in plan for n in self.names):
+            return None
+        choice, ladders = {}, {}
+        for n in self.names:
+            bits, clip = plan[n]
+            c = dataclasses.replace(estimate(self.state_dict[n], bits, clip, hdiag.get(n), sens=self.sens.get(n)),
+                                    trained=True)
+            ladder = pareto([c, *(dataclasses.replace(x, trained=True) for x in table[n] if not x.lqer and not x.rdoq)])
+            ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
+            choice[n] = c
+        result = Allocation(self.build(choice), choice, name="qat")
+        result.log.append(f"qat: the trained grids, {len(result.container):,} bytes (budget {budget:,})")
+        lo_ok = budget * (1 - tolerance)
+        if lo_ok <= len(result.container) <= budget:
+            return result
+        measured = self.measured(choice)
+        scale = {n: measured[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in choice.items()}
+        return self._step(result, ladders, scale, budget, lo_ok)
+
     def uniform(self, name: str, budget: int, hdiag: Mapping[str, torch.Tensor],
                 sens: Mapping[str, torch.Tensor], lqer: bool, lo: int = -1) -> tuple[Allocation | None, int]:
         """The records' single grid at the smallest SDClip ``k`` of :data:`RECORD_K` whose exact
@@ -288,10 +319,12 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          budget: int, meta: dict, tolerance: float = 0.001,
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
          lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
-         score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None) -> Allocation:
+         score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
+         trained: Mapping[str, tuple[int, str]] | None = None) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`pick` ships (module docstring). ``decoders``: the table that
-    decodes contenders for their exact predictions (default: the installed stages')."""
+    decodes contenders for their exact predictions (default: the installed stages');
+    ``trained``: the grids (bits, clip) the weights were trained toward, per tensor."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
     clock = [time.perf_counter()]
@@ -317,6 +350,8 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         runs = [filler.allocate(table, budget, tolerance)]
         if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
             runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
+        if sens and trained and (qat := filler.trained(trained, hdiag, plain, budget, tolerance)) is not None:
+            runs.append(qat)
         for run in runs:
             run.predicted = filler.predicted(run.choice) if sens else None
         alloc = best_predicted(runs) if sens else runs[0]
@@ -332,6 +367,8 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     runs = [main]
     if with_lqer:
         runs.append(dataclasses.replace(filler.allocate(plain, inner, tolerance), name="fill-no-lqer"))
+    if trained and (qat := filler.trained(trained, hdiag, plain, inner, tolerance)) is not None:
+        runs.append(qat)
     if sens:
         runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
     records, k = filler.uniform("records", inner, hdiag, sens, False)

@@ -47,6 +47,21 @@ def init_from_env(device: str | None = None) -> DistContext:
     return DistContext(rank, world, local, dev)
 
 
+def share_text(ctx: DistContext, text: str | None) -> str:
+    """Rank 0's ``text`` on every rank (others pass None): how a decision made once (a QAT
+    grid plan) reaches all ranks unchanged, so their weights cannot drift apart."""
+    if not ctx.distributed:
+        return text or ""
+    data = (text or "").encode() if ctx.is_main else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=ctx.device)
+    dist.broadcast(size, src=0)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=ctx.device)
+    if ctx.is_main:
+        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buf, src=0)
+    return bytes(buf.cpu().tolist()).decode()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
+from ..codec.decoders.chain import DecoderSpec
 from ..codec.registry import decoder_table, discover
-from ..codec.spec import load_spec
+from ..codec.spec import PipelineSpec, load_spec
 from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
@@ -18,6 +19,9 @@ from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
 from .verify import verify_bytes
 from .version import golfpack_version
+
+if TYPE_CHECKING:
+    import torch
 
 
 class BudgetError(ValueError):
@@ -51,6 +55,45 @@ def training_shards(calib: str | None, train_config: dict | None) -> str | None:
     return None
 
 
+Members = list[tuple[str, bytes]]
+
+
+def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: str,
+          train_config: dict | None) -> tuple[Members, Manifest]:
+    """Everything of an artifact but its weights: the bootstrap and code members, and the
+    manifest (``spec`` with its roles resolved; ``table``: the decoders it uses)."""
+    bundle = build_bundle(table.values(), [builder_module(model_builder)])
+    manifest = Manifest(
+        python=list(sys.version_info[:2]), golfpack=golfpack_version(),
+        code={"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
+              "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
+        weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
+        pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
+        train_config=train_config, sha256={})
+    return [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)], manifest
+
+
+def weights_budget(budget: int, members: Members, manifest: Manifest) -> int:
+    """The bytes left for the weights container when the rest of the artifact is ``members``
+    and ``manifest``."""
+    left = budget - len(write_artifact([*members, (WEIGHTS, b"")], manifest))
+    if left <= 0:
+        raise BudgetError(f"the code and structure alone use the whole budget of {budget:,} bytes")
+    return left
+
+
+def training_budget(budget: int, pipeline: str, model: "torch.nn.Module", model_builder: str,
+                    train_config: dict) -> int:
+    """The weights budget a run's artifact will have (``budget``: the whole file): what
+    budget-aware QAT plans for. The code is measured as ``build`` will pack it; the manifest
+    carries the run's config, which the final checkpoint's differs from by a few bytes at most."""
+    registry = discover()
+    spec = roled(load_spec(pipeline, registry), model)
+    used = {s.name for name in model.state_dict() for s in spec.rule_for(name).stages}
+    table = {n: d for n, d in decoder_table(registry).items() if n in used}
+    return weights_budget(budget, *frame(spec, table, model_builder, train_config))
+
+
 def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: BuildOptions = BuildOptions(),
           echo: Callable[[str], None] = print, progress: bool = True) -> Ledger:
     out, checkpoint = Path(out), Path(checkpoint)
@@ -69,19 +112,9 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
                                 seq_len=ckpt.train_seq_len, log=echo) \
         if spec.needs_calibration(list(state)) or filling else None
     table = {n: d for n, d in decoder_table(registry).items() if n in used}
-    bundle = build_bundle(table.values(), [builder_module(ckpt.model_builder)])
-    manifest = Manifest(
-        python=list(sys.version_info[:2]), golfpack=golfpack_version(),
-        code={"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
-              "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
-        weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
-        pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
-        train_config=ckpt.train_config, sha256={})
-    members = [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)]
+    members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
     if filling:
-        budget = options.budget - len(write_artifact([*members, (WEIGHTS, b"")], manifest))  # all but the weights
-        if budget <= 0:
-            raise BudgetError(f"the code and structure alone use the whole budget of {options.budget:,} bytes")
+        budget = weights_budget(options.budget, members, manifest)
         sens, score = closed_loop(checkpoint, model, training_shards(options.calib, ckpt.train_config), table,
                                   calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
                                   score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)

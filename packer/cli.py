@@ -203,29 +203,41 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--seed", type=int, default=None)
 @click.option("--pipeline", default=None, help="Pipeline spec whose quantizers QAT imitates (default, file or inline).")
 @click.option("--qat-start", type=float, default=None, help="Fraction of training after which QAT is on.")
+@click.option("--budget", type=POSITIVE, is_flag=False, flag_value=CHALLENGE_CAP, default=None,
+              help="Budget-aware QAT: from --qat-start on, train toward the grids that fill this artifact size "
+                   f"(bytes, decimal; --budget alone: {CHALLENGE_CAP:,}), planned on the weights of that moment "
+                   "under --pipeline.")
 @click.option("--calib-tokens", type=int, default=None, help="Collect GPTQ calibration from this many training tokens.")
 @click.option("--nproc", type=POSITIVE, default=1, show_default=True, help="Processes (torchrun) for DDP.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a checkpoint.")
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Save a resumable checkpoint every N steps.")
 @click.option("--force", is_flag=True, help="Overwrite an existing final checkpoint in the run folder.")
 @model_option
-def train_cmd(config_file, overrides, pipeline, nproc, resume, save_every, force, model, **flags) -> None:
+def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_every, force, model, **flags) -> None:
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
+    from ..codec.qat_plan import grid_planner
     from ..codec.spec import load_spec, quantizer_rules
     from ..model.builders import build_model, tensor_roles
     from ..trainer.config import TrainConfig, load_config, set_builder
     from ..trainer.launch import launch
+    from .build import training_budget
 
     base = TrainConfig()
     if (ref := use_model(model)) is not None:
         set_builder(base, ref, " (--model)")
     sets = [f"{TRAIN_FLAGS[k]}={v}" for k, v in flags.items() if v is not None] + list(overrides)
     cfg = load_config(config_file, sets, base=base)
-    if pipeline is not None:
+    if budget is not None:
+        if not cfg.qat_start_frac < 1:
+            raise click.UsageError("--budget trains toward its plan from --qat-start on: give --qat-start (e.g. 0.8)")
+        cfg.qat_pipeline = load_spec(pipeline or "default").to_doc()
+        cfg.qat_budget = training_budget(budget, pipeline or "default", build_model(cfg.model_builder, cfg.model),
+                                         cfg.model_builder, cfg.to_dict())
+    elif pipeline is not None:
         cfg.qat_rules = quantizer_rules(load_spec(pipeline), tensor_roles(build_model(cfg.model_builder, cfg.model)))
     model_file = (model or "").rpartition(":")[0]
     result = launch(cfg, nproc=nproc, resume=resume, save_every=save_every, force=force,
-                    model_file=model_file if model_file.endswith(".py") else None)
+                    model_file=model_file if model_file.endswith(".py") else None, planner=grid_planner)
     if result is not None:
         click.echo(f"checkpoint:{result.checkpoint}" + (f" calibration:{result.calib}" if result.calib else ""))
 
@@ -404,6 +416,40 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
     if plot is not None:
         plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params", force)
         click.echo(f"plot: {plot}")
+
+
+@bench.command("qat")
+@click.option("--train", "train_files", required=True, help="Training shard glob.")
+@click.option("--val", required=True, help="Validation shard glob (every model and artifact is scored on all of it).")
+@click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the runs and artifacts.")
+@click.option("--steps", default=300, show_default=True, type=POSITIVE, help="Training steps of every run.")
+@click.option("--sizes", default="small,medium", show_default=True, help="Model sizes (small: 2x128, medium: 4x256).")
+@click.option("--bits", default="3.5,2.5", show_default=True, help="Budgets, in bits per parameter of the weights.")
+@click.option("--qat-start", default=0.7, show_default=True, type=float, help="Fraction of training where QAT starts.")
+@click.option("--refresh", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Budget-aware QAT: plans after the first.")
+@click.option("--seq-len", default=1024, show_default=True, type=POSITIVE, help="Evaluation window.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON after the table.")
+@click.option("--force", is_flag=True, help="Overwrite earlier runs and artifacts under --out.")
+def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_start, refresh, seq_len, as_json,
+                  force) -> None:
+    """No QAT, QAT toward the written grids, and budget-aware QAT: artifacts' val_bpb at budgets that bind."""
+    from dataclasses import asdict
+
+    from .bench_qat import QatBenchOptions, format_qat, qat_bench
+
+    try:
+        budgets = tuple(float(b) for b in bits.split(","))
+    except ValueError:
+        raise ValueError(f"--bits must be comma-separated numbers, got {bits!r}") from None
+    opts = QatBenchOptions(train=train_files, val=val, tokenizer=str(tokenizer), out=out, steps=steps,
+                           sizes=tuple(s.strip() for s in sizes.split(",")), bits=budgets, qat_start=qat_start,
+                           refresh=refresh, seq_len=seq_len, force=force)
+    runs = qat_bench(opts, echo=click.echo)
+    click.echo(format_qat(runs))
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in runs]))
 
 
 @bench.command("coders")

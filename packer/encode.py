@@ -99,8 +99,13 @@ def encode_checkpoint(ckpt: Checkpoint, spec: PipelineSpec, hessians: Mapping[st
         return encode_state_dict(state, spec, hessians, meta, progress=progress)
     from ..codec.fill import fill
 
+    from ..codec.qat_plan import read_plan
+
+    trained = read_plan(ckpt.meta.get("qat_plan"))
+    if trained:
+        log(f"qat plan: the weights were trained toward {len(trained)} planned grids (contender 'qat')")
     alloc = fill(state, spec, hessians, budget, meta, tolerance, progress=progress, sensitivity=sens, score=score,
-                 decoders=table)
+                 decoders=table, trained=trained)
     for line in alloc.log:
         log(f"fill: {line}")
     return alloc.container

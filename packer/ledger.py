@@ -80,14 +80,14 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
 
 def read_contenders(meta: dict) -> tuple[list[dict], str]:
     """``--fill``'s closed-loop record (``CONTENDER_FIELDS``, the chosen contender's name), kept
-    only when every entry is well-typed and names a known contender; else nothing."""
+    only when every entry is well-typed and names a known contender once; else nothing."""
     raw, chosen = meta.get("contenders"), meta.get("chosen")
     fields = {**CONTENDER_FIELDS, PREDICTED_FIELD[0]: PREDICTED_FIELD[1]}
     ok = lambda v: (isinstance(v, dict) and set(CONTENDER_FIELDS) <= set(v) <= set(fields)  # noqa: E731
                     and v["name"] in CONTENDERS and all(isinstance(v[k], fields[k]) and not isinstance(v[k], bool)
                                                         for k in v))
     if not (isinstance(raw, list) and len(raw) <= len(CONTENDERS) and all(ok(v) for v in raw) and chosen in CONTENDERS
-            and any(v["name"] == chosen for v in raw)):
+            and any(v["name"] == chosen for v in raw) and len({v["name"] for v in raw}) == len(raw)):
         return [], ""
     return [dict(v) for v in raw], chosen
 

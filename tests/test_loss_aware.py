@@ -77,7 +77,7 @@ def test_the_closed_loop_scores_every_contender_within_the_budget(setup, trained
     assert alloc.name == least or (alloc.name in guards and by_name[alloc.name]["loss"] < by_name[least]["loss"])
     passed = [re.fullmatch(r"contender (\S+): .* predicted rise (\S+), not scored .*", line) for line in alloc.log]
     ((name, rise),) = [m.groups() for m in passed if m]
-    assert {name, least} == set(PREDICTED) and float(rise) >= by_name[least]["predicted"]
+    assert {name, least} == set(PREDICTED) - {"qat"} and float(rise) >= by_name[least]["predicted"]  # no plan: no qat
     decoded, meta = decode_state_dict(alloc.container)
     assert read_contenders(meta) == (alloc.contenders, alloc.name)
     windows = score(alloc.container)

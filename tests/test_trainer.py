@@ -144,13 +144,13 @@ def test_calibration_hessians(train_glob):
     assert h.shape == (128, 128) and torch.allclose(h, h.T) and torch.linalg.eigvalsh(h).min() > -1e-6
 
 
-def _train_cli(nproc: int, out, train_glob) -> str:
+def _train_cli(nproc: int, out, train_glob, *flags: str) -> str:
     """``golfpack train --nproc N``: launches torchrun, which runs ``python -m golfpack.trainer``."""
     sets = [*TINY_SETS, f"train_files={train_glob}", f"val_files={VAL_SHARD}", f"tokenizer={SP1024}",
-            f"out_dir={out}", "iterations=3", "grad_accum_steps=0"]
+            f"out_dir={out}", "iterations=3", "grad_accum_steps=0", "qat_calib_tokens=1024"]
     args = [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "golfpack.packer", "train", "--nproc", str(nproc), *args],
+    proc = subprocess.run([sys.executable, "-m", "golfpack.packer", "train", "--nproc", str(nproc), *args, *flags],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -158,9 +158,16 @@ def _train_cli(nproc: int, out, train_glob) -> str:
 
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
-    one = _train_cli(1, tmp_path / "one", train_glob)
-    two = _train_cli(2, tmp_path / "two", train_glob)
+    """With budget-aware QAT on too: rank 0 plans (its grids are broadcast to every rank, so a
+    plan is one decision even where ranks' floats differ), and both runs record their plan."""
+    budget = ("--qat-start", "0.5", "--budget", "80000")
+    one = _train_cli(1, tmp_path / "one", train_glob, *budget)
+    two = _train_cli(2, tmp_path / "two", train_glob, *budget)
     assert "ranks_in_sync:true" in two and "world_size:2 grad_accum_steps:4" in two
+    for log, run in ((one, "one"), (two, "two")):
+        assert len(re.findall(r"qat:plan 1/1 step:2 budget:\d+ predicted_bytes:\d+ .*plan_time", log)) == 1, log
+        names = [r[0] for r in load_checkpoint(tmp_path / run / "final.pt").meta["qat_plan"]]
+        assert "blocks.0.attn.c_q.weight" in names and "tok_emb.weight" in names
     loss = lambda log: [float(x) for x in re.findall(r"train_loss:([\d.]+)", log)]  # noqa: E731
     assert loss(one) == pytest.approx(loss(two), abs=2e-4)
     a = load_checkpoint(tmp_path / "one" / "final.pt").state_dict

@@ -69,6 +69,13 @@ class TrainConfig:
     # quantization-aware training
     qat_start_frac: float = 1.0  # fraction of training (steps or wall clock) after which QAT is on; 1: off
     qat_rules: list = field(default_factory=list)  # [[glob, bits, clip], ...], resolved from a pipeline spec
+    # budget-aware QAT (trainer/qat.py): >0: at the switch, train toward the grids that fill this many bytes
+    # of coded weights (the container), allocated by predicted loss on the weights of that moment
+    qat_budget: int = 0
+    qat_pipeline: dict = field(default_factory=dict)  # the spec the plan allocates under (a file's table); {}: default
+    qat_refresh: int = 0  # plan again this many times, evenly spaced between the switch and the end
+    qat_calib_tokens: int = 16_384  # training tokens for each plan's Hessians, and as many for its sensitivities
+    qat_planner: str = "golfpack.codec.qat_plan:grid_planner"  # build-side code: the trainer imports it by name
     # CUDA
     compile: bool = True
     # logging and evaluation

@@ -11,15 +11,18 @@ from pathlib import Path
 
 from ..model.distributed import torchrun_command
 from .config import TrainConfig
+from .qat import PlannerFactory
 from .train import TrainResult, train
 
 
 def launch(cfg: TrainConfig, *, nproc: int = 1, resume: str | os.PathLike | None = None, save_every: int = 0,
-           force: bool = False, model_file: str | None = None) -> TrainResult | None:
+           force: bool = False, model_file: str | None = None,
+           planner: PlannerFactory | None = None) -> TrainResult | None:
     """Train ``cfg``; the result when it ran here (``nproc`` 1). ``model_file``: the user's model
-    module (``PATH.py``), which torchrun's processes import themselves."""
+    module (``PATH.py``), which torchrun's processes import themselves; ``planner``: budget-aware
+    QAT's (torchrun's processes import the one ``cfg.qat_planner`` names)."""
     if nproc == 1:
-        return train(cfg, resume=resume, force=force, save_every=save_every)
+        return train(cfg, resume=resume, force=force, save_every=save_every, planner=planner)
     fd, config = tempfile.mkstemp(suffix=".json", prefix="golfpack-train-")
     try:
         with os.fdopen(fd, "w") as f:

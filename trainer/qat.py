@@ -1,8 +1,15 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
-Rules ``[glob, bits, clip]`` pick the grid for each weight (first match wins), resolved from
-the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``), so training
-sees exactly the export grid.
+Rules (:class:`QatRule`: glob, bits, clip) pick the grid for each weight (first match wins).
+They come from one of two places:
+
+* the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
+  rules' written grids (``qat_rules`` in the config);
+* budget-aware QAT (``qat_budget``): at the switch, and at each refresh, a *grid planner*
+  allocates the byte budget on the current weights by their predicted loss (the build's
+  allocator, ``codec/qat_plan.py``), so training sees the grids the build will ship. The
+  planner is build-side code; the trainer only calls it (:data:`PlannerFactory`), so shipped
+  training code never imports the allocator.
 
 Why the explicit switch: in several challenge records a QAT flag read inside a
 ``torch.compile``d forward was constant-folded at trace time, and QAT silently never ran.
@@ -14,8 +21,10 @@ without a reset, saving a re-trace. Tests check that the forward pass changes ei
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -25,13 +34,60 @@ from ..model.builders import tied_embeddings
 from ..model.gpt import CastedLinear
 
 
-def parse_rules(rules: Iterable[Sequence]) -> list[tuple[str, int, ClipRule]]:
+@dataclass(frozen=True)
+class QatRule:
+    """Weights matching ``pattern`` train toward the ``bits``-bit per-row grid clipped by
+    ``clip`` (``bits`` 0: left alone)."""
+
+    pattern: str
+    bits: int
+    clip: ClipRule
+
+    def to_json(self) -> list:
+        """The config's and checkpoint's form: ``[glob, bits, clip]``."""
+        return [self.pattern, self.bits, str(self.clip)]
+
+
+def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
     out = []
     for r in rules:
-        if len(r) != 3:
+        if isinstance(r, QatRule):
+            out.append(r)
+            continue
+        if not isinstance(r, (list, tuple)) or len(r) != 3:
             raise ValueError(f"QAT rule {r!r} must be [glob, bits, clip]")
-        out.append((str(r[0]), int(r[1]), ClipRule.parse(str(r[2]))))
+        out.append(QatRule(str(r[0]), int(r[1]), ClipRule.parse(str(r[2]))))
     return out
+
+
+class GridPlan(Protocol):
+    """What a grid planner returns (``codec.qat_plan.GridPlan``)."""
+
+    predicted_bytes: int
+    budget: int
+
+    def rules(self) -> list[tuple[str, int, str]]: ...
+
+    def summary(self) -> str: ...
+
+
+# weights, Hessians, sensitivities -> the plan
+GridPlanner = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], GridPlan]
+# (pipeline spec as a file's table, budget in bytes, tensor roles, container meta) -> a planner
+PlannerFactory = Callable[[dict, int, Mapping[str, str], dict], GridPlanner]
+
+
+def load_planner(ref: str) -> PlannerFactory:
+    """The planner factory ``module:function`` names (the config's ``qat_planner``)."""
+    module, _, function = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), function, None)
+    except ImportError as e:
+        raise ValueError(f"budget-aware QAT needs its grid planner '{ref}' ({e}); train with golfpack installed, "
+                         "or from a records folder, which ships it") from None
+    if not callable(fn):
+        raise ValueError(f"qat_planner '{ref}': no function '{function}' in '{module}'")
+    return fn
 
 
 def _targets(model: torch.nn.Module):
@@ -60,9 +116,9 @@ def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, re
     done = []
     for name, owner, attr in _targets(model):
         fn = None
-        i = first_match(name, ([pat] for pat, _, _ in parsed)) if enabled else None
-        if i is not None and parsed[i][1] > 0:
-            fn = _quantizer(parsed[i][1], parsed[i][2])
+        i = first_match(name, ([r.pattern] for r in parsed)) if enabled else None
+        if i is not None and parsed[i].bits > 0:
+            fn = _quantizer(parsed[i].bits, parsed[i].clip)
             done.append(name)
         setattr(owner, attr, fn)
     if reset and hasattr(torch, "_dynamo"):

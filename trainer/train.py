@@ -24,9 +24,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..model.distributed import DistContext, init_from_env
+from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.console import progress_bar
-from ..model.builders import build_model, parameter_kinds
+from ..model.builders import build_model, model_meta, parameter_kinds, tensor_roles
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
@@ -36,7 +36,7 @@ from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .log_line import STEP_VAL
 from .muon import Muon
-from .qat import set_qat, switch_is_visible
+from .qat import GridPlanner, PlannerFactory, load_planner, parse_rules, set_qat, switch_is_visible
 from .schedule import lr_multiplier, progress_fraction
 
 T = TypeVar("T")
@@ -111,16 +111,20 @@ def _seed(seed: int) -> None:
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = False,
-          echo: Callable[[str], None] = print, save_every: int = 0) -> TrainResult:
-    return Run(cfg, resume, force, echo, save_every).train()
+          echo: Callable[[str], None] = print, save_every: int = 0, planner: PlannerFactory | None = None) -> TrainResult:
+    """``planner``: budget-aware QAT's grid planner factory (default: the one ``cfg.qat_planner``
+    names, imported when ``cfg.qat_budget`` is set)."""
+    return Run(cfg, resume, force, echo, save_every, planner).train()
 
 
 class Run:
     """One training run: its process group, data, model, optimizers, clock and log."""
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None, force: bool, echo: Callable[[str], None],
-                 save_every: int) -> None:
+                 save_every: int, planner: PlannerFactory | None = None) -> None:
         self.cfg, self.save_every, self.force = cfg, save_every, force
+        if cfg.qat_budget > 0 and not cfg.qat_start_frac < 1:
+            raise ValueError(f"qat_budget={cfg.qat_budget} needs QAT to switch on: set qat_start_frac below 1")
         self.ctx = ctx = init_from_env(None if cfg.device == "auto" else cfg.device)
         self.cuda = ctx.device.type == "cuda"
         self.out = Path(cfg.out_dir)
@@ -145,6 +149,9 @@ class Run:
         self._build_data()
         self._build_model()
         self.step, self.train_ms, self.qat_on, self.qat_primed = 0, 0.0, False, False
+        self.qat_rules = parse_rules(cfg.qat_rules)  # the grids QAT trains toward; a budget plan replaces them
+        self.planner = self._planner(planner) if cfg.qat_budget > 0 else None
+        self.plans = 0  # budget plans made so far
         self.t0 = time.perf_counter()
         self.resumed = resume is not None
         if resume is not None:
@@ -183,6 +190,12 @@ class Run:
         self.optimizers, self.muon = build_optimizers(base, cfg)
         self.ema = {k: v.detach().float().clone() for k, v in base.state_dict().items()} if cfg.ema_decay > 0 else None
 
+    def _planner(self, factory: PlannerFactory | None) -> GridPlanner:
+        cfg = self.cfg
+        factory = factory or load_planner(cfg.qat_planner)
+        return factory(cfg.qat_pipeline, cfg.qat_budget, tensor_roles(self.base),
+                       model_meta(cfg.model_builder, cfg.model, {}))
+
     def _restore(self, resume: str | Path) -> None:
         ck = load_checkpoint(resume, self.cfg.model_builder)
         if not ck.resume:
@@ -193,9 +206,11 @@ class Run:
         self.loader.stream.restore(ck.resume["data"])
         self.step, self.train_ms = int(ck.resume["step"]), float(ck.resume["train_ms"])
         self.qat_on = bool(ck.resume["qat_on"])
+        self.qat_rules = parse_rules(ck.resume.get("qat_rules", self.cfg.qat_rules))
+        self.plans = int(ck.resume.get("qat_plans", 0))
         self.ema = ck.resume.get("ema") or self.ema
         if self.qat_on:
-            set_qat(self.base, self.cfg.qat_rules, True)
+            set_qat(self.base, self.qat_rules, True)
         self.log(f"resume:{resume} step:{self.step} train_time:{self.train_ms:.0f}ms qat:{self.qat_on}")
 
     # -- the run ----------------------------------------------------------------------------
@@ -218,13 +233,13 @@ class Run:
         If QAT will switch on later, the second half of the warmup primes the QAT graphs too,
         and a probe proves the compiled model sees the switch before it is trusted to."""
         cfg = self.cfg
-        qat_later = bool(cfg.qat_rules) and cfg.qat_start_frac < 1
+        qat_later = bool(self.qat_rules) and cfg.qat_start_frac < 1 and self.planner is None  # a plan re-traces
         init_model = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
         init_opt = [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         data_state = self.loader.stream.state()
         for i in range(cfg.compile_warmup_steps):
             if qat_later and i == cfg.compile_warmup_steps // 2:
-                set_qat(self.base, cfg.qat_rules, True, reset=False)
+                set_qat(self.base, self.qat_rules, True, reset=False)
             self.zero_grad()
             self.forward_backward()
             for opt in self.optimizers:
@@ -237,7 +252,7 @@ class Run:
                         torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                     return self.model(*probe)
 
-            self.qat_primed = switch_is_visible(probe_forward, self.base, cfg.qat_rules)
+            self.qat_primed = switch_is_visible(probe_forward, self.base, self.qat_rules)
             self.log(f"qat:compiled_switch_{'verified' if self.qat_primed else 'not_seen (will re-trace at the switch)'}")
         self.base.load_state_dict(init_model)
         for o, s in zip(self.optimizers, init_opt):
@@ -304,7 +319,7 @@ class Run:
         calib = None
         if cfg.calib_tokens > 0 and self.ctx.is_main:
             if self.qat_on:
-                set_qat(self.base, cfg.qat_rules, False)
+                set_qat(self.base, self.qat_rules, False)
             t0 = time.perf_counter()
             hessians = collect_hessians(self.base, cfg.train_files, cfg.calib_tokens, cfg.train_seq_len,
                                         device=self.ctx.device)
@@ -367,14 +382,50 @@ class Run:
         return train_loss
 
     def maybe_switch_qat(self, elapsed_ms: float) -> None:
+        """QAT on at ``qat_start_frac`` of training; with a budget, each plan (the first at the
+        switch, then ``qat_refresh`` more, evenly spaced) replaces the grids. A plan always
+        resets torch.compile's caches: its grids are not the ones the warm-up primed."""
         cfg = self.cfg
-        if not cfg.qat_rules or self.qat_on or \
-                progress_fraction(self.step, elapsed_ms, cfg.iterations, self.max_wallclock_ms) < cfg.qat_start_frac:
+        if self.planner is None and (not self.qat_rules or self.qat_on):
             return
-        self.qat_on = True
-        names = set_qat(self.base, cfg.qat_rules, True, reset=not self.qat_primed)
-        self.log(f"qat:on step:{self.step} train_time:{elapsed_ms:.0f}ms quantized_weights:{len(names)}"
-                 + (" graph:primed" if self.qat_primed else ""))
+        frac = progress_fraction(self.step, elapsed_ms, cfg.iterations, self.max_wallclock_ms)
+        if self.planner is not None:
+            if self.plans > cfg.qat_refresh or \
+                    frac < cfg.qat_start_frac + (1 - cfg.qat_start_frac) * self.plans / (cfg.qat_refresh + 1):
+                return
+            self.plan_grids()
+        elif frac < cfg.qat_start_frac:
+            return
+        switched, self.qat_on = not self.qat_on, True
+        names = set_qat(self.base, self.qat_rules, True, reset=self.planner is not None or not self.qat_primed)
+        if switched:
+            self.log(f"qat:on step:{self.step} train_time:{elapsed_ms:.0f}ms quantized_weights:{len(names)}"
+                     + (" graph:primed" if self.qat_primed else ""))
+
+    def plan_grids(self) -> None:
+        """Budget-aware QAT's plan: rank 0 calibrates on training tokens (QAT off), the planner
+        allocates ``qat_budget`` on the current weights, and every rank takes rank 0's grids.
+        The time counts as training time, and is logged."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        text = None
+        if self.ctx.is_main:
+            if self.qat_on:
+                set_qat(self.base, self.qat_rules, False, reset=False)
+            n, seq = cfg.qat_calib_tokens, cfg.train_seq_len
+            hessians = collect_hessians(self.base, cfg.train_files, n, seq, device=self.ctx.device, progress=False)
+            sens = collect_sensitivity(self.base, cfg.train_files, n, seq, skip=n, device=self.ctx.device,
+                                       progress=False)
+            plan = self.planner({k: v.detach().float().cpu() for k, v in self.base.state_dict().items()}, hessians,
+                                sens)
+            text = json.dumps({"rules": plan.rules(), "line": f"budget:{plan.budget} predicted_bytes:"
+                                                               f"{plan.predicted_bytes} {plan.summary()}"})
+        shared = json.loads(share_text(self.ctx, text))
+        self.qat_rules = parse_rules(shared["rules"])
+        self.plans += 1
+        self.sync()
+        self.log(f"qat:plan {self.plans}/{cfg.qat_refresh + 1} step:{self.step} {shared['line']} "
+                 f"plan_time:{1000.0 * (time.perf_counter() - t0):.0f}ms")
 
     def log_train_loss(self, train_loss: torch.Tensor, approx_ms: float) -> None:
         cfg, step = self.cfg, self.step
@@ -429,8 +480,11 @@ class Run:
         cfg = self.cfg
         resume_state = {"model": {k: v.detach().cpu() for k, v in self.base.state_dict().items()},
                         "optimizers": [o.state_dict() for o in self.optimizers], "data": self.loader.stream.state(),
-                        "step": self.step, "train_ms": self.train_ms, "qat_on": self.qat_on, "ema": self.ema}
+                        "step": self.step, "train_ms": self.train_ms, "qat_on": self.qat_on, "ema": self.ema,
+                        "qat_rules": [r.to_json() for r in self.qat_rules], "qat_plans": self.plans}
         meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
+        if self.plans:  # the grids the weights were trained toward: build reports how many it kept
+            meta["qat_plan"] = [r.to_json() for r in self.qat_rules]
         save_checkpoint(path, Checkpoint({k: v.detach().float().cpu() for k, v in weights.items()}, cfg.model,
                                          cfg.to_dict(), meta, resume_state, cfg.model_builder), overwrite=self.force)

@@ -25,11 +25,13 @@ import re
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch.distributed as dist
 
 from ...codec.decoders.chain import DecoderSpec
+from ...codec.qat_plan import grid_planner
 from ...codec.registry import Registered, decoder_table
 from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.checkpoint import load_checkpoint
@@ -117,7 +119,9 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     registry = stage_registry(settings["stages"])
     spec = spec_from_doc(settings["pipeline"], "packed", registry)
     code_bytes = os.path.getsize(script)
-    result = train(cfg, force=True)
+    if cfg.qat_budget > 0:  # budget-aware QAT plans for this file's own budget, under the packed pipeline
+        cfg.qat_budget, cfg.qat_pipeline = CHALLENGE_CAP - code_bytes, settings["pipeline"]
+    result = train(cfg, force=True, planner=partial(grid_planner, registry=registry))
     log = Logger(result.ctx, Path(cfg.log_file), print)
     if result.ctx.is_main:
         data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log, decoder_table(registry))

@@ -1,0 +1,114 @@
+"""The grids budget-aware QAT trains toward: the loss-aware allocation of a byte budget, on the
+weights as they are when QAT switches on.
+
+``fill`` (codec/fill.py) chooses each matrix's bits and clip for the *final* weights; QAT
+that imitates the rules' written grids trains toward grids the fill then leaves. This plan is
+the same Lagrangian allocation (``allocate.py``: candidates estimated with round-to-nearest,
+distortion the predicted loss rise from the sensitivities, else the Hessian proxy) made
+during training, so the weights can settle onto the grids that will ship. Two differences:
+
+* no low-rank corrections and no rate-aware rounding: a straight-through fake quantizer
+  trains toward a plain grid, and a correction is fitted to the error that is left at export;
+* one solve on the estimated rates (no exact encode: GPTQ on every matrix would cost more
+  than the training steps it steers). The fixed tensors (controls, ``allocate = false``)
+  are encoded exactly, so only the matrices' entropy-coded rates are estimates.
+
+Build-only (the trainer is shipped): an entry point that has the codec hands this function to
+the trainer (``trainer/train.py``'s ``GridPlanner``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Mapping
+
+import torch
+
+from .allocate import Candidate, candidates, hessian_diagonals, pareto, solve
+from .decoders.intq import ClipRule, qmax
+from .decoders.container import write_container
+from .fill import allocatable
+from .pipeline import encode_tensor, record_bytes
+from .registry import Registered
+from .spec import PipelineSpec, load_spec, spec_from_doc
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """One allocation: the grid per allocatable tensor, and what it is predicted to cost."""
+
+    grids: dict[str, Candidate]
+    predicted_bytes: int  # the whole container: fixed tensors exactly, the allocation estimated
+    budget: int
+    classes: dict[str, str]  # tensor -> the name of its rule (what inspect groups it under)
+
+    def rules(self) -> list[tuple[str, int, str]]:
+        """``(name, bits, clip)`` per planned tensor, in name order: the trainer's QAT rules."""
+        return [(n, c.bits, c.clip) for n, c in sorted(self.grids.items())]
+
+    def summary(self) -> str:
+        """Per class, how many tensors got each grid: ``matrices:6b/sdclip:12.85x8,5b/sdclip:10x4``."""
+        counts = Counter((self.classes[n], c.bits, c.clip) for n, c in self.grids.items())
+        parts: dict[str, list[str]] = {}
+        for (cls, bits, clip), k in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+            parts.setdefault(cls, []).append(f"{bits}b/{clip}x{k}")
+        return " ".join(f"{cls}:{','.join(v)}" for cls, v in parts.items())
+
+
+def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor] | None,
+               sensitivity: Mapping[str, torch.Tensor] | None, *, spec: PipelineSpec, budget: int,
+               meta: dict | None = None) -> GridPlan:
+    """The least-predicted-loss grids (bits, clip; no corrections) whose estimated container
+    fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
+    ``fill``'s)."""
+    names = allocatable(spec, state_dict)
+    if not names:
+        raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
+    sens = {n: s for n, s in (sensitivity or {}).items() if n in names and s.shape == state_dict[n].shape}
+    hdiag = hessian_diagonals(hessians, names)
+    fixed = [encode_tensor(n, t, spec.rule_for(n).stages, None) for n, t in state_dict.items() if n not in names]
+    overhead = sum(record_bytes(r) for r in fixed) + len(write_container([], meta or {}))
+    table = {n: pareto(candidates(state_dict[n].detach().float().cpu(), hdiag.get(n), lqer=(), sens=sens.get(n)))
+             for n in names}
+    choice = solve(table, 8.0 * (budget - overhead))
+    return GridPlan(choice, overhead + round(sum(c.rate for c in choice.values()) / 8), budget,
+                    {n: spec.rule_for(n).label for n in names})
+
+
+def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: dict, *,
+                 registry: Mapping[str, Registered] | None = None) -> Callable[..., GridPlan]:
+    """The trainer's planner factory (``trainer/qat.py: PlannerFactory``): ``pipeline`` is a
+    pipeline file's table (``PipelineSpec.to_doc``; empty: the default pipeline), ``roles`` the
+    model's tensor roles, ``meta`` the container meta the budget also pays for; ``registry``:
+    the stages it may name (default: the installed ones; a records script passes its packed ones)."""
+    spec = (spec_from_doc(pipeline, "qat_pipeline", registry) if pipeline else load_spec("default", registry))
+    spec = spec.with_roles(roles)
+    return partial(plan_grids, spec=spec, budget=budget, meta=meta)
+
+
+MAX_PLAN_ENTRIES = 1 << 16
+
+
+def read_plan(raw: object) -> dict[str, tuple[int, str]] | None:
+    """A checkpoint's ``qat_plan`` (the trainer writes ``[[name, bits, clip], ...]``) as
+    ``name -> (bits, clip)``; None when absent. A checkpoint is untrusted: anything but
+    well-formed entries of valid grids is refused."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > MAX_PLAN_ENTRIES:
+        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip]")
+    plan = {}
+    for entry in raw:
+        ok = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and len(entry[0]) <= 1000 \
+            and type(entry[1]) is int and isinstance(entry[2], str) and len(entry[2]) <= 32
+        try:
+            if ok:
+                qmax(entry[1])
+                ClipRule.parse(entry[2])
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
+        plan[entry[0]] = (entry[1], entry[2])
+    return plan

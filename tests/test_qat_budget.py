@@ -1,0 +1,118 @@
+"""Budget-aware QAT: the plan is the allocator's for the budget, the trainer trains toward it
+(logged, saved, resumed), the build's ``qat`` contender ships exactly the grid the weights were
+trained onto, and a checkpoint's plan is untrusted input. What it buys is a measurement:
+``golfpack bench qat`` (docs/benchmarks.md)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from golfpack.codec.decoders.intq import ClipRule, fake_quantize
+from golfpack.codec.fill import fill
+from golfpack.codec.pipeline import decode_state_dict
+from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
+from golfpack.codec.spec import load_spec
+from golfpack.model.builders import tensor_roles
+from golfpack.model.checkpoint import load_checkpoint
+from golfpack.packer.bench_qat import QatRun, format_qat
+from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
+from golfpack.trainer.qat import QatRule, parse_rules
+from golfpack.trainer.train import train
+
+from .conftest import golfpack
+from .test_trainer import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def weights(trained, train_glob):
+    ckpt = load_checkpoint(trained)
+    model = ckpt.build_model()
+    sens = collect_sensitivity(model, train_glob, 4096, 128, skip=2048, progress=False)
+    spec = load_spec("default").with_roles(tensor_roles(model))
+    return ckpt.state_dict, spec, load_hessians(calib_path(trained)), sens
+
+
+def test_a_plan_fits_its_budget_and_a_smaller_budget_buys_coarser_grids(weights):
+    state, spec, hessians, sens = weights
+    params = sum(t.numel() for t in state.values())
+    plans = {b: plan_grids(state, hessians, sens, spec=spec, budget=round(b * params / 8)) for b in (2.5, 4.5)}
+    for b, plan in plans.items():
+        print(f"{b} bits/param: {plan.predicted_bytes:,} of {plan.budget:,} bytes predicted; {plan.summary()}")
+        assert plan.predicted_bytes <= plan.budget
+        assert not any(c.lqer or c.rdoq for c in plan.grids.values())  # a fake quantizer trains toward plain grids
+    mean_bits = {b: sum(c.bits for c in p.grids.values()) / len(p.grids) for b, p in plans.items()}
+    assert mean_bits[2.5] < mean_bits[4.5]
+    again = plan_grids(state, hessians, sens, spec=spec, budget=plans[2.5].budget)
+    assert again.rules() == plans[2.5].rules()  # deterministic
+
+
+def test_the_trainer_plans_at_the_switch_and_again_and_resumes_with_the_plan(tmp_path, train_glob):
+    lines = []
+    cfg = tiny_cfg(tmp_path / "a", train_glob, "iterations=6", "qat_start_frac=0.5", "qat_budget=40000",
+                   "qat_refresh=1", "qat_calib_tokens=1024")
+    train(cfg, echo=lines.append, save_every=4, planner=grid_planner)
+    plans = [ln for ln in lines if ln.startswith("qat:plan")]
+    assert [re.match(r"qat:plan (\d)/2 step:(\d)", ln).groups() for ln in plans] == [("1", "3"), ("2", "5")], plans
+    assert all(re.search(r"budget:40000 predicted_bytes:\d+ embedding:\d+b/\S+ matrices:", ln) for ln in plans)
+    assert re.search(r"plan_time:\d+ms$", plans[0]) and any(ln.startswith("qat:on step:3") for ln in lines)
+    final = load_checkpoint(tmp_path / "a" / "final.pt")
+    assert final.meta["qat_plan"] == final.resume["qat_rules"] and final.resume["qat_plans"] == 2
+    assert all(r.bits in range(3, 9) for r in parse_rules(final.meta["qat_plan"]))
+    # resumed after the first plan: the second is made at the same step, and the weights match
+    resumed = tiny_cfg(tmp_path / "a", train_glob, "iterations=6", "qat_start_frac=0.5", "qat_budget=40000",
+                       "qat_refresh=1", "qat_calib_tokens=1024", f"out_dir={tmp_path / 'b'}")
+    more = []
+    train(resumed, resume=tmp_path / "a" / "step_000004.pt", echo=more.append, planner=grid_planner)
+    assert [ln.split(" plan_time")[0] for ln in more if ln.startswith("qat:plan")] == [plans[1].split(" plan_time")[0]]
+    again = load_checkpoint(tmp_path / "b" / "final.pt")
+    assert all(torch.equal(final.state_dict[k], again.state_dict[k]) for k in final.state_dict)
+
+
+def test_a_budget_without_a_switch_is_refused(tmp_path, train_glob):
+    with pytest.raises(ValueError, match="qat_start_frac below 1"):
+        train(tiny_cfg(tmp_path, train_glob, "iterations=2", "qat_budget=40000"), planner=grid_planner)
+    proc = golfpack("train", "--budget", "--set", "iterations=2")
+    assert proc.returncode != 0 and "give --qat-start" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_qat_contender_ships_the_trained_grid_exactly(weights):
+    """Weights that sit on the planned grids (as QAT leaves its forward) come back bit for bit
+    from the ``qat`` contender (round-to-nearest), where GPTQ would move them; its predicted
+    rise is zero, so it ships."""
+    state, spec, hessians, sens = weights
+    plan = {n: (4, "absmax") for n in state if state[n].ndim == 2 and spec.rule_for(n).allocate}
+    on_grid = {n: fake_quantize(t.float(), *plan[n][:1], ClipRule.parse(plan[n][1])) if n in plan else t
+               for n, t in state.items()}
+    container = fill(on_grid, spec, hessians, 10**6, {}, sensitivity=sens, trained=plan).container
+    decoded, meta = decode_state_dict(container)
+    assert all(torch.equal(decoded[n], on_grid[n]) for n in plan)
+    assert all(meta["allocation"][n]["bits"] == 4 for n in plan)
+
+
+@pytest.mark.parametrize("raw, why", [
+    ("x", "must be a list"), ([["w", 9, "absmax"]], "malformed"), ([["w", 4, "evil:1"]], "malformed"),
+    ([["w", True, "absmax"]], "malformed"), ([["w", 4]], "malformed"), ([[1, 4, "absmax"]], "malformed"),
+    ([["w" * 5000, 4, "absmax"]], "malformed"), ([["w", 4, "absmax"]] * 70000, "must be a list")])
+def test_a_checkpoint_plan_is_checked_before_use(raw, why):
+    with pytest.raises(ValueError, match=why):
+        read_plan(raw)
+    assert read_plan([["w", 4, "sdclip:12.85"]]) == {"w": (4, "sdclip:12.85")} and read_plan(None) is None
+
+
+def test_qat_rules_round_trip_through_their_json_form():
+    rules = parse_rules([["blocks.*", 5, "sdclip:10"], ("tok_emb.weight", 7, "absmax")])
+    assert rules == [QatRule("blocks.*", 5, ClipRule("sdclip", 10.0)), QatRule("tok_emb.weight", 7, ClipRule())]
+    assert parse_rules(r.to_json() for r in rules) == rules
+
+
+def test_the_bench_table_reports_what_budget_aware_qat_recovered():
+    runs = [QatRun("s", "none", None, 100, 1000.0, 0.0, 2.0, {2.5: (50, 2.2)}),
+            QatRun("s", "rules", None, 100, 1000.0, 0.0, 2.0, {2.5: (50, 2.15)}),
+            QatRun("s", "budget", 2.5, 100, 1050.0, 40.0, 2.05, {2.5: (50, 2.1)})]
+    text = format_qat(runs)
+    print(text)
+    assert "budget-aware QAT's artifact is +0.10000 bpb below no-QAT's, 0.50 of the export's cost (0.20000); " \
+           "against rules -0.05000" in text
+    assert re.search(r"budget-2.5\s+1.1\s+1.050\s+0.0\s+2.05000\s+2.5\s+50\s+2.10000\s+\+0.05000", text)
