@@ -29,7 +29,8 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
 * ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
   plan's grids, rounded to nearest as the fake quantizer rounded (GPTQ would move the weights
   off the points training settled them on), stepped along each tensor's ladder if they do not
-  fit this budget; judged by prediction with golfpack's own two;
+  fit this budget; judged by its score against the predicted choice (a predicted rise is
+  measured from the float weights, and after QAT the model that trained is the quantized one);
 * ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
   SDClip at the smallest ``k`` whose exact container fits (behind an entropy coder ``k`` sets the
   step, so it is the knob that fits the bytes);
@@ -75,7 +76,8 @@ from .stage import Stage, StageError
 MAX_SOLVES = 8
 MAX_STEPS = 64
 CONTENDERS = ("fill", "fill-no-lqer", "qat", "fill-proxy", "records", "records+lqer")
-PREDICTED = ("fill", "fill-no-lqer", "qat")  # judged by the predicted loss; the other contenders are guards
+PREDICTED = ("fill", "fill-no-lqer")  # judged by the predicted loss
+TRAINED = "qat"  # judged by its score against the predicted choice; the other contenders are guards
 SIGNIFICANT = 2.0  # standard errors by which a guard's measured score overrides the prediction
 RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
 RECORD_K = (10.0, 11.5, 12.85, 14.0, 16.0, 18.0, 20.0, 23.0, 26.0, 30.0, 35.0, 40.0, 50.0, 64.0)
@@ -350,11 +352,11 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         runs = [filler.allocate(table, budget, tolerance)]
         if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
             runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
-        if sens and trained and (qat := filler.trained(trained, hdiag, plain, budget, tolerance)) is not None:
-            runs.append(qat)
         for run in runs:
             run.predicted = filler.predicted(run.choice) if sens else None
         alloc = best_predicted(runs) if sens else runs[0]
+        if trained and (qat := filler.trained(trained, hdiag, plain, budget, tolerance)) is not None:
+            alloc = qat  # nothing measures; the weights were trained for these grids
         alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
         return alloc
     reserve = contenders_reserve(meta)
@@ -411,24 +413,29 @@ def best_predicted(runs: Sequence[Allocation]) -> Allocation:
 
 def pick(runs: Sequence[Allocation]) -> tuple[Allocation, str]:
     """The contender that ships, and why (module docstring): of :data:`PREDICTED`, the least
-    predicted rise, unless a guard's score beats it by more than ``SIGNIFICANT`` standard errors
-    of the paired per-window difference; the lowest score when nothing was predicted."""
+    predicted rise (:data:`TRAINED` instead if it scores lower), unless a guard's score beats it
+    by more than ``SIGNIFICANT`` standard errors of the paired per-window difference; the lowest
+    score when nothing was predicted."""
     order = lambda r: CONTENDERS.index(r.name)  # noqa: E731
     lowest = min(runs, key=lambda r: (r.loss, order(r)))
     own = [r for r in runs if r.name in PREDICTED]
     if not own or any(r.predicted is None for r in runs):
         return lowest, "lowest held-out loss"
-    chosen = best_predicted(own)
-    guard = min((r for r in runs if r.name not in PREDICTED), key=lambda r: (r.loss, order(r)), default=None)
+    chosen, why = best_predicted(own), "least predicted rise"
+    qat = next((r for r in runs if r.name == TRAINED), None)
+    if qat is not None and qat.loss < chosen.loss:
+        chosen, why = qat, f"the trained grids, {chosen.loss - qat.loss:.2g} below {chosen.name}'s held-out loss"
+    guard = min((r for r in runs if r.name not in (*PREDICTED, TRAINED)), key=lambda r: (r.loss, order(r)),
+                default=None)
     if guard is None or guard.loss >= chosen.loss:
-        return chosen, "least predicted rise; no guard scored lower"
+        return chosen, f"{why}; no guard scored lower"
     diff = [a - b for a, b in zip(chosen.windows, guard.windows)]
     mean = sum(diff) / len(diff)
     se = (sum((d - mean) ** 2 for d in diff) / max(len(diff) - 1, 1) / len(diff)) ** 0.5
     if mean > SIGNIFICANT * se:
-        return guard, (f"held-out loss {mean:.2g} below {chosen.name} (the least predicted rise), "
+        return guard, (f"held-out loss {mean:.2g} below {chosen.name} ({why}), "
                        f"{mean / se if se else float('inf'):.1f} standard errors")
-    return chosen, (f"least predicted rise; {guard.name} scored {mean:.2g} lower, within {SIGNIFICANT:g} "
+    return chosen, (f"{why}; {guard.name} scored {mean:.2g} lower, within {SIGNIFICANT:g} "
                     f"standard errors ({se:.2g})")
 
 

@@ -21,6 +21,7 @@ import importlib.util
 import keyword
 import re
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -33,6 +34,33 @@ from .gpt import is_control
 GPT_BUILDER = "golfpack.model.gpt:build"
 BUILDER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 MATRIX_MIN_ELEMENTS = 65_536  # the records' line: smaller tensors are "small" (stored near float)
+
+
+class _Name(str, Enum):
+    """A vocabulary word: compares, hashes, prints and serializes as its value (``StrEnum``,
+    which Python 3.10 lacks)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Role(_Name):
+    """What a state-dict tensor is to the codec's rules (``role = ...`` in a pipeline file; the
+    codec, which imports nothing of the model, spells the same values in ``codec.spec.ROLES``,
+    and a test holds them equal)."""
+
+    MATRIX = "matrix"  # a weight of 2+ dimensions with at least MATRIX_MIN_ELEMENTS values
+    EMBEDDING = "embedding"  # the token embedding or the output head
+    SMALL = "small"  # the rest: vectors, scales, gains, small matrices
+
+
+class Kind(_Name):
+    """A parameter's part in training: which optimizer and learning rate it gets."""
+
+    EMBEDDING = "embedding"  # an nn.Embedding: Adam at the (tied) embedding rate
+    HEAD = "head"  # the untied output layer: Adam at the head rate
+    HIDDEN = "hidden"  # any other 2-D weight: Muon
+    CONTROL = "control"  # vectors, scalars and the named scales and gains: Adam at the scalar rate
 
 
 class ModelBuilderError(ValueError):
@@ -177,39 +205,38 @@ def tied_embeddings(model: nn.Module) -> list[str]:
     return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
 
 
-def parameter_kinds(model: nn.Module) -> dict[str, str]:
-    """Each parameter's part in training: ``embedding`` (an ``nn.Embedding``), ``head`` (the
-    untied output layer, by convention ``model.lm_head``), ``matrix`` (other 2-D weights: Muon)
-    or ``control`` (vectors, scalars, and the challenge's named scales and gains: Adam)."""
+def parameter_kinds(model: nn.Module) -> dict[str, Kind]:
+    """Each parameter's :class:`Kind`: an ``nn.Embedding``'s, the untied output layer's (by
+    convention ``model.lm_head``), other 2-D weights (Muon), or control (the challenge's named
+    scales and gains among them)."""
     head = getattr(model, "lm_head", None)
     head_params = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
     embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     kinds = {}
     for name, p in model.named_parameters():
         if id(p) in embedding_params:
-            kinds[name] = "embedding"
+            kinds[name] = Kind.EMBEDDING
         elif id(p) in head_params:
-            kinds[name] = "head"
+            kinds[name] = Kind.HEAD
         elif p.ndim == 2 and not is_control(name, p):
-            kinds[name] = "matrix"
+            kinds[name] = Kind.HIDDEN
         else:
-            kinds[name] = "control"
+            kinds[name] = Kind.CONTROL
     return kinds
 
 
-def tensor_roles(model: nn.Module) -> dict[str, str]:
-    """Each state-dict tensor's role for the codec's rules (``role = ...``): ``embedding``
-    (token embedding or output head), ``matrix`` (any other weight of 2 or more dimensions with
-    at least ``MATRIX_MIN_ELEMENTS`` values) or ``small``; so a pipeline fits a model whose
-    names it has never seen."""
+def tensor_roles(model: nn.Module) -> dict[str, Role]:
+    """Each state-dict tensor's :class:`Role` for the codec's rules: the embedding and head
+    are ``embedding``, other Muon weights of at least ``MATRIX_MIN_ELEMENTS`` values ``matrix``,
+    the rest ``small``; so a pipeline fits a model whose names it has never seen."""
     kinds = parameter_kinds(model)
     roles = {}
     for name, t in model.state_dict().items():
-        kind = kinds.get(name, "control")
-        if kind in ("embedding", "head"):
-            roles[name] = "embedding"
-        elif t.ndim >= 2 and t.numel() >= MATRIX_MIN_ELEMENTS and kind == "matrix":
-            roles[name] = "matrix"
+        kind = kinds.get(name, Kind.CONTROL)
+        if kind in (Kind.EMBEDDING, Kind.HEAD):
+            roles[name] = Role.EMBEDDING
+        elif t.ndim >= 2 and t.numel() >= MATRIX_MIN_ELEMENTS and kind is Kind.HIDDEN:
+            roles[name] = Role.MATRIX
         else:
-            roles[name] = "small"
+            roles[name] = Role.SMALL
     return roles

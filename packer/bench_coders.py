@@ -33,7 +33,7 @@ from ..codec.entropy import order0_bits
 from ..codec.registry import decoder_table, get_stage
 from ..codec.stage import EncodeContext
 from .models import open_checkpoint
-from ..model.builders import tensor_roles
+from ..model.builders import Role, tensor_roles
 from ..trainer.calibrate import calib_path, load_hessians
 from .record_recipe import record_quantize
 
@@ -83,7 +83,7 @@ def record_symbols(state: dict[str, torch.Tensor], hessians: dict[str, torch.Ten
     for name, t in state.items():
         if t.ndim < 2 or t.numel() < 4096:
             continue
-        embedding = None if roles is None else roles.get(name) == "embedding"
+        embedding = None if roles is None else roles.get(name) == Role.EMBEDDING
         out[name], _ = record_quantize(name, t.reshape(t.shape[0], -1), hessians.get(name), embedding=embedding)
     return out
 

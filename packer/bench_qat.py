@@ -38,7 +38,7 @@ from .run import run_artifact
 
 SIZES = {"small": {"num_layers": 2, "model_dim": 128}, "medium": {"num_layers": 4, "model_dim": 256}}
 VARIANTS = ("none", "rules", "budget")
-PLAN_TIME = re.compile(r"qat:plan .* plan_time:(\d+)ms")
+PLAN_TIME = re.compile(r"^qat:plan .* plan_time:(\d+)ms$", re.M)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +54,7 @@ class QatBenchOptions:
     refresh: int = 1
     seq_len: int = 1024  # evaluation window
     force: bool = False
+    reuse: bool = False  # a run whose final checkpoint exists under ``out`` is built again, not retrained
 
 
 @dataclass
@@ -79,6 +80,15 @@ def base_config(opts: QatBenchOptions, size: str, out_dir: Path) -> TrainConfig:
                         f"warmdown_iters={max(round(0.45 * opts.steps), 1)}", "val_max_tokens=65536", *dims])
 
 
+def quiet(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """A training log shown only by its QAT and save lines."""
+    def show(line: str) -> None:
+        if line.startswith(("qat:", "saved:")):
+            echo(f"  {line}")
+
+    return show
+
+
 def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> list[QatRun]:
     if not 0 < opts.qat_start < 1:
         raise ValueError(f"--qat-start must be between 0 and 1, got {opts.qat_start}")
@@ -102,27 +112,26 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
                 cfg.qat_rules = quantizer_rules(load_spec("default"), tensor_roles(model))
             if variant == "budget":
                 cfg.qat_budget, cfg.qat_refresh = weights[bits], opts.refresh
-            echo(f"[{size} {name}] training {opts.steps} steps ({params:,} params)")
-            plan_ms = []
-
-            def listen(line: str) -> None:
-                if m := PLAN_TIME.match(line):
-                    plan_ms.append(float(m[1]))
-                if line.startswith(("qat:", "saved:")):
-                    echo(f"  {line}")
-
-            result = train(cfg, force=opts.force, echo=listen, planner=grid_planner)
-            ckpt = load_checkpoint(result.checkpoint, cfg.model_builder)
+            final = Path(cfg.out_dir) / "final.pt"
+            if opts.reuse and final.is_file():
+                echo(f"[{size} {name}] reusing {final}")
+            else:
+                echo(f"[{size} {name}] training {opts.steps} steps ({params:,} params)")
+                train(cfg, force=opts.force, echo=quiet(echo), planner=grid_planner)
+            ckpt = load_checkpoint(final, cfg.model_builder)
+            log = (Path(cfg.out_dir) / "train.log").read_text(encoding="utf-8").rsplit("\nmodel_params:", 1)[-1]
+            plan_ms = sum(float(m[1]) for m in PLAN_TIME.finditer(log))  # this run's plans (a log is appended to)
             float_bpb = evaluate_files(ckpt.build_model(), opts.val, opts.tokenizer,
                                        EvalSettings(opts.seq_len), progress=False).val_bpb
-            run = QatRun(size, variant, bits, params, result.train_time_ms, sum(plan_ms), float_bpb)
+            run = QatRun(size, variant, bits, params, float(ckpt.meta["train_time_ms"]), plan_ms, float_bpb)
             for b in opts.bits if bits is None else (bits,):
                 artifact = opts.out / size / f"{name}.{b:g}bpp.pyz"
-                build(result.checkpoint, "default", artifact,
-                      BuildOptions(budget=frame + weights[b], force=opts.force), echo=lambda _: None, progress=False)
+                build(final, "default", artifact,
+                      BuildOptions(budget=frame + weights[b], force=opts.force or opts.reuse), echo=lambda _: None,
+                      progress=False)
                 r = run_artifact(artifact, opts.val, opts.tokenizer, EvalSettings(opts.seq_len))
-                run.artifacts[b] = (r["artifact_bytes"], r["val_bpb"])
-                echo(f"  {b:g} bits/param: {r['artifact_bytes']:,} bytes, val_bpb {r['val_bpb']:.5f} "
+                run.artifacts[b] = (r.artifact_bytes, r.val_bpb)
+                echo(f"  {b:g} bits/param: {r.artifact_bytes:,} bytes, val_bpb {r.val_bpb:.5f} "
                      f"(float {float_bpb:.5f})")
             runs.append(run)
     return runs

@@ -309,13 +309,13 @@ def run_cmd(artifact, val, tokenizer, nproc, settings, device, as_json) -> None:
 
     r = run_artifact(artifact, val, str(tokenizer), settings, nproc=nproc, device=device)
     if as_json:
-        click.echo(json.dumps(r))
+        click.echo(json.dumps(r.to_json()))
         return
-    echo_result(r, False)
-    click.echo(f"artifact_bytes:{r['artifact_bytes']} sha256:{r['sha256']}")
-    verdict = "within" if r["wall_seconds"] <= r["eval_limit_seconds"] else "OVER"
-    click.echo(f"eval_wall_time:{r['wall_seconds']:.2f}s ({verdict} the {r['eval_limit_seconds']:.0f}s limit)")
-    click.echo(f"decode_time:{r['decode_seconds']:.2f}s ({100 * r['decode_seconds'] / r['eval_limit_seconds']:.2f}% "
+    echo_result(r.to_json(), False)
+    click.echo(f"artifact_bytes:{r.artifact_bytes} sha256:{r.sha256}")
+    verdict = "within" if r.wall_seconds <= r.eval_limit_seconds else "OVER"
+    click.echo(f"eval_wall_time:{r.wall_seconds:.2f}s ({verdict} the {r.eval_limit_seconds:.0f}s limit)")
+    click.echo(f"decode_time:{r.decode_seconds:.2f}s ({100 * r.decode_seconds / r.eval_limit_seconds:.2f}% "
                "of the limit)")
 
 
@@ -432,8 +432,9 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
 @click.option("--seq-len", default=1024, show_default=True, type=POSITIVE, help="Evaluation window.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON after the table.")
 @click.option("--force", is_flag=True, help="Overwrite earlier runs and artifacts under --out.")
+@click.option("--reuse", is_flag=True, help="Build and score the runs already under --out again; train only missing ones.")
 def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_start, refresh, seq_len, as_json,
-                  force) -> None:
+                  force, reuse) -> None:
     """No QAT, QAT toward the written grids, and budget-aware QAT: artifacts' val_bpb at budgets that bind."""
     from dataclasses import asdict
 
@@ -445,7 +446,7 @@ def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_star
         raise ValueError(f"--bits must be comma-separated numbers, got {bits!r}") from None
     opts = QatBenchOptions(train=train_files, val=val, tokenizer=str(tokenizer), out=out, steps=steps,
                            sizes=tuple(s.strip() for s in sizes.split(",")), bits=budgets, qat_start=qat_start,
-                           refresh=refresh, seq_len=seq_len, force=force)
+                           refresh=refresh, seq_len=seq_len, force=force, reuse=reuse)
     runs = qat_bench(opts, echo=click.echo)
     click.echo(format_qat(runs))
     if as_json:

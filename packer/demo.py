@@ -84,4 +84,4 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
     echo(format_ledger(led))
     echo("[4/4] verifying and running the artifact")
     r = run_artifact(artifact, data.val, str(data.tokenizer), EvalSettings(cfg.train_seq_len, batch_seqs=64))
-    return {**r, "float_val_bpb": result.val.val_bpb if result.val else None, "artifact": str(artifact)}
+    return {**r.to_json(), "float_val_bpb": result.val.val_bpb if result.val else None, "artifact": str(artifact)}

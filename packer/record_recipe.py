@@ -33,6 +33,7 @@ import torch
 from ..codec.decoders.intq import dequantize, quantize_rtn
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
+from ..model.builders import Role
 
 ATTN_CLIP, MLP_CLIP, MATRIX_CLIP, EMBED_CLIP = 13.0, 11.5, 12.85, 14.0  # the run's MLP_CLIP_SIGMAS etc.
 LQER_TOP_K, LQER_RANK, LQER_GROUP = 3, 4, 64
@@ -72,14 +73,14 @@ def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tens
             parts.append(raw)
             continue
         q, s = record_quantize(name, t, hessians[name], k, k_emb,
-                               embedding=None if roles is None else roles.get(name) == "embedding")
+                               embedding=None if roles is None else roles.get(name) == Role.EMBEDDING)
         parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
         out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
     return len(brotli.compress(b"".join(parts), quality=11)), out
 
 
 def _is_embedding(name: str, roles: dict[str, str] | None) -> bool:
-    return "tok_emb" in name if roles is None else roles.get(name) == "embedding"
+    return "tok_emb" in name if roles is None else roles.get(name) == Role.EMBEDDING
 
 
 def class_clip(name: str, embedding: bool) -> float:

@@ -9,11 +9,13 @@ fields and types, or the run fails with one line.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..model.console import printable
@@ -47,8 +49,29 @@ def parse_result(stdout: str) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class ArtifactRun:
+    """An artifact's own evaluation (its printed result, checked: :data:`RESULT_FIELDS`) and the
+    file that ran."""
+
+    val_loss: float
+    val_bpb: float
+    tokens: int
+    bytes: int
+    seconds: float
+    wall_seconds: float
+    world_size: int
+    decode_seconds: float
+    artifact_bytes: int
+    sha256: str
+    eval_limit_seconds: float = EVAL_LIMIT_SECONDS
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def run_artifact(path: str | Path, val: str, tokenizer: str, settings: EvalSettings = EvalSettings(), *,
-                 nproc: int = 1, device: str | None = None) -> dict:
+                 nproc: int = 1, device: str | None = None) -> ArtifactRun:
     path = Path(path)
     v = verify_bytes(path, read_artifact(path))  # a failure stops here, before any of its code runs
     args = ["eval", f"--val={os.path.abspath(val)}", f"--tokenizer={os.path.abspath(tokenizer)}",
@@ -64,5 +87,4 @@ def run_artifact(path: str | Path, val: str, tokenizer: str, settings: EvalSetti
     if proc.returncode:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
         raise RuntimeError(f"artifact evaluation failed: {printable(tail[:300])}")
-    return {**parse_result(proc.stdout), "artifact_bytes": v.size, "sha256": v.sha256,
-            "eval_limit_seconds": EVAL_LIMIT_SECONDS}
+    return ArtifactRun(**parse_result(proc.stdout), artifact_bytes=v.size, sha256=v.sha256)

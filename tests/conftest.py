@@ -95,7 +95,8 @@ def data_args(train_glob: str, small_val: str) -> list[str]:
 @pytest.fixture(scope="session")
 def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
     out = tmp_path_factory.mktemp("records") / "rec"
+    qat = ["--set", "qat_budget=1", "--set", "qat_start_frac=0.5", "--set", "qat_calib_tokens=1024"]  # its own budget
     proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
-                    *data_args(train_glob, small_val))
+                    *qat, *data_args(train_glob, small_val))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out

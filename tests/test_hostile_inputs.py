@@ -116,7 +116,7 @@ def test_run_executes_the_bytes_it_verified_not_a_file_swapped_after(genuine, tm
 
     monkeypatch.setattr(run_module, "verify_bytes", verify_then_swap)
     r = run_module.run_artifact(target, small_val, str(SP1024), EvalSettings(64))
-    assert r["sha256"] == __import__("hashlib").sha256(data).hexdigest() and r["val_bpb"] > 0
+    assert r.sha256 == __import__("hashlib").sha256(data).hexdigest() and r.val_bpb > 0
     assert not marker.exists() and target.read_bytes() == evil
 
 

@@ -159,7 +159,7 @@ def test_artifact_runs_and_retrains_in_fresh_venv_without_golfpack(artifact, tmp
                           "--json"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     expected = run_artifact(artifact, small_val, str(SP1024), EvalSettings(128, batch_seqs=16))
-    assert json.loads(out.stdout)["val_bpb"] == expected["val_bpb"]
+    assert json.loads(out.stdout)["val_bpb"] == expected.val_bpb
     retrain = subprocess.run([str(py), str(artifact), "train", f"out_dir={tmp_path / 'again'}", "iterations=2",
                               f"train_files={train_glob}", f"val_files={small_val}", f"tokenizer={SP1024}",
                               "calib_tokens=0"], capture_output=True, text=True, cwd=tmp_path, env=env)
@@ -181,8 +181,8 @@ def test_build_accepts_the_challenges_plain_state_dict(trained, tmp_path):
 def test_run_with_two_processes_matches_one(artifact, small_val):
     one = run_artifact(artifact, small_val, str(SP1024), EvalSettings(128, 64), nproc=1)
     two = run_artifact(artifact, small_val, str(SP1024), EvalSettings(128, 64), nproc=2)
-    assert two["world_size"] == 2 and two["tokens"] == one["tokens"] and two["bytes"] == one["bytes"]
-    assert abs(two["val_bpb"] - one["val_bpb"]) <= 1e-12 * one["val_bpb"]
+    assert two.world_size == 2 and two.tokens == one.tokens and two.bytes == one.bytes
+    assert abs(two.val_bpb - one.val_bpb) <= 1e-12 * one.val_bpb
 
 
 def test_artifact_refuses_an_older_python_than_it_was_built_with(artifact, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from golfpack.codec.decoders.intq import ClipRule, fake_quantize
-from golfpack.codec.fill import fill
+from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
 from golfpack.codec.spec import load_spec
@@ -116,3 +116,14 @@ def test_the_bench_table_reports_what_budget_aware_qat_recovered():
     assert "budget-aware QAT's artifact is +0.10000 bpb below no-QAT's, 0.50 of the export's cost (0.20000); " \
            "against rules -0.05000" in text
     assert re.search(r"budget-2.5\s+1.1\s+1.050\s+0.0\s+2.05000\s+2.5\s+50\s+2.10000\s+\+0.05000", text)
+
+
+def test_the_trained_grids_ship_when_they_score_lower_than_the_predicted_choice():
+    def run(name, predicted, windows):
+        return Allocation(b"", {}, name=name, loss=sum(windows) / len(windows), windows=windows, predicted=predicted)
+
+    fill_, qat = run("fill", 0.001, [4.0, 4.1, 4.2]), run("qat", 0.01, [3.99, 4.09, 4.19])
+    records = run("records", 0.02, [4.05, 4.15, 4.25])
+    assert pick([fill_, qat, records])[0] is qat and "the trained grids" in pick([fill_, qat, records])[1]
+    worse = run("qat", 0.0001, [4.01, 4.11, 4.21])  # its prediction does not count: its score does
+    assert pick([fill_, worse, records])[0] is fill_

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.console import progress_bar
-from ..model.builders import build_model, model_meta, parameter_kinds, tensor_roles
+from ..model.builders import Kind, build_model, model_meta, parameter_kinds, tensor_roles
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
@@ -75,19 +75,18 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[tor
     head), the head, and the control tensors. For the baseline GPT this is the challenge's
     grouping exactly."""
     kinds = parameter_kinds(model)
-    params = {k: [p for n, p in model.named_parameters() if kinds[n] == k and p.numel()]
-              for k in ("embedding", "head", "matrix", "control")}
+    params = {k: [p for n, p in model.named_parameters() if kinds[n] is k and p.numel()] for k in Kind}
     fused = next(model.parameters()).is_cuda
     adam = lambda params, lr: torch.optim.Adam(  # noqa: E731
         [{"params": params, "lr": lr, "base_lr": lr}], betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
-    token_lr = cfg.embed_lr if params["head"] else cfg.tied_embed_lr
-    muon = Muon(params["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
+    token_lr = cfg.embed_lr if params[Kind.HEAD] else cfg.tied_embed_lr
+    muon = Muon(params[Kind.HIDDEN], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
                 weight_decay=cfg.weight_decay)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    optimizers = [adam(params["embedding"], token_lr), muon, adam(params["control"], cfg.scalar_lr)]
-    if params["head"]:
-        optimizers.insert(1, adam(params["head"], cfg.head_lr))
+    optimizers = [adam(params[Kind.EMBEDDING], token_lr), muon, adam(params[Kind.CONTROL], cfg.scalar_lr)]
+    if params[Kind.HEAD]:
+        optimizers.insert(1, adam(params[Kind.HEAD], cfg.head_lr))
     return optimizers, muon
 
 
