@@ -138,7 +138,8 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
 
 
 def format_qat(runs: list[QatRun]) -> str:
-    """The table, then per size and budget what budget-aware QAT recovered of the export's cost."""
+    """The table, then per size and budget what budget-aware QAT recovered of the export's cost
+    (a negative improvement is a loss)."""
     lines = [f"{'size':<7} {'variant':<11} {'train s':>8} {'x none':>7} {'plans s':>8} {'float bpb':>10} "
              f"{'b/param':>7} {'bytes':>10} {'val_bpb':>9} {'export +':>9}"]
     for r in runs:
@@ -157,8 +158,8 @@ def format_qat(runs: list[QatRun]) -> str:
                 continue
             cost = none.artifacts[b][1] - none.float_bpb
             gain = none.artifacts[b][1] - budget.artifacts[b][1]
-            vs_rules = f"; against rules {budget.artifacts[b][1] - rules.artifacts[b][1]:+.5f}" if rules else ""
-            lines.append(f"{size} at {b:g} bits/param: budget-aware QAT's artifact is {gain:+.5f} bpb below "
-                         f"no-QAT's, {gain / cost if cost > 0 else float('nan'):.2f} of the export's cost "
+            vs_rules = f"; on rules' by {rules.artifacts[b][1] - budget.artifacts[b][1]:+.5f}" if rules else ""
+            lines.append(f"{size} at {b:g} bits/param: budget-aware QAT's artifact improves on no-QAT's by "
+                         f"{gain:+.5f} bpb, {gain / cost if cost > 0 else float('nan'):+.2f} of the export's cost "
                          f"({cost:.5f}){vs_rules}")
     return "\n".join(lines)

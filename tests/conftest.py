@@ -1,12 +1,17 @@
 """Shared fixtures: the real data in ../shared/data and tiny models."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each, here and in subprocesses
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 from golfpack.model import GPT, GPTConfig
 
@@ -19,6 +24,8 @@ SP1024 = DATA / "tokenizers" / "fineweb_1024_bpe.model"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "golfpack"  # installed beside the interpreter, on PATH or not
 
 SEEDS = ("1337", "42")  # the records fixture's seeds
+# ... and its budget-aware QAT (the script plans for its own budget, whatever qat_budget says)
+RECORDS_QAT = ("--set", "qat_budget=1", "--set", "qat_start_frac=0.5", "--set", "qat_calib_tokens=1024")
 TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
 
 
@@ -95,8 +102,7 @@ def data_args(train_glob: str, small_val: str) -> list[str]:
 @pytest.fixture(scope="session")
 def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
     out = tmp_path_factory.mktemp("records") / "rec"
-    qat = ["--set", "qat_budget=1", "--set", "qat_start_frac=0.5", "--set", "qat_calib_tokens=1024"]  # its own budget
     proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
-                    *qat, *data_args(train_glob, small_val))
+                    *RECORDS_QAT, *data_args(train_glob, small_val))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out

@@ -113,8 +113,8 @@ def test_the_bench_table_reports_what_budget_aware_qat_recovered():
             QatRun("s", "budget", 2.5, 100, 1050.0, 40.0, 2.05, {2.5: (50, 2.1)})]
     text = format_qat(runs)
     print(text)
-    assert "budget-aware QAT's artifact is +0.10000 bpb below no-QAT's, 0.50 of the export's cost (0.20000); " \
-           "against rules -0.05000" in text
+    assert "budget-aware QAT's artifact improves on no-QAT's by +0.10000 bpb, +0.50 of the export's cost " \
+           "(0.20000); on rules' by +0.05000" in text
     assert re.search(r"budget-2.5\s+1.1\s+1.050\s+0.0\s+2.05000\s+2.5\s+50\s+2.10000\s+\+0.05000", text)
 
 

@@ -20,7 +20,7 @@ from golfpack.packer.records.lines import parse_log
 from golfpack.packer.records.layout import latin1_literal
 from golfpack.packer.runtime.artifact import CHALLENGE_CAP
 
-from .conftest import SEEDS, SP1024, data_args, golfpack
+from .conftest import RECORDS_QAT, SEEDS, SP1024, data_args, golfpack
 
 
 
@@ -85,7 +85,7 @@ def test_the_script_runs_under_torchrun_with_two_processes(records, tmp_path, tr
 def test_the_script_is_deterministic_and_refuses_to_clobber(records, trained, tmp_path, train_glob, small_val):
     for d in ("a", "b"):
         proc = golfpack("submit", str(trained), "--out", str(tmp_path / d), "--seeds", ",".join(SEEDS), "--script-only",
-                        *data_args(train_glob, small_val))
+                        *RECORDS_QAT, *data_args(train_glob, small_val))
         assert proc.returncode == 0, proc.stderr
     script = (records / "train_gpt.py").read_bytes()
     assert (tmp_path / "a" / "train_gpt.py").read_bytes() == (tmp_path / "b" / "train_gpt.py").read_bytes() == script
