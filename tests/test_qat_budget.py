@@ -127,3 +127,14 @@ def test_the_trained_grids_ship_when_they_score_lower_than_the_predicted_choice(
     assert pick([fill_, qat, records])[0] is qat and "the trained grids" in pick([fill_, qat, records])[1]
     worse = run("qat", 0.0001, [4.01, 4.11, 4.21])  # its prediction does not count: its score does
     assert pick([fill_, worse, records])[0] is fill_
+
+
+def test_no_config_names_the_code_that_plans():
+    """A config (a checkpoint's, a records folder's) cannot choose what the trainer imports to
+    plan: there is no such key, and the planner is golfpack's by a fixed name."""
+    from golfpack.trainer.config import ConfigError, load_config
+    from golfpack.trainer.qat import load_planner
+
+    with pytest.raises(ConfigError, match="unknown config key 'qat_planner'"):
+        load_config(None, ["qat_planner=os:system"])
+    assert load_planner() is grid_planner

@@ -20,7 +20,7 @@ def launch(cfg: TrainConfig, *, nproc: int = 1, resume: str | os.PathLike | None
            planner: PlannerFactory | None = None) -> TrainResult | None:
     """Train ``cfg``; the result when it ran here (``nproc`` 1). ``model_file``: the user's model
     module (``PATH.py``), which torchrun's processes import themselves; ``planner``: budget-aware
-    QAT's (torchrun's processes import the one ``cfg.qat_planner`` names)."""
+    QAT's (torchrun's processes import golfpack's own: ``qat.load_planner``)."""
     if nproc == 1:
         return train(cfg, resume=resume, force=force, save_every=save_every, planner=planner)
     fd, config = tempfile.mkstemp(suffix=".json", prefix="golfpack-train-")

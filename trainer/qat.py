@@ -77,17 +77,16 @@ GridPlanner = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], 
 PlannerFactory = Callable[[dict, int, Mapping[str, str], dict], GridPlanner]
 
 
-def load_planner(ref: str) -> PlannerFactory:
-    """The planner factory ``module:function`` names (the config's ``qat_planner``)."""
-    module, _, function = ref.partition(":")
+PLANNER_MODULE = "golfpack.codec.qat_plan"  # build-side: imported by this name only, never one a config gives
+
+
+def load_planner() -> PlannerFactory:
+    """golfpack's planner factory, for a process no caller could hand one (a torchrun rank)."""
     try:
-        fn = getattr(importlib.import_module(module), function, None)
+        return importlib.import_module(PLANNER_MODULE).grid_planner
     except ImportError as e:
-        raise ValueError(f"budget-aware QAT needs its grid planner '{ref}' ({e}); train with golfpack installed, "
+        raise ValueError(f"budget-aware QAT needs golfpack's grid planner ({e}); train with golfpack installed, "
                          "or from a records folder, which ships it") from None
-    if not callable(fn):
-        raise ValueError(f"qat_planner '{ref}': no function '{function}' in '{module}'")
-    return fn
 
 
 def _targets(model: torch.nn.Module):

@@ -111,8 +111,8 @@ def _seed(seed: int) -> None:
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = False,
           echo: Callable[[str], None] = print, save_every: int = 0, planner: PlannerFactory | None = None) -> TrainResult:
-    """``planner``: budget-aware QAT's grid planner factory (default: the one ``cfg.qat_planner``
-    names, imported when ``cfg.qat_budget`` is set)."""
+    """``planner``: budget-aware QAT's grid planner factory (default: golfpack's, imported when
+    ``cfg.qat_budget`` is set)."""
     return Run(cfg, resume, force, echo, save_every, planner).train()
 
 
@@ -191,7 +191,7 @@ class Run:
 
     def _planner(self, factory: PlannerFactory | None) -> GridPlanner:
         cfg = self.cfg
-        factory = factory or load_planner(cfg.qat_planner)
+        factory = factory or load_planner()
         return factory(cfg.qat_pipeline, cfg.qat_budget, tensor_roles(self.base),
                        model_meta(cfg.model_builder, cfg.model, {}))
 
