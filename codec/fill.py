@@ -39,7 +39,8 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
 
 Which one ships (:func:`pick`): between golfpack's own allocations by the predicted loss
 (:data:`PREDICTED`: ``fill`` and ``fill-no-lqer`` differ only in whether corrections were
-offered, so the prediction that made both judges them, on their exact weights); then the guards
+offered, so the prediction that made both judges them, on their exact weights), or ``qat``
+(:data:`TRAINED`) if it scores lower than that choice; then the guards
 (``fill-proxy`` and the records' recipes, which do not trust the sensitivities) replace that
 choice if one scores lower on the held-out tokens by more than :data:`SIGNIFICANT` standard
 errors of the paired per-window difference. Without sensitivities, the lowest score ships.
@@ -349,14 +350,15 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     plain = {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()}
     with_lqer = any(c.lqer for cands in table.values() for c in cands)
     if score is None:
-        runs = [filler.allocate(table, budget, tolerance)]
-        if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
-            runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
-        for run in runs:
-            run.predicted = filler.predicted(run.choice) if sens else None
-        alloc = best_predicted(runs) if sens else runs[0]
-        if trained and (qat := filler.trained(trained, hdiag, plain, budget, tolerance)) is not None:
-            alloc = qat  # nothing measures; the weights were trained for these grids
+        # nothing measures: the weights trained toward a plan ship its grids
+        alloc = filler.trained(trained, hdiag, plain, budget, tolerance) if trained else None
+        if alloc is None:
+            runs = [filler.allocate(table, budget, tolerance)]
+            if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
+                runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
+            for run in runs:
+                run.predicted = filler.predicted(run.choice) if sens else None
+            alloc = best_predicted(runs) if sens else runs[0]
         alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
         return alloc
     reserve = contenders_reserve(meta)

@@ -11,10 +11,11 @@ during training, so the weights can settle onto the grids that will ship. Two di
   trains toward a plain grid, and a correction is fitted to the error that is left at export;
 * one solve on the estimated rates (no exact encode: GPTQ on every matrix would cost more
   than the training steps it steers). The fixed tensors (controls, ``allocate = false``)
-  are encoded exactly, so only the matrices' entropy-coded rates are estimates.
+  are encoded exactly (``fill``'s ``Filler`` sorts and encodes them), so only the matrices'
+  entropy-coded rates are estimates.
 
-Build-only (the trainer is shipped): an entry point that has the codec hands this function to
-the trainer (``trainer/train.py``'s ``GridPlanner``).
+Build-only (the trainer is shipped): an entry point that has the codec hands
+:func:`grid_planner` to the trainer (``trainer/qat.py: PlannerFactory``).
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ import torch
 from .allocate import Candidate, candidates, hessian_diagonals, pareto, solve
 from .decoders.intq import ClipRule, qmax
 from .decoders.container import write_container
-from .fill import allocatable
-from .pipeline import encode_tensor, record_bytes
+from .fill import Filler
+from .pipeline import record_bytes
 from .registry import Registered
 from .spec import PipelineSpec, load_spec, spec_from_doc
 
@@ -62,18 +63,15 @@ def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, to
     """The least-predicted-loss grids (bits, clip; no corrections) whose estimated container
     fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
     ``fill``'s)."""
-    names = allocatable(spec, state_dict)
-    if not names:
+    filler = Filler(state_dict, spec, hessians or {}, meta or {}, lambda _: None, sensitivity or {})
+    if not filler.names:
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
-    sens = {n: s for n, s in (sensitivity or {}).items() if n in names and s.shape == state_dict[n].shape}
-    hdiag = hessian_diagonals(hessians, names)
-    fixed = [encode_tensor(n, t, spec.rule_for(n).stages, None) for n, t in state_dict.items() if n not in names]
-    overhead = sum(record_bytes(r) for r in fixed) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n].detach().float().cpu(), hdiag.get(n), lqer=(), sens=sens.get(n)))
-             for n in names}
+    hdiag = hessian_diagonals(hessians, filler.names)
+    overhead = sum(record_bytes(r) for r in filler.fixed.values()) + len(write_container([], meta or {}))
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n))) for n in filler.names}
     choice = solve(table, 8.0 * (budget - overhead))
     return GridPlan(choice, overhead + round(sum(c.rate for c in choice.values()) / 8), budget,
-                    {n: spec.rule_for(n).label for n in names})
+                    {n: spec.rule_for(n).label for n in filler.names})
 
 
 def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: dict, *,

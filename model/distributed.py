@@ -59,7 +59,7 @@ def share_text(ctx: DistContext, text: str | None) -> str:
     if ctx.is_main:
         buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     dist.broadcast(buf, src=0)
-    return bytes(buf.cpu().tolist()).decode()
+    return buf.cpu().numpy().tobytes().decode()
 
 
 def shutdown() -> None:

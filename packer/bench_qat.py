@@ -33,11 +33,10 @@ from ..model.evaluate import evaluate_files
 from ..model.scoring import EvalSettings
 from ..trainer.config import TrainConfig, load_config
 from ..trainer.train import train
-from .build import BuildOptions, build, training_budget
+from .build import BuildOptions, build, model_frame_size
 from .run import run_artifact
 
 SIZES = {"small": {"num_layers": 2, "model_dim": 128}, "medium": {"num_layers": 4, "model_dim": 256}}
-VARIANTS = ("none", "rules", "budget")
 PLAN_TIME = re.compile(r"^qat:plan .* plan_time:(\d+)ms$", re.M)
 
 
@@ -100,7 +99,7 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
         probe = base_config(opts, size, opts.out)
         model = build_model(probe.model_builder, probe.model)
         params = sum(t.numel() for t in model.state_dict().values())
-        frame = 10**9 - training_budget(10**9, "default", model, probe.model_builder, probe.to_dict())
+        frame = model_frame_size(load_spec("default"), model, probe.model_builder, probe.to_dict())
         weights = {b: round(b * params / 8) for b in opts.bits}
         plans = [("none", None), ("rules", None), *(("budget", b) for b in opts.bits)]
         for variant, bits in plans:

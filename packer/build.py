@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from ..codec.decoders.chain import DecoderSpec
-from ..codec.registry import decoder_table, discover
+from ..codec.registry import Registered, decoder_table, discover
 from ..codec.spec import PipelineSpec, load_spec
 from ..model.builders import builder_module
 from ..model.console import progress_bar
@@ -73,25 +73,31 @@ def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: s
     return [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)], manifest
 
 
-def weights_budget(budget: int, members: Members, manifest: Manifest) -> int:
-    """The bytes left for the weights container when the rest of the artifact is ``members``
-    and ``manifest``."""
-    left = budget - len(write_artifact([*members, (WEIGHTS, b"")], manifest))
-    if left <= 0:
+def used_decoders(spec: PipelineSpec, names: Iterable[str],
+                  registry: Mapping[str, Registered] | None = None) -> dict[str, DecoderSpec]:
+    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with."""
+    used = {s.name for name in names for s in spec.rule_for(name).stages}
+    return {n: d for n, d in decoder_table(registry).items() if n in used}
+
+
+def frame_size(members: Members, manifest: Manifest) -> int:
+    """The artifact's bytes without its weights container."""
+    return len(write_artifact([*members, (WEIGHTS, b"")], manifest))
+
+
+def model_frame_size(spec: PipelineSpec, model: "torch.nn.Module", model_builder: str, train_config: dict) -> int:
+    """:func:`frame_size` of the artifact ``build`` will make of ``model`` under ``spec``, before
+    it is trained: what budget-aware QAT and ``bench qat`` take off a whole file's budget. The
+    manifest carries this config, which the final checkpoint's differs from by a few bytes at most."""
+    spec = roled(spec, model)
+    return frame_size(*frame(spec, used_decoders(spec, model.state_dict()), model_builder, train_config))
+
+
+def weights_budget(budget: int, frame_bytes: int) -> int:
+    """The bytes left for the weights container of a ``budget``-byte file whose rest is ``frame_bytes``."""
+    if budget - frame_bytes <= 0:
         raise BudgetError(f"the code and structure alone use the whole budget of {budget:,} bytes")
-    return left
-
-
-def training_budget(budget: int, pipeline: str, model: "torch.nn.Module", model_builder: str,
-                    train_config: dict) -> int:
-    """The weights budget a run's artifact will have (``budget``: the whole file): what
-    budget-aware QAT plans for. The code is measured as ``build`` will pack it; the manifest
-    carries the run's config, which the final checkpoint's differs from by a few bytes at most."""
-    registry = discover()
-    spec = roled(load_spec(pipeline, registry), model)
-    used = {s.name for name in model.state_dict() for s in spec.rule_for(name).stages}
-    table = {n: d for n, d in decoder_table(registry).items() if n in used}
-    return weights_budget(budget, *frame(spec, table, model_builder, train_config))
+    return budget - frame_bytes
 
 
 def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: BuildOptions = BuildOptions(),
@@ -107,14 +113,13 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = roled(spec, model)
-    used = sorted({s.name for name in state for s in spec.rule_for(name).stages})
     hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \
         if spec.needs_calibration(list(state)) or filling else None
-    table = {n: d for n, d in decoder_table(registry).items() if n in used}
+    table = used_decoders(spec, state, registry)
     members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
     if filling:
-        budget = weights_budget(options.budget, members, manifest)
+        budget = weights_budget(options.budget, frame_size(members, manifest))
         sens, score = closed_loop(checkpoint, model, training_shards(options.calib, ckpt.train_config), table,
                                   calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
                                   score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)

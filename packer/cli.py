@@ -220,7 +220,7 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
     from ..model.builders import build_model, tensor_roles
     from ..trainer.config import TrainConfig, load_config, set_builder
     from ..trainer.launch import launch
-    from .build import training_budget
+    from .build import model_frame_size, weights_budget
 
     base = TrainConfig()
     if (ref := use_model(model)) is not None:
@@ -230,9 +230,10 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
     if budget is not None:
         if not cfg.qat_start_frac < 1:
             raise click.UsageError("--budget trains toward its plan from --qat-start on: give --qat-start (e.g. 0.8)")
-        cfg.qat_pipeline = load_spec(pipeline or "default").to_doc()
-        cfg.qat_budget = training_budget(budget, pipeline or "default", build_model(cfg.model_builder, cfg.model),
-                                         cfg.model_builder, cfg.to_dict())
+        spec = load_spec(pipeline or "default")
+        cfg.qat_pipeline = spec.to_doc()
+        frame = model_frame_size(spec, build_model(cfg.model_builder, cfg.model), cfg.model_builder, cfg.to_dict())
+        cfg.qat_budget = weights_budget(budget, frame)
     elif pipeline is not None:
         cfg.qat_rules = quantizer_rules(load_spec(pipeline), tensor_roles(build_model(cfg.model_builder, cfg.model)))
     model_file = (model or "").rpartition(":")[0]

@@ -385,16 +385,14 @@ class Run:
         switch, then ``qat_refresh`` more, evenly spaced) replaces the grids. A plan always
         resets torch.compile's caches: its grids are not the ones the warm-up primed."""
         cfg = self.cfg
-        if self.planner is None and (not self.qat_rules or self.qat_on):
+        done = self.plans > cfg.qat_refresh if self.planner is not None else self.qat_on or not self.qat_rules
+        if done:  # nothing (left) to switch: checked before the clock, on every step
             return
-        frac = progress_fraction(self.step, elapsed_ms, cfg.iterations, self.max_wallclock_ms)
+        due = cfg.qat_start_frac + (1 - cfg.qat_start_frac) * self.plans / (cfg.qat_refresh + 1)  # the switch first
+        if progress_fraction(self.step, elapsed_ms, cfg.iterations, self.max_wallclock_ms) < due:
+            return
         if self.planner is not None:
-            if self.plans > cfg.qat_refresh or \
-                    frac < cfg.qat_start_frac + (1 - cfg.qat_start_frac) * self.plans / (cfg.qat_refresh + 1):
-                return
             self.plan_grids()
-        elif frac < cfg.qat_start_frac:
-            return
         switched, self.qat_on = not self.qat_on, True
         names = set_qat(self.base, self.qat_rules, True, reset=self.planner is not None or not self.qat_primed)
         if switched:
@@ -483,7 +481,7 @@ class Run:
                         "qat_rules": [r.to_json() for r in self.qat_rules], "qat_plans": self.plans}
         meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
-        if self.plans:  # the grids the weights were trained toward: build reports how many it kept
+        if self.plans:  # the grids the weights were trained toward: build's fill offers them (contender 'qat')
             meta["qat_plan"] = [r.to_json() for r in self.qat_rules]
         save_checkpoint(path, Checkpoint({k: v.detach().float().cpu() for k, v in weights.items()}, cfg.model,
                                          cfg.to_dict(), meta, resume_state, cfg.model_builder), overwrite=self.force)
