@@ -38,6 +38,7 @@ from .run import run_artifact
 
 SIZES = {"small": {"num_layers": 2, "model_dim": 128}, "medium": {"num_layers": 4, "model_dim": 256}}
 PLAN_TIME = re.compile(r"^qat:plan .* plan_time:(\d+)ms$", re.M)
+STEP_TIME = re.compile(r"^step:(\d+)/\d+ train_loss:\S+ train_time:(\d+)ms", re.M)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,8 +65,10 @@ class QatRun:
     variant: str
     bits: float | None
     params: int
+    steps: int
     train_ms: float
     plan_ms: float
+    pace_ms: float  # ms per step before ``qat_start`` of this run: its own no-QAT pace
     float_bpb: float
     artifacts: dict[float, tuple[int, float]] = field(default_factory=dict)  # bits/param -> (bytes, val_bpb)
 
@@ -120,9 +123,11 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
             ckpt = load_checkpoint(final, cfg.model_builder)
             log = (Path(cfg.out_dir) / "train.log").read_text(encoding="utf-8").rsplit("\nmodel_params:", 1)[-1]
             plan_ms = sum(float(m[1]) for m in PLAN_TIME.finditer(log))  # this run's plans (a log is appended to)
+            pace_ms = own_pace(log, opts.qat_start * opts.steps)
             float_bpb = evaluate_files(ckpt.build_model(), opts.val, opts.tokenizer,
                                        EvalSettings(opts.seq_len), progress=False).val_bpb
-            run = QatRun(size, variant, bits, params, float(ckpt.meta["train_time_ms"]), plan_ms, float_bpb)
+            run = QatRun(size, variant, bits, params, int(ckpt.meta["step"]), float(ckpt.meta["train_time_ms"]),
+                         plan_ms, pace_ms, float_bpb)
             for b in opts.bits if bits is None else (bits,):
                 artifact = opts.out / size / f"{name}.{b:g}bpp.pyz"
                 build(final, "default", artifact,
@@ -136,17 +141,28 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
     return runs
 
 
+def own_pace(log: str, before: float) -> float:
+    """Milliseconds per step up to the last logged step at or before step ``before`` (QAT not on
+    yet): the pace this run would have kept without QAT, on this machine as loaded then."""
+    steps = [(int(m[1]), float(m[2])) for m in STEP_TIME.finditer(log) if 0 < int(m[1]) <= before]
+    if not steps:
+        raise ValueError(f"the training log has no step line before step {before:g}: log more often (train_log_every)")
+    step, ms = steps[-1]
+    return ms / step
+
+
 def format_qat(runs: list[QatRun]) -> str:
     """The table, then per size and budget what budget-aware QAT recovered of the export's cost
     (a negative improvement is a loss)."""
-    lines = [f"{'size':<7} {'variant':<11} {'train s':>8} {'x none':>7} {'plans s':>8} {'float bpb':>10} "
-             f"{'b/param':>7} {'bytes':>10} {'val_bpb':>9} {'export +':>9}"]
+    lines = [f"{'size':<7} {'variant':<11} {'train s':>8} {'x none':>7} {'x own':>6} {'plans s':>8} "
+             f"{'float bpb':>10} {'b/param':>7} {'bytes':>10} {'val_bpb':>9} {'export +':>9}"]
     for r in runs:
         none = next(n for n in runs if n.size == r.size and n.variant == "none")
         name = r.variant if r.bits is None else f"budget-{r.bits:g}"
+        own = r.train_ms / (r.pace_ms * r.steps)  # against its own pace before QAT: immune to a busier machine
         for b, (size, bpb) in sorted(r.artifacts.items(), reverse=True):
             lines.append(f"{r.size:<7} {name:<11} {r.train_ms / 1000:>8.1f} {r.train_ms / none.train_ms:>7.3f} "
-                         f"{r.plan_ms / 1000:>8.1f} {r.float_bpb:>10.5f} {b:>7g} {size:>10,} {bpb:>9.5f} "
+                         f"{own:>6.3f} {r.plan_ms / 1000:>8.1f} {r.float_bpb:>10.5f} {b:>7g} {size:>10,} {bpb:>9.5f} "
                          f"{bpb - r.float_bpb:>+9.5f}")
     for size in dict.fromkeys(r.size for r in runs):
         none = next(r for r in runs if r.size == size and r.variant == "none")

@@ -16,7 +16,7 @@ from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
 from golfpack.codec.spec import load_spec
 from golfpack.model.builders import tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
-from golfpack.packer.bench_qat import QatRun, format_qat
+from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
 from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
 from golfpack.trainer.qat import QatRule, parse_rules
 from golfpack.trainer.train import train
@@ -107,15 +107,25 @@ def test_qat_rules_round_trip_through_their_json_form():
     assert parse_rules(r.to_json() for r in rules) == rules
 
 
+def test_a_runs_own_pace_is_read_from_its_steps_before_qat():
+    log = ("step:1/300 train_loss:6.9 train_time:500ms step_avg:500.00ms\n"
+           "step:200/300 train_loss:4.1 train_time:40000ms step_avg:200.00ms\n"
+           "qat:plan 1/2 step:210 budget:1 predicted_bytes:1 x plan_time:1698ms\n"
+           "step:225/300 train_loss:4.5 train_time:48000ms step_avg:213.33ms\n")
+    assert own_pace(log, 210) == 200.0 and own_pace(log, 199.9) == 500.0
+    with pytest.raises(ValueError, match="no step line before step 0.5"):
+        own_pace(log, 0.5)
+
+
 def test_the_bench_table_reports_what_budget_aware_qat_recovered():
-    runs = [QatRun("s", "none", None, 100, 1000.0, 0.0, 2.0, {2.5: (50, 2.2)}),
-            QatRun("s", "rules", None, 100, 1000.0, 0.0, 2.0, {2.5: (50, 2.15)}),
-            QatRun("s", "budget", 2.5, 100, 1050.0, 40.0, 2.05, {2.5: (50, 2.1)})]
+    runs = [QatRun("s", "none", None, 100, 10, 1000.0, 0.0, 100.0, 2.0, {2.5: (50, 2.2)}),
+            QatRun("s", "rules", None, 100, 10, 1000.0, 0.0, 100.0, 2.0, {2.5: (50, 2.15)}),
+            QatRun("s", "budget", 2.5, 100, 10, 1050.0, 40.0, 80.0, 2.05, {2.5: (50, 2.1)})]
     text = format_qat(runs)
     print(text)
     assert "budget-aware QAT's artifact improves on no-QAT's by +0.10000 bpb, +0.50 of the export's cost " \
            "(0.20000); on rules' by +0.05000" in text
-    assert re.search(r"budget-2.5\s+1.1\s+1.050\s+0.0\s+2.05000\s+2.5\s+50\s+2.10000\s+\+0.05000", text)
+    assert re.search(r"budget-2.5\s+1.1\s+1.050\s+1.312\s+0.0\s+2.05000\s+2.5\s+50\s+2.10000\s+\+0.05000", text)
 
 
 def test_the_trained_grids_ship_when_they_score_lower_than_the_predicted_choice():
