@@ -7,7 +7,8 @@ For each model size, the same data, seed and number of steps are trained three w
   clip sdcap:12.85), from ``qat_start`` of training on (golfpack's QAT before budgets);
 * ``budget``: budget-aware QAT (``trainer/qat.py``, ``codec/qat_plan.py``): from ``qat_start``
   on, toward the grids the loss-aware allocator plans for the bench's budget on the weights of
-  that moment (planned again ``refresh`` times); one run per budget, since the plan depends on it.
+  that moment (planned again ``refresh`` times), as noise ``noise`` grid steps wide (0: rounding);
+  one run per budget, since the plan depends on it.
 
 Every checkpoint is built with the default pipeline (``fill``: bits, clip and corrections per
 matrix, the closed loop on held-out training tokens) at budgets of ``bits`` per parameter
@@ -52,6 +53,7 @@ class QatBenchOptions:
     bits: tuple[float, ...] = (3.5, 2.5)
     qat_start: float = 0.7
     refresh: int = 1
+    noise: float = 0.5  # budget-aware QAT's forward: uniform noise this many grid steps wide (0: rounding)
     seq_len: int = 1024  # evaluation window
     force: bool = False
     reuse: bool = False  # a run whose final checkpoint exists under ``out`` is built again, not retrained
@@ -113,7 +115,7 @@ def qat_bench(opts: QatBenchOptions, echo: Callable[[str], None] = print) -> lis
             if variant == "rules":
                 cfg.qat_rules = quantizer_rules(load_spec("default"), tensor_roles(model))
             if variant == "budget":
-                cfg.qat_budget, cfg.qat_refresh = weights[bits], opts.refresh
+                cfg.qat_budget, cfg.qat_refresh, cfg.qat_noise = weights[bits], opts.refresh, opts.noise
             final = Path(cfg.out_dir) / "final.pt"
             if opts.reuse and final.is_file():
                 echo(f"[{size} {name}] reusing {final}")

@@ -186,7 +186,7 @@ def stages_cmd(chain: str | None) -> None:
 TRAIN_FLAGS = {  # CLI flag -> config key
     "train_files": "train_files", "val_files": "val_files", "tokenizer": "tokenizer", "out_dir": "out_dir",
     "iterations": "iterations", "max_wallclock_seconds": "max_wallclock_seconds", "device": "device",
-    "seed": "seed", "qat_start": "qat_start_frac", "calib_tokens": "calib_tokens",
+    "seed": "seed", "qat_start": "qat_start_frac", "qat_noise": "qat_noise", "calib_tokens": "calib_tokens",
 }
 
 
@@ -206,7 +206,10 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--budget", type=POSITIVE, is_flag=False, flag_value=CHALLENGE_CAP, default=None,
               help="Budget-aware QAT: from --qat-start on, train toward the grids that fill this artifact size "
                    f"(bytes, decimal; --budget alone: {CHALLENGE_CAP:,}), planned on the weights of that moment "
-                   "under --pipeline.")
+                   "under --pipeline. Add --qat-noise 0.5: it measured better (docs/benchmarks.md).")
+@click.option("--qat-noise", type=float, default=None,
+              help="QAT's forward: 0 rounds to the grid (straight-through, the default); W in (0, 1] adds "
+                   "uniform noise W grid steps wide instead.")
 @click.option("--calib-tokens", type=int, default=None, help="Collect GPTQ calibration from this many training tokens.")
 @click.option("--nproc", type=POSITIVE, default=1, show_default=True, help="Processes (torchrun) for DDP.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a checkpoint.")
@@ -430,11 +433,13 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
 @click.option("--qat-start", default=0.7, show_default=True, type=float, help="Fraction of training where QAT starts.")
 @click.option("--refresh", default=1, show_default=True, type=click.IntRange(min=0),
               help="Budget-aware QAT: plans after the first.")
+@click.option("--noise", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Budget-aware QAT's noise, in grid steps (0: round to the grid).")
 @click.option("--seq-len", default=1024, show_default=True, type=POSITIVE, help="Evaluation window.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON after the table.")
 @click.option("--force", is_flag=True, help="Overwrite earlier runs and artifacts under --out.")
 @click.option("--reuse", is_flag=True, help="Build and score the runs already under --out again; train only missing ones.")
-def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_start, refresh, seq_len, as_json,
+def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_start, refresh, noise, seq_len, as_json,
                   force, reuse) -> None:
     """No QAT, QAT toward the written grids, and budget-aware QAT: artifacts' val_bpb at budgets that bind."""
     from dataclasses import asdict
@@ -447,7 +452,7 @@ def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_star
         raise ValueError(f"--bits must be comma-separated numbers, got {bits!r}") from None
     opts = QatBenchOptions(train=train_files, val=val, tokenizer=str(tokenizer), out=out, steps=steps,
                            sizes=tuple(s.strip() for s in sizes.split(",")), bits=budgets, qat_start=qat_start,
-                           refresh=refresh, seq_len=seq_len, force=force, reuse=reuse)
+                           refresh=refresh, noise=noise, seq_len=seq_len, force=force, reuse=reuse)
     runs = qat_bench(opts, echo=click.echo)
     click.echo(format_qat(runs))
     if as_json:

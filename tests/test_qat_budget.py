@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from golfpack.codec.decoders.intq import ClipRule, fake_quantize
+from golfpack.codec.decoders.intq import ClipRule, fake_quantize, noise_quantize, row_scales
 from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
@@ -99,6 +99,29 @@ def test_a_checkpoint_plan_is_checked_before_use(raw, why):
     with pytest.raises(ValueError, match=why):
         read_plan(raw)
     assert read_plan([["w", 4, "sdclip:12.85"]]) == {"w": (4, "sdclip:12.85")} and read_plan(None) is None
+
+
+def test_qat_noise_stays_within_its_width_of_the_grid_step_and_passes_the_gradient():
+    torch.manual_seed(0)
+    w = (torch.randn(16, 64) * torch.linspace(0.1, 2.0, 16)[:, None]).requires_grad_()
+    rule = ClipRule.parse("sdclip:5")
+    out = noise_quantize(w, 3, rule, 0.5)
+    step = row_scales(w, 3, rule).float()[:, None]
+    d = (out - w).detach() / step
+    assert d.abs().max() <= 0.25 + 1e-6 and d.abs().max() > 0.2 and d.std() > 0.1  # uniform over +-0.25 steps
+    assert not torch.equal(out, noise_quantize(w, 3, rule, 0.5))  # a new draw each forward
+    out.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+
+
+def test_qat_noise_outside_its_range_is_refused(tmp_path, train_glob):
+    from golfpack.trainer.config import TrainConfig
+    from golfpack.trainer.train import train
+
+    for bad in (-0.1, 1.5):
+        cfg = TrainConfig(train_files=train_glob, val_files=train_glob, out_dir=str(tmp_path), qat_noise=bad)
+        with pytest.raises(ValueError, match="qat_noise"):
+            train(cfg)
 
 
 def test_qat_rules_round_trip_through_their_json_form():

@@ -126,6 +126,24 @@ def test_switch_probe_trusts_only_a_graph_that_sees_qat():
     set_qat(model, [], False)
 
 
+def test_the_switch_probe_is_not_fooled_by_qat_noise():
+    """A graph that ignored the switch but draws noise differs between two calls: the probe
+    draws the same numbers for both, so it still finds no difference."""
+    model, ignores = make_tiny(5), make_tiny(5)
+    rules = quantizer_rules(load_spec("*=rtn bits=3 -> ans"), tensor_roles(model))
+    set_qat(ignores, rules, True, noise=0.5)  # its quantizers stay on whatever the switch does
+    x = torch.randint(0, 1024, (2, 32))
+    assert not torch.equal(ignores(x, x), ignores(x, x))
+    set_qat(model, rules, True, noise=0.5)
+    assert not switch_is_visible(lambda: ignores(x, x), model, rules)
+    set_qat(model, rules, True, noise=0.5)
+    assert switch_is_visible(lambda: model(x, x), model, rules)
+    state = torch.random.get_rng_state()
+    set_qat(model, rules, True, noise=0.5)
+    switch_is_visible(lambda: model(x, x), model, rules)
+    assert torch.equal(torch.random.get_rng_state(), state), "the probe moved training's random stream"
+
+
 def test_qat_switch_is_logged(tmp_path, train_glob):
     lines = []
     cfg = tiny_cfg(tmp_path, train_glob, "iterations=4", "qat_start_frac=0.5")

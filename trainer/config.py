@@ -69,6 +69,7 @@ class TrainConfig:
     # quantization-aware training
     qat_start_frac: float = 1.0  # fraction of training (steps or wall clock) after which QAT is on; 1: off
     qat_rules: list = field(default_factory=list)  # [[glob, bits, clip], ...], resolved from a pipeline spec
+    qat_noise: float = 0.0  # 0: the forward rounds to the grid; w > 0: adds uniform noise w grid steps wide instead
     # budget-aware QAT (trainer/qat.py): >0: at the switch, train toward the grids that fill this many bytes
     # of coded weights (the container), allocated by predicted loss on the weights of that moment
     qat_budget: int = 0

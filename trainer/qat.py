@@ -1,6 +1,8 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
 Rules (:class:`QatRule`: glob, bits, clip) pick the grid for each weight (first match wins).
+The forward pass either rounds to the grid (straight-through) or, with ``qat_noise``, adds
+uniform noise of the grid's step instead: budget-aware QAT measured better that way (docs/benchmarks.md).
 They come from one of two places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
@@ -29,7 +31,7 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 import torch
 
 from ..codec.decoders.base import first_match
-from ..codec.decoders.intq import ClipRule, fake_quantize
+from ..codec.decoders.intq import ClipRule, fake_quantize, noise_quantize
 from ..model.builders import tied_embeddings
 from ..model.gpt import CastedLinear
 
@@ -101,13 +103,18 @@ def _targets(model: torch.nn.Module):
 
 
 @lru_cache(maxsize=None)
-def _quantizer(bits: int, rule: ClipRule):
+def _quantizer(bits: int, rule: ClipRule, noise: float):
     """One function object per grid, so a compiled graph's guards match it on every switch."""
+    if noise:
+        return partial(noise_quantize, bits=bits, rule=rule, width=noise)
     return partial(fake_quantize, bits=bits, rule=rule)
 
 
-def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, reset: bool = True) -> list[str]:
-    """Install (or remove) fake quantizers; returns the names of quantized weights.
+def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, reset: bool = True,
+            noise: float = 0.0) -> list[str]:
+    """Install (or remove) fake quantizers; returns the names of quantized weights. ``noise``
+    0: round to the grid (straight-through); ``w > 0``: uniform noise ``w`` grid steps wide
+    instead (``noise_quantize``).
 
     ``reset=False`` keeps torch.compile's caches: only safe once :func:`switch_is_visible`
     has shown that the compiled model notices the switch."""
@@ -117,7 +124,7 @@ def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, re
         fn = None
         i = first_match(name, ([r.pattern] for r in parsed)) if enabled else None
         if i is not None and parsed[i].bits > 0:
-            fn = _quantizer(parsed[i].bits, parsed[i].clip)
+            fn = _quantizer(parsed[i].bits, parsed[i].clip, noise)
             done.append(name)
         setattr(owner, attr, fn)
     if reset and hasattr(torch, "_dynamo"):
@@ -128,9 +135,16 @@ def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, re
 def switch_is_visible(forward: Callable[[], torch.Tensor], model: torch.nn.Module, rules: Iterable[Sequence]) -> bool:
     """With QAT on, compare ``forward()`` before and after switching QAT off without a reset.
     Equal outputs mean the compiled graph ignored the switch (the constant-folding failure).
-    Gradients stay enabled so the probe runs the very graphs training uses (no backward is
-    taken). Leaves QAT off."""
-    on = forward().detach().clone()
+    Both forwards draw the same random numbers (outside training's random stream), so QAT's
+    noise cannot pass for a difference. Gradients stay enabled so the probe runs the very
+    graphs training uses (no backward is taken). Leaves QAT off."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+
+    def seeded() -> torch.Tensor:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            return forward().detach().clone()
+
+    on = seeded()
     set_qat(model, rules, False, reset=False)
-    off = forward().detach()
-    return not torch.equal(on, off)
+    return not torch.equal(on, seeded())

@@ -124,6 +124,8 @@ class Run:
         self.cfg, self.save_every, self.force = cfg, save_every, force
         if cfg.qat_budget > 0 and not cfg.qat_start_frac < 1:
             raise ValueError(f"qat_budget={cfg.qat_budget} needs QAT to switch on: set qat_start_frac below 1")
+        if not 0 <= cfg.qat_noise <= 1:
+            raise ValueError(f"qat_noise={cfg.qat_noise} must be between 0 (round to the grid) and 1 grid step")
         self.ctx = ctx = init_from_env(None if cfg.device == "auto" else cfg.device)
         self.cuda = ctx.device.type == "cuda"
         self.out = Path(cfg.out_dir)
@@ -209,7 +211,7 @@ class Run:
         self.plans = int(ck.resume.get("qat_plans", 0))
         self.ema = ck.resume.get("ema") or self.ema
         if self.qat_on:
-            set_qat(self.base, self.qat_rules, True)
+            self.quantize(True)
         self.log(f"resume:{resume} step:{self.step} train_time:{self.train_ms:.0f}ms qat:{self.qat_on}")
 
     # -- the run ----------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class Run:
         data_state = self.loader.stream.state()
         for i in range(cfg.compile_warmup_steps):
             if qat_later and i == cfg.compile_warmup_steps // 2:
-                set_qat(self.base, self.qat_rules, True, reset=False)
+                self.quantize(True, reset=False)
             self.zero_grad()
             self.forward_backward()
             for opt in self.optimizers:
@@ -318,7 +320,7 @@ class Run:
         calib = None
         if cfg.calib_tokens > 0 and self.ctx.is_main:
             if self.qat_on:
-                set_qat(self.base, self.qat_rules, False)
+                self.quantize(False)
             t0 = time.perf_counter()
             hessians = collect_hessians(self.base, cfg.train_files, cfg.calib_tokens, cfg.train_seq_len,
                                         device=self.ctx.device)
@@ -380,6 +382,10 @@ class Run:
         self.step += 1
         return train_loss
 
+    def quantize(self, enabled: bool, reset: bool = True) -> list[str]:
+        """QAT's quantizers for ``qat_rules`` on (or off): see ``qat.set_qat``."""
+        return set_qat(self.base, self.qat_rules, enabled, reset, noise=self.cfg.qat_noise)
+
     def maybe_switch_qat(self, elapsed_ms: float) -> None:
         """QAT on at ``qat_start_frac`` of training; with a budget, each plan (the first at the
         switch, then ``qat_refresh`` more, evenly spaced) replaces the grids. A plan always
@@ -394,7 +400,7 @@ class Run:
         if self.planner is not None:
             self.plan_grids()
         switched, self.qat_on = not self.qat_on, True
-        names = set_qat(self.base, self.qat_rules, True, reset=self.planner is not None or not self.qat_primed)
+        names = self.quantize(True, reset=self.planner is not None or not self.qat_primed)
         if switched:
             self.log(f"qat:on step:{self.step} train_time:{elapsed_ms:.0f}ms quantized_weights:{len(names)}"
                      + (" graph:primed" if self.qat_primed else ""))
@@ -408,7 +414,7 @@ class Run:
         text = None
         if self.ctx.is_main:
             if self.qat_on:
-                set_qat(self.base, self.qat_rules, False, reset=False)
+                self.quantize(False, reset=False)
             n, seq = cfg.qat_calib_tokens, cfg.train_seq_len
             hessians = collect_hessians(self.base, cfg.train_files, n, seq, device=self.ctx.device, progress=False)
             sens = collect_sensitivity(self.base, cfg.train_files, n, seq, skip=n, device=self.ctx.device,

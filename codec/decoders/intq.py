@@ -146,6 +146,18 @@ def fake_quantize(w: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
     return w + (dq - w).detach()
 
 
+def noise_quantize(w: torch.Tensor, bits: int, rule: ClipRule, width: float) -> torch.Tensor:
+    """Pseudo-quantization noise (DiffQ, Defossez et al. 2021): ``w`` plus uniform noise ``width``
+    grid steps wide, identity gradient. The forward pass sees an error of the grid's scale while
+    the weights never snap to it, so a weight near a rounding boundary does not flip between
+    two grid points from step to step."""
+    with torch.no_grad():
+        rows = as_rows(w)
+        step = row_scales(w, bits, rule).float()[:, None]
+        noise = (torch.rand_like(rows) - 0.5).mul_(step * width)
+    return w + noise.reshape(w.shape).to(w.dtype)
+
+
 def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> torch.Tensor:
     bits = param(params, "bits", int, MIN_BITS, MAX_BITS)
     m = qmax(bits)
