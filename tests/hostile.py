@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from functools import lru_cache
 
 from golfpack.codec.decoders.container import HEADER, read_container
 from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_1980, END, END_SIG, LOCAL, LOCAL_SIG,
@@ -29,6 +30,16 @@ def golfpack_measured(*args: str, env: dict | None = None, cwd=None,
     peak = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB")]
     proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("PEAK_KB"))
     return proc, (int(peak[-1][1]) / 1024 if peak else float("nan")), (float(peak[-1][2]) if peak else float("nan"))
+
+
+@lru_cache(maxsize=None)
+def import_floor() -> float:
+    """CPU seconds a fresh process spends importing what any refusal may load (torch and the
+    CLI) before it reads a byte: machines differ in it by more than the work a bound allows."""
+    code = ("import resource\nimport torch\nimport golfpack.packer.cli\nimport golfpack.model.checkpoint\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\nprint(u.ru_utime + u.ru_stime)")
+    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout) for _ in range(2))
 
 
 ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
