@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 import torch
 
@@ -209,6 +209,46 @@ def solve(table: Mapping[str, Sequence[Candidate]], budget_bits: float,
         else:
             lo = mid
     return choose(table, hi, scale)
+
+
+def ladder_step(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, Candidate], *, down: bool,
+                room: float = float("inf"), scale: Mapping[str, float] | None = None,
+                skip: Container[tuple[str, Candidate]] = ()) -> tuple[str, Candidate] | None:
+    """The best single-tensor move one rung along its rate ladder (``table``: increasing rate):
+    ``down``, the least distortion added per byte saved; up, the most distortion removed per
+    byte spent among moves of at most ``room`` bytes. Rates are (``scale``d) estimates; moves
+    in ``skip`` are not offered. None when no move is left.
+
+    What the Lagrangian solve cannot do: its allocations sit on the convex hull of the total
+    rate, so one can fall short of the budget by the last hull step; the rungs between close the gap."""
+    moves = []
+    for n, c in choice.items():
+        ladder = table[n]
+        j = ladder.index(c) + (-1 if down else 1)
+        if not 0 <= j < len(ladder) or (n, ladder[j]) in skip:
+            continue
+        d_rate = (ladder[j].rate - c.rate) * (scale or {}).get(n, 1.0) / 8  # bytes, signed
+        d_dist = ladder[j].distortion - c.distortion
+        if down:
+            moves.append((d_dist / max(-d_rate, 1e-9), n, ladder[j]))
+        elif d_rate <= room:
+            moves.append((d_dist / max(d_rate, 1e-9), n, ladder[j]))
+    if not moves:
+        return None
+    _, n, c = min(moves, key=lambda m: (m[0], m[1]))
+    return n, c
+
+
+def climb(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, Candidate], budget_bits: float) -> dict[str, Candidate]:
+    """``choice`` moved up its ladders a rung at a time (:func:`ladder_step`) while the
+    estimated rate stays within ``budget_bits``: the bytes a solve leaves unspent."""
+    choice = dict(choice)
+    room = (budget_bits - total_rate(choice)) / 8
+    while (move := ladder_step(table, choice, down=False, room=room)) is not None:
+        name, cand = move
+        room -= (cand.rate - choice[name].rate) / 8
+        choice[name] = cand
+    return choice
 
 
 def hessian_diagonals(hessians: Mapping[str, torch.Tensor] | None, names: Iterable[str]) -> dict[str, torch.Tensor]:

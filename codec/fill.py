@@ -66,7 +66,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from .allocate import (LQER_RANKS, RDOQ, Candidate, by_proxy, candidates, cancelling_hessians, estimate,
-                       hessian_diagonals, loss_rise, pareto, solve)
+                       hessian_diagonals, ladder_step, loss_rise, pareto, solve)
 from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
 from .encoders.intq import RTN, QuantParams
@@ -227,22 +227,10 @@ class Filler:
             if lo_ok <= size <= budget:
                 break
             over = size > budget
-            moves = []
-            for n, c in choice.items():
-                ladder = table[n]
-                i = ladder.index(c)
-                j = i - 1 if over else i + 1
-                if not 0 <= j < len(ladder) or (n, ladder[j]) in too_big:
-                    continue
-                d_rate = (ladder[j].rate - c.rate) * scale.get(n, 1.0) / 8  # bytes, signed
-                d_dist = ladder[j].distortion - c.distortion
-                if over:
-                    moves.append((d_dist / max(-d_rate, 1e-9), n, ladder[j]))
-                elif d_rate <= budget - size:
-                    moves.append((d_dist / max(d_rate, 1e-9), n, ladder[j]))
-            if not moves:
+            move = ladder_step(table, choice, down=over, room=budget - size, scale=scale, skip=too_big)
+            if move is None:
                 break
-            _, n, c = min(moves, key=lambda m: (m[0], m[1]))
+            n, c = move
             trial = {**choice, n: c}
             trial_data = self.build(trial)
             if not over and len(trial_data) > budget:  # the estimate was off: this step does not fit

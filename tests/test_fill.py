@@ -1,11 +1,13 @@
 """``golfpack build --fill``: lands within 0.1 % under the budget at three budgets, counting its
-own code and structure, deterministically, and ``inspect`` shows what it chose."""
+own code and structure, deterministically, and ``inspect`` shows what it chose; the
+allocation's rungs spend what the Lagrangian solve leaves."""
 import json
 import os
 import re
 
 import pytest
 
+from golfpack.codec.allocate import Candidate, climb, solve
 from golfpack.packer.build import BuildOptions, build
 
 from .conftest import golfpack
@@ -77,3 +79,17 @@ def test_pipeline_files_refuse_unknown_or_mistyped_keys(tmp_path, toml, message)
     (tmp_path / "p.toml").write_text(toml)
     with pytest.raises(StageError, match=re.escape(message)):
         load_spec(tmp_path / "p.toml")
+
+
+def test_single_rungs_spend_the_bytes_the_lagrangian_solve_leaves():
+    """A solve's allocations lie on the convex hull of the total rate: here it must leave ``a``
+    at its cheapest grid (the hull skips a's middle rung), 10 bytes under the budget; one rung
+    up spends them, and a rung that would not fit is not taken."""
+    grid = lambda rate, dist: Candidate(bits=4, clip=f"sdclip:{rate}", rate=rate, distortion=dist)  # noqa: E731
+    table = {"a": [grid(0, 10.0), grid(80, 9.0), grid(96, 0.0)], "b": [grid(0, 5.0), grid(40, 0.0)]}
+    solved = solve(table, 120)
+    assert [solved[n].rate for n in "ab"] == [0, 40]
+    climbed = climb(table, solved, 120)
+    print({n: (c.rate, c.distortion) for n, c in climbed.items()})
+    assert [climbed[n].rate for n in "ab"] == [80, 40]
+    assert climb(table, solved, 119) == solved  # 79 bits of room: the 80-bit rung does not fit
