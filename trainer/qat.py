@@ -1,8 +1,6 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
 Rules (:class:`QatRule`: glob, bits, clip) pick the grid for each weight (first match wins).
-The forward pass either rounds to the grid (straight-through) or, with ``qat_noise``, adds
-uniform noise of the grid's step instead: budget-aware QAT measured better that way (docs/benchmarks.md).
 They come from one of two places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
@@ -12,6 +10,10 @@ They come from one of two places:
   allocator, ``codec/qat_plan.py``), so training sees the grids the build will ship. The
   planner is build-side code; the trainer only calls it (:data:`PlannerFactory`), so shipped
   training code never imports the allocator.
+
+The forward pass either rounds to the grid (straight-through) or, with ``qat_noise``, adds
+uniform noise of the grid's step instead: budget-aware QAT measured better that way
+(docs/benchmarks.md).
 
 Why the explicit switch: in several challenge records a QAT flag read inside a
 ``torch.compile``d forward was constant-folded at trace time, and QAT silently never ran.
