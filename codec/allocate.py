@@ -221,13 +221,14 @@ def ladder_step(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, C
 
     What the Lagrangian solve cannot do: its allocations sit on the convex hull of the total
     rate, so one can fall short of the budget by the last hull step; the rungs between close the gap."""
+    scale = scale or {}
     moves = []
     for n, c in choice.items():
         ladder = table[n]
         j = ladder.index(c) + (-1 if down else 1)
         if not 0 <= j < len(ladder) or (n, ladder[j]) in skip:
             continue
-        d_rate = (ladder[j].rate - c.rate) * (scale or {}).get(n, 1.0) / 8  # bytes, signed
+        d_rate = (ladder[j].rate - c.rate) * scale.get(n, 1.0) / 8  # bytes, signed
         d_dist = ladder[j].distortion - c.distortion
         if down:
             moves.append((d_dist / max(-d_rate, 1e-9), n, ladder[j]))
@@ -239,7 +240,8 @@ def ladder_step(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, C
     return n, c
 
 
-def climb(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, Candidate], budget_bits: float) -> dict[str, Candidate]:
+def climb(table: Mapping[str, Sequence[Candidate]], choice: Mapping[str, Candidate],
+          budget_bits: float) -> dict[str, Candidate]:
     """``choice`` moved up its ladders a rung at a time (:func:`ladder_step`) while the
     estimated rate stays within ``budget_bits``: the bytes a solve leaves unspent."""
     choice = dict(choice)

@@ -12,9 +12,9 @@ during training, so the weights can settle onto the grids that will ship. Two di
 * one solve on the estimated rates (no exact encode: GPTQ on every matrix would cost more
   than the training steps it steers), then single rungs up the ladders while the estimate
   fits, as ``fill`` steps into its window (the solve alone left a small model's 2.5-bit plan
-  9% under its budget, training toward coarser grids than the build then ships). The fixed tensors (controls, ``allocate = false``)
-  are encoded exactly (``fill``'s ``Filler`` sorts and encodes them), so only the matrices'
-  entropy-coded rates are estimates.
+  9% under its budget, training toward coarser grids than the build then ships). The fixed
+  tensors (controls, ``allocate = false``) are encoded exactly (``fill``'s ``Filler`` sorts and
+  encodes them), so only the matrices' entropy-coded rates are estimates.
 
 Build-only (the trainer is shipped): an entry point that has the codec hands
 :func:`grid_planner` to the trainer (``trainer/qat.py: PlannerFactory``).

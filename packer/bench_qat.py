@@ -161,7 +161,7 @@ def format_qat(runs: list[QatRun]) -> str:
     for r in runs:
         none = next(n for n in runs if n.size == r.size and n.variant == "none")
         name = r.variant if r.bits is None else f"budget-{r.bits:g}"
-        own = r.train_ms / (r.pace_ms * r.steps)  # against its own pace before QAT: immune to a busier machine
+        own = r.train_ms / (r.pace_ms * r.steps)  # against its own pace before QAT: a load steady through the run cancels
         for b, (size, bpb) in sorted(r.artifacts.items(), reverse=True):
             lines.append(f"{r.size:<7} {name:<11} {r.train_ms / 1000:>8.1f} {r.train_ms / none.train_ms:>7.3f} "
                          f"{own:>6.3f} {r.plan_ms / 1000:>8.1f} {r.float_bpb:>10.5f} {b:>7g} {size:>10,} {bpb:>9.5f} "
