@@ -7,7 +7,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from functools import lru_cache
 
 from golfpack.codec.decoders.container import HEADER, read_container
 from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_1980, END, END_SIG, LOCAL, LOCAL_SIG,
@@ -17,29 +16,24 @@ from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_198
 def golfpack_measured(*args: str, env: dict | None = None, cwd=None,
                       timeout: float = 300) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run the golfpack CLI in a fresh process; the result, its peak RSS in MB (``VmHWM``: the
-    process's own; ``ru_maxrss`` would count the forking parent's pages) and the CPU seconds it
-    used (user + system: what an attack costs, whatever else loads the machine)."""
-    code = ("import resource, sys\nfrom golfpack.packer.cli import main\n"
+    process's own; ``ru_maxrss`` would count the forking parent's pages) and the CPU seconds
+    (user + system) the command used after torch and the CLI were imported: what an attack
+    costs. The imports every run pays are left out in the same process, because machines (and
+    one machine under load) differ in them by more than the work a bound allows."""
+    code = ("import resource, sys\nimport torch\nimport golfpack.model.checkpoint\n"
+            "from golfpack.packer.cli import main\n"
+            "def cpu():\n    u = resource.getrusage(resource.RUSAGE_SELF)\n    return u.ru_utime + u.ru_stime\n"
+            "start = cpu()\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
-            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
             "hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
-            "print('PEAK_KB', hwm[0] if hwm else u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)\n"
+            "print('PEAK_KB', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cpu() - start,"
+            " file=sys.stderr)\n"
             "sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=timeout)
     peak = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB")]
     proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("PEAK_KB"))
     return proc, (int(peak[-1][1]) / 1024 if peak else float("nan")), (float(peak[-1][2]) if peak else float("nan"))
-
-
-@lru_cache(maxsize=None)
-def import_floor() -> float:
-    """CPU seconds a fresh process spends importing what any refusal may load (torch and the
-    CLI) before it reads a byte: machines differ in it by more than the work a bound allows."""
-    code = ("import resource\nimport torch\nimport golfpack.packer.cli\nimport golfpack.model.checkpoint\n"
-            "u = resource.getrusage(resource.RUSAGE_SELF)\nprint(u.ru_utime + u.ru_stime)")
-    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout) for _ in range(2))
 
 
 ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
