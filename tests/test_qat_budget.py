@@ -70,6 +70,19 @@ def test_the_trainer_plans_at_the_switch_and_again_and_resumes_with_the_plan(tmp
     assert all(torch.equal(final.state_dict[k], again.state_dict[k]) for k in final.state_dict)
 
 
+@pytest.mark.parametrize("embedding, quantized", [(False, 12), (True, 13)])
+def test_budget_aware_qat_trains_the_embedding_float_unless_asked(tmp_path, train_glob, embedding, quantized):
+    """The plan still allocates the tied embedding's bytes; only its fake quantizer is left off
+    (12 CastedLinears + the tied embedding are the targets)."""
+    lines = []
+    cfg = tiny_cfg(tmp_path, train_glob, "iterations=4", "qat_start_frac=0.5", "qat_budget=40000",
+                   "qat_calib_tokens=1024", f"qat_embedding={str(embedding).lower()}")
+    train(cfg, echo=lines.append, planner=grid_planner)
+    assert any(re.match(rf"qat:on step:2 .*quantized_weights:{quantized}$", ln) for ln in lines), lines
+    plan = read_plan(load_checkpoint(tmp_path / "final.pt").meta["qat_plan"])
+    assert "tok_emb.weight" in plan  # planned (its bytes are the budget's) either way
+
+
 def test_a_budget_without_a_switch_is_refused(tmp_path, train_glob):
     with pytest.raises(ValueError, match="qat_start_frac below 1"):
         train(tiny_cfg(tmp_path, train_glob, "iterations=2", "qat_budget=40000"), planner=grid_planner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import random
 import re
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.console import progress_bar
-from ..model.builders import Kind, build_model, model_meta, parameter_kinds, tensor_roles
+from ..model.builders import Kind, Role, build_model, model_meta, parameter_kinds, tensor_roles
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
@@ -152,6 +153,11 @@ class Run:
         self.step, self.train_ms, self.qat_on, self.qat_primed = 0, 0.0, False, False
         self.qat_rules = parse_rules(cfg.qat_rules)  # the grids QAT trains toward; a budget plan replaces them
         self.planner = self._planner(planner) if cfg.qat_budget > 0 else None
+        # budget-aware QAT plans the embedding's bytes but trains it float: noise on a tied
+        # embedding reaches every logit, and on the bench it cost the float model more than it
+        # saved at export (docs/benchmarks.md); bits 0 leaves a weight alone
+        self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n, role in tensor_roles(self.base).items()
+                                        if role is Role.EMBEDDING and self.planner is not None and not cfg.qat_embedding])
         self.plans = 0  # budget plans made so far
         self.t0 = time.perf_counter()
         self.resumed = resume is not None
@@ -384,7 +390,7 @@ class Run:
 
     def quantize(self, enabled: bool, reset: bool = True) -> list[str]:
         """QAT's quantizers for ``qat_rules`` on (or off): see ``qat.set_qat``."""
-        return set_qat(self.base, self.qat_rules, enabled, reset, noise=self.cfg.qat_noise)
+        return set_qat(self.base, self.float_rules + self.qat_rules, enabled, reset, noise=self.cfg.qat_noise)
 
     def maybe_switch_qat(self, elapsed_ms: float) -> None:
         """QAT on at ``qat_start_frac`` of training; with a budget, each plan (the first at the
