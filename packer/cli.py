@@ -207,7 +207,7 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--budget", type=POSITIVE, is_flag=False, flag_value=CHALLENGE_CAP, default=None,
               help="Budget-aware QAT: from --qat-start on, train toward the grids that fill this artifact size "
                    f"(bytes, decimal; --budget alone: {CHALLENGE_CAP:,}), planned on the weights of that moment "
-                   "under --pipeline. Add --qat-noise 0.75: it measured better (docs/benchmarks.md).")
+                   "under --pipeline. Add --qat-noise 0.75: best measured at 2.5 bits/param, not at 3.5 (docs/benchmarks.md).")
 @click.option("--qat-noise", type=QAT_NOISE, default=None,
               help="QAT's forward: 0 rounds to the grid (straight-through, the default); W in (0, 1] adds "
                    "uniform noise W grid steps wide instead.")

@@ -9,7 +9,9 @@ They come from one of two places:
   allocates the byte budget on the current weights by their predicted loss (the build's
   allocator, ``codec/qat_plan.py``), so training sees the grids the build will ship. The
   planner is build-side code; the trainer only calls it (:data:`PlannerFactory`), so shipped
-  training code never imports the allocator.
+  training code never imports the allocator. The embedding and head are planned (their bytes
+  are the budget's) but trained float unless ``qat_embedding``: the trainer puts a bits-0
+  rule for them first.
 
 The forward pass either rounds to the grid (straight-through) or, with ``qat_noise``, adds
 uniform noise of the grid's step instead: budget-aware QAT measured better that way

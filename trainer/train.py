@@ -155,9 +155,10 @@ class Run:
         self.planner = self._planner(planner) if cfg.qat_budget > 0 else None
         # budget-aware QAT plans the embedding's bytes but trains it float: noise on a tied
         # embedding reaches every logit, and on the bench it cost the float model more than it
-        # saved at export (docs/benchmarks.md); bits 0 leaves a weight alone
-        self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n, role in tensor_roles(self.base).items()
-                                        if role is Role.EMBEDDING and self.planner is not None and not cfg.qat_embedding])
+        # saved at export (docs/benchmarks.md); a bits-0 rule, matched first, leaves a weight alone
+        floats = [] if self.planner is None or cfg.qat_embedding else \
+            [n for n, role in tensor_roles(self.base).items() if role is Role.EMBEDDING]
+        self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n in floats])
         self.plans = 0  # budget plans made so far
         self.t0 = time.perf_counter()
         self.resumed = resume is not None
@@ -389,7 +390,8 @@ class Run:
         return train_loss
 
     def quantize(self, enabled: bool, reset: bool = True) -> list[str]:
-        """QAT's quantizers for ``qat_rules`` on (or off): see ``qat.set_qat``."""
+        """QAT's quantizers for ``qat_rules`` on (or off), none on ``float_rules``' weights: see
+        ``qat.set_qat``."""
         return set_qat(self.base, self.float_rules + self.qat_rules, enabled, reset, noise=self.cfg.qat_noise)
 
     def maybe_switch_qat(self, elapsed_ms: float) -> None:
