@@ -28,6 +28,7 @@ from typing import Container, Iterable, Mapping, Sequence
 import torch
 
 from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size
+from .encoders.intq import column_scales
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
@@ -41,6 +42,12 @@ CLIP_SIGMAS = (2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.85, 16.0, 20.0, 25.0)
 RDOQ = (0.0,)
 RDOQ_STRENGTHS = (0.0, 0.1, 0.25)
 LQER_RANKS = (4, 16)
+# Column scales (decoders/intq.py): the powers offered, where the inputs' drive is uneven enough
+# (COL_SKEW: the Hessian diagonal's arithmetic over geometric mean; a column step's high-rate
+# gain grows with it, and is nil for an even diagonal). 0.5: on a small GPT's embedding (two of
+# 128 hidden dimensions carry 98 % of the energy) power 1 clipped those columns, 0.5 did not.
+COL_POWERS = (0.5,)
+COL_SKEW = 2.0
 # A candidate whose error holds more than this share of its tensor's energy is not offered: a
 # second-order prediction of the loss holds for small changes, and such a grid is no longer one
 # (3 bits clipped at 25 sigma rounds nearly every weight to zero; on the panel's LoopLM the
@@ -62,10 +69,12 @@ class Candidate:
     proxy: float = 0.0  # Hessian-diagonal squared error (see the module's docstring)
     relative: float = 0.0  # squared error over the tensor's squared norm
     trained: bool = False  # the grid QAT trained toward: encoded round-to-nearest, whatever the rule's quantizer
+    colscale: float = 0.0  # column scales' power (encoders/intq.column_scales); 0: none
 
     @property
     def label(self) -> str:
-        return (f"bits={self.bits} clip={self.clip}" + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
+        return (f"bits={self.bits} clip={self.clip}" + (f" colscale={self.colscale:g}" if self.colscale else "")
+                + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
                 + (f" lqer={self.lqer}" if self.lqer else "") + (" trained" if self.trained else ""))
 
 
@@ -108,15 +117,18 @@ def cancelling_hessians(hessians: Mapping[str, torch.Tensor] | None,
 
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
-             lqer: int = 0, sens: torch.Tensor | None = None) -> Candidate:
+             lqer: int = 0, sens: torch.Tensor | None = None, colscale: float = 0.0) -> Candidate:
     """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
-    ``lqer``) on the per-row grid (cheap, no GPTQ); ``sens``: the loss sensitivities of ``w``."""
+    ``lqer``, on columns scaled by ``hdiag`` at power ``colscale``) on the per-row grid (cheap,
+    no GPTQ); ``sens``: the loss sensitivities of ``w``."""
     rule = ClipRule.parse(clip)
-    q, scales = quantize_rdoq(w, bits, rule, rdoq)
-    w_hat = dequantize(q, scales, tuple(w.shape), torch.float32)
+    cols = column_scales(hdiag, colscale) if colscale else None
+    q, scales = quantize_rdoq(w.float() / cols.float()[None, :] if cols is not None else w, bits, rule, rdoq)
+    w_hat = dequantize(q, scales, tuple(w.shape), torch.float32, cols)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
-    rate = order0_bits(symbols) + SCALE_BITS * scales.numel() + TABLE_BITS_PER_SYMBOL * alphabet
+    rate = (order0_bits(symbols) + SCALE_BITS * (scales.numel() + (cols.numel() if cols is not None else 0))
+            + TABLE_BITS_PER_SYMBOL * alphabet)
     if lqer:
         w_hat = w_hat + lqer_product(*lqer_factors(w.float() - w_hat, hdiag, lqer))
         rate += 8 * lqer_size(*w.shape, lqer)
@@ -125,28 +137,55 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     relative = float((w32 - w_hat).square().sum(dtype=torch.float64)) / max(float(w32.square().sum(dtype=torch.float64)),
                                                                            1e-300)
     return Candidate(bits, clip, rate, loss_rise(w, w_hat, sens) if sens is not None else proxy, rdoq, lqer, proxy,
-                     relative)
+                     relative, colscale=colscale)
+
+
+def cand_order(c: Candidate) -> tuple:
+    """Candidates' one total order: by rate, then distortion, then their settings (deterministic ties)."""
+    return c.rate, c.distortion, c.bits, c.clip, c.colscale, c.rdoq, c.lqer
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
     """The candidates no other beats on both rate and distortion, by increasing rate."""
     out: list[Candidate] = []
-    for c in sorted(cands, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer)):
+    for c in sorted(cands, key=cand_order):
         if not out or c.distortion < out[-1].distortion:
             out.append(c)
     return out
 
 
+def uneven(hdiag: torch.Tensor | None) -> bool:
+    """Whether the inputs' drive is uneven enough to offer column scales (``COL_SKEW``)."""
+    if hdiag is None or hdiag.numel() < 2 or not bool((hdiag > 0).all()):
+        return False
+    d = hdiag.double()
+    return float(d.mean() / d.log().mean().exp()) >= COL_SKEW
+
+
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
                clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
-               lqer: Sequence[int] = LQER_RANKS, sens: torch.Tensor | None = None) -> list[Candidate]:
+               lqer: Sequence[int] = LQER_RANKS, sens: torch.Tensor | None = None,
+               colscale: Sequence[float] = COL_POWERS) -> list[Candidate]:
     """Every candidate on the Pareto front of either measure (the loss-aware one, and the
     proxy: its contender needs its own front), with and without low-rank corrections (the
-    fronts without them stay whole: ``fill-no-lqer`` allocates from them). The corrections are
-    tried on up to ``LQER_BASES`` round-to-nearest grids of the front, spread over its rates
-    (each try costs an SVD)."""
+    fronts without them stay whole: ``fill-no-lqer`` allocates from them), per family: one
+    step per row, and column scales at each power of ``colscale`` where the Hessian's diagonal
+    is :func:`uneven`. Each family keeps its own fronts and corrections, so the candidates
+    without column scales are exactly those offered where they are not (``fill-no-cols``
+    allocates from them). The corrections are tried on up to ``LQER_BASES`` round-to-nearest
+    grids of a family's front, spread over its rates (each try costs an SVD)."""
+    powers = (0.0, *(p for p in colscale if p)) if w.ndim == 2 and uneven(hdiag) else (0.0,)
+    out: set[Candidate] = set()
+    for p in powers:
+        out |= set(family(w, hdiag, bits, clip_sigmas, rdoq, lqer, sens, p))
+    return sorted(out, key=cand_order)
+
+
+def family(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int], clip_sigmas: Sequence[float],
+           rdoq: Sequence[float], lqer: Sequence[int], sens: torch.Tensor | None, colscale: float) -> list[Candidate]:
+    """:func:`candidates` of one column-scale power."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
-    grid = [estimate(w, b, c, hdiag, lam, 0, sens) for b in bits for c in clips for lam in rdoq]
+    grid = [estimate(w, b, c, hdiag, lam, 0, sens, colscale) for b in bits for c in clips for lam in rdoq]
     trusted = [c for c in grid if c.relative <= MAX_RELATIVE_ERROR]
     front = both_fronts(trusted or [min(grid, key=lambda c: c.relative)])
     ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
@@ -154,16 +193,16 @@ def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] 
         return front
     plain = pareto(c for c in front if not c.rdoq)
     bases = [plain[round(i * (len(plain) - 1) / max(LQER_BASES - 1, 1))] for i in range(min(LQER_BASES, len(plain)))]
-    corrected = both_fronts(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r, sens) for c in dict.fromkeys(bases)
-                                     for r in ranks])
-    return sorted(set(front) | set(corrected), key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer))
+    corrected = both_fronts(front + [estimate(w, c.bits, c.clip, hdiag, 0.0, r, sens, colscale)
+                                     for c in dict.fromkeys(bases) for r in ranks])
+    return sorted(set(front) | set(corrected), key=cand_order)
 
 
 def both_fronts(cands: Sequence[Candidate]) -> list[Candidate]:
     """The union of the Pareto fronts by ``distortion`` and by ``proxy``, by increasing rate."""
     by_proxy = pareto(dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in cands)
     keep = set(pareto(cands)) | {dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in by_proxy}
-    return sorted(keep, key=lambda c: (c.rate, c.distortion, c.bits, c.clip, c.rdoq, c.lqer))
+    return sorted(keep, key=cand_order)
 
 
 def by_proxy(table: Mapping[str, Sequence[Candidate]]) -> dict[str, list[Candidate]]:

@@ -25,6 +25,11 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
 * ``fill``: the allocation by predicted loss (sensitivities; the proxy without them);
 * ``fill-no-lqer``: the same without low-rank corrections (the estimates are round-to-nearest,
   and what a correction buys on top of GPTQ can be less than it buys on round-to-nearest);
+* ``fill-no-cols``: the same without column scales (when any were offered): the estimates are
+  round-to-nearest, and GPTQ with a correction can do far better on a matrix with a few
+  dominant inputs than round-to-nearest predicts (on one small GPT, offering column scales
+  raised the exact weights' predicted rise from 0.141 to 0.188 and val_bpb by 0.018; on
+  another it lowered both, val_bpb by 0.031);
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
 * ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
   plan's grids, rounded to nearest as the fake quantizer rounded (GPTQ would move the weights
@@ -38,8 +43,8 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
   (the #1 record's choice of tensors), ``k`` refit.
 
 Which one ships (:func:`pick`): between golfpack's own allocations by the predicted loss
-(:data:`PREDICTED`: ``fill`` and ``fill-no-lqer`` differ only in whether corrections were
-offered, so the prediction that made both judges them, on their exact weights), or ``qat``
+(:data:`PREDICTED`: ``fill``, ``fill-no-lqer`` and ``fill-no-cols`` differ only in which
+candidates were offered, so the prediction that made them judges them, on their exact weights), or ``qat
 (:data:`TRAINED`) if it scores lower than that choice; then the guards
 (``fill-proxy`` and the records' recipes, which do not trust the sensitivities) replace that
 choice if one scores lower on the held-out tokens by more than :data:`SIGNIFICANT` standard
@@ -76,8 +81,8 @@ from .stage import Stage, StageError
 
 MAX_SOLVES = 8
 MAX_STEPS = 64
-CONTENDERS = ("fill", "fill-no-lqer", "qat", "fill-proxy", "records", "records+lqer")
-PREDICTED = ("fill", "fill-no-lqer")  # judged by the predicted loss
+CONTENDERS = ("fill", "fill-no-lqer", "fill-no-cols", "qat", "fill-proxy", "records", "records+lqer")
+PREDICTED = ("fill", "fill-no-lqer", "fill-no-cols")  # judged by the predicted loss
 TRAINED = "qat"  # judged by its score against the predicted choice; the other contenders are guards
 SIGNIFICANT = 2.0  # standard errors by which a guard's measured score overrides the prediction
 RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
@@ -124,13 +129,13 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits, clip, rdoq and lqer replaced by the candidate's
-    (and by round-to-nearest for a trained grid)."""
+    """The rule's chain with its quantizer's bits, clip, column scales, rdoq and lqer replaced by
+    the candidate's (and by round-to-nearest for a trained grid)."""
     first = stages[0]
     if cand.trained:
         return (RTN(bits=cand.bits, clip=cand.clip), *stages[1:])
     params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
-              "lqer": cand.lqer}
+              "lqer": cand.lqer, "colscale": cand.colscale}
     return (type(first)(**params), *stages[1:])
 
 
@@ -254,7 +259,8 @@ class Filler:
             bits, clip = plan[n]
             c = dataclasses.replace(estimate(self.state_dict[n], bits, clip, hdiag.get(n), sens=self.sens.get(n)),
                                     trained=True)
-            ladder = pareto([c, *(dataclasses.replace(x, trained=True) for x in table[n] if not x.lqer and not x.rdoq)])
+            ladder = pareto([c, *(dataclasses.replace(x, trained=True) for x in table[n]
+                             if not (x.lqer or x.rdoq or x.colscale))])
             ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
             choice[n] = c
         result = Allocation(self.build(choice), choice, name="qat")
@@ -336,14 +342,19 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     table = {n: pareto(c) for n, c in full.items()}
     estimated = lap()
     plain = {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()}
-    with_lqer = any(c.lqer for cands in table.values() for c in cands)
+    # the other tables the prediction judges: without corrections, without column scales
+    variants = {name: t for name, t, offered in
+                [("fill-no-lqer", plain, any(c.lqer for cands in table.values() for c in cands)),
+                 ("fill-no-cols", {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()},
+                  any(c.colscale for cands in table.values() for c in cands))] if offered}
     if score is None:
         # nothing measures: the weights trained toward a plan ship its grids
         alloc = filler.trained(trained, hdiag, plain, budget, tolerance) if trained else None
         if alloc is None:
             runs = [filler.allocate(table, budget, tolerance)]
-            if sens and with_lqer:  # no scores, but the exact weights' predicted rise can still choose
-                runs.append(dataclasses.replace(filler.allocate(plain, budget, tolerance), name="fill-no-lqer"))
+            if sens:  # no scores, but the exact weights' predicted rise can still choose
+                runs += [dataclasses.replace(filler.allocate(t, budget, tolerance), name=name)
+                         for name, t in variants.items()]
             for run in runs:
                 run.predicted = filler.predicted(run.choice) if sens else None
             alloc = best_predicted(runs) if sens else runs[0]
@@ -356,9 +367,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     tolerance = tolerance / 4
     main = filler.allocate(table, inner, tolerance)
     allocated = lap()
-    runs = [main]
-    if with_lqer:
-        runs.append(dataclasses.replace(filler.allocate(plain, inner, tolerance), name="fill-no-lqer"))
+    runs = [main, *(dataclasses.replace(filler.allocate(t, inner, tolerance), name=name) for name, t in variants.items())]
     if trained and (qat := filler.trained(trained, hdiag, plain, inner, tolerance)) is not None:
         runs.append(qat)
     if sens:

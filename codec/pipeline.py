@@ -110,7 +110,7 @@ def symbols_of(container: Container, entry: Entry, table: Mapping[str, DecoderSp
     return undo_stages(container, entry, table, keep=kinds.index(SYMBOLS) + 1)
 
 
-LEDGER_PARAMS = ("bits", "level", "width", "store")  # the stage params worth showing in a chain
+LEDGER_PARAMS = ("bits", "cols", "lqer", "level", "width", "store")  # the stage params worth showing in a chain
 
 
 def ledger(container: Container, table: Mapping[str, DecoderSpec] | None = None) -> list[TensorLedger]:

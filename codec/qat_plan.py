@@ -7,8 +7,9 @@ the same Lagrangian allocation (``allocate.py``: candidates estimated with round
 distortion the predicted loss rise from the sensitivities, else the Hessian proxy) made
 during training, so the weights can settle onto the grids that will ship. Two differences:
 
-* no low-rank corrections and no rate-aware rounding: a straight-through fake quantizer
-  trains toward a plain grid, and a correction is fitted to the error that is left at export;
+* no low-rank corrections, column scales or rate-aware rounding: a straight-through fake
+  quantizer trains toward a plain per-row grid, and a correction is fitted to the error that is
+  left at export;
 * one solve on the estimated rates (no exact encode: GPTQ on every matrix would cost more
   than the training steps it steers), then single rungs up the ladders while the estimate
   fits, as ``fill`` steps into its window (the solve alone left a small model's 2.5-bit plan
@@ -70,7 +71,8 @@ def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, to
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
     hdiag = hessian_diagonals(hessians, filler.names)
     overhead = sum(record_bytes(r) for r in filler.fixed.values()) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n))) for n in filler.names}
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n), colscale=()))
+             for n in filler.names}
     bits = 8.0 * (budget - overhead)
     choice = climb(table, solve(table, bits), bits)
     return GridPlan(choice, overhead + round(total_rate(choice) / 8), budget,

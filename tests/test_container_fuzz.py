@@ -11,13 +11,15 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from golfpack.codec.decoders.base import DecodeError
 from golfpack.codec.decoders.container import HEADER, ContainerError, read_container
+from golfpack.codec.decoders.intq import read_col_scales
 from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
         "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; h.*=rtn bits=4 lqer=2 -> ans; "
-        "r.*=rtn bits=6 -> ctxans; "
+        "k.*=rtn bits=4 colscale=0.5 -> ans; r.*=rtn bits=6 -> ctxans; "
         "*=fp32 -> zstd")
 
 
@@ -32,7 +34,9 @@ def sample() -> bytes:
     sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # ctxans predicts its rows
     sd["h.w"] = torch.randn(6, 9, generator=g)  # a rank-2 error correction
     sd["r.w"] = torch.randn(2, 32, generator=g).repeat(11, 1) + 0.02 * torch.randn(22, 32, generator=g)  # reference rows
-    return encode_state_dict(sd, load_spec(SPEC), meta={"model_config": {"vocab_size": 4}})
+    sd["k.w"] = torch.randn(5, 10, generator=g)  # column scales, from its inputs' Hessian
+    hessians = {"k.w": torch.diag(torch.logspace(-2.0, 2.0, 10))}
+    return encode_state_dict(sd, load_spec(SPEC), hessians, meta={"model_config": {"vocab_size": 4}})
 
 
 def decode_all(data: bytes) -> None:
@@ -90,7 +94,7 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "r.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "k.w", "r.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
 
 
 @pytest.mark.slow
@@ -113,6 +117,29 @@ def test_raw_byte_mutations(sample, data):
     assume(bytes(buf) != sample)  # two flips of one bit cancel
     with pytest.raises(ContainerError):
         read_container(bytes(buf))
+
+
+def test_column_scale_attacks_are_container_errors(sample):
+    """A column-scale stream of the wrong length, a non-finite scale, a flag other than 1, the
+    flag without its stream: each refused before any scale multiplies a symbol."""
+    manifest, streams = split(sample)
+    rec = next(r for t in manifest["tensors"] for r in t["chain"] if "cols" in r["params"])
+    offset, length = rec["blobs"]["cols"]
+    inf_scale = streams[:offset] + b"\x00\x7c" + streams[offset + 2:]  # fp16 +inf
+    cases = [({"cols": 2}, streams, "cols"), ({"cols": True}, streams, "cols"), ({}, inf_scale, "non-finite column")]
+    for change, data, message in cases:
+        m = copy.deepcopy(manifest)
+        next(r for t in m["tensors"] for r in t["chain"] if "cols" in r["params"])["params"].update(change)
+        with pytest.raises(ContainerError, match=message):
+            decode_state_dict(join(m, data))
+    m = copy.deepcopy(manifest)  # the flag without its stream (the container's spans then leave a gap)
+    del next(r for t in m["tensors"] for r in t["chain"] if "cols" in r["params"])["blobs"]["cols"]
+    with pytest.raises(ContainerError, match="cols|gap"):
+        decode_state_dict(join(m, streams))
+    with pytest.raises(DecodeError, match="cols stream has 18 bytes, expected 20"):  # one column short
+        read_col_scales(streams[offset : offset + length - 2], (5, 10))
+    with pytest.raises(DecodeError, match="column scales for a tensor of shape"):
+        read_col_scales(streams[offset : offset + length], (50,))
 
 
 @pytest.mark.slow

@@ -93,3 +93,31 @@ def test_single_rungs_spend_the_bytes_the_lagrangian_solve_leaves():
     print({n: (c.rate, c.distortion) for n, c in climbed.items()})
     assert [climbed[n].rate for n in "ab"] == [80, 40]
     assert climb(table, solved, 119) == solved  # 79 bits of room: the 80-bit rung does not fit
+
+
+def test_column_scales_are_offered_where_the_inputs_drive_unevenly_and_the_fill_encodes_them():
+    """``candidates`` adds column-scaled grids only for an uneven Hessian diagonal, leaves the
+    others exactly as they are without them, and some are on the front (fewer bytes for the
+    same error, by the estimate); the chain ``fill`` encodes a chosen one with carries its
+    column scales."""
+    import dataclasses
+
+    import torch
+
+    from golfpack.codec.allocate import candidates, pareto
+    from golfpack.codec.encoders.intq import GPTQ
+    from golfpack.codec.fill import with_grid
+
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    even, uneven = torch.ones(48), torch.cat([torch.full((3,), 900.0), torch.ones(45)])
+    assert not any(c.colscale for c in candidates(w, even, lqer=()))
+    assert not any(c.colscale for c in candidates(w, uneven, lqer=(), colscale=()))
+    offered = candidates(w, uneven, lqer=(4,))
+    assert [c for c in offered if not c.colscale] == candidates(w, uneven, lqer=(4,), colscale=())  # fill-no-cols' table
+    front = pareto(offered)
+    print(f"front: {sum(c.colscale > 0 for c in front)} of {len(front)} grids column-scaled")
+    assert any(c.colscale for c in front)
+    chosen = next(c for c in front if c.colscale)
+    stage = with_grid((GPTQ(bits=6),), chosen)[0]
+    assert (stage.params.bits, stage.params.clip, stage.params.colscale) == (chosen.bits, chosen.clip, 0.5)
+    assert "colscale=0.5" in chosen.label and dataclasses.replace(chosen, colscale=0.0).label != chosen.label

@@ -76,8 +76,9 @@ def test_the_closed_loop_scores_every_contender_within_the_budget(setup, trained
     assert guards < set(by_name) and len(alloc.container) <= budget
     assert alloc.name == least or (alloc.name in guards and by_name[alloc.name]["loss"] < by_name[least]["loss"])
     passed = [re.fullmatch(r"contender (\S+): .* predicted rise (\S+), not scored .*", line) for line in alloc.log]
-    ((name, rise),) = [m.groups() for m in passed if m]
-    assert {name, least} == set(PREDICTED) and float(rise) >= by_name[least]["predicted"]
+    passed = dict(m.groups() for m in passed if m)  # the other allocations the prediction judged: not scored
+    assert {"fill", "fill-no-lqer"} <= {least, *passed} <= set(PREDICTED)  # column scales: where inputs are uneven
+    assert all(float(rise) >= by_name[least]["predicted"] for rise in passed.values())
     decoded, meta = decode_state_dict(alloc.container)
     assert read_contenders(meta) == (alloc.contenders, alloc.name)
     windows = score(alloc.container)

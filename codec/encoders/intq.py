@@ -1,6 +1,7 @@
 """Quantizer stages: float tensor -> integer symbols + fp16 per-row scales (format: decoders/intq)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,31 +21,73 @@ class QuantParams:
     clip: str = "absmax"
     rdoq: float = 0.0  # rate-aware rounding: squared error (in grid steps) a coded bit is worth (codec/rdoq.py)
     lqer: int = 0  # rank of the low-rank error correction (codec/lqer.py); 0 for none
+    colscale: float = 0.0  # column steps ~ H_jj^(-colscale/2) (column_scales); 0: one step per row
 
     def __post_init__(self) -> None:
         qmax(self.bits)
         self.rule = ClipRule.parse(self.clip)
+        if not 0.0 <= self.colscale <= 1.0:
+            raise ValueError(f"colscale must be in 0..1, got {self.colscale}")
         if not 0.0 <= self.rdoq <= 10.0:
             raise ValueError(f"rdoq must be in 0..10, got {self.rdoq}")
         if not 0 <= self.lqer <= MAX_LQER_RANK:
             raise ValueError(f"lqer must be in 0..{MAX_LQER_RANK}, got {self.lqer}")
 
 
+# Column scales stay within fp16's normal range, and a dead input (H_jj = 0) gets the coarsest step.
+COL_SCALE_RANGE = 2.0**12
+DEAD_INPUT = 1e-6  # H_jj below this fraction of the mean counts as this fraction
+
+
+def column_scales(hdiag: torch.Tensor, power: float) -> torch.Tensor:
+    """fp16 column scales ``(H_jj / G)^(-power/2)`` (``G``: the geometric mean of the diagonal).
+
+    Why this shape: the error a column's step ``s_j`` leaves costs about ``H_jj s_j^2``, and
+    its entropy-coded rate falls as ``log2 s_j``; the least total cost at a given rate has
+    ``H_jj s_j^2`` equal across columns (``power`` 1). The row's clip rule then works on the
+    scaled matrix ``W / col``. ``power`` 1 lets a column's own spread push the row's scale
+    (a column driven 60x harder is stored 60x larger); 0.5 goes half the way (measured better
+    on a small GPT's embedding, docs/benchmarks.md). Dividing by ``G`` keeps the scaled
+    matrix's magnitude near the original's, so the clip rules keep their meaning."""
+    d = hdiag.double().clamp_min(0.0)
+    mean = float(d.mean()) if d.numel() else 0.0
+    d = d.clamp_min(DEAD_INPUT * mean if mean > 0 else 1.0)
+    c = (d / d.log().mean().exp()).pow(-power / 2.0).clamp(1.0 / COL_SCALE_RANGE, COL_SCALE_RANGE)
+    return c.to(torch.float16)
+
+
 class _Quantizer(Stage):
-    """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales."""
+    """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales (and, with
+    ``colscale``, fp16 column scales: the symbols then code ``W / col``, with the Hessian of
+    the scaled inputs ``col H col``)."""
 
     consumes, produces = TENSOR, SYMBOLS
 
+    @property
+    def needs_calibration(self) -> bool:  # column scales come from the Hessian's diagonal
+        return self.params.colscale > 0
+
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
-        q, scales = self.quantize(value, ctx)
-        params, blobs = {"bits": self.params.bits}, {"scales": scales.numpy().astype("<f2").tobytes()}
+        params, blobs = {"bits": self.params.bits}, {}
+        hdiag = torch.diagonal(ctx.hessian) if ctx.hessian is not None else None  # of the inputs as they are
+        cols = None
+        if self.params.colscale:
+            if value.ndim != 2 or hdiag is None or hdiag.numel() != value.shape[1]:
+                raise StageError(f"{self.name}: colscale needs a matrix and its inputs' calibration statistics; "
+                                 f"'{ctx.meta.name}' is {list(value.shape)}"
+                                 + (" without them (give --calib)" if hdiag is None else ""))
+            cols = column_scales(hdiag, self.params.colscale)
+            c = cols.float()
+            ctx = dataclasses.replace(ctx, hessian=ctx.hessian.float() * c[:, None] * c[None, :])
+            params["cols"], blobs["cols"] = 1, cols.numpy().astype("<f2").tobytes()
+        q, scales = self.quantize(value.float() / c[None, :] if cols is not None else value, ctx)
+        blobs["scales"] = scales.numpy().astype("<f2").tobytes()
         rank = self.params.lqer
         if rank:
             if value.ndim != 2 or rank > min(value.shape):
                 raise StageError(f"{self.name}: lqer={rank} needs a matrix with both sides >= {rank}; "
                                  f"'{ctx.meta.name}' is {list(value.shape)}")
-            err = value.float() - dequantize(q, scales, tuple(value.shape), torch.float32)
-            hdiag = torch.diagonal(ctx.hessian) if ctx.hessian is not None else None
+            err = value.float() - dequantize(q, scales, tuple(value.shape), torch.float32, cols)
             factors = lqer_factors(err, hdiag, rank)
             params["lqer"], blobs["lqer"] = rank, lqer_blob(factors)
         return Encoded(q.reshape(-1).numpy().astype(np.int32), params, blobs)
