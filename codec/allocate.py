@@ -28,7 +28,7 @@ from typing import Container, Iterable, Mapping, Sequence
 import torch
 
 from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size
-from .encoders.intq import column_scales
+from .encoders.intq import scale_columns
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
@@ -122,8 +122,8 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     ``lqer``, on columns scaled by ``hdiag`` at power ``colscale``) on the per-row grid (cheap,
     no GPTQ); ``sens``: the loss sensitivities of ``w``."""
     rule = ClipRule.parse(clip)
-    cols = column_scales(hdiag, colscale) if colscale else None
-    q, scales = quantize_rdoq(w.float() / cols.float()[None, :] if cols is not None else w, bits, rule, rdoq)
+    scaled, cols = scale_columns(w, hdiag, colscale)
+    q, scales = quantize_rdoq(scaled, bits, rule, rdoq)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32, cols)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1

@@ -342,11 +342,12 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     table = {n: pareto(c) for n, c in full.items()}
     estimated = lap()
     plain = {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()}
-    # the other tables the prediction judges: without corrections, without column scales
-    variants = {name: t for name, t, offered in
-                [("fill-no-lqer", plain, any(c.lqer for cands in table.values() for c in cands)),
-                 ("fill-no-cols", {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()},
-                  any(c.colscale for cands in table.values() for c in cands))] if offered}
+    offered = [c for cands in table.values() for c in cands]
+    variants = {}  # the other tables the prediction judges, where they differ from ``table``
+    if any(c.lqer for c in offered):
+        variants["fill-no-lqer"] = plain
+    if any(c.colscale for c in offered):
+        variants["fill-no-cols"] = {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()}
     if score is None:
         # nothing measures: the weights trained toward a plan ship its grids
         alloc = filler.trained(trained, hdiag, plain, budget, tolerance) if trained else None

@@ -56,6 +56,14 @@ def column_scales(hdiag: torch.Tensor, power: float) -> torch.Tensor:
     return c.to(torch.float16)
 
 
+def scale_columns(w: torch.Tensor, hdiag: torch.Tensor | None, power: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(W / col, col)``: what the grid then codes, and the column scales (``power`` 0: ``(w, None)``)."""
+    if not power:
+        return w, None
+    cols = column_scales(hdiag, power)
+    return w.float() / cols.float()[None, :], cols
+
+
 class _Quantizer(Stage):
     """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales (and, with
     ``colscale``, fp16 column scales: the symbols then code ``W / col``, with the Hessian of
@@ -70,17 +78,16 @@ class _Quantizer(Stage):
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
         params, blobs = {"bits": self.params.bits}, {}
         hdiag = torch.diagonal(ctx.hessian) if ctx.hessian is not None else None  # of the inputs as they are
-        cols = None
-        if self.params.colscale:
-            if value.ndim != 2 or hdiag is None or hdiag.numel() != value.shape[1]:
-                raise StageError(f"{self.name}: colscale needs a matrix and its inputs' calibration statistics; "
-                                 f"'{ctx.meta.name}' is {list(value.shape)}"
-                                 + (" without them (give --calib)" if hdiag is None else ""))
-            cols = column_scales(hdiag, self.params.colscale)
+        if self.params.colscale and (value.ndim != 2 or hdiag is None or hdiag.numel() != value.shape[1]):
+            raise StageError(f"{self.name}: colscale needs a matrix and its inputs' calibration statistics; "
+                             f"'{ctx.meta.name}' is {list(value.shape)}"
+                             + (" without them (give --calib)" if hdiag is None else ""))
+        scaled, cols = scale_columns(value, hdiag, self.params.colscale)
+        if cols is not None:
             c = cols.float()
             ctx = dataclasses.replace(ctx, hessian=ctx.hessian.float() * c[:, None] * c[None, :])
             params["cols"], blobs["cols"] = 1, cols.numpy().astype("<f2").tobytes()
-        q, scales = self.quantize(value.float() / c[None, :] if cols is not None else value, ctx)
+        q, scales = self.quantize(scaled, ctx)
         blobs["scales"] = scales.numpy().astype("<f2").tobytes()
         rank = self.params.lqer
         if rank:
