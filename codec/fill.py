@@ -32,8 +32,8 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
   another it lowered both, val_bpb by 0.031);
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
 * ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
-  plan's grids, rounded to nearest as the fake quantizer rounded (GPTQ would move the weights
-  off the points training settled them on), stepped along each tensor's ladder if they do not
+  plan's grids (column scales from this build's calibration), rounded to nearest as the fake
+  quantizer rounded (GPTQ would move the weights off the points training settled them on), stepped along each tensor's ladder if they do not
   fit this budget; judged by its score against the predicted choice (a predicted rise is
   measured from the float weights, and after QAT the model that trained is the quantized one);
 * ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
@@ -133,7 +133,7 @@ def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
     the candidate's (and by round-to-nearest for a trained grid)."""
     first = stages[0]
     if cand.trained:
-        return (RTN(bits=cand.bits, clip=cand.clip), *stages[1:])
+        return (RTN(bits=cand.bits, clip=cand.clip, colscale=cand.colscale), *stages[1:])
     params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
               "lqer": cand.lqer, "colscale": cand.colscale}
     return (type(first)(**params), *stages[1:])
@@ -247,20 +247,21 @@ class Filler:
         result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
         return result
 
-    def trained(self, plan: Mapping[str, tuple[int, str]], hdiag: Mapping[str, torch.Tensor],
+    def trained(self, plan: Mapping[str, tuple[int, str, float]], hdiag: Mapping[str, torch.Tensor],
                 table: Mapping[str, list[Candidate]], budget: int, tolerance: float) -> Allocation | None:
         """The ``qat`` contender: the plan's grids (None if it does not cover every allocatable
-        tensor), stepped along ladders of round-to-nearest grids (the plan's among them) until
+        tensor, or plans column scales where this build has no Hessian), stepped along ladders
+        of round-to-nearest grids (the plan's among them, with its column-scale power) until
         the container lands in the window."""
-        if any(n not in plan for n in self.names):
+        if any(n not in plan or (plan[n][2] and n not in hdiag) for n in self.names):
             return None
         choice, ladders = {}, {}
         for n in self.names:
-            bits, clip = plan[n]
-            c = dataclasses.replace(estimate(self.state_dict[n], bits, clip, hdiag.get(n), sens=self.sens.get(n)),
-                                    trained=True)
+            bits, clip, colscale = plan[n]
+            c = dataclasses.replace(estimate(self.state_dict[n], bits, clip, hdiag.get(n), sens=self.sens.get(n),
+                                             colscale=colscale), trained=True)
             ladder = pareto([c, *(dataclasses.replace(x, trained=True) for x in table[n]
-                             if not (x.lqer or x.rdoq or x.colscale))])
+                             if not (x.lqer or x.rdoq) and x.colscale == colscale)])
             ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
             choice[n] = c
         result = Allocation(self.build(choice), choice, name="qat")
@@ -317,11 +318,11 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
          lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
          score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
-         trained: Mapping[str, tuple[int, str]] | None = None) -> Allocation:
+         trained: Mapping[str, tuple[int, str, float]] | None = None) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`pick` ships (module docstring). ``decoders``: the table that
     decodes contenders for their exact predictions (default: the installed stages');
-    ``trained``: the grids (bits, clip) the weights were trained toward, per tensor."""
+    ``trained``: the grids (bits, clip, column-scale power) the weights were trained toward, per tensor."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
     clock = [time.perf_counter()]

@@ -7,9 +7,11 @@ the same Lagrangian allocation (``allocate.py``: candidates estimated with round
 distortion the predicted loss rise from the sensitivities, else the Hessian proxy) made
 during training, so the weights can settle onto the grids that will ship. Two differences:
 
-* no low-rank corrections, column scales or rate-aware rounding: a straight-through fake
-  quantizer trains toward a plain per-row grid, and a correction is fitted to the error that is
-  left at export;
+* no low-rank corrections or rate-aware rounding: a fake quantizer trains toward a grid, and a
+  correction is fitted to the error that is left at export. Column scales are offered (a grid
+  of ``w / cols``), computed from the Hessians the plan is made with; the build recomputes them
+  from its own calibration (budget-aware QAT adds noise of the grid's step, so the weights do
+  not sit on the plan's exact grid points);
 * one solve on the estimated rates (no exact encode: GPTQ on every matrix would cost more
   than the training steps it steers), then single rungs up the ladders while the estimate
   fits, as ``fill`` steps into its window (the solve alone left a small model's 2.5-bit plan
@@ -32,6 +34,7 @@ import torch
 from .allocate import Candidate, candidates, climb, hessian_diagonals, pareto, solve, total_rate
 from .decoders.intq import ClipRule, qmax
 from .decoders.container import write_container
+from .encoders.intq import column_scales
 from .fill import Filler
 from .pipeline import record_bytes
 from .registry import Registered
@@ -46,14 +49,18 @@ class GridPlan:
     predicted_bytes: int  # the whole container: fixed tensors exactly, the allocation estimated
     budget: int
     classes: dict[str, str]  # tensor -> the name of its rule (what inspect groups it under)
+    cols: dict[str, tuple[float, ...]]  # the column scales of the grids that have them
 
-    def rules(self) -> list[tuple[str, int, str]]:
-        """``(name, bits, clip)`` per planned tensor, in name order: the trainer's QAT rules."""
-        return [(n, c.bits, c.clip) for n, c in sorted(self.grids.items())]
+    def rules(self) -> list[list]:
+        """The trainer's QAT rules (``trainer/qat.QatRule.to_json``), in name order: ``[name,
+        bits, clip]``, and ``colscale, cols`` for a grid with column scales."""
+        return [[n, c.bits, c.clip, *([c.colscale, list(self.cols[n])] if c.colscale else [])]
+                for n, c in sorted(self.grids.items())]
 
     def summary(self) -> str:
         """Per class, how many tensors got each grid: ``matrices:6b/sdclip:12.85x8,5b/sdclip:10x4``."""
-        counts = Counter((self.classes[n], c.bits, c.clip) for n, c in self.grids.items())
+        counts = Counter((self.classes[n], c.bits, c.clip + (f"/cols:{c.colscale:g}" if c.colscale else ""))
+                         for n, c in self.grids.items())
         parts: dict[str, list[str]] = {}
         for (cls, bits, clip), k in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
             parts.setdefault(cls, []).append(f"{bits}b/{clip}x{k}")
@@ -63,7 +70,7 @@ class GridPlan:
 def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor] | None,
                sensitivity: Mapping[str, torch.Tensor] | None, *, spec: PipelineSpec, budget: int,
                meta: dict | None = None) -> GridPlan:
-    """The least-predicted-loss grids (bits, clip; no corrections) whose estimated container
+    """The least-predicted-loss grids (bits, clip, column scales; no corrections) whose estimated container
     fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
     ``fill``'s)."""
     filler = Filler(state_dict, spec, hessians or {}, meta or {}, lambda _: None, sensitivity or {})
@@ -71,12 +78,13 @@ def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, to
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
     hdiag = hessian_diagonals(hessians, filler.names)
     overhead = sum(record_bytes(r) for r in filler.fixed.values()) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n), colscale=()))
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n)))
              for n in filler.names}
     bits = 8.0 * (budget - overhead)
     choice = climb(table, solve(table, bits), bits)
+    cols = {n: tuple(column_scales(hdiag[n], c.colscale).float().tolist()) for n, c in choice.items() if c.colscale}
     return GridPlan(choice, overhead + round(total_rate(choice) / 8), budget,
-                    {n: spec.rule_for(n).label for n in filler.names})
+                    {n: spec.rule_for(n).label for n in filler.names}, cols)
 
 
 def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: dict, *,
@@ -93,18 +101,24 @@ def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: di
 MAX_PLAN_ENTRIES = 1 << 16
 
 
-def read_plan(raw: object) -> dict[str, tuple[int, str]] | None:
-    """A checkpoint's ``qat_plan`` (the trainer writes ``[[name, bits, clip], ...]``) as
-    ``name -> (bits, clip)``; None when absent. A checkpoint is untrusted: anything but
-    well-formed entries of valid grids is refused."""
+def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
+    """A checkpoint's ``qat_plan`` (the trainer writes ``[[name, bits, clip(, colscale, cols)],
+    ...]``) as ``name -> (bits, clip, colscale)``; None when absent. A checkpoint is untrusted:
+    anything but well-formed entries of valid grids is refused. (The build recomputes column
+    scales from its own calibration at the plan's power: the plan's own are not needed.)"""
     if raw is None:
         return None
     if not isinstance(raw, list) or len(raw) > MAX_PLAN_ENTRIES:
-        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip]")
+        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip(, colscale, cols)]")
     plan = {}
     for entry in raw:
-        ok = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and len(entry[0]) <= 1000 \
+        ok = isinstance(entry, list) and len(entry) in (3, 5) and isinstance(entry[0], str) and len(entry[0]) <= 1000 \
             and type(entry[1]) is int and isinstance(entry[2], str) and len(entry[2]) <= 32
+        colscale = 0.0
+        if ok and len(entry) == 5:
+            colscale = entry[3]
+            ok = type(colscale) is float and 0 < colscale <= 1 and isinstance(entry[4], list) \
+                and 0 < len(entry[4]) <= MAX_PLAN_ENTRIES
         try:
             if ok:
                 qmax(entry[1])
@@ -113,5 +127,5 @@ def read_plan(raw: object) -> dict[str, tuple[int, str]] | None:
             ok = False
         if not ok:
             raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
-        plan[entry[0]] = (entry[1], entry[2])
+        plan[entry[0]] = (entry[1], entry[2], colscale)
     return plan

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from golfpack.codec.decoders.intq import ClipRule, fake_quantize, noise_quantize, row_scales
+from golfpack.codec.encoders.intq import column_scales
 from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
 from golfpack.codec.spec import load_spec
-from golfpack.model.builders import tensor_roles
+from golfpack.model.builders import GPT_BUILDER, build_model, tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
+from golfpack.model.gpt import CastedLinear
 from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
 from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
 from golfpack.trainer.qat import QatRule, parse_rules
@@ -90,14 +92,19 @@ def test_a_budget_without_a_switch_is_refused(tmp_path, train_glob):
     assert proc.returncode != 0 and "give --qat-start" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_qat_contender_ships_the_trained_grid_exactly(weights):
+@pytest.mark.parametrize("colscale", [0.0, 0.5])
+def test_the_qat_contender_ships_the_trained_grid_exactly(weights, colscale):
     """Weights that sit on the planned grids (as QAT leaves its forward) come back bit for bit
     from the ``qat`` contender (round-to-nearest), where GPTQ would move them; its predicted
-    rise is zero, so it ships."""
+    rise is zero, so it ships. With column scales the build recomputes them from its own
+    calibration, here the same as the plan's."""
     state, spec, hessians, sens = weights
-    plan = {n: (4, "absmax") for n in state if state[n].ndim == 2 and spec.rule_for(n).allocate}
-    on_grid = {n: fake_quantize(t.float(), *plan[n][:1], ClipRule.parse(plan[n][1])) if n in plan else t
-               for n, t in state.items()}
+    plan = {n: (4, "absmax", colscale) for n in state if state[n].ndim == 2 and spec.rule_for(n).allocate}
+
+    def cols(n):
+        return column_scales(torch.diagonal(hessians[n]), colscale).float() if colscale else None
+
+    on_grid = {n: fake_quantize(t.float(), 4, ClipRule(), cols(n)) if n in plan else t for n, t in state.items()}
     container = fill(on_grid, spec, hessians, 10**6, {}, sensitivity=sens, trained=plan).container
     decoded, meta = decode_state_dict(container)
     assert all(torch.equal(decoded[n], on_grid[n]) for n in plan)
@@ -107,11 +114,15 @@ def test_the_qat_contender_ships_the_trained_grid_exactly(weights):
 @pytest.mark.parametrize("raw, why", [
     ("x", "must be a list"), ([["w", 9, "absmax"]], "malformed"), ([["w", 4, "evil:1"]], "malformed"),
     ([["w", True, "absmax"]], "malformed"), ([["w", 4]], "malformed"), ([[1, 4, "absmax"]], "malformed"),
-    ([["w" * 5000, 4, "absmax"]], "malformed"), ([["w", 4, "absmax"]] * 70000, "must be a list")])
+    ([["w" * 5000, 4, "absmax"]], "malformed"), ([["w", 4, "absmax"]] * 70000, "must be a list"),
+    ([["w", 4, "absmax", 0.5]], "malformed"), ([["w", 4, "absmax", 0.0, [1.0]]], "malformed"),
+    ([["w", 4, "absmax", 1.5, [1.0]]], "malformed"), ([["w", 4, "absmax", 0.5, []]], "malformed"),
+    ([["w", 4, "absmax", 0.5, "1"]], "malformed"), ([["w", 4, "absmax", 0.5, [1.0] * 70000]], "malformed")])
 def test_a_checkpoint_plan_is_checked_before_use(raw, why):
     with pytest.raises(ValueError, match=why):
         read_plan(raw)
-    assert read_plan([["w", 4, "sdclip:12.85"]]) == {"w": (4, "sdclip:12.85")} and read_plan(None) is None
+    assert read_plan([["w", 4, "sdclip:12.85"], ["v", 5, "absmax", 0.5, [1.0, 2.0]]]) == \
+        {"w": (4, "sdclip:12.85", 0.0), "v": (5, "absmax", 0.5)} and read_plan(None) is None
 
 
 def test_qat_noise_stays_within_its_width_of_the_grid_step_and_passes_the_gradient():
@@ -125,6 +136,11 @@ def test_qat_noise_stays_within_its_width_of_the_grid_step_and_passes_the_gradie
     assert not torch.equal(out, noise_quantize(w, 3, rule, 0.5))  # a new draw each forward
     out.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))
+    cols = torch.linspace(0.05, 4.0, 64)  # with column scales each entry's step is its row's times its column's
+    out = noise_quantize(w, 3, rule, 0.5, cols)
+    step = row_scales(w.detach() / cols, 3, rule).float()[:, None] * cols[None, :]
+    d = (out - w).detach() / step
+    assert d.abs().max() <= 0.25 + 1e-5 and d.abs().max() > 0.2 and d.std() > 0.1
 
 
 def test_qat_noise_outside_its_range_is_refused(tmp_path, train_glob):
@@ -138,9 +154,53 @@ def test_qat_noise_outside_its_range_is_refused(tmp_path, train_glob):
 
 
 def test_qat_rules_round_trip_through_their_json_form():
-    rules = parse_rules([["blocks.*", 5, "sdclip:10"], ("tok_emb.weight", 7, "absmax")])
-    assert rules == [QatRule("blocks.*", 5, ClipRule("sdclip", 10.0)), QatRule("tok_emb.weight", 7, ClipRule())]
+    rules = parse_rules([["blocks.*", 5, "sdclip:10"], ("tok_emb.weight", 7, "absmax", 0.5, [1.0, 0.25])])
+    assert rules == [QatRule("blocks.*", 5, ClipRule("sdclip", 10.0)),
+                     QatRule("tok_emb.weight", 7, ClipRule(), 0.5, (1.0, 0.25))]
     assert parse_rules(r.to_json() for r in rules) == rules
+
+
+@pytest.mark.parametrize("tail", [[0.5], [0.0, [1.0]], [2.0, [1.0]], [0.5, []], [0.5, [1.0, -1.0]],
+                                  [0.5, [float("inf")]], [0.5, ["1"]], [0.5, [True]], [0.5, [1.0] * 70000]])
+def test_qat_rules_column_scales_are_checked(tail):
+    """A resumed checkpoint's rules are read back: column scales must be well formed and bounded."""
+    with pytest.raises(ValueError, match="QAT rule"):
+        parse_rules([["w", 4, "absmax", *tail]])
+
+
+def test_a_column_scaled_rule_trains_toward_its_grid_and_must_fit_the_weight():
+    from golfpack.trainer.qat import set_qat
+
+    model = build_model(GPT_BUILDER, {"vocab_size": 64, "num_layers": 1, "model_dim": 16, "num_heads": 2,
+                                "num_kv_heads": 1, "mlp_mult": 2})
+    name, module = next((f"{n}.weight", m) for n, m in model.named_modules() if isinstance(m, CastedLinear))
+    cols = [0.25 + j / 8 for j in range(module.weight.shape[1])]
+    assert set_qat(model, [[name, 3, "absmax", 0.5, cols]], True) == [name]
+    w = module.weight.detach().float()
+    assert torch.equal(module.weight_fn(module.weight).detach(), fake_quantize(w, 3, ClipRule(), torch.tensor(cols)))
+    assert not torch.equal(module.weight_fn(module.weight).detach(), fake_quantize(w, 3, ClipRule()))
+    with pytest.raises(ValueError, match="has 3 column scales for a weight of shape"):
+        set_qat(model, [[name, 3, "absmax", 0.5, [1.0, 1.0, 1.0]]], True)
+
+
+def test_a_plan_gives_column_scales_where_a_matrix_inputs_are_uneven(weights):
+    """A matrix driven through a few inputs (its Hessian's diagonal scaled up there) gets a
+    column-scaled grid, whose scales come with its rule, one per column, as the trainer reads it."""
+    state, spec, hessians, sens = weights
+    name = next(n for n in sorted(state) if state[n].ndim == 2 and n in hessians and spec.rule_for(n).allocate
+                and spec.roles.get(n) != "embedding")
+    h = hessians[name].clone()
+    boost = torch.ones(h.shape[0])
+    boost[:2] = 300.0
+    hot = {**hessians, name: h * boost.sqrt()[:, None] * boost.sqrt()[None, :]}
+    w = state[name].float() / boost.sqrt()[None, :]  # trained weights shrink on inputs driven harder
+    params = sum(t.numel() for t in state.values())
+    plan = plan_grids({**state, name: w}, hot, None, spec=spec, budget=round(3.5 * params / 8))
+    print(plan.summary())
+    assert plan.grids[name].colscale > 0 and "/cols:" in plan.summary()
+    rule = next(r for r in parse_rules(plan.rules()) if r.pattern == name)
+    expected = column_scales(torch.diagonal(hot[name]), plan.grids[name].colscale).float().tolist()
+    assert rule.colscale == plan.grids[name].colscale and list(rule.cols) == expected
 
 
 def test_a_runs_own_pace_is_read_from_its_steps_before_qat():

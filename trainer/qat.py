@@ -1,6 +1,6 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
-Rules (:class:`QatRule`: glob, bits, clip) pick the grid for each weight (first match wins).
+Rules (:class:`QatRule`: glob, bits, clip, optional column scales) pick the grid for each weight (first match wins).
 They come from one of two places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
@@ -40,18 +40,26 @@ from ..model.builders import tied_embeddings
 from ..model.gpt import CastedLinear
 
 
+MAX_COLUMNS = 1 << 16  # a rule's column scales: bounded, since a checkpoint's rules are read back
+
+
 @dataclass(frozen=True)
 class QatRule:
     """Weights matching ``pattern`` train toward the ``bits``-bit per-row grid clipped by
-    ``clip`` (``bits`` 0: left alone)."""
+    ``clip`` (``bits`` 0: left alone); with ``cols``, the grid of ``w / cols`` (column scales,
+    codec/decoders/intq.py), which a plan made at power ``colscale`` of its Hessians' diagonals."""
 
     pattern: str
     bits: int
     clip: ClipRule
+    colscale: float = 0.0
+    cols: tuple[float, ...] = ()
 
     def to_json(self) -> list:
-        """The config's and checkpoint's form: ``[glob, bits, clip]``."""
-        return [self.pattern, self.bits, str(self.clip)]
+        """The config's and checkpoint's form: ``[glob, bits, clip]``, and ``colscale, cols`` when
+        the grid has column scales."""
+        head = [self.pattern, self.bits, str(self.clip)]
+        return [*head, self.colscale, list(self.cols)] if self.cols else head
 
 
 def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
@@ -60,10 +68,23 @@ def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
         if isinstance(r, QatRule):
             out.append(r)
             continue
-        if not isinstance(r, (list, tuple)) or len(r) != 3:
-            raise ValueError(f"QAT rule {r!r} must be [glob, bits, clip]")
-        out.append(QatRule(str(r[0]), int(r[1]), ClipRule.parse(str(r[2]))))
+        if not isinstance(r, (list, tuple)) or len(r) not in (3, 5):
+            raise ValueError(f"QAT rule {str(r)[:80]!r} must be [glob, bits, clip] or [glob, bits, clip, colscale, cols]")
+        out.append(QatRule(str(r[0]), int(r[1]), ClipRule.parse(str(r[2])), *_columns(r[3:])))
     return out
+
+
+def _columns(tail: Sequence) -> tuple[float, tuple[float, ...]]:
+    """A rule's ``colscale, cols`` (none: ``0.0, ()``), checked: a power in (0, 1] and at most
+    ``MAX_COLUMNS`` finite positive scales."""
+    if not tail:
+        return 0.0, ()
+    power, cols = tail
+    ok = type(power) in (int, float) and 0 < power <= 1 and isinstance(cols, (list, tuple)) \
+        and 0 < len(cols) <= MAX_COLUMNS and all(type(c) in (int, float) and 0 < c < float("inf") for c in cols)
+    if not ok:
+        raise ValueError(f"QAT rule's column scales must be a power in (0, 1] and 1..{MAX_COLUMNS} positive numbers")
+    return float(power), tuple(float(c) for c in cols)
 
 
 class GridPlan(Protocol):
@@ -72,7 +93,7 @@ class GridPlan(Protocol):
     predicted_bytes: int
     budget: int
 
-    def rules(self) -> list[tuple[str, int, str]]: ...
+    def rules(self) -> list[list]: ...  # QatRule.to_json's form
 
     def summary(self) -> str: ...
 
@@ -114,6 +135,17 @@ def _quantizer(bits: int, rule: ClipRule, noise: float):
     return partial(fake_quantize, bits=bits, rule=rule)
 
 
+def _rule_quantizer(rule: QatRule, weight: torch.Tensor, noise: float):
+    """The quantizer of ``rule`` for ``weight`` (its column scales on the weight's device)."""
+    fn = _quantizer(rule.bits, rule.clip, noise)
+    if not rule.cols:
+        return fn
+    if weight.ndim != 2 or weight.shape[1] != len(rule.cols):
+        raise ValueError(f"QAT rule '{rule.pattern}' has {len(rule.cols)} column scales for a weight "
+                         f"of shape {list(weight.shape)}")
+    return partial(fn, cols=torch.tensor(rule.cols, dtype=torch.float32, device=weight.device))
+
+
 def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, reset: bool = True,
             noise: float = 0.0) -> list[str]:
     """Install (or remove) fake quantizers; returns the names of quantized weights. ``noise``
@@ -123,12 +155,13 @@ def set_qat(model: torch.nn.Module, rules: Iterable[Sequence], enabled: bool, re
     ``reset=False`` keeps torch.compile's caches: only safe once :func:`switch_is_visible`
     has shown that the compiled model notices the switch."""
     parsed = parse_rules(rules)
+    params = dict(model.named_parameters(remove_duplicate=False))
     done = []
     for name, owner, attr in _targets(model):
         fn = None
         i = first_match(name, ([r.pattern] for r in parsed)) if enabled else None
         if i is not None and parsed[i].bits > 0:
-            fn = _quantizer(parsed[i].bits, parsed[i].clip, noise)
+            fn = _rule_quantizer(parsed[i], params[name], noise)
             done.append(name)
         setattr(owner, attr, fn)
     if reset and hasattr(torch, "_dynamo"):
