@@ -76,7 +76,7 @@ class TrainConfig:
     qat_pipeline: dict = field(default_factory=dict)  # the spec the plan allocates under (a file's table); {}: default
     qat_refresh: int = 0  # plan again this many times, evenly spaced between the switch and the end
     qat_calib_tokens: int = 16_384  # training tokens for each plan's Hessians, and as many for its sensitivities
-    qat_embedding: bool = False  # budget-aware QAT: also fake-quantize the embedding/head (worse at 2.5 bits/param)
+    qat_embedding: bool = True  # budget-aware QAT: also fake-quantize the embedding/head (false: train them float)
     # CUDA
     compile: bool = True
     # logging and evaluation

@@ -10,8 +10,8 @@ They come from one of two places:
   allocator, ``codec/qat_plan.py``), so training sees the grids the build will ship. The
   planner is build-side code; the trainer only calls it (:data:`PlannerFactory`), so shipped
   training code never imports the allocator. The embedding and head are planned (their bytes
-  are the budget's) but trained float unless ``qat_embedding``: the trainer puts a bits-0
-  rule for them first.
+  are the budget's) and, unless ``qat_embedding`` is off, trained toward their grid too (off:
+  the trainer puts a bits-0 rule for them first).
 
 The forward pass either rounds to the grid (straight-through) or, with ``qat_noise``, adds
 uniform noise of the grid's step instead: budget-aware QAT measured better that way

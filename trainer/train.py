@@ -153,9 +153,8 @@ class Run:
         self.step, self.train_ms, self.qat_on, self.qat_primed = 0, 0.0, False, False
         self.qat_rules = parse_rules(cfg.qat_rules)  # the grids QAT trains toward; a budget plan replaces them
         self.planner = self._planner(planner) if cfg.qat_budget > 0 else None
-        # budget-aware QAT plans the embedding's bytes but trains it float: noise on a tied
-        # embedding reaches every logit, and on the bench it cost the float model more than it
-        # saved at export (docs/benchmarks.md); a bits-0 rule, matched first, leaves a weight alone
+        # budget-aware QAT with qat_embedding off plans the embedding's bytes but trains it float
+        # (a bits-0 rule, matched first, leaves a weight alone)
         floats = [] if self.planner is None or cfg.qat_embedding else \
             [n for n, role in tensor_roles(self.base).items() if role is Role.EMBEDDING]
         self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n in floats])
