@@ -33,8 +33,8 @@ budget, scored, and their loss rise is predicted again from their exact (GPTQ) w
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
 * ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
   plan's grids (column scales from this build's calibration), rounded to nearest as the fake
-  quantizer rounded (GPTQ would move the weights off the points training settled them on), stepped along each tensor's ladder if they do not
-  fit this budget; judged by its score against the predicted choice (a predicted rise is
+  quantizer rounded (GPTQ would move the weights off the points training settled them on),
+  stepped along each tensor's ladder if they do not fit this budget; judged by its score against the predicted choice (a predicted rise is
   measured from the float weights, and after QAT the model that trained is the quantized one);
 * ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
   SDClip at the smallest ``k`` whose exact container fits (behind an entropy coder ``k`` sets the

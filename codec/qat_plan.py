@@ -70,8 +70,8 @@ class GridPlan:
 def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor] | None,
                sensitivity: Mapping[str, torch.Tensor] | None, *, spec: PipelineSpec, budget: int,
                meta: dict | None = None) -> GridPlan:
-    """The least-predicted-loss grids (bits, clip, column scales; no corrections) whose estimated container
-    fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
+    """The least-predicted-loss grids (bits, clip, column scales; no corrections) whose
+    estimated container fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
     ``fill``'s)."""
     filler = Filler(state_dict, spec, hessians or {}, meta or {}, lambda _: None, sensitivity or {})
     if not filler.names:

@@ -1,7 +1,7 @@
 """Quantization-aware training: the codec's own quantizer as a straight-through fake quantizer.
 
-Rules (:class:`QatRule`: glob, bits, clip, optional column scales) pick the grid for each weight (first match wins).
-They come from one of two places:
+Rules (:class:`QatRule`: glob, bits, clip, optional column scales) pick the grid for each
+weight (first match wins). They come from one of two places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
   rules' written grids (``qat_rules`` in the config);
