@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from ..codec.decoders.chain import DecoderSpec
+from ..codec.fill import fill_stages
 from ..codec.registry import Registered, decoder_table, discover
 from ..codec.spec import PipelineSpec, load_spec
 from ..model.builders import builder_module
@@ -75,8 +76,9 @@ def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: s
 
 def used_decoders(spec: PipelineSpec, names: Iterable[str],
                   registry: Mapping[str, Registered] | None = None) -> dict[str, DecoderSpec]:
-    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with."""
-    used = {s.name for name in names for s in spec.rule_for(name).stages}
+    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with, a fill's included."""
+    names = list(names)
+    used = {s.name for name in names for s in spec.rule_for(name).stages} | fill_stages(spec, names)
     return {n: d for n, d in decoder_table(registry).items() if n in used}
 
 

@@ -22,11 +22,15 @@ def params(trained) -> int:
     return sum(t.numel() for t in load_checkpoint(trained).state_dict.values())
 
 
-@pytest.mark.parametrize("bits_per_param", [3.0, 3.5, 4.5])
-def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params, tmp_path, bits_per_param):
+# The closed loop may ship a guard instead (the records' grid at the smallest clip that fits, which
+# does not fill the budget: on this 8-step model it does at 3 bits), so the allocation's landing is
+# held with the loop off, and once with it on (its contenders' record must fit the reserve).
+@pytest.mark.parametrize("bits_per_param,closed_loop", [(3.0, False), (3.5, False), (4.5, True)])
+def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params, tmp_path, bits_per_param,
+                                                                  closed_loop):
     budget = int(bits_per_param * params / 8) + 40_000  # weights at that rate, plus code and structure
-    led = build(trained, PIPELINE, tmp_path / "a.pyz", BuildOptions(budget=budget, fill=True), echo=print,
-                progress=False)
+    options = BuildOptions(budget=budget, fill=True, score_tokens=32_768 if closed_loop else 0)
+    led = build(trained, PIPELINE, tmp_path / "a.pyz", options, echo=print, progress=False)
     size = (tmp_path / "a.pyz").stat().st_size
     print(f"budget {budget:,}: artifact {size:,} bytes ({100 * (budget - size) / budget:.3f}% under), "
           f"weights {8 * led.weights / params:.3f} bits/param")
