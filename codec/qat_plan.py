@@ -32,7 +32,6 @@ from typing import Callable, Mapping
 import torch
 
 from .allocate import Candidate, candidates, climb, hessian_diagonals, pareto, solve, total_rate
-from .decoders.intq import ClipRule, qmax
 from .decoders.container import write_container
 from .encoders.intq import column_scales
 from .fill import Filler
@@ -96,36 +95,3 @@ def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: di
     spec = (spec_from_doc(pipeline, "qat_pipeline", registry) if pipeline else load_spec("default", registry))
     spec = spec.with_roles(roles)
     return partial(plan_grids, spec=spec, budget=budget, meta=meta)
-
-
-MAX_PLAN_ENTRIES = 1 << 16
-
-
-def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
-    """A checkpoint's ``qat_plan`` (the trainer writes ``[[name, bits, clip(, colscale, cols)],
-    ...]``) as ``name -> (bits, clip, colscale)``; None when absent. A checkpoint is untrusted:
-    anything but well-formed entries of valid grids is refused. (The build recomputes column
-    scales from its own calibration at the plan's power: the plan's own are not needed.)"""
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or len(raw) > MAX_PLAN_ENTRIES:
-        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip(, colscale, cols)]")
-    plan = {}
-    for entry in raw:
-        ok = isinstance(entry, list) and len(entry) in (3, 5) and isinstance(entry[0], str) and len(entry[0]) <= 1000 \
-            and type(entry[1]) is int and isinstance(entry[2], str) and len(entry[2]) <= 32
-        colscale = 0.0
-        if ok and len(entry) == 5:
-            colscale = entry[3]
-            ok = type(colscale) is float and 0 < colscale <= 1 and isinstance(entry[4], list) \
-                and 0 < len(entry[4]) <= MAX_PLAN_ENTRIES
-        try:
-            if ok:
-                qmax(entry[1])
-                ClipRule.parse(entry[2])
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
-        plan[entry[0]] = (entry[1], entry[2], colscale)
-    return plan

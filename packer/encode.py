@@ -99,7 +99,7 @@ def encode_checkpoint(ckpt: Checkpoint, spec: PipelineSpec, hessians: Mapping[st
         return encode_state_dict(state, spec, hessians, meta, progress=progress)
     from ..codec.fill import fill
 
-    from ..codec.qat_plan import read_plan
+    from ..trainer.qat import read_plan
 
     trained = read_plan(ckpt.meta.get("qat_plan"))
     if trained:

@@ -13,14 +13,14 @@ from golfpack.codec.decoders.intq import ClipRule, fake_quantize, noise_quantize
 from golfpack.codec.encoders.intq import column_scales
 from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.pipeline import decode_state_dict
-from golfpack.codec.qat_plan import grid_planner, plan_grids, read_plan
+from golfpack.codec.qat_plan import grid_planner, plan_grids
 from golfpack.codec.spec import load_spec
 from golfpack.model.builders import GPT_BUILDER, build_model, tensor_roles
-from golfpack.model.checkpoint import load_checkpoint
+from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear
 from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
 from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
-from golfpack.trainer.qat import QatRule, parse_rules
+from golfpack.trainer.qat import QatRule, parse_rules, read_plan
 from golfpack.trainer.train import train
 
 from .conftest import golfpack
@@ -166,6 +166,33 @@ def test_qat_rules_column_scales_are_checked(tail):
     """A resumed checkpoint's rules are read back: column scales must be well formed and bounded."""
     with pytest.raises(ValueError, match="QAT rule"):
         parse_rules([["w", 4, "absmax", *tail]])
+
+
+@pytest.mark.parametrize("rule", [["w", True, "absmax"], ["w", 9, "absmax"], ["w", 1, "absmax"], ["w", 4.0, "absmax"],
+                                  ["w", "4", "absmax"], ["w" * 1001, 4, "absmax"], [None, 4, "absmax"],
+                                  ["w", 4, 12.85], ["w", 4, "x" * 40], "w 4 absmax", ["w", 4]])
+def test_qat_rules_are_checked(rule):
+    """The same rules come from configs, plans and (untrusted) checkpoints: one strict reader."""
+    with pytest.raises(ValueError, match="QAT rule"):
+        parse_rules([rule])
+    with pytest.raises(ValueError, match="more than"):
+        parse_rules([["w", 4, "absmax"]] * 70000)
+
+
+def test_a_resumed_checkpoint_with_crafted_rules_is_refused(tmp_path, train_glob):
+    """A checkpoint's resume state names the grids QAT trains toward; a crafted one (63-bit
+    grids) is refused when it is read, and nothing is written."""
+    cfg = tiny_cfg(tmp_path / "a", train_glob, "iterations=4", "qat_start_frac=0.5", "qat_budget=40000",
+                   "qat_calib_tokens=1024")
+    train(cfg, save_every=2, echo=lambda _: None, planner=grid_planner)
+    ckpt = load_checkpoint(tmp_path / "a" / "step_000002.pt")
+    ckpt.resume["qat_rules"] = [["*", 63, "absmax"]]
+    save_checkpoint(tmp_path / "crafted.pt", ckpt)
+    again = tiny_cfg(tmp_path / "b", train_glob, "iterations=4", "qat_start_frac=0.5", "qat_budget=40000",
+                     "qat_calib_tokens=1024")
+    with pytest.raises(ValueError, match="QAT rule"):
+        train(again, resume=tmp_path / "crafted.pt", echo=lambda _: None, planner=grid_planner)
+    assert not (tmp_path / "b" / "final.pt").exists()
 
 
 def test_a_column_scaled_rule_trains_toward_its_grid_and_must_fit_the_weight():
