@@ -77,7 +77,7 @@ from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
-from .spec import PipelineSpec
+from .spec import PipelineSpec, Rule
 from .stage import Stage, StageError
 
 MAX_SOLVES = 8
@@ -124,17 +124,21 @@ def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
             for n, c in sorted(choice.items())}
 
 
+def allocates(rule: Rule) -> bool:
+    """Whether the fill chooses the grid of tensors under ``rule``: it allows it, and its chain
+    starts with a per-row grid quantizer."""
+    return rule.allocate and isinstance(rule.stages[0].params, QuantParams)
+
+
 def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0 and spec.rule_for(n).allocate
-            and isinstance(spec.rule_for(n).stages[0].params, QuantParams)]
+    return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0 and allocates(spec.rule_for(n))]
 
 
 def fill_stages(spec: PipelineSpec, names: Iterable[str]) -> set[str]:
     """The stages a fill may code ``names`` with beyond those their rules name: round-to-nearest
     on the grid of any allocatable rule (:meth:`Filler.encoded`, the ``qat`` contender), so an
     artifact's decoder table must hold it (the same decoder as ``gptq``'s)."""
-    rules = {id(r): r for r in (spec.rule_for(n) for n in names)}.values()
-    return {RTN.name} if any(r.allocate and isinstance(r.stages[0].params, QuantParams) for r in rules) else set()
+    return {RTN.name} if any(allocates(spec.rule_for(n)) for n in names) else set()
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
@@ -185,21 +189,19 @@ class Filler:
         its calibration inputs by moving each column's error into later ones, and a tensor
         whose error is not only seen through those inputs pays for the moved error: a tied
         embedding, whose Hessian is its output layer's, is also looked up row by row (on three
-        small GPTs at 2.5 bits per parameter, round-to-nearest there scored 0.025 to 0.045 bpb
-        better, docs/benchmarks.md)."""
+        of golfpack's small GPTs at 2.5 bits per parameter, round-to-nearest there scored 0.025
+        to 0.045 bpb better, docs/benchmarks.md)."""
         key = self.key(n, c)
         if key not in self.cache:
             self.say(f"encoding {n} {c.label}")
             stages = with_grid(self.spec.rule_for(n).stages, c)
-            options = [encode_tensor(n, self.state_dict[n], stages, self.hessians.get(n))]
+            record = encode_tensor(n, self.state_dict[n], stages, self.hessians.get(n))
             if n in self.sens and not isinstance(stages[0], RTN):
-                options.append(encode_tensor(n, self.state_dict[n], (rounded(stages[0]), *stages[1:]),
-                                             self.hessians.get(n)))
-            rises = [self.exact_rise(n, r) for r in options] if len(options) > 1 else [0.0]
-            best = min(range(len(options)), key=lambda i: rises[i])  # ties: the rule's quantizer
-            self.cache[key] = options[best]
-            if len(options) > 1:
-                self.rises[key] = rises[best]
+                other = encode_tensor(n, self.state_dict[n], (rounded(stages[0]), *stages[1:]), self.hessians.get(n))
+                rise, other_rise = self.exact_rise(n, record), self.exact_rise(n, other)
+                # ties: the rule's quantizer
+                record, self.rises[key] = (other, other_rise) if other_rise < rise else (record, rise)
+            self.cache[key] = record
         return self.cache[key]
 
     def exact_rise(self, n: str, record: Record) -> float:

@@ -20,6 +20,7 @@ from ..model.checkpoint import Checkpoint
 from ..model.scoring import window_losses
 from ..trainer.calibrate import calib_path, collect_hessians, collect_sensitivity, heldout_tokens, load_hessians, \
     sens_path
+from ..trainer.qat import MAX_RULES, parse_rule
 
 Log = Callable[[str], None]
 Score = Callable[[bytes], list[float]]
@@ -82,6 +83,27 @@ def closed_loop(checkpoint: Path, model: torch.nn.Module, shards: str | None, ta
     return sens, contender_score(model, tokens, seq_len, table)
 
 
+def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
+    """A checkpoint's ``qat_plan`` (the grids its weights were trained toward, written by the
+    trainer as QAT rules on tensor names, read by its one reader ``parse_rule``) as ``name ->
+    (bits, clip, colscale)`` for the fill's ``qat`` contender; None when absent. Anything but
+    well-formed rules of real grids is refused. Build-only: no artifact ships it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > MAX_RULES:
+        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip(, colscale, cols)]")
+    plan = {}
+    for entry in raw:
+        try:
+            rule = parse_rule(entry)
+            if rule.bits == 0:
+                raise ValueError("bits 0")
+        except ValueError:
+            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}") from None
+        plan[rule.pattern] = (rule.bits, entry[2], rule.colscale)
+    return plan
+
+
 def encode_checkpoint(ckpt: Checkpoint, spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
                       table: Mapping[str, DecoderSpec], *, budget: int | None, tolerance: float = 0.001,
                       sens: Mapping[str, torch.Tensor] | None = None, score: Score | None = None, log: Log = print,
@@ -98,8 +120,6 @@ def encode_checkpoint(ckpt: Checkpoint, spec: PipelineSpec, hessians: Mapping[st
     if budget is None:
         return encode_state_dict(state, spec, hessians, meta, progress=progress)
     from ..codec.fill import fill
-
-    from ..trainer.qat import read_plan
 
     trained = read_plan(ckpt.meta.get("qat_plan"))
     if trained:

@@ -19,8 +19,9 @@ from golfpack.model.builders import GPT_BUILDER, build_model, tensor_roles
 from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear
 from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
+from golfpack.packer.encode import read_plan
 from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
-from golfpack.trainer.qat import QatRule, parse_rules, read_plan
+from golfpack.trainer.qat import QatRule, parse_rules
 from golfpack.trainer.train import train
 
 from .conftest import golfpack

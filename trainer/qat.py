@@ -3,7 +3,7 @@
 Rules (:class:`QatRule`: glob, bits, clip, optional column scales) pick the grid for each
 weight (first match wins). Their list form (``QatRule.to_json``) is this module's: whatever
 gives rules (a config, a plan, a checkpoint's resume state or its ``qat_plan``, which the
-build reads with :func:`read_plan`) is read by one strict reader. They come from one of two
+build reads with ``packer/encode.py: read_plan``) is read by one strict reader. They come from one of two
 places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
@@ -70,16 +70,16 @@ class QatRule:
 def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
     """Rules as a config, a plan or a checkpoint gives them (``QatRule.to_json``'s form), each
     checked: a checkpoint is untrusted, and its rules are read back on resume and by the build
-    (:func:`read_plan`)."""
+    (``packer/encode.py: read_plan``)."""
     out = []
     for r in rules:
         if len(out) >= MAX_RULES:
             raise ValueError(f"more than {MAX_RULES} QAT rules")
-        out.append(r if isinstance(r, QatRule) else _rule(r))
+        out.append(r if isinstance(r, QatRule) else parse_rule(r))
     return out
 
 
-def _rule(r: object) -> QatRule:
+def parse_rule(r: object) -> QatRule:
     """One rule: a bounded glob, bits 0 (left alone) or a grid's, a clip rule, column scales."""
     ok = isinstance(r, (list, tuple)) and len(r) in (3, 5) and isinstance(r[0], str) and len(r[0]) <= MAX_PATTERN \
         and type(r[1]) is int and (r[1] == 0 or MIN_BITS <= r[1] <= MAX_BITS) \
@@ -88,27 +88,6 @@ def _rule(r: object) -> QatRule:
         raise ValueError(f"QAT rule {str(r)[:80]!r} must be [glob, bits, clip] or [glob, bits, clip, colscale, cols] "
                          f"(bits 0 or {MIN_BITS}..{MAX_BITS})")
     return QatRule(r[0], r[1], ClipRule.parse(str(r[2])), *_columns(r[3:]))
-
-
-def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
-    """A checkpoint's ``qat_plan`` (the grids its weights were trained toward, written by the
-    trainer as rules on tensor names) as ``name -> (bits, clip, colscale)`` for the build's
-    ``qat`` contender; None when absent. Anything but well-formed rules of real grids is
-    refused."""
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or len(raw) > MAX_RULES:
-        raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip(, colscale, cols)]")
-    plan = {}
-    for entry in raw:
-        try:
-            rule = _rule(entry)
-        except ValueError:
-            rule = None
-        if rule is None or rule.bits == 0:
-            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
-        plan[rule.pattern] = (rule.bits, entry[2], rule.colscale)
-    return plan
 
 
 def _columns(tail: Sequence) -> tuple[float, tuple[float, ...]]:
