@@ -180,6 +180,13 @@ def test_qat_rules_are_checked(rule):
         parse_rules([["w", 4, "absmax"]] * 70000)
 
 
+@pytest.mark.parametrize("rules", [7, None, "w 4 absmax", {"w": [4, "absmax"]}, 1.5])
+def test_qat_rules_that_are_no_list_are_refused_as_bad_input(rules):
+    """A resume state's ``qat_rules`` may be anything a checkpoint can hold: one line, not a TypeError."""
+    with pytest.raises(ValueError, match="QAT rules must be a list"):
+        parse_rules(rules)
+
+
 def test_a_resumed_checkpoint_with_crafted_rules_is_refused(tmp_path, train_glob):
     """A checkpoint's resume state names the grids QAT trains toward; a crafted one (63-bit
     grids) is refused when it is read, and nothing is written."""

@@ -71,6 +71,8 @@ def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
     """Rules as a config, a plan or a checkpoint gives them (``QatRule.to_json``'s form), each
     checked: a checkpoint is untrusted, and its rules are read back on resume and by the build
     (``packer/encode.py: read_plan``)."""
+    if isinstance(rules, (str, bytes, Mapping)) or not isinstance(rules, Iterable):  # a crafted resume state
+        raise ValueError(f"QAT rules must be a list of [glob, bits, clip(, colscale, cols)], got {type(rules).__name__}")
     out = []
     for r in rules:
         if len(out) >= MAX_RULES:
