@@ -50,12 +50,6 @@ class GridPlan:
     classes: dict[str, str]  # tensor -> the name of its rule (what inspect groups it under)
     cols: dict[str, tuple[float, ...]]  # the column scales of the grids that have them
 
-    def rules(self) -> list[list]:
-        """The trainer's QAT rules (``trainer/qat.QatRule.to_json``), in name order: ``[name,
-        bits, clip]``, and ``colscale, cols`` for a grid with column scales."""
-        return [[n, c.bits, c.clip, *([c.colscale, list(self.cols[n])] if c.colscale else [])]
-                for n, c in sorted(self.grids.items())]
-
     def summary(self) -> str:
         """Per class, how many tensors got each grid: ``matrices:6b/sdclip:12.85x8,5b/sdclip:10x4``."""
         counts = Counter((self.classes[n], c.bits, c.clip + (f"/cols:{c.colscale:g}" if c.colscale else ""))

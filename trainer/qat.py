@@ -105,15 +105,30 @@ def _columns(tail: Sequence) -> tuple[float, tuple[float, ...]]:
     return float(power), tuple(float(c) for c in cols)
 
 
+class PlannedGrid(Protocol):
+    """One tensor's grid in a plan (``codec.allocate.Candidate``)."""
+
+    bits: int
+    clip: str
+    colscale: float  # 0: no column scales
+
+
 class GridPlan(Protocol):
     """What a grid planner returns (``codec.qat_plan.GridPlan``)."""
 
+    grids: Mapping[str, PlannedGrid]
+    cols: Mapping[str, Sequence[float]]  # the column scales of the grids that have them
     predicted_bytes: int
     budget: int
 
-    def rules(self) -> list[list]: ...  # QatRule.to_json's form
-
     def summary(self) -> str: ...
+
+
+def plan_rules(plan: GridPlan) -> list[QatRule]:
+    """A plan's grids as rules, one per tensor in name order (its name is the glob)."""
+    return [QatRule(name, g.bits, ClipRule.parse(g.clip),
+                    *((g.colscale, tuple(plan.cols[name])) if g.colscale else ()))
+            for name, g in sorted(plan.grids.items())]
 
 
 # weights, Hessians, sensitivities -> the plan

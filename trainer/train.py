@@ -37,7 +37,7 @@ from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .log_line import STEP_VAL
 from .muon import Muon
-from .qat import GridPlanner, PlannerFactory, load_planner, parse_rules, set_qat, switch_is_visible
+from .qat import GridPlanner, PlannerFactory, load_planner, parse_rules, plan_rules, set_qat, switch_is_visible
 from .schedule import lr_multiplier, progress_fraction
 
 T = TypeVar("T")
@@ -428,8 +428,8 @@ class Run:
                                        progress=False)
             plan = self.planner({k: v.detach().float().cpu() for k, v in self.base.state_dict().items()}, hessians,
                                 sens)
-            text = json.dumps({"rules": plan.rules(), "line": f"budget:{plan.budget} predicted_bytes:"
-                                                               f"{plan.predicted_bytes} {plan.summary()}"})
+            line = f"budget:{plan.budget} predicted_bytes:{plan.predicted_bytes} {plan.summary()}"
+            text = json.dumps({"rules": [r.to_json() for r in plan_rules(plan)], "line": line})
         shared = json.loads(share_text(self.ctx, text))
         self.qat_rules = parse_rules(shared["rules"])
         self.plans += 1
