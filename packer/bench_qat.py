@@ -53,7 +53,7 @@ class QatBenchOptions:
     bits: tuple[float, ...] = (3.5, 2.5)
     qat_start: float = 0.7
     refresh: int = 1
-    noise: float = 0.75  # budget-aware QAT's forward: uniform noise this many grid steps wide (0: rounding)
+    noise: float = 1.0  # budget-aware QAT's forward: uniform noise this many grid steps wide (0: rounding)
     seq_len: int = 1024  # evaluation window
     force: bool = False
     reuse: bool = False  # a run whose final checkpoint exists under ``out`` is built again, not retrained

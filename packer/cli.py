@@ -207,7 +207,7 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 @click.option("--budget", type=POSITIVE, is_flag=False, flag_value=CHALLENGE_CAP, default=None,
               help="Budget-aware QAT: from --qat-start on, train toward the grids that fill this artifact size "
                    f"(bytes, decimal; --budget alone: {CHALLENGE_CAP:,}), planned on the weights of that moment "
-                   "under --pipeline. Add --qat-noise 0.75: best measured at 2.5 bits/param, not at 3.5 (docs/benchmarks.md).")
+                   "under --pipeline. Add --qat-noise 1: best measured at 2.5 and 3.5 bits/param (docs/benchmarks.md).")
 @click.option("--qat-noise", type=QAT_NOISE, default=None,
               help="QAT's forward: 0 rounds to the grid (straight-through, the default); W in (0, 1] adds "
                    "uniform noise W grid steps wide instead.")
@@ -434,7 +434,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
 @click.option("--qat-start", default=0.7, show_default=True, type=float, help="Fraction of training where QAT starts.")
 @click.option("--refresh", default=1, show_default=True, type=click.IntRange(min=0),
               help="Budget-aware QAT: plans after the first.")
-@click.option("--noise", default=0.75, show_default=True, type=QAT_NOISE,
+@click.option("--noise", default=1.0, show_default=True, type=QAT_NOISE,
               help="Budget-aware QAT's noise, in grid steps (0: round to the grid).")
 @click.option("--seq-len", default=1024, show_default=True, type=POSITIVE, help="Evaluation window.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON after the table.")
