@@ -96,10 +96,10 @@ def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
     for entry in raw:
         try:
             rule = parse_rule(entry)
-            if rule.bits == 0:
-                raise ValueError("bits 0")
         except ValueError:
-            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}") from None
+            rule = None
+        if rule is None or rule.bits == 0:  # a plan's grids are real ones
+            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
         plan[rule.pattern] = (rule.bits, entry[2], rule.colscale)
     return plan
 

@@ -176,6 +176,9 @@ def test_qat_rules_are_checked(rule):
     """The same rules come from configs, plans and (untrusted) checkpoints: one strict reader."""
     with pytest.raises(ValueError, match="QAT rule"):
         parse_rules([rule])
+
+
+def test_too_many_qat_rules_are_refused():
     with pytest.raises(ValueError, match="more than"):
         parse_rules([["w", 4, "absmax"]] * 70000)
 

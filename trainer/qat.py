@@ -2,9 +2,9 @@
 
 Rules (:class:`QatRule`: glob, bits, clip, optional column scales) pick the grid for each
 weight (first match wins). Their list form (``QatRule.to_json``) is this module's: whatever
-gives rules (a config, a plan, a checkpoint's resume state or its ``qat_plan``, which the
-build reads with ``packer/encode.py: read_plan``) is read by one strict reader. They come from one of two
-places:
+gives rules (a config, a plan through :func:`plan_rules`, a checkpoint's resume state or its
+``qat_plan``, which the build reads with ``packer/encode.py: read_plan``) is read by one strict
+reader, :func:`parse_rules`. They come from one of two places:
 
 * the pipeline spec the model will be exported with (``codec.spec.quantizer_rules``): the
   rules' written grids (``qat_rules`` in the config);
