@@ -134,11 +134,16 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
     return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0 and allocates(spec.rule_for(n))]
 
 
-def fill_stages(spec: PipelineSpec, names: Iterable[str]) -> set[str]:
-    """The stages a fill may code ``names`` with beyond those their rules name: round-to-nearest
-    on the grid of any allocatable rule (:meth:`Filler.encoded`, the ``qat`` contender), so an
-    artifact's decoder table must hold it (the same decoder as ``gptq``'s)."""
-    return {RTN.name} if any(allocates(spec.rule_for(n)) for n in names) else set()
+def used_decoders(spec: PipelineSpec, names: Iterable[str]) -> dict[str, DecoderSpec]:
+    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with, and of those a
+    fill may use beyond them: round-to-nearest on the grid of any allocatable rule
+    (:meth:`Filler.encoded`, the ``qat`` contender; the same decoder as ``gptq``'s). Each stage
+    names its own decoder, so no registry is consulted: a records script's packed stages suffice."""
+    names = list(names)
+    stages = {type(s) for n in names for s in spec.rule_for(n).stages}
+    if any(allocates(spec.rule_for(n)) for n in names):
+        stages.add(RTN)
+    return {cls.name: cls.decoder() for cls in sorted(stages, key=lambda c: c.name)}
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:

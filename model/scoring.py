@@ -135,18 +135,3 @@ def evaluate(
         bytes=int(n_bytes),
         seconds=time.perf_counter() - t0,
     )
-
-
-@torch.no_grad()
-def window_losses(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int) -> list[float]:
-    """The mean token cross-entropy (nats) of ``model`` in each window of ``seq_len`` tokens: the
-    plain loss a build compares its contenders by, per window so that a difference between two
-    contenders comes with its standard error (on held-out training tokens; val_bpb is for
-    validation tokens and the challenge's byte accounting)."""
-    tokens = truncate_for_eval(tokens, seq_len)
-    x, y = tokens[:-1].reshape(-1, seq_len).long(), tokens[1:].reshape(-1, seq_len).long()
-    was_training = model.training
-    model.eval()
-    out = [float(model(x[i : i + 1], y[i : i + 1])) for i in range(x.shape[0])]
-    model.train(was_training)
-    return out

@@ -53,9 +53,9 @@ from ..model.builders import build_model, load_weights, tensor_roles
 from ..model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
-from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians, sens_path
+from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
 from .record_recipe import record_export, record_export_full
-from .encode import contender_score
+from .. import contender_score
 
 SENS_TOKENS = 32_768
 
@@ -139,8 +139,8 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
     else:
         echo(f"measuring loss sensitivities on {SENS_TOKENS:,} tokens of {shards}")
         sens = collect_sensitivity(model, shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens, progress=False)
-    held = heldout_tokens(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens + 1)
-    closed = contender_score(model, held, ckpt.train_seq_len, decoder_table())  # loads each contender into it
+    held = heldout_batches(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens, ckpt.train_seq_len)
+    closed = contender_score(model, held, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
     tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)

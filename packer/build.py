@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
+from .. import BudgetError, Calibration
 from ..codec.decoders.chain import DecoderSpec
-from ..codec.fill import fill_stages
-from ..codec.registry import Registered, decoder_table, discover
+from ..codec.fill import used_decoders
+from ..codec.registry import discover
 from ..codec.spec import PipelineSpec, load_spec
-from ..model.builders import builder_module
+from ..model.builders import builder_module, tensor_roles
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from .bundle import bootstrap_member, build_bundle
-from .encode import closed_loop, encode_checkpoint, resolve_hessians, roled
+from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
 from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
@@ -23,10 +24,6 @@ from .version import golfpack_version
 
 if TYPE_CHECKING:
     import torch
-
-
-class BudgetError(ValueError):
-    """The artifact would exceed its byte budget; nothing was written."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,14 +71,6 @@ def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: s
     return [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)], manifest
 
 
-def used_decoders(spec: PipelineSpec, names: Iterable[str],
-                  registry: Mapping[str, Registered] | None = None) -> dict[str, DecoderSpec]:
-    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with, a fill's included."""
-    names = list(names)
-    used = {s.name for name in names for s in spec.rule_for(name).stages} | fill_stages(spec, names)
-    return {n: d for n, d in decoder_table(registry).items() if n in used}
-
-
 def frame_size(members: Members, manifest: Manifest) -> int:
     """The artifact's bytes without its weights container."""
     return len(write_artifact([*members, (WEIGHTS, b"")], manifest))
@@ -91,7 +80,7 @@ def model_frame_size(spec: PipelineSpec, model: "torch.nn.Module", model_builder
     """:func:`frame_size` of the artifact ``build`` will make of ``model`` under ``spec``, before
     it is trained: what budget-aware QAT and ``bench qat`` take off a whole file's budget. The
     manifest carries this config, which the final checkpoint's differs from by a few bytes at most."""
-    spec = roled(spec, model)
+    spec = spec.with_roles(tensor_roles(model))
     return frame_size(*frame(spec, used_decoders(spec, model.state_dict()), model_builder, train_config))
 
 
@@ -110,29 +99,28 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
     registry = discover()
     spec = load_spec(pipeline, registry)
-    filling = spec.fill if options.fill is None else options.fill
+    spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)
     ckpt = open_checkpoint(checkpoint, options.model)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
-    spec = roled(spec, model)
+    spec = spec.with_roles(tensor_roles(model))
     hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \
-        if spec.needs_calibration(list(state)) or filling else None
-    table = used_decoders(spec, state, registry)
+        if spec.needs_calibration(list(state)) or spec.fill else None
+    table = used_decoders(spec, state)
     members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
-    if filling:
+    if spec.fill:
         budget = weights_budget(options.budget, frame_size(members, manifest))
-        sens, score = closed_loop(checkpoint, model, training_shards(options.calib, ckpt.train_config), table,
-                                  calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
-                                  score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)
+        calibration = file_calibration(checkpoint, model, hessians, training_shards(options.calib, ckpt.train_config),
+                                       calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
+                                       score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)
         bar_args = {"desc": "fill", "unit": "step"}
     else:
-        budget, sens, score = None, None, None
+        budget, calibration = None, Calibration(hessians or {})
         bar_args = {"total": len(state), "desc": "encode", "unit": "tensor"}
     with progress_bar(progress, **bar_args) as bar:
-        weights = encode_checkpoint(ckpt, spec, hessians, table, budget=budget, tolerance=options.fill_tolerance,
-                                    sens=sens, score=score, log=echo,
-                                    progress=lambda msg: (bar.set_postfix_str(msg[:60]), bar.update(1)))
+        weights = encode_checkpoint(ckpt, model, spec, calibration, budget=budget, tolerance=options.fill_tolerance,
+                                    log=echo, progress=lambda msg: (bar.set_postfix_str(msg[:60]), bar.update(1)))
     data = write_artifact([*members, (WEIGHTS, weights)], manifest)
     led = artifact_ledger(verify_bytes(out, data, registry), options.budget)
     if led.total > options.budget:

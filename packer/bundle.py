@@ -37,8 +37,9 @@ from .runtime.finder import pack_bundle
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
 RECORDS_PACKAGES = ("golfpack.codec",)  # a records script also encodes: the whole codec ...
-RECORDS_MODULES = ("golfpack.packer.records", "golfpack.packer.records.script", "golfpack.packer.records.lines",
-                   "golfpack.packer.encode")  # ... its own entry, log lines, and build's encode path
+RECORDS_MODULES = ("golfpack", "golfpack.packer.records", "golfpack.packer.records.script",
+                   "golfpack.packer.records.lines", "golfpack.packer.encode")  # ... the public API, its own
+# entry, log lines, and build's encode path
 RUNTIME_ENTRY = "golfpack.packer.runtime.commands"
 DECODER_LIBRARIES = {"numpy", "torch", "constriction", "zstandard", "brotli"}
 MODEL_LIBRARIES = {"numpy", "torch"}
@@ -63,8 +64,11 @@ class CodeBundle:
 
 
 def is_shipped(module: str) -> bool:
-    """In a shipped package, or one of their parent packages (whose ``__init__`` ships, import-free)."""
-    return any(module == p or module.startswith(p + ".") or p.startswith(module + ".") for p in SHIPPED_PACKAGES)
+    """In a shipped package, or one of their parent packages (whose ``__init__`` ships,
+    import-free); never ``golfpack`` itself, the public API (build side: an artifact ships an
+    empty stand-in, ``NAMESPACE_INIT``, as the parent of its modules)."""
+    return module != "golfpack" and \
+        any(module == p or module.startswith(p + ".") or p.startswith(module + ".") for p in SHIPPED_PACKAGES)
 
 
 def ships_in_records(module: str) -> bool:
@@ -90,8 +94,6 @@ def _spec(name: str):
 
 def module_path(name: str) -> tuple[str, str]:
     """``(path inside the bundle, source)`` of an importable module."""
-    if name == "golfpack":
-        return "golfpack/__init__.py", NAMESPACE_INIT
     spec = _spec(name)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise BundleError(f"cannot find the source of module '{name}'")
@@ -177,7 +179,7 @@ def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries
             continue
         path, source = module_path(name)
         seen[name] = (path, source)
-        todo.extend(_parents(name))
+        todo.extend(p for p in _parents(name) if p != "golfpack")  # the API ships only where it is imported
         decoder = is_decoder_module(name)
         model = name.split(".")[0] in model_packages
         for imp in imports_of(name, source, path.endswith("__init__.py")):
@@ -199,6 +201,7 @@ def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries
                 if model and top not in MODEL_LIBRARIES:
                     raise _model_import_error(name, imp.module)
                 third[top] = third.get(top, True) and imp.optional
+    seen.setdefault("golfpack", ("golfpack/__init__.py", NAMESPACE_INIT))
     return _Closure(seen, third)
 
 

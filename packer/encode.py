@@ -1,34 +1,28 @@
-"""Checkpoint -> container: the one path by which trained weights become a coded model file.
+"""Checkpoint -> container, from files: the calibration a checkpoint's run left beside it (or
+measured on the training shards at hand), handed to ``golfpack.compress``.
 
-``golfpack build`` and a records script's ``train_gpt.py`` both call these functions (the
-records bundle ships this module with the encoders), so a build and a records run of the same
-weights, calibration and budget code the same bytes. What differs between them is only where
-their settings come from (the command line, or the packed training config) and where the
-container goes (an artifact, or ``final_model_<RUN_ID>.gpak``).
+``golfpack build`` and a records script's ``train_gpt.py`` both call :func:`encode_checkpoint`
+(the records bundle ships this module with the encoders), and it calls the public
+``compress``, as a participant's own script does: one path from weights to bytes. What differs
+between the callers is only where their settings come from (the command line, or the packed
+training config) and where the container goes (an artifact, or ``final_model_<RUN_ID>.gpak``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 
-from ..codec.decoders.chain import DecoderSpec
+from .. import Calibration, compress
 from ..codec.spec import PipelineSpec
-from ..model.builders import load_weights, model_meta, tensor_roles
+from ..model.builders import model_meta
 from ..model.checkpoint import Checkpoint
-from ..model.scoring import window_losses
-from ..trainer.calibrate import calib_path, collect_hessians, collect_sensitivity, heldout_tokens, load_hessians, \
+from ..trainer.calibrate import calib_path, collect_hessians, collect_sensitivity, heldout_batches, load_hessians, \
     sens_path
 from ..trainer.qat import MAX_RULES, parse_rule
 
 Log = Callable[[str], None]
-Score = Callable[[bytes], list[float]]
-
-
-def roled(spec: PipelineSpec, model: torch.nn.Module) -> PipelineSpec:
-    """``spec`` with its ``role:`` patterns resolved against the model's own tensor roles."""
-    return spec.with_roles(tensor_roles(model))
 
 
 def resolve_hessians(checkpoint: Path, model: torch.nn.Module, *, calib: str | None, calib_tokens: int,
@@ -47,26 +41,12 @@ def resolve_hessians(checkpoint: Path, model: torch.nn.Module, *, calib: str | N
     return None
 
 
-def contender_score(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int,
-                    table: Mapping[str, DecoderSpec]) -> Score:
-    """``fill``'s closed loop: a container's weights, decoded with ``table`` into ``model``,
-    scored by their mean cross-entropy in each window of ``tokens`` (held-out training tokens)."""
-    from ..codec.pipeline import decode_state_dict
-
-    def score(container: bytes) -> list[float]:
-        state, _ = decode_state_dict(container, table)
-        load_weights(model, state, "contender")
-        return window_losses(model, tokens, seq_len)
-
-    return score
-
-
-def closed_loop(checkpoint: Path, model: torch.nn.Module, shards: str | None, table: Mapping[str, DecoderSpec], *,
-                calib_tokens: int, sens_tokens: int, score_tokens: int, seq_len: int,
-                log: Log) -> tuple[dict | None, Score | None]:
-    """The fill's loss sensitivities (beside the checkpoint, or measured on ``sens_tokens`` of
-    ``shards`` after calibration's) and the closed loop's scorer (``score_tokens`` held-out
-    training tokens after both)."""
+def file_calibration(checkpoint: Path, model: torch.nn.Module, hessians: dict[str, torch.Tensor] | None,
+                     shards: str | None, *, calib_tokens: int, sens_tokens: int, score_tokens: int, seq_len: int,
+                     log: Log) -> Calibration:
+    """The fill's calibration: ``hessians``, the loss sensitivities (beside the checkpoint, or
+    measured on ``sens_tokens`` of ``shards`` after calibration's) and the closed loop's
+    ``score_tokens`` held-out training tokens after both."""
     sens = None
     if sens_path(checkpoint).is_file():
         log(f"sensitivity: {sens_path(checkpoint)}")
@@ -77,10 +57,10 @@ def closed_loop(checkpoint: Path, model: torch.nn.Module, shards: str | None, ta
     if shards is None or not score_tokens:
         log("closed loop: off (" + ("score_tokens is 0" if shards else "no training shards here: give --calib SHARDS")
             + "); the allocation by prediction ships")
-        return sens, None
-    tokens = heldout_tokens(shards, model.vocab_size, calib_tokens + sens_tokens, score_tokens + 1)
+        return Calibration(hessians or {}, sens)
     log(f"closed loop: contenders scored on {score_tokens:,} held-out training tokens of {shards}")
-    return sens, contender_score(model, tokens, seq_len, table)
+    score = heldout_batches(shards, model.vocab_size, calib_tokens + sens_tokens, score_tokens, seq_len)
+    return Calibration(hessians or {}, sens, score)
 
 
 def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
@@ -104,28 +84,15 @@ def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
     return plan
 
 
-def encode_checkpoint(ckpt: Checkpoint, spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
-                      table: Mapping[str, DecoderSpec], *, budget: int | None, tolerance: float = 0.001,
-                      sens: Mapping[str, torch.Tensor] | None = None, score: Score | None = None, log: Log = print,
+def encode_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, spec: PipelineSpec, calibration: Calibration, *,
+                      budget: int | None, tolerance: float = 0.001, log: Log = print,
                       progress: Callable[[str], None] | None = None) -> bytes:
-    """The container of ``ckpt``'s weights under ``spec`` (roles resolved: :func:`roled`):
-    filled to ``budget`` bytes (within ``tolerance`` under it; the fill's log lines go to
-    ``log``), or with ``budget=None`` coded as the rules are written. ``progress`` is called
-    with a short message after each fill step or each tensor."""
-    from ..codec.pipeline import complete_hessians, encode_state_dict
-
-    state = ckpt.state_dict
-    hessians = complete_hessians(state, spec, hessians, log)
-    meta = model_meta(ckpt.model_builder, ckpt.model_config, spec.chosen_by_role(list(state)))
-    if budget is None:
-        return encode_state_dict(state, spec, hessians, meta, progress=progress)
-    from ..codec.fill import fill
-
-    trained = read_plan(ckpt.meta.get("qat_plan"))
+    """The container of ``ckpt``'s weights (``model`` built from it) under ``spec``: filled to
+    ``budget`` bytes when the spec fills (the fill's log lines go to ``log``), else coded as the
+    rules are written. The container's meta records the model's builder and config, so an
+    artifact and ``eval`` rebuild it."""
+    trained = read_plan(ckpt.meta.get("qat_plan")) if spec.fill else None
     if trained:
         log(f"qat plan: the weights were trained toward {len(trained)} planned grids (contender 'qat')")
-    alloc = fill(state, spec, hessians, budget, meta, tolerance, progress=progress, sensitivity=sens, score=score,
-                 decoders=table, trained=trained)
-    for line in alloc.log:
-        log(f"fill: {line}")
-    return alloc.container
+    return compress(model, calibration, budget, pipeline=spec, log=log, progress=progress, state_dict=ckpt.state_dict,
+                    meta=model_meta(ckpt.model_builder, ckpt.model_config, {}), tolerance=tolerance, trained=trained)

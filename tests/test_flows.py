@@ -1,5 +1,5 @@
-"""One path each way. Checkpoint -> container is ``packer/encode.py``'s ``encode_checkpoint``
-(``build`` and the records script); container -> model is ``runtime/model_file.py``'s
+"""One path each way. Weights -> container is the public ``golfpack.compress`` (a participant's
+script; ``build`` and the records script through ``packer/encode.py``'s ``encode_checkpoint``); container -> model is ``runtime/model_file.py``'s
 ``decode_model`` (an artifact's runtime, the records script's evaluation, ``golfpack eval`` of
 a ``.gpak``). Checked by what the entry points actually call, and by the bytes they make."""
 import ast
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from golfpack.codec.registry import decoder_table
+from golfpack import compress
 from golfpack.codec.spec import load_spec
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.packer import cli
@@ -58,12 +58,11 @@ def built(trained, tmp_path_factory) -> tuple[Path, set]:
 
 def test_build_and_the_records_script_encode_by_one_function_to_the_same_bytes(trained, built):
     art, called = built
-    assert encode_checkpoint.__code__ in called
+    assert {encode_checkpoint.__code__, compress.__code__} <= called
     cfg = TrainConfig.from_dict(load_checkpoint(trained).train_config)
     cfg.out_dir = str(Path(trained).parent)
-    called, container = reached(lambda: script.encode(cfg, load_spec(PIPELINE), CHALLENGE_CAP, lambda m: None,
-                                                      decoder_table()))
-    assert encode_checkpoint.__code__ in called
+    called, container = reached(lambda: script.encode(cfg, load_spec(PIPELINE), CHALLENGE_CAP, lambda m: None))
+    assert {encode_checkpoint.__code__, compress.__code__} <= called
     assert open_artifact(art.read_bytes()).members[WEIGHTS] == container
 
 

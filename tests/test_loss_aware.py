@@ -17,8 +17,8 @@ from golfpack.codec.spec import load_spec
 from golfpack.model.builders import tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.packer.ledger import read_contenders
-from golfpack.packer.encode import contender_score
-from golfpack.trainer.calibrate import calib_path, collect_sensitivity, heldout_tokens, load_hessians
+from golfpack import contender_score
+from golfpack.trainer.calibrate import calib_path, collect_sensitivity, heldout_batches, load_hessians
 
 SEQ = 128
 
@@ -28,7 +28,7 @@ def setup(trained, train_glob):
     ckpt = load_checkpoint(trained)
     model = ckpt.build_model()
     sens = collect_sensitivity(model, train_glob, 8192, SEQ, skip=2048, progress=False)
-    held = heldout_tokens(train_glob, model.vocab_size, 2048 + 8192, 8192 + 1)
+    held = heldout_batches(train_glob, model.vocab_size, 2048 + 8192, 8192, SEQ)
     return ckpt, model, sens, held, load_hessians(calib_path(trained))
 
 
@@ -40,18 +40,20 @@ def test_sensitivities_cover_every_matrix_and_are_non_negative(setup):
 
 
 def test_sensitivity_is_the_scaled_mean_squared_sequence_gradient(setup, train_glob):
-    """The estimator, recomputed by hand for two tensors: one gradient per sequence of the
-    tokens after ``skip``, squared, averaged, times ``seq_len / 2``."""
+    """The estimator, recomputed by hand for two tensors: one gradient per window of the
+    tokens after ``skip`` (consecutive windows, each target the next token), squared,
+    averaged, times ``seq_len / 2``."""
     from golfpack.model.shards import TokenStream
 
     ckpt, model, sens, _, _ = setup
     stream = TokenStream(train_glob, model.vocab_size)
     stream.take(2048)
+    tokens = stream.take(8192 + 1).long()
     names = ["blocks.1.mlp.proj.weight", "tok_emb.weight"]
     acc = {n: torch.zeros_like(sens[n], dtype=torch.float64) for n in names}
     params = dict(model.named_parameters())
-    for _ in range(8192 // SEQ):
-        chunk = stream.take(SEQ + 1).long()
+    for i in range(8192 // SEQ):
+        chunk = tokens[i * SEQ : (i + 1) * SEQ + 1]
         model.zero_grad()
         model(chunk[:-1][None], chunk[1:][None]).backward()
         for n in names:
@@ -67,7 +69,7 @@ def test_the_closed_loop_scores_every_contender_within_the_budget(setup, trained
     state = {k: v.float() for k, v in ckpt.state_dict.items()}
     spec = load_spec("default").with_roles(tensor_roles(model))
     budget = int(4.5 * sum(t.numel() for t in state.values()) / 8)
-    score = contender_score(ckpt.build_model(), held, SEQ, decoder_table())
+    score = contender_score(ckpt.build_model(), held, decoder_table())
     alloc = fill(state, spec, hessians, budget, {}, sensitivity=sens, score=score)
     print("\n".join(alloc.log))
     by_name = {c["name"]: c for c in alloc.contenders}
@@ -187,7 +189,7 @@ def test_each_tensor_is_encoded_by_the_quantizer_whose_exact_weights_predict_low
     from golfpack.codec.fill import Filler, with_grid
     from golfpack.codec.pipeline import encode_tensor
     from golfpack.codec.encoders.intq import RTN
-    from golfpack.packer.build import used_decoders
+    from golfpack.codec.fill import used_decoders
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 3, generator=g) @ torch.randn(3, 32, generator=g) + 0.05 * torch.randn(512, 32, generator=g)

@@ -1,20 +1,25 @@
 """Calibration from training data: GPTQ's Hessians and the loss's sensitivity to each weight.
 
-Hessians: ``H = 2 X^T X / n`` of the inputs of every linear layer.
+Everything here reads ``(x, y)`` batches of token ids (``(batch, seq)`` tensors), from any
+source: the script's own loader, or :func:`shard_batches` over challenge shards. It asks of
+the model only ``forward(x, y) -> mean loss``, so it calibrates a model golfpack has never seen.
 
-Hooks record the input of each linear layer and, for a tied embedding
-(``model.builders.tied_embeddings``, with a ``head`` that maps hidden states to logits, as the
-GPT), the final hidden states that multiply the embedding as the output layer. Inputs of the
-GPT's q/k/v share one Hessian object (they see the same activations). Only training shards are read.
+Hessians: ``H = 2 X^T X / n`` of the inputs of every linear layer, found by hooks, and of
+every embedding weight that also serves as the output layer (a tied head: a function call, not
+a module, found by ``model.builders.EmbeddingOutputs``), whose input is the final hidden state.
+Linear layers that read the very same tensor (q/k/v) share one Hessian object. Only training
+batches should ever be given.
 """
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 
-from ..model.builders import tied_embeddings
+from ..model.builders import EmbeddingOutputs
 from ..model.console import progress_bar
 from ..model.checkpoint import MAX_CHECKPOINT_BYTES
 from ..model.files import atomic_write_bytes, open_regular
@@ -22,6 +27,8 @@ from ..model.shards import TokenStream
 
 CALIB_SUFFIX = ".calib.pt"
 SENS_SUFFIX = ".sens.pt"
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (input ids, target ids), each (batch, seq)
 
 
 def calib_path(checkpoint: str | os.PathLike) -> Path:
@@ -36,67 +43,86 @@ def sens_path(checkpoint: str | os.PathLike) -> Path:
     return p.with_name(p.stem + SENS_SUFFIX)
 
 
+def shard_batches(train_files: str, vocab_size: int | None, seq_len: int, batch_seqs: int = 8,
+                  skip: int = 0) -> Iterator[Batch]:
+    """Endless ``(x, y)`` batches of ``batch_seqs`` windows of ``seq_len`` from training shards,
+    after the first ``skip`` tokens: consecutive windows, each target the next token. The
+    stream advances by exactly the input tokens, so ``skip`` counts what earlier readers took."""
+    stream = TokenStream(train_files, vocab_size)
+    stream.take(skip)
+    carry = stream.take(1).to(torch.int64)
+    while True:
+        chunk = torch.cat([carry, stream.take(batch_seqs * seq_len).to(torch.int64)])
+        carry = chunk[-1:]
+        yield chunk[:-1].reshape(batch_seqs, seq_len), chunk[1:].reshape(batch_seqs, seq_len)
+
+
+def take_tokens(batches: Iterator[Batch], tokens: int) -> list[Batch]:
+    """Batches from ``batches`` until they hold at least ``tokens`` input tokens (none for 0)."""
+    out, n = [], 0
+    while n < tokens:
+        batch = next(batches, None)
+        if batch is None:
+            raise ValueError(f"the batches ran out after {n:,} of the {tokens:,} tokens asked for")
+        x, y = batch
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.ndim == 2 and x.shape == y.shape
+                and x.numel() > 0 and not x.is_floating_point()):
+            raise ValueError("a batch must be (x, y): two integer tensors of the same (batch, seq) shape")
+        out.append((x, y))
+        n += x.numel()
+    return out
+
+
 @torch.no_grad()
-def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, batch_seqs: int = 8,
-                     device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
-    if tokens < seq_len:
-        raise ValueError(f"calibration needs at least one sequence ({seq_len} tokens), got {tokens}")
+def hessians_of(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu",
+                progress: bool = True) -> dict[str, torch.Tensor]:
+    """GPTQ's Hessians of every linear layer's weight and every tied embedding, from ``batches``."""
     device = torch.device(device)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    sites: dict[str, str] = {}  # weight name -> the site whose input it reads
+    inputs: dict[int, tuple[weakref.ref, str]] = {}  # an input seen in this forward -> its site
 
-    def accumulate(key: str, x: torch.Tensor) -> None:
+    def accumulate(name: str, x: torch.Tensor) -> None:
+        seen = inputs.get(id(x))
+        if seen is None or seen[0]() is not x:  # a freed tensor's id can be reused: the weak reference says
+            inputs[id(x)] = seen = (weakref.ref(x), name)
+        site = sites.setdefault(name, seen[1])
+        if site != name:
+            return  # the same input as an earlier layer (q/k/v): one Hessian object serves both
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float32)
-        if key not in sums:
-            sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=device)
-            counts[key] = 0
-        sums[key] += (x.T @ x).double()
-        counts[key] += x.shape[0]
+        if site not in sums:
+            sums[site] = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=device)
+            counts[site] = 0
+        sums[site] += (x.T @ x).double()
+        counts[site] += x.shape[0]
 
-    hooks, sites = [], {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            site = f"{name.rsplit('.', 1)[0]}.qkv" if name.endswith((".c_q", ".c_k", ".c_v")) else name
-            if site not in sites.values():
-                hooks.append(module.register_forward_pre_hook(lambda m, a, s=site: accumulate(s, a[0])))
-            sites[f"{name}.weight"] = site
-    tied = tied_embeddings(model) if hasattr(model, "head") else []
-    if tied:  # the tied embedding is the output layer: its input is the final hidden state
-        sites.update((name, "head") for name in tied)
-        original_head = model.head
-
-        def head(h: torch.Tensor) -> torch.Tensor:
-            accumulate("head", h)
-            return original_head(h)
-
-        model.head = head
-    stream = TokenStream(train_files, model.vocab_size)
+    hooks = [module.register_forward_pre_hook(lambda m, a, n=f"{name}.weight": accumulate(n, a[0]))
+             for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
     was_training = model.training
     model.eval().to(device)
-    n_seqs = tokens // seq_len
+    batches = list(batches)
     try:
-        with progress_bar(progress, total=n_seqs * seq_len, desc="calibrate", unit="tok") as bar:
-            for i in range(0, n_seqs, batch_seqs):
-                b = min(batch_seqs, n_seqs - i)
-                x = stream.take(b * seq_len).to(device=device, dtype=torch.int64).reshape(b, seq_len)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    model.logits(x)
-                bar.update(b * seq_len)
+        with progress_bar(progress, total=sum(x.numel() for x, _ in batches), desc="calibrate", unit="tok") as bar:
+            for x, y in batches:
+                inputs.clear()
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"), \
+                        EmbeddingOutputs(model, accumulate):
+                    model(x.to(device), y.to(device))
+                bar.update(x.numel())
     finally:
         for h in hooks:
             h.remove()
-        if "head" in model.__dict__:
-            del model.head
         model.train(was_training)
     hessians = {site: (2.0 * sums[site] / counts[site]).float().cpu() for site in sums}
     return {name: hessians[site] for name, site in sites.items() if site in hessians}
 
 
-def collect_sensitivity(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, skip: int = 0,
-                        device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu",
+                     progress: bool = True) -> dict[str, torch.Tensor]:
     """How much the training loss rises per squared unit of error in each weight, for every
     matrix the model has: ``S = (seq_len / 2) E[g^2]``, the diagonal empirical Fisher of the
-    mean token loss, from one gradient per sequence of training data (after ``skip`` tokens).
+    mean token loss, from one gradient per sequence (each row of each batch).
 
     Why: a quantizer's error ``d`` costs about ``sum(S * d^2)`` nats per token, in the same unit
     for every tensor, so an allocator can compare a byte spent on one matrix with a byte spent
@@ -104,40 +130,58 @@ def collect_sensitivity(model: torch.nn.Module, train_files: str, tokens: int, s
     that an embedding row of a frequent token, or a layer near the output, matters more. (One
     gradient per sequence averages ``seq_len`` tokens: ``E[g_seq^2]`` is the token Fisher over
     ``seq_len`` when token gradients are uncorrelated, hence the factor.)"""
-    n_seqs = tokens // seq_len
-    if n_seqs < 1:
-        raise ValueError(f"sensitivity needs at least one sequence ({seq_len} tokens), got {tokens}")
     device = torch.device(device)
     params = {n: p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad}
     sums = {n: torch.zeros(p.shape, dtype=torch.float64, device=device) for n, p in params.items()}
-    stream = TokenStream(train_files, model.vocab_size)
-    stream.take(skip)
+    rows = [(x[i : i + 1], y[i : i + 1]) for x, y in batches for i in range(x.shape[0])]
+    if not rows:
+        raise ValueError("sensitivity needs at least one sequence")
     was_training = model.training
     model.train().to(device)
     try:
-        with progress_bar(progress, total=n_seqs * seq_len, desc="sensitivity", unit="tok") as bar:
-            for _ in range(n_seqs):
-                chunk = stream.take(seq_len + 1).to(device=device, dtype=torch.int64)
+        with progress_bar(progress, total=sum(x.numel() for x, _ in rows), desc="sensitivity", unit="tok") as bar:
+            for x, y in rows:
                 model.zero_grad(set_to_none=True)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = model(chunk[:-1][None], chunk[1:][None])
+                    loss = model(x.to(device), y.to(device))
                 loss.backward()
                 for n, p in params.items():
                     if p.grad is not None:
-                        sums[n] += p.grad.double().square()
-                bar.update(seq_len)
+                        sums[n] += p.grad.double().square() * (x.shape[1] / 2.0)
+                bar.update(x.numel())
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return {n: (s * (seq_len / (2.0 * n_seqs))).float().cpu() for n, s in sums.items()}
+    return {n: (s / len(rows)).float().cpu() for n, s in sums.items()}
 
 
-def heldout_tokens(train_files: str, vocab_size: int, skip: int, count: int) -> torch.Tensor:
-    """``count`` training tokens after the first ``skip`` (those calibration read): what the
-    build scores its final contenders on (never validation tokens)."""
-    stream = TokenStream(train_files, vocab_size)
-    stream.take(skip)
-    return stream.take(count)
+def collect_hessians(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, batch_seqs: int = 8,
+                     device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`hessians_of` the first ``tokens`` (whole sequences) of the training shards."""
+    if tokens < seq_len:
+        raise ValueError(f"calibration needs at least one sequence ({seq_len} tokens), got {tokens}")
+    n_seqs = tokens // seq_len
+    batches = shard_batches(train_files, getattr(model, "vocab_size", None), seq_len, 1)
+    rows = take_tokens(batches, n_seqs * seq_len)
+    grouped = [(torch.cat([x for x, _ in rows[i : i + batch_seqs]]), torch.cat([y for _, y in rows[i : i + batch_seqs]]))
+               for i in range(0, len(rows), batch_seqs)]
+    return hessians_of(model, grouped, device, progress)
+
+
+def collect_sensitivity(model: torch.nn.Module, train_files: str, tokens: int, seq_len: int, skip: int = 0,
+                        device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`sensitivities_of` ``tokens`` (whole sequences) of the training shards after ``skip``."""
+    if tokens < seq_len:
+        raise ValueError(f"sensitivity needs at least one sequence ({seq_len} tokens), got {tokens}")
+    batches = shard_batches(train_files, getattr(model, "vocab_size", None), seq_len, 1, skip=skip)
+    return sensitivities_of(model, take_tokens(batches, tokens // seq_len * seq_len), device, progress)
+
+
+def heldout_batches(train_files: str, vocab_size: int, skip: int, tokens: int, seq_len: int) -> list[Batch]:
+    """Windows of ``seq_len`` over ``tokens`` training tokens after the first ``skip`` (those
+    calibration read), one a batch: what the build scores its final contenders on (never
+    validation tokens)."""
+    return take_tokens(shard_batches(train_files, vocab_size, seq_len, 1, skip=skip), tokens // seq_len * seq_len)
 
 
 def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor], *, overwrite: bool = False) -> None:

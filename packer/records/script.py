@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from ...codec.decoders.chain import DecoderSpec
 from ...codec.qat_plan import grid_planner
 from ...codec.registry import Registered, decoder_table
 from ...codec.spec import PipelineSpec, spec_from_doc
@@ -73,24 +72,24 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
     return cfg, run_id
 
 
-def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log, table: dict[str, DecoderSpec]) -> bytes:
+def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     """The container of the run's final weights, by build's own path (``packer/encode.py``):
     filled to ``budget`` (the contenders scored on training tokens after those calibration
     read) or as the rules say."""
-    from ..encode import closed_loop, encode_checkpoint, resolve_hessians, roled
+    from ... import Calibration
+    from ..encode import encode_checkpoint, file_calibration, resolve_hessians
 
     final = Path(cfg.out_dir) / "final.pt"
     ckpt = load_checkpoint(final, cfg.model_builder)
     model = ckpt.build_model()
-    spec = roled(spec, model)
     hessians = resolve_hessians(final, model, calib=None, calib_tokens=cfg.calib_tokens, seq_len=cfg.train_seq_len,
                                 log=log)
     if not spec.fill:
-        return encode_checkpoint(ckpt, spec, hessians, table, budget=None, log=log)
-    sens, score = closed_loop(final, model, cfg.train_files, table, calib_tokens=cfg.calib_tokens,
-                              sens_tokens=cfg.sens_tokens, score_tokens=cfg.score_tokens, seq_len=cfg.train_seq_len,
-                              log=log)
-    return encode_checkpoint(ckpt, spec, hessians, table, budget=budget, sens=sens, score=score, log=log)
+        return encode_checkpoint(ckpt, model, spec, Calibration(hessians or {}), budget=None, log=log)
+    calibration = file_calibration(final, model, hessians, cfg.train_files, calib_tokens=cfg.calib_tokens,
+                                   sens_tokens=cfg.sens_tokens, score_tokens=cfg.score_tokens,
+                                   seq_len=cfg.train_seq_len, log=log)
+    return encode_checkpoint(ckpt, model, spec, calibration, budget=budget, log=log)
 
 
 def main(settings: dict, script: str, argv: list[str]) -> int:
@@ -124,7 +123,7 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     result = train(cfg, force=True, planner=partial(grid_planner, registry=registry))
     log = Logger(result.ctx, Path(cfg.log_file), print)
     if result.ctx.is_main:
-        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log, decoder_table(registry))
+        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log)
         atomic_write_bytes(model_path, data)
     if result.ctx.distributed:
         dist.barrier()
