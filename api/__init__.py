@@ -113,8 +113,42 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     return score
 
 
+def _inlined():
+    """What ``golfpack inline`` packed beside the API in a records script (its pipeline and
+    stages, module ``golfpack._packed``), or None where golfpack is installed."""
+    try:
+        from . import _packed as packed
+    except ImportError:
+        return None
+    return packed
+
+
+def _registry():
+    """The stages this golfpack knows: installed (built in, and plugins), or packed."""
+    from .codec.registry import discover, packed_registry
+
+    packed = _inlined()
+    return discover() if packed is None else packed_registry(packed.STAGES)
+
+
+def _pipeline(pipeline: "str | PipelineSpec | None") -> "PipelineSpec":
+    """``None``: the default pipeline, or the one an inlined script packed; a name or a file:
+    that pipeline, where golfpack is installed (an inlined script has only the one it packed)."""
+    from .codec.spec import PipelineSpec, load_spec, spec_from_doc
+
+    if isinstance(pipeline, PipelineSpec):
+        return pipeline
+    packed = _inlined()
+    if packed is None:
+        return load_spec("default" if pipeline is None else pipeline)
+    if pipeline not in (None, packed.NAME):
+        raise ValueError(f"this script packed the pipeline {packed.NAME!r} (golfpack inline --pipeline), "
+                         f"not {pipeline!r}")
+    return spec_from_doc(packed.PIPELINE, packed.NAME, _registry())
+
+
 def compress(model: "torch.nn.Module", calibration: Calibration | None = None, budget: int | None = None, *,
-             pipeline: "str | PipelineSpec" = "default", log: Log | None = None,
+             pipeline: "str | PipelineSpec | None" = None, log: Log | None = None,
              progress: Callable[[str], None] | None = None, state_dict: Mapping[str, "torch.Tensor"] | None = None,
              meta: Mapping[str, object] | None = None, tolerance: float = 0.001,
              trained: Mapping[str, tuple[int, str, float]] | None = None) -> bytes:
@@ -127,16 +161,16 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     Reads no data beyond ``calibration``; leaves ``model``'s weights as they were.
 
     ``log`` receives the fill's ``fill:`` lines; ``progress`` a short message per step.
-    ``pipeline``: a name (``default``), a pipeline file, or a spec. ``state_dict``: the weights
+    ``pipeline``: a name (``default``, also what ``None`` means), a pipeline file, or a spec;
+    in a script ``golfpack inline`` wrote, the pipeline it packed. ``state_dict``: the weights
     to code when not the model's own (a checkpoint's, in its stored dtypes); ``meta``: more
     for the container's meta (``build`` records the model's builder); ``trained``: the grids
     the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
     from .codec.pipeline import complete_hessians, encode_state_dict
-    from .codec.spec import load_spec
     from .model.builders import tensor_roles
 
     log = log or (lambda line: None)
-    spec = load_spec(pipeline) if isinstance(pipeline, str) else pipeline
+    spec = _pipeline(pipeline)
     spec = spec.with_roles(tensor_roles(model))
     source = model.state_dict() if state_dict is None else state_dict
     state = {k: v.detach().cpu().clone() for k, v in source.items()}
@@ -183,7 +217,7 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
     source = "model data"
     if not isinstance(data, (bytes, bytearray, memoryview)):
         source, data = str(data), read_regular(Path(data), MAX_MODEL_FILE_BYTES)
-    state = decode_container(read_container(bytes(data)), decoder_table())
+    state = decode_container(read_container(bytes(data)), decoder_table(_registry()))
     if model is not None:
         load_weights(model, state, source)
     return state

@@ -6,6 +6,7 @@ stages`` shows why) and only a pipeline that names it fails, with that reason.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Mapping
@@ -45,6 +46,17 @@ def discover() -> dict[str, Registered]:
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         reg = _load_plugin(ep, found)
         found.setdefault(ep.name, reg)
+    return found
+
+
+def packed_registry(stages: Mapping[str, str]) -> dict[str, Registered]:
+    """The stages a packed script carries (``name -> module:Class``, written by the packer from
+    this golfpack's own classes), imported from its bundle: the only stages such a script
+    knows (no entry points: nothing installed where it runs may join in)."""
+    found = {}
+    for name, ref in stages.items():
+        module, _, cls = ref.partition(":")
+        found[name] = Registered(getattr(importlib.import_module(module), cls), "packed")
     return found
 
 

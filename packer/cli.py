@@ -60,7 +60,7 @@ def use_model(model: str | None) -> str | None:
 
 
 def error_message(e: BaseException) -> str:
-    from .build import BudgetError
+    from .. import BudgetError
     from .demo import DataNotFoundError
 
     return str(e).strip() if isinstance(e, (BudgetError, DataNotFoundError)) else one_line(e)
@@ -322,6 +322,20 @@ def run_cmd(artifact, val, tokenizer, nproc, settings, device, as_json) -> None:
     click.echo(f"eval_wall_time:{r.wall_seconds:.2f}s ({verdict} the {r.eval_limit_seconds:.0f}s limit)")
     click.echo(f"decode_time:{r.decode_seconds:.2f}s ({100 * r.decode_seconds / r.eval_limit_seconds:.2f}% "
                "of the limit)")
+
+
+@main.command("inline")
+@click.argument("script", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Records folder to write.")
+@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty, replacing its files.")
+def inline_cmd(script, out, pipeline, force) -> None:
+    """Make SCRIPT, your own training script that imports golfpack, one self-contained records
+    script: your source as written, with golfpack's API and the pipeline's codec packed above it
+    (docs/own-script.md). Prints the code bytes: yours, golfpack's encode and decode paths."""
+    from .inline import format_inline, inline
+
+    click.echo(format_inline(inline(script, out, pipeline, force)))
 
 
 @main.command("submit")

@@ -143,7 +143,9 @@ def test_compress_without_calibration_codes_as_the_rules_say(trained_own, tmp_pa
 
 def test_compress_is_builds_path_to_the_byte(trained, train_glob, tmp_path):
     """A challenge checkpoint (a plain state dict) built by ``golfpack build`` and compressed by
-    the API from the same weights and calibration (the same token windows) are the same bytes."""
+    the API from the same weights and calibration (the same token windows: build reads a plain
+    state dict at the challenge's seq_len 1024, and groups calibration rows eight at a time)
+    are the same bytes."""
     from golfpack.codec.spec import load_spec
     from golfpack.model.builders import GPT_BUILDER, build_model, model_meta
     from golfpack.model.checkpoint import load_checkpoint
@@ -153,7 +155,7 @@ def test_compress_is_builds_path_to_the_byte(trained, train_glob, tmp_path):
     state = load_checkpoint(trained).state_dict
     plain = tmp_path / "final_model.pt"
     torch.save(state, plain)
-    options = BuildOptions(budget=200_000, calib=train_glob, calib_tokens=2048, sens_tokens=1024, score_tokens=1024)
+    options = BuildOptions(budget=200_000, calib=train_glob, calib_tokens=2048, sens_tokens=2048, score_tokens=2048)
     art = tmp_path / "a.pyz"
     build(plain, "default", art, options, echo=lambda m: None, progress=False)
     built = open_artifact(art.read_bytes()).members[WEIGHTS]
@@ -161,8 +163,8 @@ def test_compress_is_builds_path_to_the_byte(trained, train_glob, tmp_path):
     config = load_checkpoint(plain).model_config
     model = build_model(GPT_BUILDER, config)
     model.load_state_dict(state)
-    calib = golfpack.calibrate(model, golfpack.shard_batches(train_glob, 128), hessian_tokens=2048,
-                               sensitivity_tokens=1024, score_tokens=1024)
+    calib = golfpack.calibrate(model, golfpack.shard_batches(train_glob, 1024, batch_seqs=2), hessian_tokens=2048,
+                               sensitivity_tokens=2048, score_tokens=2048)
     budget = weights_budget(options.budget, model_frame_size(load_spec("default"), model, GPT_BUILDER, None))
     data = golfpack.compress(model, calib, budget, state_dict=state, meta=model_meta(GPT_BUILDER, config, {}))
     assert data == built

@@ -8,14 +8,25 @@ bundle>'`` (each byte one character but the five a ``'...'`` literal must escape
 that starts it. Nothing else: a second assignment, a second compressed stream, an extra import
 or a changed coding line does not render back, so what ``check`` reads is what Python runs.
 
+A script ``golfpack inline`` wrote is the user's own source with golfpack packed above it
+(:func:`render_inline`): the header, the user's docstring and ``__future__`` imports (which
+Python wants first), ``G='<the compressed bundle>'``, one line that unpacks the loader
+(``finder.py`` and ``loader.py``, LZMA-compressed) and installs the bundle on
+``sys.meta_path``, a marker, then the rest of the user's source as written.
+:func:`parse_inline` finds the bundle line from the script's syntax tree (what Python runs,
+not a text search a docstring could fool) and renders the script again to accept it.
+
 The numbers: each seed's log (``train_seed<N>.log``, lines of ``lines.py``) and the summary
 ``submission.json`` claims, computed from the logs alone (:func:`summary`).
 """
 from __future__ import annotations
 
+import ast
+import lzma
 import re
 import statistics
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ...model.files import read_regular
@@ -91,6 +102,85 @@ def parse_script(data: bytes) -> ScriptParts:
     if render_script(parts.version, parts.pipeline, parts.codec, parts.compressed) != data:
         raise ValueError(f"{SCRIPT} is not in the shape golfpack {golfpack_version()} writes (header says golfpack "
                          f"{parts.version}): code added, removed or re-spelled")
+    return parts
+
+
+INLINE_HEADER = """# -*- coding: latin-1 -*-
+# train_gpt.py: your script with golfpack {version} inlined ({pipeline} pipeline) by `golfpack inline`; run it as
+# you run your own. The next lines pack golfpack's API and codec, which your `import golfpack` then finds.
+"""
+INLINE_LINE = (r"# train_gpt\.py: your script with golfpack (\S{1,64}) inlined \((.{1,39}?) pipeline\) by "
+               r"`golfpack inline`; run it as")
+INLINE_INSTALL = ("import lzma as _l;_g={{'__name__':'golfpack_inline'}};exec(_l.decompress({loader}.encode('latin-1')),"
+                  "_g);_g['install'](G,{codec!r});del _l,_g,G")
+INLINE_MARKER = "# ---- your script, as written ----"
+
+
+@lru_cache(maxsize=1)
+def inline_loader() -> str:
+    """The import hook and loader, minified and LZMA-compressed, as a Latin-1 literal."""
+    code = minify(inlined(finder_module, loader_module, tail=[]), SCRIPT).encode()
+    return latin1_literal(lzma.compress(code, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME))
+
+
+@dataclass(frozen=True)
+class InlineParts:
+    version: str
+    pipeline: str  # the header's pipeline label
+    codec: str
+    compressed: bytes  # the bundle
+    prefix: str  # the user's lines Python wants first: docstring, ``__future__`` imports
+    body: str  # the rest of the user's source, as written
+
+
+def render_inline(parts: InlineParts) -> bytes:
+    """An inlined ``train_gpt.py``; the one writer of its shape, :func:`parse_inline` its reader."""
+    head = INLINE_HEADER.format(version=parts.version, pipeline=parts.pipeline) + parts.prefix
+    lines = [f"G={latin1_literal(parts.compressed)}", INLINE_INSTALL.format(loader=inline_loader(), codec=parts.codec),
+             INLINE_MARKER, parts.body]
+    return (head + "\n".join(lines)).encode(loader_module.ENCODING)
+
+
+def split_user_source(text: str) -> tuple[str, str]:
+    """A user's script as (the lines that must stay first: shebang, comments, docstring and
+    ``__future__`` imports, each line ending in a newline; the rest)."""
+    body = ast.parse(text).body
+    first = 0
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+            isinstance(body[0].value.value, str):
+        first = 1
+    while first < len(body) and isinstance(body[first], ast.ImportFrom) and body[first].module == "__future__":
+        first += 1
+    end = body[first - 1].end_lineno if first else 0
+    lines = text.split("\n")
+    return "".join(f"{ln}\n" for ln in lines[:end]), "\n".join(lines[end:])
+
+
+def parse_inline(data: bytes) -> InlineParts:
+    """What an inlined script runs: its bundle line is the first statement after the user's
+    docstring and ``__future__`` imports in the script's syntax tree, and rendering the parts
+    again must give back every byte (so the bundle read is the one Python unpacks)."""
+    text = data.decode(loader_module.ENCODING)
+    lines = text.split("\n")
+    head = re.fullmatch(INLINE_LINE, lines[1]) if len(lines) > 4 else None
+    if head is None:
+        raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (no header)")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as e:
+        raise ValueError(f"{SCRIPT} does not parse (line {e.lineno})") from None
+    prefix, _ = split_user_source("\n".join(lines[3:]))
+    at = 3 + prefix.count("\n")
+    g = next((n for n in tree.body if n.lineno - 1 == at), None)
+    call = re.fullmatch(r"import lzma as _l;.*_g\['install'\]\(G,'(lzma|brotli)'\);del _l,_g,G", lines[at + 1]) \
+        if at + 2 < len(lines) else None
+    if not (isinstance(g, ast.Assign) and lines[at].startswith("G='") and call):
+        raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (bundle or loader line missing)")
+    parts = InlineParts(head.group(1), head.group(2), call.group(1), literal_bytes(lines[at][2:]), prefix,
+                        "\n".join(lines[at + 3 :]))
+    if render_inline(parts) != data:
+        raise ValueError(f"{SCRIPT} is not in the shape golfpack {golfpack_version()} writes inlined scripts "
+                         f"(header says golfpack {parts.version}): its golfpack lines were changed")
     return parts
 
 

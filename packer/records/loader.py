@@ -1,4 +1,6 @@
-"""The last lines of a records script's ``train_gpt.py``: unpack the code bundle and start it.
+"""The last lines of a records script's ``train_gpt.py``: unpack the code bundle and start it
+(:func:`start`), or, in a script ``golfpack inline`` wrote, install it for the user's own code
+(:func:`install`).
 
 Standard library only: its source is inlined after ``runtime/finder.py`` (minified) and
 followed by two lines: ``B='<the compressed bundle>'`` and ``sys.exit(start(B, codec,
@@ -13,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
-from ..runtime.finder import BUNDLE_PATH, MalformedBundle, decompress_bundle, run_bundle, split_bundle
+from ..runtime.finder import BUNDLE_PATH, BundleFinder, MalformedBundle, decompress_bundle, run_bundle, split_bundle
 
 ENTRY = "golfpack.packer.records.script"
 SETTINGS = "settings.json"  # the bundle member that holds the packed run's settings
@@ -44,3 +47,14 @@ def start(packed: str, codec: str, script: str, argv: list) -> int:
     settings = json.loads(files.pop(SETTINGS))
     return run_bundle(files, ENTRY, settings, os.path.abspath(script), argv)
 
+
+
+def install(packed: str, codec: str) -> None:
+    """The first act of a script ``golfpack inline`` wrote: its bundle first on
+    ``sys.meta_path``, so the user's ``import golfpack`` finds the golfpack packed with it,
+    whether or not one is installed where it runs."""
+    try:
+        files = read_bundle(codec, packed.encode(ENCODING))
+    except MalformedBundle as e:
+        raise SystemExit(f"train_gpt.py: {e}") from None
+    sys.meta_path.insert(0, BundleFinder(files))

@@ -19,7 +19,6 @@ the pipeline's stages; it never imports golfpack's packer beyond ``packer.record
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ...codec.qat_plan import grid_planner
-from ...codec.registry import Registered, decoder_table
+from ...codec.registry import decoder_table, packed_registry
 from ...codec.spec import PipelineSpec, spec_from_doc
 from ...model.checkpoint import load_checkpoint
 from ...model.console import USER_ERRORS, one_line
@@ -44,16 +43,6 @@ from . import lines
 
 ENV_KEYS = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_wallclock_seconds",
             "VAL_LOSS_EVERY": "val_loss_every", "TRAIN_LOG_EVERY": "train_log_every"}
-
-
-def stage_registry(stages: dict[str, str]) -> dict[str, Registered]:
-    """The packed pipeline's stages (``name -> module:Class``), imported from the bundle: the
-    only stages a records script knows (no entry points: nothing installed may join in)."""
-    found = {}
-    for name, ref in stages.items():
-        module, _, cls = ref.partition(":")
-        found[name] = Registered(getattr(importlib.import_module(module), cls), "packed")
-    return found
 
 
 def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> tuple[TrainConfig, str]:
@@ -115,7 +104,7 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     for mine in (cfg.log_file, cfg.out_dir, model_path):  # the work folder is removed at the end
         if rank == 0 and Path(mine).exists():
             raise FileExistsError(f"{mine} exists: remove it or set RUN_ID for a new run")
-    registry = stage_registry(settings["stages"])
+    registry = packed_registry(settings["stages"])
     spec = spec_from_doc(settings["pipeline"], "packed", registry)
     code_bytes = os.path.getsize(script)
     if cfg.qat_budget > 0:  # budget-aware QAT plans for this file's own budget, under the packed pipeline

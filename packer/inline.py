@@ -1,0 +1,151 @@
+"""``golfpack inline SCRIPT --out FOLDER``: a participant's own training script, which imports
+``golfpack`` as an installed library, becomes one self-contained records script.
+
+The user's source stays as written (readable, below a marker); above it go the closure of
+golfpack's public API for one pipeline (the API, the calibration, the fill, the pipeline's
+encoders and decoders, and ``golfpack/_packed.py``: the pipeline and its stages), minified and
+compressed into a Latin-1 literal, and the one line that installs it as ``golfpack``
+(``records/layout.py: render_inline``). ``requirements.txt`` lists the third-party
+distributions the packed code and the user's own imports need. The script is read as data
+(parsed, never run or imported) and the folder is written atomically, never over existing
+files without ``force``.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..codec.registry import discover
+from ..codec.spec import load_spec
+from ..model.files import atomic_write_bytes, read_regular
+from .bundle import DISTRIBUTIONS, build_bundle, ships_in_records
+from .runtime.artifact import CHALLENGE_CAP
+from .records.layout import INLINE_LINE, SCRIPT, InlineParts, inline_loader, pipeline_label, render_inline, \
+    split_user_source
+from .version import golfpack_version
+
+MAX_SCRIPT_BYTES = 1 << 20  # a training script; the #1 record's is about 50 KB
+API = "golfpack"
+PACKED = "golfpack/_packed.py"  # what golfpack.api reads in an inlined script: the pipeline and its stages
+DECODE_ENTRY = "golfpack.codec.decoders.chain"  # with the stages' decoders: the decode path, for the ledger
+
+
+class InlineError(ValueError):
+    """The script cannot be inlined: it is unreadable, not Python, or needs what cannot ship."""
+
+
+@dataclass(frozen=True)
+class InlineResult:
+    script: Path
+    requirements: tuple[str, ...]
+    user_bytes: int  # the user's source as written
+    golfpack_bytes: int  # everything golfpack added: header, bundle, loader, marker
+    decode_bytes: int  # golfpack's decode path alone (decoders, container reader, loader), packed the same way
+    modules: int  # golfpack modules packed
+
+    @property
+    def total_bytes(self) -> int:
+        return self.user_bytes + self.golfpack_bytes
+
+    @property
+    def encode_bytes(self) -> int:
+        return self.golfpack_bytes - self.decode_bytes
+
+
+def read_script(path: Path) -> str:
+    """The user's script as text: a regular file, bounded, ASCII (an inlined script is Latin-1
+    source, in which a UTF-8 string literal would change meaning), valid Python."""
+    data = read_regular(path, MAX_SCRIPT_BYTES)
+    if re.fullmatch(INLINE_LINE, data.split(b"\n")[1:2][0].decode("latin-1") if b"\n" in data else ""):
+        raise InlineError(f"{path}: already a script golfpack inline wrote; inline your own script")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InlineError(f"{path}: line {line} has a non-ASCII character; an inlined script is Latin-1 source, so "
+                          "write it as an escape ('\\u00e9') or leave it out") from None
+    try:
+        ast.parse(text, str(path))
+    except SyntaxError as e:
+        raise InlineError(f"{path}: not valid Python (line {e.lineno}: {e.msg})") from None
+    return text
+
+
+def imported_modules(text: str) -> set[str]:
+    """Every absolute module the script imports, anywhere (lazy imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+            if node.module == API:
+                found.update(f"{API}.{a.name}" for a in node.names)
+    return found
+
+
+def user_requirements(path: Path, modules: set[str]) -> set[str]:
+    """The distributions of the script's third-party imports; an import that is neither the
+    standard library, golfpack nor an installed distribution cannot ship in one file."""
+    dists = importlib.metadata.packages_distributions()
+    out = set()
+    for top in sorted({m.split(".")[0] for m in modules} - {API, "__future__"} - set(sys.stdlib_module_names)):
+        if top not in dists:
+            raise InlineError(f"{path}: imports '{top}', which is neither the standard library nor an installed "
+                              "distribution; a records script is one file: put that code in the script")
+        out.add(DISTRIBUTIONS.get(top, dists[top][0]))
+    return out
+
+
+def packed_module(name: str, doc: dict, stages: dict[str, str]) -> str:
+    return (f'"""The pipeline and stages golfpack inline packed."""\nNAME = {name!r}\nPIPELINE = {doc!r}\n'
+            f"STAGES = {stages!r}\n")
+
+
+def inline(script: str | Path, out: str | Path, pipeline: str = "default", force: bool = False) -> InlineResult:
+    script, out = Path(script), Path(out)
+    if out.exists() and (not out.is_dir() or out.is_symlink()):
+        raise InlineError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InlineError(f"{out}: not empty; choose a new folder or pass --force")
+    text = read_script(script)
+    modules = imported_modules(text)
+    if not any(m == API or m.startswith(API + ".") for m in modules):
+        raise InlineError(f"{script}: does not import golfpack; there is nothing to inline")
+    requirements = user_requirements(script, modules)
+    registry = discover()
+    spec = load_spec(pipeline, registry)
+    classes = sorted({type(s) for r in spec.rules for s in r.stages}, key=lambda c: c.name)
+    stages = {c.name: f"{c.__module__}:{c.__qualname__}" for c in classes}
+    decoders = [c.decoder() for c in classes]
+    own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"))
+    bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
+                          allowed=ships_in_records, erase_types=False,
+                          data={PACKED: packed_module(spec.source, spec.to_doc(), stages)})
+    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records)
+    prefix, body = split_user_source(text)
+    data = render_inline(InlineParts(golfpack_version(), pipeline_label(pipeline), bundle.codec, bundle.compressed,
+                                     prefix, body))
+    reqs = tuple(sorted(requirements | set(bundle.required)))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / SCRIPT, data, overwrite=force)
+    atomic_write_bytes(out / "requirements.txt", "".join(f"{r}\n" for r in reqs).encode(), overwrite=force)
+    user = len((prefix + body).encode())
+    return InlineResult(out / SCRIPT, reqs, user, len(data) - user, len(decode.compressed) + len(inline_loader()),
+                        len(bundle.files))
+
+
+def format_inline(r: InlineResult) -> str:
+    """The code-byte ledger ``golfpack inline`` prints."""
+    return "\n".join([
+        f"wrote {r.script} ({r.total_bytes:,} bytes) and requirements.txt: {', '.join(r.requirements)}",
+        f"  your code         {r.user_bytes:>9,} bytes",
+        f"  golfpack, total   {r.golfpack_bytes:>9,} bytes ({r.modules} modules, header, loader)",
+        f"    encode path     {r.encode_bytes:>9,} bytes (the rest)",
+        f"    decode path     {r.decode_bytes:>9,} bytes (decoders, container reader and loader, packed alone)",
+        f"  left for weights  {CHALLENGE_CAP - r.total_bytes:>9,} bytes of the {CHALLENGE_CAP:,}",
+    ])

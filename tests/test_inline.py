@@ -1,0 +1,140 @@
+"""``golfpack inline``: a participant's own script (tests/participant/train_gpt.py: not golfpack's
+trainer) becomes a records folder that runs where golfpack is not installed, and scores what
+``decompress`` + the same model's evaluation score."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import golfpack
+from golfpack.packer.inline import InlineError, inline
+from golfpack.packer.records.layout import parse_inline, render_inline
+
+from .conftest import SP1024, golfpack as golfpack_cli
+
+PARTICIPANT = Path(__file__).parent / "participant" / "train_gpt.py"
+
+
+def without_golfpack(tmp: Path) -> Path:
+    """A folder that offers every installed distribution but golfpack: what a venv holding only
+    the requirements would import from (run with ``python -S`` so no ``.pth`` file re-adds it)."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    out = tmp / "site"
+    out.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(("golfpack", "__editable__", "_golfpack")):
+            (out / entry.name).symlink_to(entry)
+    return out
+
+
+def run_script(folder: Path, site: Path, data: Path, seed: int, cap: int | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "SEED": str(seed), "DATA_PATH": str(data),
+           "TOKENIZER_PATH": str(SP1024), "OMP_NUM_THREADS": "1", **({"CAP": str(cap)} if cap else {})}
+    return subprocess.run([sys.executable, "-S", "train_gpt.py"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, train_glob, small_val) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    for f in [*Path(train_glob).parent.glob("fineweb_train_*.bin"), Path(small_val)]:
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("inline") / "rec"
+    result = golfpack_cli("inline", str(PARTICIPANT), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_inline_prints_the_code_ledger_and_the_requirements(folder):
+    out, printed = folder
+    print(printed)
+    numbers = {k: int(v.replace(",", "")) for k, v in re.findall(r"(your code|golfpack, total|encode path|decode path)"
+                                                                  r"\s+([\d,]+) bytes", printed)}
+    script = (out / "train_gpt.py").read_bytes()
+    assert numbers["your code"] == PARTICIPANT.stat().st_size
+    assert numbers["your code"] + numbers["golfpack, total"] == len(script)
+    assert numbers["encode path"] + numbers["decode path"] == numbers["golfpack, total"]
+    reqs = (out / "requirements.txt").read_text().split()
+    assert {"torch", "numpy", "sentencepiece", "constriction", "Brotli"} <= set(reqs) and "golfpack" not in reqs
+    parts = parse_inline(script)
+    assert parts.prefix + parts.body == PARTICIPANT.read_text()  # the user's source, as written
+    assert render_inline(parts) == script
+
+
+@pytest.mark.slow
+def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(folder, data, tmp_path):
+    out, _ = folder
+    site = without_golfpack(tmp_path)
+    bare = subprocess.run([sys.executable, "-S", "-c", "import golfpack"], env={"PYTHONPATH": str(site)},
+                          capture_output=True, text=True)
+    assert bare.returncode != 0 and "No module named 'golfpack'" in bare.stderr
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    proc = run_script(run, site, data, 1337)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run / "train_seed1337.log").read_text()
+    logged = float(re.search(r"final_golfpack_roundtrip_full val_loss:\S+ val_bpb:(\S+)", log).group(1))
+    total = int(re.search(r"Total submission size golfpack: (\d+) bytes", log).group(1))
+    model_file = run / "final_model_seed1337.gpak"
+    assert total == model_file.stat().st_size + (run / "train_gpt.py").stat().st_size
+    assert 16_000_000 - 16_000 < total <= 16_000_000 or "fill: chosen" in log  # filled to the bytes left, or tops out
+
+    spec = importlib.util.spec_from_file_location("participant_train_gpt", PARTICIPANT)
+    participant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(participant)
+    net = participant.Net()
+    golfpack.decompress(model_file, net)
+    _, bpb = participant.val_bpb(net, f"{data}/fineweb_val_*.bin", str(SP1024))
+    print(f"logged val_bpb {logged!r}, decompress + the same evaluation {bpb!r}")
+    assert abs(bpb - logged) <= 1e-6
+
+
+def test_inline_refuses_what_cannot_ship_in_one_line(tmp_path):
+    cases = {
+        "nothing.py": ("import torch\n", "does not import golfpack"),
+        "local.py": ("import golfpack\nimport my_helpers\n", "'my_helpers', which is neither"),
+        "utf8.py": ("import golfpack\nname = 'caf\u00e9'\n", "line 2 has a non-ASCII character"),
+        "broken.py": ("import golfpack\ndef f(:\n", "not valid Python (line 2"),
+    }
+    for name, (source, message) in cases.items():
+        (tmp_path / name).write_text(source, encoding="utf-8")
+        with pytest.raises(InlineError, match=re.escape(message)):
+            inline(tmp_path / name, tmp_path / f"out_{name}")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    (tmp_path / "ok.py").write_text("import golfpack\n")
+    proc = golfpack_cli("inline", str(tmp_path / "ok.py"), "--out", str(busy))
+    assert proc.returncode == 1 and "not empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert (busy / "keep.txt").read_text() == "mine" and not (busy / "train_gpt.py").exists()
+    link = tmp_path / "link.py"
+    link.symlink_to(tmp_path / "ok.py")
+    proc = golfpack_cli("inline", str(link), "--out", str(tmp_path / "fromlink"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp_path):
+    out, _ = folder
+    with pytest.raises(InlineError, match="already a script golfpack inline wrote"):
+        inline(out / "train_gpt.py", tmp_path / "again")
+    script = (out / "train_gpt.py").read_bytes()
+    lines = script.split(b"\n")
+    at = next(i for i, ln in enumerate(lines) if ln.startswith(b"G='"))
+    for tampered in (script.replace(b"# ---- your script, as written ----", b"# ---- edited ----"),
+                     b"\n".join([*lines[:at], b"G='x'", *lines[at + 1:]]).replace(b"G='x'", lines[at] + b"#"),
+                     script.replace(b"install'](G,'", b"install'](G ,'")):
+        with pytest.raises(ValueError):
+            parse_inline(tampered)
