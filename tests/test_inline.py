@@ -4,7 +4,7 @@ trainer) becomes a records folder that runs where golfpack is not installed, and
 from __future__ import annotations
 
 import importlib.util
-import os
+import json
 import re
 import shutil
 import subprocess
@@ -75,7 +75,7 @@ def test_inline_prints_the_code_ledger_and_the_requirements(folder):
 
 
 @pytest.mark.slow
-def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(folder, data, tmp_path):
+def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(folder, data, tmp_path, monkeypatch):
     out, _ = folder
     site = without_golfpack(tmp_path)
     bare = subprocess.run([sys.executable, "-S", "-c", "import golfpack"], env={"PYTHONPATH": str(site)},
@@ -100,6 +100,27 @@ def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(fold
     _, bpb = participant.val_bpb(net, f"{data}/fineweb_val_*.bin", str(SP1024))
     print(f"logged val_bpb {logged!r}, decompress + the same evaluation {bpb!r}")
     assert abs(bpb - logged) <= 1e-6
+
+    exact = float(re.search(r"final_golfpack_roundtrip_exact val_loss:\S+ val_bpb:(\S+)", log).group(1))
+    (run / "submission.json").write_text(json.dumps({"val_bpb": exact, "seed_results": {
+        "1337": {"val_bpb": exact, "artifact_bytes": total}}}))
+    checked = golfpack_cli("check", str(run))
+    print(checked.stdout)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "golfpack 0.1.0's own" in checked.stdout and "final_model_seed1337.gpak decodes" in checked.stdout
+    assert "not re-derived: val_bpb" in checked.stdout
+
+    from golfpack.packer.records import check_inline
+    from golfpack.packer.records.check import check_folder
+
+    monkeypatch.setattr(check_inline, "CHALLENGE_CAP", total)
+    assert check_folder(run).ok
+    monkeypatch.setattr(check_inline, "CHALLENGE_CAP", total - 1)  # one byte over the cap
+    assert [p for p in check_folder(run).problems if "1 over the cap" in p]
+    monkeypatch.undo()
+    model_file.write_bytes(model_file.read_bytes()[:-1] + b"\0")  # tampered: the log's hash no longer holds
+    problems = check_folder(run).problems
+    assert any("not the file the log hashed" in p for p in problems) and any("does not decode" in p for p in problems)
 
 
 def test_inline_refuses_what_cannot_ship_in_one_line(tmp_path):

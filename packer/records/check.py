@@ -30,7 +30,7 @@ from ...model.files import read_regular
 from ..runtime.artifact import CHALLENGE_CAP
 from .lines import LOG_FILE, MODEL_FILE, RunNumbers, log_name, name_pattern, seed_of_log, seed_run_id
 from .loader import SETTINGS, read_bundle
-from .layout import SCRIPT, numbers_of, parse_script, summary
+from .layout import INLINE_LINE, SCRIPT, numbers_of, parse_script, summary
 
 # What a records folder may hold: the script, the JSON, the README, the requirements, and each
 # run's log and model file (RUN_ID: submit's seeds, or any name a run was given).
@@ -189,12 +189,14 @@ def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> R
     names = list_folder(report, folder)
     doc = read_submission(report, folder, names)
     target = target or target_python(report, doc)
+    if is_inlined(folder, names):
+        from .check_inline import check_inline
+
+        check_inline(report, folder, names, doc, target)
+        return report
     check_code(report, folder, target)
-    seeds = [str(s) for s in doc["seed_results"]]
-    bad = [s for s in seeds if not SEED.fullmatch(s)]
-    for s in bad:
-        report.problems.append(f"submission.json: seed {s!r:.40} is not a number")
-    if bad or not seeds:
+    seeds = seeds_of(report, doc)
+    if not seeds:
         return report
     logs = {seed for n in names if (seed := seed_of_log(n)) is not None}
     for extra in sorted(logs - set(seeds)):
@@ -219,6 +221,27 @@ def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> R
         if doc.get(key) != derived[key]:
             report.problems.append(f"submission.json says {key} {doc.get(key)!r:.40}, the files give {derived[key]!r}")
     return report
+
+
+def is_inlined(folder: Path, names: set[str]) -> bool:
+    """Whether the folder's script says ``golfpack inline`` wrote it (its second line); the
+    inline check then holds it to that shape."""
+    if SCRIPT not in names:
+        return False
+    try:
+        head = read_regular(folder / SCRIPT, CHALLENGE_CAP)[:400].split(b"\n")
+    except (OSError, ValueError):
+        return False
+    return len(head) > 1 and re.fullmatch(INLINE_LINE, head[1].decode("latin-1")) is not None
+
+
+def seeds_of(report: Report, doc: dict) -> list[str]:
+    """submission.json's seeds, each a number; none when any is not."""
+    seeds = [str(s) for s in doc["seed_results"]]
+    bad = [s for s in seeds if not SEED.fullmatch(s)]
+    for s in bad:
+        report.problems.append(f"submission.json: seed {s!r:.40} is not a number")
+    return [] if bad else seeds
 
 
 def format_report(report: Report) -> str:

@@ -76,6 +76,37 @@ def seed_of_log(name: str) -> str | None:
     return None if m is None else m.group(1)
 
 
+@dataclass(frozen=True)
+class OwnRunNumbers:
+    """What the log of a participant's own script (``golfpack inline``) says in these formats:
+    ``MODEL``, ``CODE``, ``TOTAL`` and ``EXACT`` once each (docs/own-script.md)."""
+
+    val_loss: float
+    val_bpb: float
+    model_bytes: int
+    model_file: str
+    model_sha256: str
+    code_bytes: int
+    artifact_bytes: int
+
+
+def parse_own_log(text: str, source: str) -> OwnRunNumbers:
+    """The numbers of one run of an inlined script; each of its four lines exactly once."""
+    wanted = {"model": MODEL, "code": CODE, "total": TOTAL, "exact": EXACT}
+    found: dict[str, list[dict]] = {k: [] for k in wanted}
+    for line in text.splitlines():
+        for key, template in wanted.items():
+            fields = template.match(line)
+            if fields is not None:
+                found[key].append(fields)
+    for key, template in wanted.items():
+        if len(found[key]) != 1:
+            raise LogError(f"{source}: expected one line '{template.template}', found {len(found[key])}")
+    (model,), (code,), (total,), (exact,) = (found[k] for k in wanted)
+    return OwnRunNumbers(exact["val_loss"], exact["val_bpb"], model["bytes"], model["file"], model["sha256"],
+                         code["bytes"], total["bytes"])
+
+
 def parse_log(text: str, source: str) -> RunNumbers:
     """The numbers of one run; each summary line must appear exactly once, and the last step
     line gives steps and step average."""

@@ -1,0 +1,143 @@
+"""``golfpack check`` of a folder whose ``train_gpt.py`` ``golfpack inline`` wrote.
+
+What can be re-derived without running the user's code: the script's shape (``parse_inline``:
+the bundle read is the one Python unpacks) and that all of it compiles; that the golfpack
+packed in it is this golfpack's own, module for module, so this golfpack's decoders are the
+packed ones; then, per seed, the model file named by the log, its size and hash, the cap on
+script + model file, and the file decoded by those decoders (every check of the container
+reader: sizes, hash, bounded work); ``submission.json`` against the logs' lines
+(``lines.parse_own_log``). Not re-derived: the score, which needs the user's model class and
+the validation data; the report says so.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import statistics
+from pathlib import Path
+
+from ...codec.decoders.chain import decode_container
+from ...codec.decoders.container import read_container
+from ...model.files import read_regular
+from ..bundle import minify, module_path
+from ..runtime.artifact import CHALLENGE_CAP
+from ..version import golfpack_version
+from .check import FLOAT_TOL, Report, close, compiles, seeds_of
+from .layout import SCRIPT, parse_inline
+from .lines import MAX_LOG_BYTES, LogError, log_name, model_name, parse_own_log, seed_run_id
+from .loader import read_bundle
+
+PACKED = "golfpack/_packed.py"
+
+
+def packed_stages(source: str) -> dict[str, str]:
+    """``STAGES`` of the packed settings module, read as a literal (never run)."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["STAGES"]:
+            stages = ast.literal_eval(node.value)
+            if isinstance(stages, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items()):
+                return stages
+    raise ValueError(f"{PACKED}: no STAGES table of names")
+
+
+def foreign_modules(files: dict[str, str]) -> list[str]:
+    """The packed golfpack modules whose code is not this golfpack's own, minified as inline packs it."""
+    out = []
+    for path, source in sorted(files.items()):
+        if path == PACKED:
+            continue
+        module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        try:
+            own_path, own = module_path(module)
+        except ValueError:
+            out.append(path)
+            continue
+        if own_path != path or minify(own, path, erase_types=False) != source:
+            out.append(path)
+    return out
+
+
+def check_inline(report: Report, folder: Path, names: set[str], doc: dict, target: tuple[int, int]) -> None:
+    data = read_regular(folder / SCRIPT, CHALLENGE_CAP)
+    try:
+        parts = parse_inline(data)
+        files = read_bundle(parts.codec, parts.compressed)
+        stages = packed_stages(files.get(PACKED, ""))
+    except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
+        report.problems.append(f"{SCRIPT}: {e}")
+        return
+    for path, src in sorted({**files, SCRIPT: data.decode("latin-1")}.items()):
+        why = compiles(path, src, target)
+        if why:
+            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({why})")
+    if parts.version != golfpack_version():
+        report.problems.append(f"{SCRIPT}: inlined by golfpack {parts.version}; this is {golfpack_version()}, whose "
+                               "decoders cannot vouch for its packed ones (check it with that version)")
+        return
+    foreign = foreign_modules(files)
+    if foreign:
+        report.problems.append(f"{SCRIPT}: packed code is not golfpack {parts.version}'s own: {', '.join(foreign[:5])}")
+        return
+    from ...codec.registry import discover
+
+    registry = {n: r for n, r in discover().items() if r.cls is not None and r.origin == "builtin"}
+    unknown = [n for n, ref in stages.items() if n not in registry or
+               f"{registry[n].cls.__module__}:{registry[n].cls.__qualname__}" != ref]
+    if unknown:
+        report.problems.append(f"{PACKED}: stages that are not golfpack's built-in ones: {', '.join(unknown)}")
+        return
+    table = {n: registry[n].cls.decoder() for n in stages}
+    report.notes.append(f"{SCRIPT}: {len(data):,} bytes, your code {len((parts.prefix + parts.body).encode()):,}; "
+                        f"{len(files)} packed modules, golfpack {parts.version}'s own, compile on Python "
+                        f"{target[0]}.{target[1]}")
+    seeds = seeds_of(report, doc)
+    runs = {}
+    for seed in seeds:
+        log = log_name(seed_run_id(seed))
+        try:
+            runs[seed] = parse_own_log(read_regular(folder / log, MAX_LOG_BYTES).decode("utf-8", "replace"), log)
+        except (OSError, LogError) as e:
+            report.problems.append(f"seed {seed}: {e}")
+    for seed, r in runs.items():
+        check_own_seed(report, folder, names, seed, r, doc["seed_results"].get(seed), len(data), table)
+    if runs and len(runs) == len(seeds):
+        mean = statistics.fmean(r.val_bpb for r in runs.values())
+        if not close(mean, doc.get("val_bpb")):
+            report.problems.append(f"submission.json says val_bpb {doc.get('val_bpb')!r:.40}, the logs give {mean!r}")
+    report.notes.append("not re-derived: val_bpb, which needs your model class and the validation data "
+                        "(run train_gpt.py to reproduce it)")
+
+
+def check_own_seed(report: Report, folder: Path, names: set[str], seed: str, r, claimed: object, code: int,
+                   table: dict) -> None:
+    if r.model_file != model_name(seed_run_id(seed)) or r.model_file not in names:
+        report.problems.append(f"seed {seed}: the log names model file '{r.model_file}', expected "
+                               f"{model_name(seed_run_id(seed))} in the folder")
+        return
+    model = read_regular(folder / r.model_file, CHALLENGE_CAP + 1)
+    if len(model) != r.model_bytes or hashlib.sha256(model).hexdigest() != r.model_sha256:
+        report.problems.append(f"seed {seed}: {r.model_file} is {len(model):,} bytes / not the file the log hashed")
+    if r.code_bytes != code or r.artifact_bytes != code + r.model_bytes:
+        report.problems.append(f"seed {seed}: the log says code {r.code_bytes:,} and total {r.artifact_bytes:,} bytes; "
+                               f"{SCRIPT} is {code:,}, so the total is {code + len(model):,}")
+    total = code + len(model)
+    if total > CHALLENGE_CAP:
+        report.problems.append(f"seed {seed}: {total:,} bytes, {total - CHALLENGE_CAP:,} over the cap of "
+                               f"{CHALLENGE_CAP:,}")
+    try:
+        container = read_container(model)
+        state = decode_container(container, table)
+    except ValueError as e:  # ContainerError, DecodeError
+        report.problems.append(f"seed {seed}: {r.model_file} does not decode: {e}")
+        return
+    if not isinstance(claimed, dict):
+        report.problems.append(f"seed {seed}: no entry in submission.json's seed_results")
+        return
+    if claimed.get("artifact_bytes") != total or isinstance(claimed.get("artifact_bytes"), bool):
+        report.problems.append(f"seed {seed}: submission.json says artifact_bytes "
+                               f"{claimed.get('artifact_bytes')!r:.40}, the files give {total!r}")
+    if not (isinstance(claimed.get("val_bpb"), float) and abs(claimed["val_bpb"] - r.val_bpb) <= FLOAT_TOL):
+        report.problems.append(f"seed {seed}: submission.json says val_bpb {claimed.get('val_bpb')!r:.40}, "
+                               f"the log {r.val_bpb!r}")
+    report.notes.append(f"seed {seed}: {r.model_file} decodes ({len(state)} tensors, {container.numel:,} values); "
+                        f"{total:,} bytes ({CHALLENGE_CAP - total:,} under the cap); log val_bpb {r.val_bpb:.8f}")
