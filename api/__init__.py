@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from .codec.decoders.chain import DecoderSpec
     from .codec.spec import PipelineSpec
 
-__all__ = ["BudgetError", "Calibration", "budget", "calibrate", "compress", "decompress", "shard_batches"]
+__all__ = ["CHALLENGE_CAP", "BudgetError", "Calibration", "budget", "calibrate", "compress", "decompress",
+           "shard_batches"]
+
+CHALLENGE_CAP = 16_000_000  # the challenge's cap on code + model file (an artifact, a records folder), decimal bytes
 
 Batch = tuple["torch.Tensor", "torch.Tensor"]  # (input ids, target ids), each (batch, seq)
 Log = Callable[[str], None]
@@ -95,7 +98,7 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     import torch
 
     from .codec.pipeline import decode_state_dict
-    from .model.builders import load_weights
+    from .model.anatomy import load_weights
 
     device = next((p.device for p in model.parameters()), "cpu")
     rows = [(x[i : i + 1].to(device), y[i : i + 1].to(device)) for x, y in batches for i in range(x.shape[0])]
@@ -167,7 +170,7 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     for the container's meta (``build`` records the model's builder); ``trained``: the grids
     the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
     from .codec.pipeline import complete_hessians, encode_state_dict
-    from .model.builders import tensor_roles
+    from .model.anatomy import tensor_roles
 
     log = log or (lambda line: None)
     spec = _pipeline(pipeline)
@@ -211,7 +214,7 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
     from .codec.decoders.chain import decode_container
     from .codec.decoders.container import read_container
     from .codec.registry import decoder_table
-    from .model.builders import load_weights
+    from .model.anatomy import load_weights
     from .model.files import read_regular
 
     source = "model data"
@@ -223,12 +226,10 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
     return state
 
 
-def budget(script: "str | os.PathLike | None" = None, cap: int | None = None) -> int:
-    """The bytes left for the model file: ``cap`` (default: the challenge's 16,000,000) minus
-    the size of ``script``, by default the running script (``__main__``), so a script fills
-    exactly what is left after itself."""
-    if cap is None:
-        from .packer.runtime.artifact import CHALLENGE_CAP as cap
+def budget(script: "str | os.PathLike | None" = None, cap: int = CHALLENGE_CAP) -> int:
+    """The bytes left for the model file: ``cap`` (the challenge's 16,000,000) minus the size of
+    ``script``, by default the running script (``__main__``), so a script fills exactly what is
+    left after itself."""
     if script is None:
         script = getattr(sys.modules.get("__main__"), "__file__", None)
         if script is None:

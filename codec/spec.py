@@ -79,7 +79,7 @@ class PipelineSpec:
     roles: Mapping[str, str] = field(default_factory=dict, compare=False)  # tensor name -> role, for `role` rules
 
     def with_roles(self, roles: Mapping[str, str]) -> "PipelineSpec":
-        """This spec, bound to one model's tensor roles (``model.builders.tensor_roles``)."""
+        """This spec, bound to one model's tensor roles (``model.anatomy.tensor_roles``)."""
         return replace(self, roles=dict(roles))
 
     def rule_index(self, name: str, role: str | None = None) -> int:

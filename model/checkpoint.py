@@ -27,14 +27,15 @@ import torch
 
 from torch import nn
 
-from .builders import GPT_BUILDER, ModelBuilderError, build_model, default_config, load_weights, split_builder
+from .anatomy import ModelBuilderError, load_weights
+
+from .builders import GPT_BUILDER, build_model, default_config, split_builder
 from .config import GPTConfig
 from .console import printable
-from .files import atomic_write_bytes, open_regular
+from .files import MAX_CHECKPOINT_BYTES, atomic_write_bytes, open_regular
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1
-MAX_CHECKPOINT_BYTES = 8 << 30  # a checkpoint with resume state is ~4x its weights; the baseline's is ~0.3 GB
 
 
 class CheckpointError(ValueError):

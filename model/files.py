@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+MAX_CHECKPOINT_BYTES = 8 << 30  # a torch file golfpack reads (checkpoint, calibration): ~4x its weights with resume state
+
 
 def _umask() -> int:
     mask = os.umask(0o022)

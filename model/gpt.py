@@ -16,24 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .anatomy import is_control
 from .config import GPTConfig
 
 DEFAULT_CONFIG = GPTConfig().to_dict()
 
 WeightFn = Callable[[Tensor], Tensor]
-
-# Small/control parameters that stay fp32 and are optimised by Adam, as in the challenge.
-CONTROL_TENSOR_NAME_PATTERNS = (
-    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
-    "q_gain", "skip_weight", "skip_weights",
-)
-
-
-def is_control(name: str, tensor: Tensor) -> bool:
-    """The challenge's rule for small/control parameters: vectors and scalars, or a name that
-    says it is a scale, mix, gain or skip weight."""
-    return tensor.ndim < 2 or any(s in name for s in CONTROL_TENSOR_NAME_PATTERNS)
-
 
 class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from ..codec.entropy import order0_bits
 from ..codec.registry import decoder_table, get_stage
 from ..codec.stage import EncodeContext
 from .models import open_checkpoint
-from ..model.builders import Role, tensor_roles
+from ..model.anatomy import Role, tensor_roles
 from ..trainer.calibrate import calib_path, load_hessians
 from .record_recipe import record_quantize
 

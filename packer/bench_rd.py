@@ -49,7 +49,8 @@ from ..codec.registry import decoder_table
 from ..codec.pipeline import decode_state_dict, encode_state_dict
 from ..codec.spec import load_spec
 from .models import open_checkpoint
-from ..model.builders import build_model, load_weights, tensor_roles
+from ..model.anatomy import load_weights, tensor_roles
+from ..model.builders import build_model
 from ..model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for

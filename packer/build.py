@@ -6,19 +6,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .. import BudgetError, Calibration
+from .. import CHALLENGE_CAP, BudgetError, Calibration
 from ..codec.decoders.chain import DecoderSpec
 from ..codec.fill import used_decoders
 from ..codec.registry import discover
 from ..codec.spec import PipelineSpec, load_spec
-from ..model.builders import builder_module, tensor_roles
+from ..model.anatomy import tensor_roles
+from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from .bundle import bootstrap_member, build_bundle
 from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
 from .models import open_checkpoint
-from .runtime.artifact import BOOTSTRAP, CHALLENGE_CAP, WEIGHTS, Manifest, write_artifact
+from .runtime.artifact import BOOTSTRAP, WEIGHTS, Manifest, write_artifact
 from .verify import verify_bytes
 from .version import golfpack_version
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import click
 
+from .. import CHALLENGE_CAP
 from ..model.console import USER_ERRORS, format_result, one_line
-from .runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
+from .runtime.artifact import MAX_ARTIFACT_BYTES
 
 POSITIVE = click.IntRange(min=1)
 MODEL_HELP = ("Your own model: PATH.py:function, module:function, or an entry point of 'golfpack.models' "
@@ -221,7 +222,8 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
     from ..codec.qat_plan import grid_planner
     from ..codec.spec import load_spec, quantizer_rules
-    from ..model.builders import build_model, tensor_roles
+    from ..model.anatomy import tensor_roles
+    from ..model.builders import build_model
     from ..trainer.config import TrainConfig, load_config, set_builder
     from ..trainer.launch import launch
     from .build import model_frame_size, weights_budget

@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import CHALLENGE_CAP
 from ..codec.registry import discover
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
 from .bundle import DISTRIBUTIONS, build_bundle, ships_in_records
-from .runtime.artifact import CHALLENGE_CAP
 from .records.layout import INLINE_LINE, SCRIPT, InlineParts, inline_loader, pipeline_label, render_inline, \
     split_user_source
 from .version import golfpack_version

@@ -15,7 +15,9 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from ..model.builders import BUILDER, ModelBuilderError, load_builder, load_module_file
+from ..model.anatomy import ModelBuilderError
+
+from ..model.builders import BUILDER, load_builder, load_module_file
 from ..model.checkpoint import Checkpoint, load_checkpoint
 
 ENTRY_POINT_GROUP = "golfpack.models"

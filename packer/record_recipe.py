@@ -33,7 +33,7 @@ import torch
 from ..codec.decoders.intq import dequantize, quantize_rtn
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
-from ..model.builders import Role
+from ..model.anatomy import Role
 
 ATTN_CLIP, MLP_CLIP, MATRIX_CLIP, EMBED_CLIP = 13.0, 11.5, 12.85, 14.0  # the run's MLP_CLIP_SIGMAS etc.
 LQER_TOP_K, LQER_RANK, LQER_GROUP = 3, 4, 64

@@ -14,7 +14,7 @@ from torch import nn
 
 import golfpack
 from golfpack.codec.decoders.container import ContainerError
-from golfpack.model.builders import Role, probe_output_layers, tensor_roles
+from golfpack.model.anatomy import Role, probe_output_layers, tensor_roles
 
 VOCAB, DIM, SEQ = 1024, 64, 128
 

@@ -17,7 +17,8 @@ from golfpack.packer.build import BuildOptions, build
 from golfpack.packer.encode import encode_checkpoint
 from golfpack.packer.records import script
 from golfpack.packer.runtime import commands
-from golfpack.packer.runtime.artifact import CHALLENGE_CAP, WEIGHTS, open_artifact, unpack_bundle
+from golfpack import CHALLENGE_CAP
+from golfpack.packer.runtime.artifact import WEIGHTS, open_artifact, unpack_bundle
 from golfpack.packer.runtime.model_file import decode_model
 from golfpack.trainer.config import TrainConfig
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from golfpack.codec.spec import load_spec
-from golfpack.model.builders import ModelBuilderError, build_model, load_module_file, tensor_roles
+from golfpack.model.anatomy import ModelBuilderError, tensor_roles
+from golfpack.model.builders import build_model, load_module_file
 from golfpack.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from golfpack.packer.bundle import BundleError, build_bundle
 

@@ -15,7 +15,8 @@ from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.pipeline import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids
 from golfpack.codec.spec import load_spec
-from golfpack.model.builders import GPT_BUILDER, build_model, tensor_roles
+from golfpack.model.anatomy import tensor_roles
+from golfpack.model.builders import GPT_BUILDER, build_model
 from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear
 from golfpack.packer.bench_qat import QatRun, format_qat, own_pace

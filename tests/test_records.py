@@ -18,7 +18,7 @@ import pytest
 from golfpack.packer.records.check import check_folder
 from golfpack.packer.records.lines import parse_log
 from golfpack.packer.records.layout import latin1_literal
-from golfpack.packer.runtime.artifact import CHALLENGE_CAP
+from golfpack import CHALLENGE_CAP
 
 from .conftest import RECORDS_QAT, SEEDS, SP1024, data_args, golfpack
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from golfpack.model import GPTConfig
-from golfpack.model.builders import build_model, tensor_roles
+from golfpack.model.anatomy import tensor_roles
+from golfpack.model.builders import build_model
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.trainer.calibrate import collect_hessians
 from golfpack.trainer.config import ConfigError, load_config

@@ -6,7 +6,7 @@ the model only ``forward(x, y) -> mean loss``, so it calibrates a model golfpack
 
 Hessians: ``H = 2 X^T X / n`` of the inputs of every linear layer, found by hooks, and of
 every embedding weight that also serves as the output layer (a tied head: a function call, not
-a module, found by ``model.builders.EmbeddingOutputs``), whose input is the final hidden state.
+a module, found by ``model.anatomy.EmbeddingOutputs``), whose input is the final hidden state.
 Linear layers that read the very same tensor (q/k/v) share one Hessian object. Only training
 batches should ever be given.
 """
@@ -19,10 +19,9 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..model.builders import EmbeddingOutputs
+from ..model.anatomy import EmbeddingOutputs
 from ..model.console import progress_bar
-from ..model.checkpoint import MAX_CHECKPOINT_BYTES
-from ..model.files import atomic_write_bytes, open_regular
+from ..model.files import MAX_CHECKPOINT_BYTES, atomic_write_bytes, open_regular
 from ..model.shards import TokenStream
 
 CALIB_SUFFIX = ".calib.pt"

@@ -39,7 +39,7 @@ import torch
 
 from ..codec.decoders.base import first_match
 from ..codec.decoders.intq import MAX_BITS, MIN_BITS, ClipRule, fake_quantize, noise_quantize
-from ..model.builders import tied_embeddings
+from ..model.anatomy import tied_embeddings
 from ..model.gpt import CastedLinear
 
 

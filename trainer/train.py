@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.console import progress_bar
-from ..model.builders import Kind, Role, build_model, model_meta, parameter_kinds, tensor_roles
+from ..model.anatomy import Kind, Role, parameter_kinds, tensor_roles
+from ..model.builders import build_model, model_meta
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
@@ -71,7 +72,7 @@ class Logger:
 
 
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
-    """The challenge's split, by each parameter's kind (``model.builders.parameter_kinds``):
+    """The challenge's split, by each parameter's kind (``model.anatomy.parameter_kinds``):
     Muon for matrices, Adam for the embedding (the tied learning rate when there is no separate
     head), the head, and the control tensors. For the baseline GPT this is the challenge's
     grouping exactly."""

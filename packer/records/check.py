@@ -25,9 +25,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ... import CHALLENGE_CAP
 from ...model.console import printable
 from ...model.files import read_regular
-from ..runtime.artifact import CHALLENGE_CAP
 from .lines import LOG_FILE, MODEL_FILE, RunNumbers, log_name, name_pattern, seed_of_log, seed_run_id
 from .loader import SETTINGS, read_bundle
 from .layout import INLINE_LINE, SCRIPT, numbers_of, parse_script, summary

@@ -16,11 +16,11 @@ import hashlib
 import statistics
 from pathlib import Path
 
+from ... import CHALLENGE_CAP
 from ...codec.decoders.chain import decode_container
 from ...codec.decoders.container import read_container
 from ...model.files import read_regular
 from ..bundle import minify, module_path
-from ..runtime.artifact import CHALLENGE_CAP
 from ..version import golfpack_version
 from .check import FLOAT_TOL, Report, close, compiles, seeds_of
 from .layout import SCRIPT, parse_inline

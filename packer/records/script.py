@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from ... import CHALLENGE_CAP
 from ...codec.qat_plan import grid_planner
 from ...codec.registry import decoder_table, packed_registry
 from ...codec.spec import PipelineSpec, spec_from_doc
@@ -37,7 +38,7 @@ from ...model.console import USER_ERRORS, one_line
 from ...model.distributed import shutdown
 from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
-from ..runtime.artifact import CHALLENGE_CAP, MAX_ARTIFACT_BYTES
+from ..runtime.artifact import MAX_ARTIFACT_BYTES
 from ..runtime.model_file import decode_model_file
 from . import lines
 

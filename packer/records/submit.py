@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Callable
 
+from ... import CHALLENGE_CAP
 from ...codec.registry import decoder_table, discover
 from ...codec.spec import PipelineSpec, load_spec
 from ...model.builders import builder_module
@@ -27,7 +28,6 @@ from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
 from ..bundle import CodeBundle, build_bundle, ships_in_records
 from ..models import open_checkpoint
-from ..runtime.artifact import CHALLENGE_CAP
 from ..version import golfpack_version
 from . import loader as loader_module
 from .layout import SCRIPT, numbers_of, pipeline_label, render_script, summary

@@ -34,7 +34,6 @@ from .finder import MalformedBundle, decompress_bundle, split_bundle
 MANIFEST, WEIGHTS, BOOTSTRAP = "manifest.json", "weights.gpak", "__main__.py"
 CODE_CODECS = ("lzma", "brotli")
 FORMAT, VERSION = "golfpack.artifact", 2
-CHALLENGE_CAP = 16_000_000  # the challenge's cap on the whole artifact, decimal bytes
 MAX_ARTIFACT_BYTES = 64_000_000  # refused before anything is parsed: four times the cap
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_CODE_BYTES = 8 << 20  # the bundle, decompressed

@@ -16,7 +16,8 @@ import torch
 
 from ...codec.decoders.chain import DecoderSpec, decode_container
 from ...codec.decoders.container import read_container
-from ...model.builders import ModelBuilderError, build_model, builder_of, load_weights
+from ...model.anatomy import ModelBuilderError, load_weights
+from ...model.builders import build_model, builder_of
 from ...model.console import printable
 from ...model.files import read_regular
 
