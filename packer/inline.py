@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import io
 import re
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,22 +59,53 @@ class InlineResult:
 
 
 def read_script(path: Path) -> str:
-    """The user's script as text: a regular file, bounded, ASCII (an inlined script is Latin-1
-    source, in which a UTF-8 string literal would change meaning), valid Python."""
+    """The user's script as ASCII text (:func:`ascii_source`): a regular file, bounded, UTF-8,
+    valid Python."""
     data = read_regular(path, MAX_SCRIPT_BYTES)
     if re.fullmatch(INLINE_LINE, data.split(b"\n")[1:2][0].decode("latin-1") if b"\n" in data else ""):
         raise InlineError(f"{path}: already a script golfpack inline wrote; inline your own script")
     try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise InlineError(f"{path}: line {line} has a non-ASCII character; an inlined script is Latin-1 source, so "
-                          "write it as an escape ('\\u00e9') or leave it out") from None
-    try:
+        text = data.decode("utf-8")
         ast.parse(text, str(path))
+    except UnicodeDecodeError:
+        raise InlineError(f"{path}: not UTF-8 text") from None
     except SyntaxError as e:
         raise InlineError(f"{path}: not valid Python (line {e.lineno}: {e.msg})") from None
-    return text
+    return ascii_source(text, path)
+
+
+def escaped(text: str) -> str:
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in text)
+
+
+def ascii_source(text: str, path: Path) -> str:
+    """``text`` with every non-ASCII character in a string literal or a comment written as its
+    ``\\u`` escape. Why: an inlined script is Latin-1 source (the bundle literal holds a byte per
+    character), in which a UTF-8 ``"\u2581"`` (the challenge's own tokenizer check) would read as
+    three other characters. The result must parse to the same syntax tree as ``text``, so the
+    escaping cannot change what the script does; where it would (a raw string, a non-ASCII
+    name), the script is refused with the line to change."""
+    if text.isascii():
+        return text
+    lines = text.splitlines(keepends=True)
+    edits = []
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.string.isascii():
+            continue
+        (row, col), (end_row, end_col) = tok.start, tok.end
+        raw = tok.type == tokenize.STRING and re.match(r"[A-Za-z]*", tok.string).group().lower().count("r")
+        if tok.type not in (tokenize.STRING, tokenize.COMMENT, getattr(tokenize, "FSTRING_MIDDLE", -1)) or raw:
+            raise InlineError(f"{path}: line {row} has a non-ASCII character outside a plain string or a comment; an "
+                              "inlined script is Latin-1 source: write it as a \\u escape")
+        edits.append((row, col, end_row, end_col, escaped(tok.string)))
+    for row, col, end_row, end_col, new in reversed(edits):
+        head, tail = lines[row - 1][:col], lines[end_row - 1][end_col:]
+        lines[row - 1 : end_row] = [head + new + tail]
+    out = "".join(lines)
+    if not out.isascii() or ast.dump(ast.parse(out)) != ast.dump(ast.parse(text)):
+        raise InlineError(f"{path}: its non-ASCII characters cannot be escaped without changing the script; an "
+                          "inlined script is Latin-1 source: write them as \\u escapes")
+    return out
 
 
 def imported_modules(text: str) -> set[str]:

@@ -127,7 +127,8 @@ def test_inline_refuses_what_cannot_ship_in_one_line(tmp_path):
     cases = {
         "nothing.py": ("import torch\n", "does not import golfpack"),
         "local.py": ("import golfpack\nimport my_helpers\n", "'my_helpers', which is neither"),
-        "utf8.py": ("import golfpack\nname = 'caf\u00e9'\n", "line 2 has a non-ASCII character"),
+        "rawutf8.py": ("import golfpack\nname = r'caf\u00e9'\n", "line 2 has a non-ASCII character outside"),
+        "ident.py": ("import golfpack\ncaf\u00e9 = 1\n", "line 2 has a non-ASCII character outside"),
         "broken.py": ("import golfpack\ndef f(:\n", "not valid Python (line 2"),
     }
     for name, (source, message) in cases.items():
@@ -145,6 +146,19 @@ def test_inline_refuses_what_cannot_ship_in_one_line(tmp_path):
     link.symlink_to(tmp_path / "ok.py")
     proc = golfpack_cli("inline", str(link), "--out", str(tmp_path / "fromlink"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_non_ascii_text_is_escaped_to_the_same_syntax_tree(tmp_path):
+    """The challenge's own script checks its tokenizer with a literal '\u2581': an inlined script
+    is Latin-1 source, so such characters are written as escapes, and the tree must not change."""
+    import ast
+
+    source = "import golfpack\n# d\u00e9j\u00e0 vu \u2014 a comment\nSPACE = '\u2581'\nWIDE = f'{SPACE}\U0001f600'\n"
+    (tmp_path / "s.py").write_text(source, encoding="utf-8")
+    inline(tmp_path / "s.py", tmp_path / "out")
+    body = parse_inline((tmp_path / "out" / "train_gpt.py").read_bytes()).body
+    assert body.isascii() and "SPACE = '\\u2581'" in body and "\\U0001f600" in body
+    assert ast.dump(ast.parse(body)) == ast.dump(ast.parse(source))
 
 
 def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp_path):
