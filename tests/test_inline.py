@@ -113,6 +113,18 @@ def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(fold
     from golfpack.packer.records import check_inline
     from golfpack.packer.records.check import check_folder
 
+    genuine = (run / "requirements.txt").read_text()
+    (run / "requirements.txt").write_text(genuine + "torch>=2.4\n--extra-index-url http://evil.example/simple\n"
+                                          "-e git+https://evil.example/x.git#egg=x\nevil-package==1.0\n")
+    problems = check_folder(run).problems
+    assert len(problems) == 3 and all("requirements.txt line" in p for p in problems), problems
+    assert "'evil-package' is not imported" in problems[-1]
+    (run / "requirements.txt").write_text(genuine)
+    submission = (run / "submission.json").read_text()
+    (run / "submission.json").write_text('{"val_bpb": 0.5, ' + submission[1:])  # val_bpb twice: 0.5, then the real one
+    assert any("'val_bpb' appears twice" in p for p in check_folder(run).problems)
+    (run / "submission.json").write_text(submission)
+
     monkeypatch.setattr(check_inline, "CHALLENGE_CAP", total)
     assert check_folder(run).ok
     monkeypatch.setattr(check_inline, "CHALLENGE_CAP", total - 1)  # one byte over the cap

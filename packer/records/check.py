@@ -39,6 +39,8 @@ ALLOWED = re.compile(rf"train_gpt\.py|submission\.json|README\.md|requirements\.
 SEED = re.compile(r"[0-9]{1,19}")
 MAX_ENTRIES = 1000  # files in a records folder: a handful per seed
 MAX_JSON_BYTES = 1 << 20
+VERSION = r"\s*(?:==|>=|<=|~=|!=|<|>)\s*[0-9][0-9A-Za-z.*+!_-]{0,40}"
+REQUIREMENT = re.compile(rf"([A-Za-z0-9](?:[A-Za-z0-9._-]{{0,98}}[A-Za-z0-9])?)(?:{VERSION}(?:\s*,{VERSION}){{0,4}})?")
 FLOAT_TOL = 5.5e-9  # submission.json rounds to 8 decimals (the challenge's)
 
 
@@ -94,24 +96,34 @@ def list_folder(report: Report, folder: Path) -> set[str]:
     return names
 
 
-def check_code(report: Report, folder: Path, target: tuple[int, int]) -> None:
+def check_code(report: Report, folder: Path, target: tuple[int, int]) -> list[str]:
+    """The script's packed modules, each compiled; returns the sources of those that compile."""
     try:
         data = read_regular(folder / SCRIPT, CHALLENGE_CAP)
     except (OSError, ValueError) as e:
         report.problems.append(f"{SCRIPT}: {e}")
-        return
+        return []
     try:
         files = bundle_of(data)
     except ValueError as e:
         report.problems.append(f"{SCRIPT}: {e}")
-        return
+        return []
     modules = {p: s for p, s in files.items() if p != SETTINGS}
-    for path, src in sorted(modules.items()):
+    report.notes.append(f"{SCRIPT}: {len(data):,} bytes, {len(modules)} packed modules, compiles on "
+                        f"Python {target[0]}.{target[1]}")
+    return compiled(report, modules, target)
+
+
+def compiled(report: Report, sources: dict[str, str], target: tuple[int, int]) -> list[str]:
+    """The ``sources`` that compile on ``target``; each that does not is a problem."""
+    ok = []
+    for path, src in sorted(sources.items()):
         why = compiles(path, src, target)
         if why:
             report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({why})")
-    report.notes.append(f"{SCRIPT}: {len(data):,} bytes, {len(modules)} packed modules, compiles on "
-                        f"Python {target[0]}.{target[1]}")
+        else:
+            ok.append(src)
+    return ok
 
 
 def close(a: float, b: object) -> bool:
@@ -156,11 +168,56 @@ def check_seed(report: Report, folder: Path, names: set[str], seed: str, r: RunN
                         f"({CHALLENGE_CAP - r.artifact_bytes:,} under the cap), {r.steps} steps")
 
 
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different: a second ``val_bpb`` is not a value to choose from."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)!r:.40} appears twice")
+    return dict(pairs)
+
+
+def distribution_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def check_requirements(report: Report, folder: Path, names: set[str], sources: list[str]) -> None:
+    """``requirements.txt``: plain distribution names, each with optional versions (no options,
+    URLs, paths or editable installs: ``pip install -r`` would follow them), and only the
+    distributions that ``sources`` (the packed code, the user's) import."""
+    from importlib.metadata import packages_distributions
+
+    from ..bundle import DISTRIBUTIONS
+    from ..inline import imported_modules
+
+    if "requirements.txt" not in names:
+        return
+    try:
+        text = read_regular(folder / "requirements.txt", MAX_JSON_BYTES).decode("utf-8")
+    except (OSError, ValueError) as e:
+        report.problems.append(f"requirements.txt: unreadable ({e})")
+        return
+    tops = {m.split(".")[0] for src in sources for m in imported_modules(src)}
+    installed = packages_distributions()
+    wanted = {distribution_key(d) for t in tops - set(sys.stdlib_module_names) - {"golfpack"}
+              for d in [DISTRIBUTIONS.get(t, t), *installed.get(t, [])]}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = REQUIREMENT.fullmatch(line)
+        if m is None:
+            report.problems.append(f"requirements.txt line {i}: only a distribution name with versions is allowed, "
+                                   f"got {line!r:.60}")
+        elif distribution_key(m.group(1)) not in wanted:
+            report.problems.append(f"requirements.txt line {i}: '{m.group(1)}' is not imported by the script's code")
+
+
 def read_submission(report: Report, folder: Path, names: set[str]) -> dict:
     try:
         if "submission.json" not in names:
             raise ValueError("missing")
-        doc = json.loads(read_regular(folder / "submission.json", MAX_JSON_BYTES).decode("utf-8"))
+        doc = json.loads(read_regular(folder / "submission.json", MAX_JSON_BYTES).decode("utf-8"),
+                         object_pairs_hook=unique_keys)
         if not isinstance(doc, dict) or not isinstance(doc.get("seed_results"), dict) or not doc["seed_results"]:
             raise ValueError("no seed_results table")
     except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -194,7 +251,7 @@ def check_folder(folder: str | Path, target: tuple[int, int] | None = None) -> R
 
         check_inline(report, folder, names, doc, target)
         return report
-    check_code(report, folder, target)
+    check_requirements(report, folder, names, check_code(report, folder, target))
     seeds = seeds_of(report, doc)
     if not seeds:
         return report

@@ -22,7 +22,7 @@ from ...codec.decoders.container import read_container
 from ...model.files import read_regular
 from ..bundle import minify, module_path
 from ..version import golfpack_version
-from .check import FLOAT_TOL, Report, close, compiles, seeds_of
+from .check import FLOAT_TOL, Report, check_requirements, close, compiled, seeds_of
 from .layout import SCRIPT, parse_inline
 from .lines import MAX_LOG_BYTES, LogError, log_name, model_name, parse_own_log, seed_run_id
 from .loader import read_bundle
@@ -66,10 +66,7 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
         report.problems.append(f"{SCRIPT}: {e}")
         return
-    for path, src in sorted({**files, SCRIPT: data.decode("latin-1")}.items()):
-        why = compiles(path, src, target)
-        if why:
-            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({why})")
+    check_requirements(report, folder, names, compiled(report, {**files, SCRIPT: data.decode("latin-1")}, target))
     if parts.version != golfpack_version():
         report.problems.append(f"{SCRIPT}: inlined by golfpack {parts.version}; this is {golfpack_version()}, whose "
                                "decoders cannot vouch for its packed ones (check it with that version)")

@@ -31,8 +31,10 @@ class LogError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunNumbers:
-    """What one seed's log says: the numbers ``submission.json`` may claim for it."""
+class OwnRunNumbers:
+    """What the log of any run says in these formats: the model file, the code, the total and
+    the round-trip score; all a participant's own script (``golfpack inline``) must log, with
+    ``MODEL``, ``CODE``, ``TOTAL`` and ``EXACT`` once each (docs/own-script.md)."""
 
     val_loss: float
     val_bpb: float
@@ -41,6 +43,13 @@ class RunNumbers:
     model_sha256: str
     code_bytes: int
     artifact_bytes: int
+
+
+@dataclass(frozen=True)
+class RunNumbers(OwnRunNumbers):
+    """What one seed's log of golfpack's records script says: the numbers ``submission.json``
+    may claim for it."""
+
     steps: int
     step_avg_ms: float
     train_time_ms: int
@@ -76,32 +85,25 @@ def seed_of_log(name: str) -> str | None:
     return None if m is None else m.group(1)
 
 
-@dataclass(frozen=True)
-class OwnRunNumbers:
-    """What the log of a participant's own script (``golfpack inline``) says in these formats:
-    ``MODEL``, ``CODE``, ``TOTAL`` and ``EXACT`` once each (docs/own-script.md)."""
-
-    val_loss: float
-    val_bpb: float
-    model_bytes: int
-    model_file: str
-    model_sha256: str
-    code_bytes: int
-    artifact_bytes: int
+def lines_of(text: str, templates: dict[str, LogLine], once: tuple[str, ...], source: str) -> dict[str, list[dict]]:
+    """Every line of ``text`` that fits one of ``templates``, by key; those keyed in ``once``
+    must appear exactly once."""
+    found: dict[str, list[dict]] = {k: [] for k in templates}
+    for line in text.splitlines():
+        for key, template in templates.items():
+            fields = template.match(line)
+            if fields is not None:
+                found[key].append(fields)
+    for key in once:
+        if len(found[key]) != 1:
+            raise LogError(f"{source}: expected one line '{templates[key].template}', found {len(found[key])}")
+    return found
 
 
 def parse_own_log(text: str, source: str) -> OwnRunNumbers:
     """The numbers of one run of an inlined script; each of its four lines exactly once."""
     wanted = {"model": MODEL, "code": CODE, "total": TOTAL, "exact": EXACT}
-    found: dict[str, list[dict]] = {k: [] for k in wanted}
-    for line in text.splitlines():
-        for key, template in wanted.items():
-            fields = template.match(line)
-            if fields is not None:
-                found[key].append(fields)
-    for key, template in wanted.items():
-        if len(found[key]) != 1:
-            raise LogError(f"{source}: expected one line '{template.template}', found {len(found[key])}")
+    found = lines_of(text, wanted, tuple(wanted), source)
     (model,), (code,), (total,), (exact,) = (found[k] for k in wanted)
     return OwnRunNumbers(exact["val_loss"], exact["val_bpb"], model["bytes"], model["file"], model["sha256"],
                          code["bytes"], total["bytes"])
@@ -110,15 +112,7 @@ def parse_own_log(text: str, source: str) -> OwnRunNumbers:
 def parse_log(text: str, source: str) -> RunNumbers:
     """The numbers of one run; each summary line must appear exactly once, and the last step
     line gives steps and step average."""
-    found: dict[str, list[dict]] = {k: [] for k in [*SUMMARY, "step"]}
-    for line in text.splitlines():
-        for key, template in [*SUMMARY.items(), ("step", STEP_VAL)]:
-            fields = template.match(line)
-            if fields is not None:
-                found[key].append(fields)
-    for key in SUMMARY:
-        if len(found[key]) != 1:
-            raise LogError(f"{source}: expected one '{key}' line, found {len(found[key])}")
+    found = lines_of(text, {**SUMMARY, "step": STEP_VAL}, tuple(SUMMARY), source)
     if not found["step"]:
         raise LogError(f"{source}: no step line with val_loss/val_bpb")
     (model,), (exact,), (full,), step = found["model"], found["exact"], found["full"], found["step"][-1]
