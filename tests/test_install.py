@@ -27,6 +27,9 @@ def test_pip_install_in_fresh_venv_builds_inspects_and_runs(tmp_path, small_val,
     where = subprocess.run([str(py), "-c", "import golfpack.codec.decoders.ans as m; print(m.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(ROOT) == editable
+    api = subprocess.run([str(py), "-c", "import golfpack; print(golfpack.__file__, callable(golfpack.compress))"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.split()
+    assert Path(api[0]).resolve().is_relative_to(ROOT) == editable and api[1] == "True"  # the public API installs too
 
     exe = tmp_path / "venv" / "bin" / "golfpack"
     model = make_tiny(5)
@@ -37,8 +40,9 @@ def test_pip_install_in_fresh_venv_builds_inspects_and_runs(tmp_path, small_val,
         assert out.returncode == 0, out.stderr
         return out
 
-    for command in ([], ["build"], ["inspect"], ["run"], ["stages"], ["train"], ["demo"]):
+    for command in ([], ["build"], ["inspect"], ["run"], ["stages"], ["train"], ["demo"], ["inline"]):
         assert cli(*command, "--help").stdout.startswith("Usage:")
+    assert "your code" in cli("inline", str(ROOT / "tests" / "participant" / "train_gpt.py"), "--out", "rec").stdout
     cli("build", "m.pt", "--pipeline", PIPELINE, "--out", "a.pyz")
     ledger = json.loads(cli("inspect", "a.pyz", "--json").stdout)
     assert ledger["total"] == (tmp_path / "a.pyz").stat().st_size
