@@ -12,9 +12,10 @@ USER_ERRORS = (ValueError, OSError, RuntimeError)  # bad input, reported as one 
 
 
 def one_line(e: BaseException) -> str:
-    """The first line of an error's message (its type when it has none)."""
+    """The first line of an error's message (its type when it has none), safe for a terminal
+    (:func:`printable`): a message can quote a file name or a field of a hostile file."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return printable(text.split("\n")[0]) if text else type(e).__name__  # "\r" in a quoted name is shown, not split on
 
 
 def printable(text: object) -> str:

@@ -109,3 +109,20 @@ def read_regular(path: str | os.PathLike, limit: int, follow: bool = False) -> b
     if len(data) > limit:
         raise ValueError(f"{path}: grew past the {limit:,} bytes allowed while being read")
     return data
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """``line`` and a newline appended to the log at ``path`` (created with your umask): never
+    through a symbolic link, never to a FIFO or device, so a link planted in a run folder
+    cannot make a run write to a file outside it."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise OSError(f"{path}: cannot append to the log ({e.strerror}; a symbolic link is never followed)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: the log is not a regular file")
+        os.write(fd, (line + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)

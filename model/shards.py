@@ -45,6 +45,8 @@ def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
             expected = HEADER_BYTES + 2 * n
             if n < 0 or size != expected:
                 raise ShardError(f"{path}: header says {n} tokens ({expected} bytes) but the file has {size} bytes")
+            if n == 0:  # a stream over empty shards would wait forever for a token
+                raise ShardError(f"{path}: the shard holds no tokens")
             tokens = np.fromfile(f, dtype="<u2", count=n).astype(np.uint16, copy=False)
     except FileNotFoundError:
         raise ShardError(f"{path}: no such shard file") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .. import CHALLENGE_CAP
-from ..model.console import USER_ERRORS, format_result, one_line
+from ..model.console import USER_ERRORS, format_result, one_line, printable
 from .runtime.artifact import MAX_ARTIFACT_BYTES
 
 POSITIVE = click.IntRange(min=1)
@@ -64,7 +64,9 @@ def error_message(e: BaseException) -> str:
     from .. import BudgetError
     from .demo import DataNotFoundError
 
-    return str(e).strip() if isinstance(e, (BudgetError, DataNotFoundError)) else one_line(e)
+    if isinstance(e, (BudgetError, DataNotFoundError)):  # these explain themselves over several lines
+        return "\n".join(printable(line) for line in str(e).strip().splitlines())
+    return one_line(e)
 
 
 class FriendlyGroup(click.Group):

@@ -114,3 +114,10 @@ def test_tokenize_writes_challenge_shards(tmp_path, data_dir):
     assert np.array_equal(tokens, expected)
     again = golfpack("data", "tokenize", str(docs), "--tokenizer", str(SP1024), "--out", str(tmp_path / "s"))
     assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_the_error_path_shows_terminal_escapes_and_does_not_obey_them(tmp_path):
+    """A file name (or a field of a hostile file) quoted in an error reaches the terminal escaped."""
+    name = tmp_path / "evil\x1b[2J\rname.pt"
+    proc = golfpack("inspect", str(name))
+    assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\\x1b[2J\\r" in proc.stderr

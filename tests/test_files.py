@@ -3,6 +3,7 @@ user's umask decides the mode."""
 import os
 import stat
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,28 @@ def test_nothing_is_replaced_by_default(tmp_path, write):
     with pytest.raises(FileExistsError, match="--force"):
         write(out)
     assert out.read_bytes() == b"the user's" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_log_is_appended_to_but_never_through_a_link(tmp_path):
+    from golfpack.model.files import append_line
+
+    log = tmp_path / "train.log"
+    append_line(log, "step:1")
+    append_line(log, "step:2")
+    assert log.read_text() == "step:1\nstep:2\n"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine\n")
+    planted = tmp_path / "run" / "train.log"
+    planted.parent.mkdir()
+    planted.symlink_to(outside)
+    with pytest.raises(OSError, match="never followed"):
+        append_line(planted, "step:1")
+    assert outside.read_text() == "mine\n"
+
+
+def test_a_shard_without_tokens_is_refused_not_waited_on(tmp_path):
+    from golfpack.model.shards import ShardError, TokenStream, write_shard
+
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(0, dtype=np.uint16))
+    with pytest.raises(ShardError, match="holds no tokens"):
+        TokenStream(str(tmp_path / "fineweb_train_*.bin")).take(10)

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
+from ..model.files import append_line
 from ..model.console import progress_bar
 from ..model.anatomy import Kind, Role, parameter_kinds, tensor_roles
 from ..model.builders import build_model, model_meta
@@ -67,8 +68,7 @@ class Logger:
         if console:
             self.echo(msg)
         if self.logfile is not None:
-            with open(self.logfile, "a", encoding="utf-8") as f:
-                print(msg, file=f)
+            append_line(self.logfile, msg)
 
 
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
