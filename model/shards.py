@@ -7,7 +7,9 @@ Every reader error is a :class:`ShardError` naming the file and what is wrong.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -21,6 +23,8 @@ SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_TOKEN_ID = np.iinfo(np.uint16).max
+VALIDATION_NAME = re.compile(r"fineweb_val_.*\.bin")  # the challenge's validation shards
+ALLOW_VALIDATION = "GOLFPACK_ALLOW_VALIDATION_AS_TRAINING"  # set to 1: the override, for people who know what they do
 MAX_SHARD_BYTES = HEADER_BYTES + 2 * (1 << 31)  # the challenge's shards hold 100 M tokens (200 MB)
 
 
@@ -80,6 +84,39 @@ def resolve_shards(pattern: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     return files
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open_regular(path, MAX_SHARD_BYTES, follow=True) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def refuse_validation(files: list[Path], val: str | os.PathLike | None = None) -> list[Path]:
+    """``files``, unless one is validation data: a challenge validation shard by its name
+    (``fineweb_val_*.bin``), or the same file or the same bytes as a shard of ``val`` (the
+    validation glob, when the caller has one). Why: training, calibration and the closed loop's
+    scoring read training data only; the challenge disqualifies a submission that learned from
+    validation tokens, and a mistyped glob is an easy way to do it. ``GOLFPACK_ALLOW_VALIDATION_AS_TRAINING=1``
+    lifts it."""
+    if os.environ.get(ALLOW_VALIDATION) == "1":
+        return files
+    for f in files:
+        if VALIDATION_NAME.fullmatch(f.name):
+            raise ShardError(f"{f}: a validation shard, given as training data (training, calibration and scoring "
+                             f"read training shards only; {ALLOW_VALIDATION}=1 overrides)")
+    if val is not None:
+        vals = resolve_shards(val)
+        sizes = {v.stat().st_size for v in vals}
+        digests = None
+        for f in files:
+            if any(os.path.samefile(f, v) for v in vals) or f.stat().st_size in sizes and \
+                    _digest(f) in (digests := digests or {_digest(v) for v in vals}):
+                raise ShardError(f"{f}: the same data as a validation shard of {val}, given as training data "
+                                 f"({ALLOW_VALIDATION}=1 overrides)")
+    return files
+
+
 def load_tokens(pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_size: int | None = None) -> torch.Tensor:
     """All tokens of the matching shards, concatenated in sorted path order."""
     arrays = [read_shard(f, vocab_size) for f in resolve_shards(pattern)]
@@ -87,10 +124,12 @@ def load_tokens(pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_
 
 
 class TokenStream:
-    """Reads shards in order and wraps around forever, as the challenge's loader does."""
+    """Reads training shards in order and wraps around forever, as the challenge's loader does
+    (never validation shards: :func:`refuse_validation`, against ``val`` when given)."""
 
-    def __init__(self, pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_size: int | None = None):
-        self.files = resolve_shards(pattern)
+    def __init__(self, pattern: str | os.PathLike | Iterable[str | os.PathLike], vocab_size: int | None = None,
+                 val: str | os.PathLike | None = None):
+        self.files = refuse_validation(resolve_shards(pattern), val)
         self.vocab_size = vocab_size
         self.file_idx = 0
         self.tokens = torch.from_numpy(read_shard(self.files[0], vocab_size))

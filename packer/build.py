@@ -15,6 +15,7 @@ from ..model.anatomy import tensor_roles
 from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
+from ..model.shards import refuse_validation, resolve_shards
 from .bundle import bootstrap_member, build_bundle
 from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
@@ -98,6 +99,8 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     refuse_existing(out, options.force)
     if options.budget < 1:
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
+    if options.calib is not None and not options.calib.endswith(".pt"):  # before any work: training data only
+        refuse_validation(resolve_shards(options.calib))
     registry = discover()
     spec = load_spec(pipeline, registry)
     spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)

@@ -121,3 +121,9 @@ def test_the_error_path_shows_terminal_escapes_and_does_not_obey_them(tmp_path):
     name = tmp_path / "evil\x1b[2J\rname.pt"
     proc = golfpack("inspect", str(name))
     assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\\x1b[2J\\r" in proc.stderr
+
+
+def test_build_refuses_validation_data_as_calibration_before_any_work(trained, small_val, tmp_path):
+    proc = golfpack("build", str(trained), "--calib", small_val, "--out", str(tmp_path / "a.pyz"))
+    assert proc.returncode == 1 and "a validation shard, given as training data" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "a.pyz").exists()

@@ -97,3 +97,21 @@ def test_a_shard_without_tokens_is_refused_not_waited_on(tmp_path):
     write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(0, dtype=np.uint16))
     with pytest.raises(ShardError, match="holds no tokens"):
         TokenStream(str(tmp_path / "fineweb_train_*.bin")).take(10)
+
+
+def test_validation_shards_are_refused_as_training_data(tmp_path, monkeypatch):
+    """By the challenge's file name, and by identity with the validation glob (a renamed copy)."""
+    from golfpack.model.shards import ShardError, TokenStream, write_shard
+
+    tokens = np.arange(1, 2000, dtype=np.uint16) % 1024
+    write_shard(tmp_path / "fineweb_val_000000.bin", tokens)
+    write_shard(tmp_path / "fineweb_train_000000.bin", tokens)  # the same bytes under a training name
+    write_shard(tmp_path / "fineweb_train_000001.bin", tokens[::-1].copy())
+    with pytest.raises(ShardError, match="a validation shard, given as training data"):
+        TokenStream(str(tmp_path / "fineweb_val_*.bin"))
+    val = str(tmp_path / "fineweb_val_*.bin")
+    with pytest.raises(ShardError, match="the same data as a validation shard"):
+        TokenStream(str(tmp_path / "fineweb_train_*.bin"), val=val)
+    assert TokenStream(str(tmp_path / "fineweb_train_000001.bin"), val=val).take(3).numel() == 3
+    monkeypatch.setenv("GOLFPACK_ALLOW_VALIDATION_AS_TRAINING", "1")
+    assert TokenStream(val, val=val).take(3).numel() == 3

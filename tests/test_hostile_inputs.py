@@ -77,6 +77,7 @@ def eval_args(path: Path, val: str) -> list[str]:
 
 # -- code runs that nobody agreed to run -----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("builder", ["subprocess:run", "this:s", "os:system", "builtins:exec"])
 def test_a_checkpoint_never_chooses_the_code_that_builds_it(tmp_path, small_val, builder):
     marker = tmp_path / "ran"
@@ -87,6 +88,7 @@ def test_a_checkpoint_never_chooses_the_code_that_builds_it(tmp_path, small_val,
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_file_name_that_reads_as_an_option_is_never_run(genuine, tmp_path, small_val):
     marker = tmp_path / "ran"
     name = "-cimport pathlib;pathlib.Path('ran').write_text('x');print('{}')#.pyz"  # marker in the cwd
@@ -97,6 +99,7 @@ def test_a_file_name_that_reads_as_an_option_is_never_run(genuine, tmp_path, sma
     assert json.loads(proc.stdout)["val_bpb"] > 0 and not marker.exists()
 
 
+@pytest.mark.slow
 def test_run_executes_the_bytes_it_verified_not_a_file_swapped_after(genuine, tmp_path, small_val, monkeypatch):
     """The race: the file is replaced between verification and execution (here, right after
     verification, every time). The swapped-in file would leave a marker if it ran."""
@@ -122,6 +125,7 @@ def test_run_executes_the_bytes_it_verified_not_a_file_swapped_after(genuine, tm
 
 # -- model files and checkpoints: size before allocation, regular files, finite weights ------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", [1000, 200_000])
 def test_a_config_larger_than_its_weights_is_refused_before_building(tmp_path, small_val, layers):
     config = {"num_layers": layers, "model_dim": 2048, "num_heads": 16, "num_kv_heads": 4}
@@ -135,6 +139,7 @@ def test_a_config_larger_than_its_weights_is_refused_before_building(tmp_path, s
     refused(golfpack_measured(*eval_args(gpak, small_val)), "its config describes")
 
 
+@pytest.mark.slow
 def test_weights_that_decode_to_inf_are_refused(genuine, tmp_path, small_val):
     m = make_tiny(5)
     entries = [(TensorMeta(n, "float32", tuple(t.shape)), [("fp16", {"store": "float16"}, {})],
@@ -149,6 +154,7 @@ def test_weights_that_decode_to_inf_are_refused(genuine, tmp_path, small_val):
     assert direct.returncode == 1 and "decodes to inf or NaN" in direct.stderr and "Traceback" not in direct.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])
 def test_model_files_artifacts_and_data_must_be_regular_files(genuine, tmp_path, small_val, kind):
     def special(name: str) -> Path:
@@ -185,12 +191,14 @@ def ctxans_flood(tensors: int, cols: int) -> bytes:
     return write_container([(TensorMeta(f"t{i}", "float32", (1, cols)), chain, b"") for i in range(tensors)], {})
 
 
+@pytest.mark.slow
 def test_decoding_work_is_bounded_before_decoding(genuine, tmp_path):
     bad = tmp_path / "flood.pyz"
     bad.write_bytes(hostile.with_weights((genuine / "a.pyz").read_bytes(), ctxans_flood(8, 16384)))
     refused(golfpack_measured("inspect", str(bad)), "steps (refused before decoding")
 
 
+@pytest.mark.slow
 def test_a_flood_of_globs_is_refused(genuine, tmp_path, monkeypatch):
     def edit(manifest, members):
         manifest.pipeline = [{"name": f"r{i}", "match": [f"g{i}.{j}*" for j in range(256)], "chain": "fp16"}
@@ -205,6 +213,7 @@ def test_a_flood_of_globs_is_refused(genuine, tmp_path, monkeypatch):
     refused(golfpack_measured("inspect", str(bad)), "more than 1024 globs")
 
 
+@pytest.mark.slow
 def test_a_small_container_with_a_huge_manifest_is_refused(genuine, tmp_path):
     import hashlib
 
@@ -250,6 +259,7 @@ def repacked(folder: Path, edit) -> None:
     (folder / SCRIPT).write_bytes(render_script(parts.version, parts.pipeline, "lzma", lzma_stream(files)))
 
 
+@pytest.mark.slow
 def test_the_genuine_folder_passes(records):
     proc, peak, cpu = golfpack_measured("check", str(records))
     print(proc.stdout, f"peak {peak:.0f} MB, cpu {cpu:.2f} s")
@@ -263,6 +273,7 @@ def test_a_bundle_assigned_twice_is_refused(folder):
     check(folder, "not in the shape golfpack")
 
 
+@pytest.mark.slow
 def test_a_second_compressed_stream_is_refused_and_never_runs(folder):
     """``lzma.decompress`` runs every stream back to back: a reader of the first alone would
     check one bundle while Python ran another."""

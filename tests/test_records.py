@@ -200,3 +200,12 @@ def test_the_scripts_config_is_packed_then_environment_then_arguments():
     for bad in ("../x", "a/b", ".hidden", ""):
         with pytest.raises(ValueError, match="RUN_ID"):
             resolve_config(settings, [], {"RUN_ID": bad})
+
+
+def test_the_script_says_how_to_run_it(records):
+    """Its help is a string the minifier keeps (it once printed None: the docstring was dropped)."""
+    proc = subprocess.run([sys.executable, "train_gpt.py", "--help"], cwd=records, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python train_gpt.py") and "RUN_ID" in proc.stdout
+    checked = golfpack("check", str(records))
+    assert "modules of golfpack; not golfpack's (review them): none" in checked.stdout  # golfpack's GPT: all its own

@@ -11,9 +11,10 @@ class DistributedTokenLoader:
     stream and keeps span ``rank``; the extra token lets targets be the inputs shifted by one.
     With the global batch fixed, every world size sees the same tokens in the same order."""
 
-    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None):
+    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None,
+                 val: str | None = None):
         self.rank, self.world_size, self.device = rank, world_size, device
-        self.stream = TokenStream(pattern, vocab_size)
+        self.stream = TokenStream(pattern, vocab_size, val)
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         local_tokens = global_tokens // (self.world_size * grad_accum_steps)

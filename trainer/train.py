@@ -178,7 +178,7 @@ class Run:
             val_tokens = val_tokens[: cfg.val_max_tokens + 1]
         self.val_tokens = truncate_for_eval(val_tokens, cfg.train_seq_len)
         self.loader = DistributedTokenLoader(cfg.train_files, self.ctx.rank, self.world, self.ctx.device,
-                                             cfg.vocab_size)
+                                             cfg.vocab_size, val=cfg.val_files)
 
     def _build_model(self) -> None:
         cfg, ctx = self.cfg, self.ctx

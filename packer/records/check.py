@@ -109,8 +109,11 @@ def check_code(report: Report, folder: Path, target: tuple[int, int]) -> list[st
         report.problems.append(f"{SCRIPT}: {e}")
         return []
     modules = {p: s for p, s in files.items() if p != SETTINGS}
+    yours = sorted(p for p in modules if not p.startswith("golfpack/"))
     report.notes.append(f"{SCRIPT}: {len(data):,} bytes, {len(modules)} packed modules, compiles on "
                         f"Python {target[0]}.{target[1]}")
+    report.notes.append(f"packed: {len(modules) - len(yours)} modules of golfpack; not golfpack's (review them): "
+                        f"{', '.join(yours) or 'none'}")
     return compiled(report, modules, target)
 
 

@@ -1,17 +1,12 @@
 """What a records folder's ``train_gpt.py`` runs: train, encode, write the model file, decode it
-from disk, evaluate, and log every number a submission claims.
+from disk, evaluate, and log every number a submission claims (:data:`USAGE` says how; it is
+a string, not this docstring, because the minifier that packs the script drops docstrings).
 
-``python train_gpt.py [key=value ...]`` or ``torchrun --standalone --nproc_per_node=N
-train_gpt.py``: the packed run's training config, then the challenge's environment variables
-(``SEED``, ``RUN_ID``, ``ITERATIONS``, ``MAX_WALLCLOCK_SECONDS``, ``VAL_LOSS_EVERY``,
-``TRAIN_LOG_EVERY``, ``DATA_PATH``, ``TOKENIZER_PATH``), then ``key=value`` arguments (any
-training config key). Every rank trains; rank 0 calibrates GPTQ on training data, encodes
-with the packed pipeline (filling ``16,000,000 - len(train_gpt.py)`` bytes when the pipeline
-fills) and writes ``final_model_<RUN_ID>.gpak`` atomically; then every rank decodes that file
-and the evaluation runs on all of them. The log is ``train_<RUN_ID>.log`` (``RUN_ID``
-defaults to ``seed<SEED>``), with the lines of ``lines.py``. The run's work folder
-(``golfpack_run_<RUN_ID>``: checkpoint, calibration) is removed at the end, so the records
-folder holds only the files ``golfpack check`` allows.
+Every rank trains; rank 0 calibrates GPTQ on training data, encodes with the packed pipeline
+and writes ``final_model_<RUN_ID>.gpak`` atomically; then every rank decodes that file and
+the evaluation runs on all of them. The run's work folder (``golfpack_run_<RUN_ID>``:
+checkpoint, calibration) is removed at the end, so the records folder holds only the files
+``golfpack check`` allows.
 
 Shipped inside ``train_gpt.py`` with the trainer, the model, and the encoders and decoders of
 the pipeline's stages; it never imports golfpack's packer beyond ``packer.records``.
@@ -42,6 +37,14 @@ from ..runtime.artifact import MAX_ARTIFACT_BYTES
 from ..runtime.model_file import decode_model_file
 from . import lines
 
+USAGE = """usage: python train_gpt.py [key=value ...]
+   or: torchrun --standalone --nproc_per_node=N train_gpt.py [key=value ...]
+
+Trains with the packed run's training config, then the challenge's environment variables
+(SEED, RUN_ID, ITERATIONS, MAX_WALLCLOCK_SECONDS, VAL_LOSS_EVERY, TRAIN_LOG_EVERY, DATA_PATH,
+TOKENIZER_PATH), then key=value arguments (any training config key); encodes the weights into
+the 16,000,000 bytes less this script's own size; writes final_model_<RUN_ID>.gpak, decodes it
+from disk and evaluates. The log is train_<RUN_ID>.log (RUN_ID defaults to seed<SEED>)."""
 ENV_KEYS = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_wallclock_seconds",
             "VAL_LOSS_EVERY": "val_loss_every", "TRAIN_LOG_EVERY": "train_log_every"}
 
@@ -84,7 +87,7 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
 
 def main(settings: dict, script: str, argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+        print(USAGE)
         return 0
     try:
         return run(settings, script, argv)
