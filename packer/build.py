@@ -16,6 +16,7 @@ from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from ..model.shards import refuse_validation, resolve_shards
+from ..trainer.calibrate import calib_path
 from .bundle import bootstrap_member, build_bundle
 from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
@@ -108,19 +109,22 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = spec.with_roles(tensor_roles(model))
+    if spec.needs_calibration(list(state)) and options.calib is None and not calib_path(checkpoint).is_file():
+        raise ValueError(f"{checkpoint}: no calibration statistics for the pipeline's GPTQ stages: give --calib "
+                         "'data/fineweb_train_*.bin' (training shards to calibrate on) or a .calib.pt file")
+    table = used_decoders(spec, state)
+    members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
+    budget = weights_budget(options.budget, frame_size(members, manifest)) if spec.fill else None  # before calibrating
     hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \
         if spec.needs_calibration(list(state)) or spec.fill else None
-    table = used_decoders(spec, state)
-    members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
     if spec.fill:
-        budget = weights_budget(options.budget, frame_size(members, manifest))
         calibration = file_calibration(checkpoint, model, hessians, training_shards(options.calib, ckpt.train_config),
                                        calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
                                        score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)
         bar_args = {"desc": "fill", "unit": "step"}
     else:
-        budget, calibration = None, Calibration(hessians or {})
+        calibration = Calibration(hessians or {})
         bar_args = {"total": len(state), "desc": "encode", "unit": "tensor"}
     with progress_bar(progress, **bar_args) as bar:
         weights = encode_checkpoint(ckpt, model, spec, calibration, budget=budget, tolerance=options.fill_tolerance,

@@ -127,3 +127,22 @@ def test_build_refuses_validation_data_as_calibration_before_any_work(trained, s
     proc = golfpack("build", str(trained), "--calib", small_val, "--out", str(tmp_path / "a.pyz"))
     assert proc.returncode == 1 and "a validation shard, given as training data" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "a.pyz").exists()
+
+
+def test_build_refuses_what_needs_no_computation_before_computing(trained, train_glob, tmp_path):
+    """A budget the code alone exceeds, and GPTQ with no calibration at all, are refused before
+    the calibration runs (a 100 s wait for a newcomer): bounded CPU seconds, not wall time."""
+    import resource
+
+    bare = tmp_path / "bare.pt"
+    bare.write_bytes(trained.read_bytes())  # no .calib.pt beside this copy
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    tiny = golfpack("build", str(trained), "--budget", "20000", "--calib", train_glob, "--calib-tokens", "1000000",
+                    "--out", str(tmp_path / "a.pyz"))
+    nocalib = golfpack("build", str(bare), "--out", str(tmp_path / "b.pyz"))
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+    assert tiny.returncode == 1 and "the code and structure alone use the whole budget of 20,000" in tiny.stderr
+    assert nocalib.returncode == 1 and "no calibration statistics" in nocalib.stderr and "--calib" in nocalib.stderr
+    assert "calibrating GPTQ" not in tiny.stderr  # the calibration never started
+    print(f"both refusals: {cpu:.1f} CPU s")
+    assert cpu < 30
