@@ -286,6 +286,15 @@ def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, scor
         click.echo(f"wrote {out} ({led.total:,} bytes, sha256 {led.sha256})")
 
 
+def torch_checkpoint(data: bytes) -> bool:
+    """Whether ``data`` looks like ``torch.save``'s output (a zip whose first member is
+    ``<name>/data.pkl``, or the legacy pickle), read from its first bytes only."""
+    if data[:2] == b"\x80\x02":
+        return True
+    n = int.from_bytes(data[26:28], "little") if len(data) >= 30 else 0
+    return data[:4] == b"PK\x03\x04" and data[30 : 30 + n].endswith(b"/data.pkl")
+
+
 @main.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE)
@@ -293,11 +302,24 @@ def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, scor
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a PNG of where the bytes go.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 def inspect_cmd(artifact, budget, as_json, plot, force) -> None:
-    """Print the byte ledger of ARTIFACT (parses it as data; never imports or runs anything it names)."""
-    from .ledger import artifact_ledger, format_ledger, plot_ledger
-    from .verify import verify_artifact
+    """Print the byte ledger of ARTIFACT: an artifact, or a records folder's model file (.gpak).
+    Parses it as data; never imports or runs anything it names."""
+    from ..codec.registry import decoder_table
+    from ..model.files import refuse_existing
+    from .ledger import artifact_ledger, format_ledger, model_file_ledger, plot_ledger, require_matplotlib
+    from .verify import read_artifact, verify_bytes
 
-    led = artifact_ledger(verify_artifact(artifact), budget)
+    if plot is not None:  # before any work
+        refuse_existing(plot, force)
+        require_matplotlib()
+    data = read_artifact(artifact)
+    if data[:4] == b"GPAK":
+        led = model_file_ledger(str(artifact), data, budget, decoder_table())
+    elif torch_checkpoint(data):
+        raise ValueError(f"{artifact}: a PyTorch checkpoint (a training run's, or a plain state dict), not an artifact "
+                         "or a model file: `golfpack build` makes an artifact of it, `golfpack eval` scores it")
+    else:
+        led = artifact_ledger(verify_bytes(Path(artifact), data), budget)
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if plot is not None:
         plot_ledger(led, str(plot), force)

@@ -1,4 +1,5 @@
-"""The byte ledger of an artifact: where every one of its bytes goes, against the budget.
+"""The byte ledger of an artifact, or of a records folder's model file (``.gpak``, the codec
+container alone): where every one of its bytes goes, against the budget.
 
 Every part is computed from the structure it describes (zip headers from the member names,
 container overhead from its header, manifest and digest, tensors from their spans), never as
@@ -6,11 +7,14 @@ a remainder, so the test that the parts add up to the file size can fail.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 from ..codec.decoders.base import first_match
-from ..codec.decoders.container import DIGEST_BYTES, HEADER
+from ..codec.decoders.chain import DecoderSpec, check_container
+from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
 from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS, PREDICTED_FIELD
 from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
 from ..model.builders import BUILDER, GPT_BUILDER
@@ -41,6 +45,7 @@ class Ledger:
     model: str = ""  # the model builder the container names ("module:function"), shown, never imported
     contenders: list[dict] = field(default_factory=list)  # --fill's closed loop: every contender scored
     chosen: str = ""  # ... and the one that shipped
+    kind: str = "artifact"  # or "model file": a container alone, whose code is the script beside it
 
     @property
     def headroom(self) -> int:
@@ -127,24 +132,48 @@ def artifact_ledger(v: Verified, budget: int) -> Ledger:
         model=read_model_builder(v.container.meta), **dict(zip(("contenders", "chosen"), read_contenders(v.container.meta))))
 
 
+def model_file_ledger(path: str, data: bytes, budget: int, table: Mapping[str, DecoderSpec]) -> Ledger:
+    """The ledger of a model file (a records folder's ``.gpak``): its tensors grouped by the
+    stage that quantized or stored them, read and checked as hostile input by ``table``."""
+    if budget < 1:
+        raise ValueError(f"budget must be a positive number of bytes, got {budget}")
+    try:
+        container = read_container(data)
+        check_container(container, table)
+    except ValueError as e:  # ContainerError
+        raise ValueError(f"{path}: {e}") from None
+    rows = tensor_ledger(container, table)
+    return Ledger(
+        path=path, sha256=hashlib.sha256(data).hexdigest(), total=len(data), budget=budget, zip_overhead=0,
+        bootstrap=0, manifest=0, code_compressed=0, code_raw=0, code_minified=0, code_codec="-", weights=len(data),
+        container_overhead=HEADER.size + container.manifest_bytes + DIGEST_BYTES,
+        requirements={"required": [], "optional": []}, tensors=rows,
+        groups=[e.chain[0].stage if e.chain else "-" for e in container.entries],
+        allocation=read_allocation(container.meta, {t.name for t in rows}), model=read_model_builder(container.meta),
+        **dict(zip(("contenders", "chosen"), read_contenders(container.meta))), kind="model file")
+
+
 def format_ledger(led: Ledger) -> str:
     pct = lambda n: 100.0 * n / led.budget  # noqa: E731
     params = sum(t.params for t in led.tensors)
     req = led.requirements
+    artifact = led.kind == "artifact"
     lines = [
-        f"artifact {printable(led.path)}  sha256 {led.sha256}",
+        f"{led.kind} {printable(led.path)}  sha256 {led.sha256}",
         f"total            {led.total:>12,} bytes  budget {led.budget:,}  headroom {led.headroom:,} "
-        f"({pct(led.headroom):.2f}%){'  OVER BUDGET' if led.headroom < 0 else ''}",
-        f"  zip overhead   {led.zip_overhead:>12,}",
-        f"  bootstrap      {led.bootstrap:>12,}   {BOOTSTRAP}",
-        f"  manifest       {led.manifest:>12,}   {MANIFEST}",
-        f"  code           {led.code_compressed:>12,}   raw {led.code_raw:,} -> minified {led.code_minified:,} -> "
-        f"{led.code_codec} {led.code_compressed:,} ({led.code_compressed / max(led.code_raw, 1):.3f} of raw)",
+        f"({pct(led.headroom):.2f}%){'  OVER BUDGET' if led.headroom < 0 else ''}"
+        + ("" if artifact else "  (the script beside it counts against the budget too)"),
+        *([f"  zip overhead   {led.zip_overhead:>12,}",
+           f"  bootstrap      {led.bootstrap:>12,}   {BOOTSTRAP}",
+           f"  manifest       {led.manifest:>12,}   {MANIFEST}",
+           f"  code           {led.code_compressed:>12,}   raw {led.code_raw:,} -> minified {led.code_minified:,} -> "
+           f"{led.code_codec} {led.code_compressed:,} ({led.code_compressed / max(led.code_raw, 1):.3f} of raw)"]
+          if artifact else []),
         f"  weights        {led.weights:>12,}   {8 * led.weights / max(params, 1):.3f} bits/param over {params:,} "
         f"params; container overhead {led.container_overhead:,}",
         f"model            {printable(led.model)}",
-        f"requires         {', '.join(req['required']) or '-'}"
-        + (f"  (optional: {', '.join(req['optional'])})" if req["optional"] else ""),
+        *([f"requires         {', '.join(req['required']) or '-'}"
+           + (f"  (optional: {', '.join(req['optional'])})" if req["optional"] else "")] if artifact else []),
         "",
         f"{'tensor':<28} {'shape':<12} {'params':>9} {'bytes':>10} {'bits/p':>7} {'H0 bound':>10} {'share':>6}  chain",
     ]
@@ -180,6 +209,14 @@ def format_ledger(led: Ledger) -> str:
     return "\n".join(lines)
 
 
+def require_matplotlib() -> None:
+    """``--plot``'s dependency, checked before any work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'golfpack[plot]'") from None
+
+
 def plot_ledger(led: Ledger, out: str, force: bool = False) -> None:
     """A PNG of where the bytes go; written atomically, never over an existing file unless ``force``."""
     import io
@@ -187,17 +224,17 @@ def plot_ledger(led: Ledger, out: str, force: bool = False) -> None:
     from ..model.files import atomic_write_bytes, refuse_existing
 
     refuse_existing(out, force)
-    try:
-        import matplotlib
+    require_matplotlib()
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'golfpack[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     parts = [(f"{printable(n)} ({8 * c['bytes'] / max(c['params'], 1):.2f} b/p)", c["bytes"])
              for n, c in sorted(led.classes().items())]
-    parts += [("code", led.code_compressed), ("container overhead", led.container_overhead),
-              ("zip+bootstrap+manifest", led.zip_overhead + led.bootstrap + led.manifest)]
+    parts += [(label, n) for label, n in (("code", led.code_compressed), ("container overhead", led.container_overhead),
+                                          ("zip+bootstrap+manifest", led.zip_overhead + led.bootstrap + led.manifest))
+              if n]
     if led.headroom > 0:
         parts.append(("headroom", led.headroom))
     fig, ax = plt.subplots(figsize=(10, 2.8))

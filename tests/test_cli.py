@@ -146,3 +146,4 @@ def test_build_refuses_what_needs_no_computation_before_computing(trained, train
     assert "calibrating GPTQ" not in tiny.stderr  # the calibration never started
     print(f"both refusals: {cpu:.1f} CPU s")
     assert cpu < 30
+

@@ -208,3 +208,22 @@ def test_artifact_runs_without_tqdm(artifact, tmp_path, small_val):
     assert out.returncode == 0, out.stderr
     assert "val_bpb:" in out.stdout
     assert verify_artifact(artifact).manifest.requirements["optional"] == ["tqdm"]
+
+
+def test_inspect_reads_a_model_file_and_names_a_checkpoint_for_what_it_is(artifact, trained, tmp_path):
+    """A records folder's model file gets the same per-tensor ledger; a checkpoint is not
+    reported as a tampered artifact; --plot's dependency is checked before any work."""
+    from golfpack.packer.runtime.artifact import WEIGHTS, open_artifact
+
+    gpak = tmp_path / "final_model_seed1.gpak"
+    gpak.write_bytes(open_artifact(artifact.read_bytes()).members[WEIGHTS])
+    proc = golfpack("inspect", str(gpak), "--json")
+    assert proc.returncode == 0, proc.stderr
+    led = json.loads(proc.stdout)
+    assert led["kind"] == "model file" and led["total"] == gpak.stat().st_size and led["tensors"]
+    assert sum(t["bytes"] for t in led["tensors"]) + led["container_overhead"] == led["total"]
+    text = golfpack("inspect", str(gpak)).stdout
+    assert text.startswith("model file ") and "bootstrap" not in text and "the script beside it counts" in text
+    ckpt = golfpack("inspect", str(trained))
+    assert ckpt.returncode == 1 and "a PyTorch checkpoint" in ckpt.stderr and "golfpack build" in ckpt.stderr
+    assert "tamper" not in ckpt.stderr and "not a golfpack artifact" not in ckpt.stderr
