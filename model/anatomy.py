@@ -61,13 +61,14 @@ class ModelBuilderError(ValueError):
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """``load_state_dict(strict=True)``, with torch's long complaint cut to its first line."""
+    """``load_state_dict(strict=True)``, with torch's complaint on one line: its missing,
+    unexpected and mis-shaped keys each summed up (a renamed key shows as both), names cut short."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise ModelBuilderError(f"{source}: state dict does not fit the model: "
-                                f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
+        lines = [ln.strip() for ln in str(e).strip().splitlines()]
+        found = [ln if len(ln) <= 300 else ln[:297] + "..." for ln in lines[1:4] if ln] or lines[:1]
+        raise ModelBuilderError(f"{source}: state dict does not fit the model: {'; '.join(found)}") from None
     return model
 
 

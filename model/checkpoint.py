@@ -50,6 +50,7 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, Any] | None = None
     model_builder: str = GPT_BUILDER
+    source: str = field(default="checkpoint", compare=False)  # what errors name it: its file, once read from one
 
     @property
     def train_seq_len(self) -> int:
@@ -64,7 +65,7 @@ class Checkpoint:
         """The model with these weights (a plugin's builder must be importable: ``--model``)."""
         try:
             model = build_model(self.model_builder, self.model_config, sum(t.numel() for t in self.state_dict.values()))
-            return load_weights(model, self.state_dict, "checkpoint")
+            return load_weights(model, self.state_dict, self.source)
         except (ModelBuilderError, ValueError) as e:
             raise CheckpointError(str(e)) from None
 
@@ -134,17 +135,17 @@ def _load(path: Path, builder: str | None) -> Checkpoint:
         if not (isinstance(sd, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())):
             raise CheckpointError(f"{path}: its state_dict is not a table of named tensors")
         return Checkpoint(sd, cfg, obj.get("train_config"), obj.get("meta") or {}, obj.get("resume"),
-                          builder)
+                          builder, str(path))
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: neither a golfpack checkpoint nor a plain state dict")
     if builder not in (None, GPT_BUILDER):
         try:
             return Checkpoint(dict(obj), default_config(builder), meta={"source": "plain state dict"},
-                              model_builder=builder)
+                              model_builder=builder, source=str(path))
         except (ValueError, ImportError) as e:
             raise CheckpointError(f"{path}: {e}") from None
     try:
         cfg = GPTConfig.from_state_dict(obj)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    return Checkpoint(dict(obj), cfg.to_dict(), meta={"source": "plain state dict"})
+    return Checkpoint(dict(obj), cfg.to_dict(), meta={"source": "plain state dict"}, source=str(path))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from golfpack.model import GPT, GPTConfig
@@ -66,3 +67,19 @@ def test_weight_fn_changes_forward():
     with torch.no_grad():
         model.blocks[0].mlp.fc.weight.zero_()
     assert not torch.allclose(before, hooked) and torch.equal(hooked, model.logits(x))  # exactly that weight, changed
+
+
+def test_a_renamed_key_shows_both_sides_under_the_files_name(tmp_path):
+    """The unexpected key (the new name) is shown beside the missing one, under the file's name."""
+    from golfpack.model.checkpoint import CheckpointError, load_checkpoint
+
+    from .conftest import make_tiny
+
+    state = make_tiny().state_dict()
+    state["blocks.1.mlp.out.weight"] = state.pop("blocks.1.mlp.proj.weight")
+    path = tmp_path / "renamed.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path).build_model()
+    assert str(e.value).startswith(f"{path}: ") and "blocks.1.mlp.proj.weight" in str(e.value)
+    assert "Unexpected key(s)" in str(e.value) and "blocks.1.mlp.out.weight" in str(e.value)
