@@ -2,10 +2,13 @@
 one-line errors and the challenge-style result lines.
 
 tqdm is optional here: an artifact must never fail because a progress bar is missing, so
-without tqdm the bars are silent.
+without tqdm, and wherever stderr is not a terminal, long work prints a phase line every
+``PHASE_SECONDS`` instead of a bar.
 """
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 USER_ERRORS = (ValueError, OSError, RuntimeError)  # bad input, reported as one line
@@ -44,13 +47,43 @@ class _SilentBar:
         pass
 
 
+class _PhaseLines(_SilentBar):
+    """Progress where no terminal shows a bar (a pipe, a log file, ``nohup``): one flushed line
+    on stderr at most every ``PHASE_SECONDS``, with the count, the total and its last message;
+    work that ends sooner prints nothing."""
+
+    def __init__(self, total: float | None = None, initial: float = 0, desc: str = "", unit: str = "it",
+                 **_: Any) -> None:
+        super().__init__(total, initial)
+        self.desc, self.unit, self.postfix = desc or "working", unit, ""
+        self.start = self.last = time.monotonic()
+
+    def set_postfix_str(self, s: str = "", *_: Any, **__: Any) -> None:
+        self.postfix = s
+
+    def update(self, n: float = 1) -> None:
+        super().update(n)
+        now = time.monotonic()
+        if now - self.last >= PHASE_SECONDS:
+            self.last = now
+            total = f"/{self.total:,.0f}" if self.total else ""
+            print(f"{self.desc}: {self.n:,.0f}{total} {self.unit} after {now - self.start:.0f}s"
+                  + (f" ({printable(self.postfix)})" if self.postfix else ""), file=sys.stderr, flush=True)
+
+
+PHASE_SECONDS = 10.0
+
+
 def progress_bar(enabled: bool = True, **kwargs: Any):
-    """A tqdm bar (shown on a terminal only) or, without tqdm or when disabled, a silent one."""
+    """A tqdm bar on a terminal; elsewhere (or without tqdm) phase lines every ``PHASE_SECONDS``;
+    nothing when disabled."""
+    if not enabled:
+        return _SilentBar(**kwargs)
     try:
         from tqdm import tqdm
     except ImportError:
-        return _SilentBar(**kwargs)
-    return tqdm(disable=None if enabled else True, **kwargs)
+        return _PhaseLines(**kwargs)
+    return tqdm(**kwargs) if sys.stderr.isatty() else _PhaseLines(**kwargs)
 
 
 def format_result(d: dict) -> str:

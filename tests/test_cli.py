@@ -147,3 +147,23 @@ def test_build_refuses_what_needs_no_computation_before_computing(trained, train
     print(f"both refusals: {cpu:.1f} CPU s")
     assert cpu < 30
 
+
+
+def test_progress_off_a_terminal_is_flushed_phase_lines(capsys, monkeypatch):
+    """Where no terminal shows a bar (a pipe, a log file), long work prints a line with its
+    count, total and last message at most every PHASE_SECONDS; disabled, nothing."""
+    from golfpack.model import console
+
+    monkeypatch.setattr(console, "PHASE_SECONDS", 0.0)
+    with console.progress_bar(total=3, desc="fill", unit="step") as bar:
+        for i in range(3):
+            bar.set_postfix_str(f"estimating t{i}\x1b[2J")
+            bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("fill: 3/3 step after ") and "(estimating t2\\x1b[2J)" in lines[-1]
+    with console.progress_bar(False, total=3, desc="quiet") as bar:
+        bar.update(3)
+    monkeypatch.setattr(console, "PHASE_SECONDS", 3600.0)
+    with console.progress_bar(total=3, desc="short") as bar:
+        bar.update(3)
+    assert capsys.readouterr().err == ""  # disabled, or over before the first phase line: silent
