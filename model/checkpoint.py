@@ -67,7 +67,10 @@ class Checkpoint:
             model = build_model(self.model_builder, self.model_config, sum(t.numel() for t in self.state_dict.values()))
             return load_weights(model, self.state_dict, self.source)
         except (ModelBuilderError, ValueError) as e:
-            raise CheckpointError(str(e)) from None
+            hint = ("; a plain state dict's model is built with its module's DEFAULT_CONFIG (the GPT's inferred from "
+                    "the weights): give the rest with --set model.KEY=VALUE") \
+                if self.meta.get("source") == "plain state dict" else ""
+            raise CheckpointError(f"{e}{hint}") from None
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = False) -> None:

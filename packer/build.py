@@ -38,6 +38,7 @@ class BuildOptions:
     fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says
     fill_tolerance: float = 0.001  # land within this fraction under the budget
     model: str | None = None  # the model builder named on the command line (--model), if any
+    model_overrides: tuple[str, ...] = ()  # --set model.KEY=VALUE: a plain state dict's model config
     sens_tokens: int = 32_768  # loss sensitivities from this many training tokens (when none are beside the checkpoint)
     score_tokens: int = 32_768  # held-out training tokens that score fill's contenders; 0: no closed loop
 
@@ -105,7 +106,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     registry = discover()
     spec = load_spec(pipeline, registry)
     spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)
-    ckpt = open_checkpoint(checkpoint, options.model)
+    ckpt = open_checkpoint(checkpoint, options.model, options.model_overrides)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = spec.with_roles(tensor_roles(model))

@@ -28,6 +28,12 @@ def model_option(f):
     return click.option("--model", "model", default=None, metavar="BUILDER", help=MODEL_HELP)(f)
 
 
+def model_set_option(f):
+    return click.option("--set", "model_sets", multiple=True, metavar="model.KEY=VALUE",
+                        help="A plain state dict's model config (it starts from the module's DEFAULT_CONFIG), "
+                             "repeatable.")(f)
+
+
 def eval_options(f):
     """``--seq-len``, ``--stride``, ``--batch-seqs`` (passed on as one ``settings``:
     :class:`EvalSettings`, whose defaults they show) and ``--device``."""
@@ -129,7 +135,8 @@ def data_tokenize(documents, tokenizer, out_dir, name, shard_tokens, force) -> N
 @eval_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @model_option
-def eval_cmd(checkpoint, val, tokenizer, settings, device, as_json, model) -> None:
+@model_set_option
+def eval_cmd(checkpoint, val, tokenizer, settings, device, as_json, model, model_sets) -> None:
     """Score CHECKPOINT (golfpack checkpoint, plain state dict, or a records folder's model
     file) with the challenge's val_bpb."""
     from ..model.distributed import init_from_env, shutdown
@@ -142,13 +149,19 @@ def eval_cmd(checkpoint, val, tokenizer, settings, device, as_json, model) -> No
         from .models import trusted_builders
         from .runtime.model_file import decode_model_file
 
+        from ..model.anatomy import ModelBuilderError
+
         ref = use_model(model)
         builders = (GPT_BUILDER, *trusted_builders(), *([ref] if ref else []))
-        net = decode_model_file(checkpoint, decoder_table(), builders, limit=MAX_ARTIFACT_BYTES)
+        try:
+            net = decode_model_file(checkpoint, decoder_table(), builders, limit=MAX_ARTIFACT_BYTES)
+        except ModelBuilderError as e:
+            raise ModelBuilderError(f"{e}; if you trust the code it names, pass it as --model (module:function, or "
+                                    "its file.py:function)") from None
     else:
         from .models import open_checkpoint
 
-        net = open_checkpoint(checkpoint, use_model(model)).build_model()
+        net = open_checkpoint(checkpoint, use_model(model), model_sets).build_model()
     result = evaluate_files(net, val, tokenizer, settings, ctx=ctx)
     shutdown()
     if ctx.is_main:
@@ -272,14 +285,16 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 @model_option
+@model_set_option
 def build_cmd(checkpoint, pipeline, calib, calib_tokens, out, budget, fill, score_tokens, sens_tokens, force, as_json,
-              model) -> None:
+              model, model_sets) -> None:
     """Quantize, code and pack CHECKPOINT with its code into one self-extracting artifact."""
     from .build import BuildOptions, build
     from .ledger import format_ledger
 
     options = BuildOptions(budget=budget, calib=calib, calib_tokens=calib_tokens, force=force, fill=fill,
-                           model=use_model(model), sens_tokens=sens_tokens, score_tokens=score_tokens)
+                           model=use_model(model), model_overrides=model_sets, sens_tokens=sens_tokens,
+                           score_tokens=score_tokens)
     led = build(checkpoint, pipeline, out, options, echo=lambda m: click.echo(m, err=True))
     click.echo(json.dumps(led.to_dict()) if as_json else format_ledger(led))
     if not as_json:

@@ -49,7 +49,22 @@ def trusted_builders() -> tuple[str, ...]:
     return tuple(ep.value.replace(" ", "") for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
-def open_checkpoint(path: str | Path, builder: str | None = None) -> Checkpoint:
+def open_checkpoint(path: str | Path, builder: str | None = None, overrides: tuple[str, ...] = ()) -> Checkpoint:
     """A checkpoint for the command line: ``builder`` is ``--model`` (resolved), and without it
-    the checkpoint's own builder must be golfpack's GPT or an installed entry point."""
-    return load_checkpoint(path, builder, trusted_builders())
+    the checkpoint's own builder must be golfpack's GPT or an installed entry point.
+    ``overrides`` (``--set model.KEY=VALUE``) complete a plain state dict's model config, which
+    starts from its module's ``DEFAULT_CONFIG`` (the GPT's: inferred from the weights), by the
+    trainer's own conversion of model keys; a golfpack checkpoint records its config, and takes none."""
+    ckpt = load_checkpoint(path, builder, trusted_builders())
+    if not overrides:
+        return ckpt
+    from ..trainer.config import TrainConfig, load_config
+
+    if ckpt.meta.get("source") != "plain state dict":
+        raise ValueError(f"{path}: --set is for a plain state dict's model config; this checkpoint records its own")
+    bad = [o for o in overrides if not o.startswith("model.")]
+    if bad:
+        raise ValueError(f"--set {bad[0]!r:.60}: a checkpoint's --set takes model config keys, model.KEY=VALUE")
+    base = TrainConfig(model_builder=ckpt.model_builder, model=dict(ckpt.model_config))
+    ckpt.model_config = load_config(None, overrides, base=base).model
+    return ckpt

@@ -133,3 +133,27 @@ def test_entry_point_and_a_plain_state_dict_of_your_model(loop_lm, tmp_path):
     save_checkpoint(tmp_path / "gpt.pt", Checkpoint(gpt.state_dict(), gpt.cfg.to_dict()))
     with pytest.raises(CheckpointError, match="trained with model builder 'golfpack.model.gpt:build'"):
         load_checkpoint(tmp_path / "gpt.pt", ref)
+
+
+def test_a_plain_state_dict_takes_its_config_from_set(loop_lm, small_val, tmp_path):
+    """A plain state dict with --model starts from the module's DEFAULT_CONFIG; the mismatch
+    says how to fix it, and --set model.KEY=VALUE fixes it (eval and build alike)."""
+    name = load_module_file(loop_lm / "loop_lm.py")
+    model = build_model(f"{name}:build", {"dim": 64, "heads": 2})
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    args = ["--model", str(loop_lm / "loop_lm.py:build"), "--val", small_val, "--tokenizer", str(SP1024),
+            "--seq-len", "64", "--json"]
+    bare = golfpack("eval", str(plain), *args, cwd=loop_lm)
+    assert bare.returncode == 1 and "--set model.KEY=VALUE" in bare.stderr and "Traceback" not in bare.stderr
+    fixed = golfpack("eval", str(plain), *args, "--set", "model.dim=64", "--set", "model.heads=2", cwd=loop_lm)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["val_bpb"] > 0
+    built = golfpack("build", str(plain), "--model", str(loop_lm / "loop_lm.py:build"), "--set", "model.dim=64",
+                     "--set", "model.heads=2", "--pipeline", "*=fp16 -> zstd", "--out", str(tmp_path / "a.pyz"),
+                     cwd=loop_lm)
+    assert built.returncode == 0, built.stderr
+    ckpt = tmp_path / "ckpt.pt"
+    save_checkpoint(ckpt, Checkpoint(model.state_dict(), {**model.cfg}, model_builder=f"{name}:build"))
+    refused = golfpack("eval", str(ckpt), *args, "--set", "model.dim=64", cwd=loop_lm)
+    assert refused.returncode == 1 and "records its own" in refused.stderr
