@@ -185,3 +185,36 @@ def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp
                      script.replace(b"install'](G,'", b"install'](G ,'")):
         with pytest.raises(ValueError):
             parse_inline(tampered)
+
+
+def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
+    """A bundle path outside golfpack/ is foreign code, reported without looking it up (finding a
+    module imports its parent package); the folder is refused and the planted package never runs."""
+    from golfpack.packer.records.check import check_folder
+    from golfpack.packer.records.check_inline import foreign_modules
+    from golfpack.packer.records.layout import InlineParts
+    from golfpack.packer.bundle import compress_solid
+    from golfpack.packer.records.loader import read_bundle
+    from golfpack.packer.runtime.finder import pack_bundle
+
+    out, _ = folder
+    parts = parse_inline((out / "train_gpt.py").read_bytes())
+    files = read_bundle(parts.codec, parts.compressed)
+    plant = tmp_path / "plant"
+    (plant / "evilpkg").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (plant / "evilpkg" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    sys.path.insert(0, str(plant))
+    try:
+        evil = {**files, "evilpkg/mod.py": "x = 1\n"}
+        assert foreign_modules(evil) == ["evilpkg/mod.py"] and not marker.exists()
+        compressed, codec = compress_solid(pack_bundle(evil))
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        (rec / "train_gpt.py").write_bytes(render_inline(InlineParts(parts.version, parts.pipeline, codec, compressed,
+                                                                     parts.prefix, parts.body)))
+        (rec / "submission.json").write_text('{"val_bpb": 1.0, "seed_results": {"1": {}}}')
+        problems = check_folder(rec).problems
+        assert any("not golfpack 0.1.0's own: evilpkg/mod.py" in p for p in problems) and not marker.exists()
+    finally:
+        sys.path.remove(str(plant))

@@ -41,10 +41,14 @@ def packed_stages(source: str) -> dict[str, str]:
 
 
 def foreign_modules(files: dict[str, str]) -> list[str]:
-    """The packed golfpack modules whose code is not this golfpack's own, minified as inline packs it."""
+    """The packed modules whose code is not this golfpack's own, minified as inline packs it
+    (a path outside ``golfpack/`` is foreign without a look-up: nothing it names is imported)."""
     out = []
     for path, source in sorted(files.items()):
         if path == PACKED:
+            continue
+        if not path.startswith("golfpack/"):  # never looked up: finding a module can import its parent package
+            out.append(path)
             continue
         module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         try:
