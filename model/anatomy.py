@@ -7,6 +7,7 @@ script need these, and not the GPT or the builders.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Mapping
@@ -72,6 +73,11 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     return model
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def tied_embeddings(model: nn.Module) -> list[str]:
     """Names of the embedding weights that are also the output layer: all of them in a model
     that declares ``lm_head = None`` (the GPT's convention, docs/models.md), none otherwise."""
@@ -94,13 +100,19 @@ class EmbeddingOutputs(TorchFunctionMode):
     def __init__(self, model: nn.Module, seen: Callable[[str, torch.Tensor], None]) -> None:
         super().__init__()
         self.names = {id(m.weight): f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
-        self.derived: dict[int, str] = {}  # casts and transposes of a weight, alive during this forward
+        self.derived: dict[int, tuple[weakref.ref, str]] = {}  # casts and transposes of a weight (w.to, w.T)
         self.seen = seen
+
+    def _name(self, t: torch.Tensor) -> str | None:
+        """The embedding ``t`` is, or a cast or transpose of; a freed cast's id can be reused by
+        any later tensor, so a derived tensor counts only while its weak reference is ``t``."""
+        derived = self.derived.get(id(t))
+        return self.names.get(id(t)) or (derived[1] if derived is not None and derived[0]() is t else None)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        named = [(a, self.names.get(id(a)) or self.derived.get(id(a))) for a in tensors]
+        named = [(a, self._name(a)) for a in tensors]
         hits = [(a, n) for a, n in named if n is not None]
         if not hits:
             return out
@@ -110,7 +122,7 @@ class EmbeddingOutputs(TorchFunctionMode):
             if hidden:
                 self.seen(name, hidden[0])
         elif isinstance(out, torch.Tensor) and args and args[0] is hits[0][0] and out.numel() == hits[0][0].numel():
-            self.derived[id(out)] = name  # w.to(dtype), w.T, w.t(): still the embedding
+            self.derived[id(out)] = (weakref.ref(out), name)  # w.to(dtype), w.T, w.t(): still the embedding
         return out
 
 
@@ -144,7 +156,7 @@ def probe_output_layers(model: nn.Module, seq_len: int = 8) -> OutputLayers:
     ran: list[nn.Linear] = []
     hooks = [m.register_forward_hook(lambda mod, a, o: ran.append(mod)) for m in model.modules()
              if isinstance(m, nn.Linear)]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     x = torch.zeros(1, seq_len, dtype=torch.int64, device=device)
     was_training = model.training
     try:

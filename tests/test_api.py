@@ -190,3 +190,19 @@ def test_bad_input_is_refused_in_one_line(trained_own):
         golfpack.calibrate(trained_own, [], hessian_tokens=-1)
     with pytest.raises(ContainerError):
         golfpack.decompress(b"GPAK" + bytes(60))
+
+
+def test_a_freed_cast_of_the_embedding_is_not_mistaken_for_a_later_tensor():
+    """A cast of the embedding (w.to(dtype) under autocast) is freed after its matmul, and its
+    id can be reused: only the tensor its weak reference still names counts as the embedding."""
+    import weakref
+
+    from golfpack.model.anatomy import EmbeddingOutputs
+
+    model = Participant(tied=True)
+    mode = EmbeddingOutputs(model, lambda name, h: None)
+    cast, later = torch.zeros(2), torch.zeros(2)
+    mode.derived[id(later)] = (weakref.ref(cast), "wte.weight")  # as if `later` had reused a freed cast's id
+    assert mode._name(later) is None and mode._name(model.wte.weight) == "wte.weight"
+    mode.derived[id(cast)] = (weakref.ref(cast), "wte.weight")
+    assert mode._name(cast) == "wte.weight"
