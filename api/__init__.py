@@ -31,13 +31,13 @@ if TYPE_CHECKING:
 
     from .codec.decoders.chain import DecoderSpec
     from .codec.spec import PipelineSpec
+    from .trainer.calibrate import Batch  # (input ids, target ids), each (batch, seq)
 
 __all__ = ["CHALLENGE_CAP", "BudgetError", "Calibration", "budget", "calibrate", "compress", "decompress",
            "shard_batches"]
 
 CHALLENGE_CAP = 16_000_000  # the challenge's cap on code + model file (an artifact, a records folder), decimal bytes
 
-Batch = tuple["torch.Tensor", "torch.Tensor"]  # (input ids, target ids), each (batch, seq)
 Log = Callable[[str], None]
 
 
@@ -76,6 +76,7 @@ def calibrate(model: "torch.nn.Module", batches: Iterable[Batch], *, hessian_tok
     ``sensitivity_tokens`` for the sensitivities (0: none; the fill then weighs errors by the
     Hessians alone), then ``score_tokens`` kept for the closed loop (0: none), each rounded up
     to whole batches. Runs on the model's device; the model is left as it was."""
+    from .model.anatomy import model_device
     from .trainer.calibrate import hessians_of, sensitivities_of, take_tokens
 
     for name, n in (("hessian_tokens", hessian_tokens), ("sensitivity_tokens", sensitivity_tokens),
@@ -83,7 +84,7 @@ def calibrate(model: "torch.nn.Module", batches: Iterable[Batch], *, hessian_tok
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{name} must be a whole number of tokens >= 0, got {n!r}")
     t0 = time.perf_counter()
-    device = next((p.device for p in model.parameters()), "cpu")
+    device = model_device(model)
     stream = iter(batches)
     taken = [take_tokens(stream, n) for n in (hessian_tokens, sensitivity_tokens, score_tokens)]
     hessians = hessians_of(model, taken[0], device, progress) if taken[0] else {}
@@ -98,9 +99,9 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     import torch
 
     from .codec.pipeline import decode_state_dict
-    from .model.anatomy import load_weights
+    from .model.anatomy import load_weights, model_device
 
-    device = next((p.device for p in model.parameters()), "cpu")
+    device = model_device(model)
     rows = [(x[i : i + 1].to(device), y[i : i + 1].to(device)) for x, y in batches for i in range(x.shape[0])]
 
     @torch.no_grad()
