@@ -218,3 +218,19 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
         assert any("not golfpack 0.1.0's own: evilpkg/mod.py" in p for p in problems) and not marker.exists()
     finally:
         sys.path.remove(str(plant))
+
+
+def test_a_script_nested_beyond_the_parser_is_a_problem_not_a_crash(folder, tmp_path):
+    """check reads an inlined script's syntax tree: one nested too deeply is reported, once."""
+    from golfpack.packer.records.check import check_folder
+
+    out, _ = folder
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    deep = (out / "train_gpt.py").read_bytes() + b"x = " + b"-" * 200_000 + b"1\n"
+    (rec / "train_gpt.py").write_bytes(deep)
+    (rec / "submission.json").write_text('{"val_bpb": 1.0, "seed_results": {"1": {}}}')
+    with pytest.raises(ValueError, match="does not parse"):
+        parse_inline(deep)
+    problems = check_folder(rec).problems
+    assert len(problems) == 1 and "does not parse" in problems[0]

@@ -70,6 +70,9 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
         report.problems.append(f"{SCRIPT}: {e}")
         return
+    except (RecursionError, MemoryError):  # a packed settings module nested beyond the parser
+        report.problems.append(f"{SCRIPT}: {PACKED} is nested too deeply to read")
+        return
     check_requirements(report, folder, names, compiled(report, {**files, SCRIPT: data.decode("latin-1")}, target))
     if parts.version != golfpack_version():
         report.problems.append(f"{SCRIPT}: inlined by golfpack {parts.version}; this is {golfpack_version()}, whose "

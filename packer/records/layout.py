@@ -141,16 +141,20 @@ def render_inline(parts: InlineParts) -> bytes:
     return (head + "\n".join(lines)).encode(loader_module.ENCODING)
 
 
+def leading_statements(body: list[ast.stmt]) -> int:
+    """How many statements Python wants first: a docstring, then ``__future__`` imports."""
+    first = int(bool(body) and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str))
+    while first < len(body) and isinstance(body[first], ast.ImportFrom) and body[first].module == "__future__":
+        first += 1
+    return first
+
+
 def split_user_source(text: str) -> tuple[str, str]:
     """A user's script as (the lines that must stay first: shebang, comments, docstring and
     ``__future__`` imports, each line ending in a newline; the rest)."""
     body = ast.parse(text).body
-    first = 0
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
-            isinstance(body[0].value.value, str):
-        first = 1
-    while first < len(body) and isinstance(body[first], ast.ImportFrom) and body[first].module == "__future__":
-        first += 1
+    first = leading_statements(body)
     end = body[first - 1].end_lineno if first else 0
     lines = text.split("\n")
     return "".join(f"{ln}\n" for ln in lines[:end]), "\n".join(lines[end:])
@@ -166,18 +170,20 @@ def parse_inline(data: bytes) -> InlineParts:
     if head is None:
         raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (no header)")
     try:
-        tree = ast.parse(text)
+        body = ast.parse(text).body
     except SyntaxError as e:
         raise ValueError(f"{SCRIPT} does not parse (line {e.lineno})") from None
-    prefix, _ = split_user_source("\n".join(lines[3:]))
-    at = 3 + prefix.count("\n")
-    g = next((n for n in tree.body if n.lineno - 1 == at), None)
+    except (RecursionError, MemoryError, ValueError):  # nested beyond the parser, or a NUL byte
+        raise ValueError(f"{SCRIPT} does not parse") from None
+    first = leading_statements(body)
+    g = body[first] if first < len(body) else None
+    at = g.lineno - 1 if g is not None else len(lines)
     call = re.fullmatch(r"import lzma as _l;.*_g\['install'\]\(G,'(lzma|brotli)'\);del _l,_g,G", lines[at + 1]) \
-        if at + 2 < len(lines) else None
+        if 3 <= at and at + 2 < len(lines) else None
     if not (isinstance(g, ast.Assign) and lines[at].startswith("G='") and call):
         raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (bundle or loader line missing)")
-    parts = InlineParts(head.group(1), head.group(2), call.group(1), literal_bytes(lines[at][2:]), prefix,
-                        "\n".join(lines[at + 3 :]))
+    parts = InlineParts(head.group(1), head.group(2), call.group(1), literal_bytes(lines[at][2:]),
+                        "".join(f"{ln}\n" for ln in lines[3:at]), "\n".join(lines[at + 3 :]))
     if render_inline(parts) != data:
         raise ValueError(f"{SCRIPT} is not in the shape golfpack {golfpack_version()} writes inlined scripts "
                          f"(header says golfpack {parts.version}): its golfpack lines were changed")
