@@ -13,7 +13,7 @@ corrects each tensor's rates by its measured/estimated ratio, and solves again (
 
 Distortion must be in one unit across tensors, since the multiplier compares them: it is the
 predicted rise of the training loss, ``sum_ij S_ij (w - w_hat)_ij^2`` with the loss's
-sensitivity ``S`` (the diagonal empirical Fisher, ``trainer/calibrate.collect_sensitivity``).
+sensitivity ``S`` (the diagonal empirical Fisher, ``trainer/calibrate.sensitivities_of``).
 Without sensitivities it is the Hessian-diagonal proxy ``sum_ij (w - w_hat)_ij^2 H_jj`` (the
 quantity GPTQ minimises within a layer, which says nothing of how much a layer's error costs
 downstream), or the plain squared error without a Hessian. Each candidate carries the proxy

@@ -9,7 +9,7 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
 or the word ``default`` (``codec/default_pipeline.toml``). A rule may match tensors by role as
 well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain`` inline), so a pipeline
-fits a model whose names it has never seen: ``model/builders.py: tensor_roles`` gives each
+fits a model whose names it has never seen: ``model/anatomy.py: tensor_roles`` gives each
 tensor of the model one of ``ROLES`` (``embedding``: the token embedding or output head;
 ``matrix``: any other weight of 2+ dimensions with at least 65,536 values; ``small``: the rest).
 A TOML rule may have a ``name``

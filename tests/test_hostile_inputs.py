@@ -266,6 +266,7 @@ def test_the_genuine_folder_passes(records):
     assert proc.returncode == 0 and cpu <= MAX_WORK_CPU_SECONDS and peak <= MAX_PEAK_MB
 
 
+@pytest.mark.slow
 def test_a_bundle_assigned_twice_is_refused(folder):
     lines = (folder / SCRIPT).read_bytes().decode("latin-1").split("\n")
     lines[-3] = f"{lines[-3]};B={latin1_literal(b'evil')}"
@@ -287,6 +288,7 @@ def test_a_second_compressed_stream_is_refused_and_never_runs(folder):
     assert ran.returncode != 0 and "not exactly one compressed stream" in ran.stderr and not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["torch.pyc", "helper.pyc", "helper/core.py", "notes.txt", "run.sh",
                                   "__pycache__/train_gpt.cpython-311.pyc"])
 def test_uncounted_code_beside_the_script_is_refused(folder, name):
@@ -296,6 +298,7 @@ def test_uncounted_code_beside_the_script_is_refused(folder, name):
     check(folder, f"{top}: a folder" if "/" in name else f"{top}: not a file a records folder holds")
 
 
+@pytest.mark.slow
 def test_a_seed_key_cannot_reach_outside_the_folder(folder):
     fifo(folder.parent / "elsewhere.log")  # reading it would hang
     doc = json.loads((folder / "submission.json").read_text())
@@ -304,12 +307,14 @@ def test_a_seed_key_cannot_reach_outside_the_folder(folder):
     check(folder, "seed '1/../../elsewhere' is not a number", timeout=30)
 
 
+@pytest.mark.slow
 def test_file_names_cannot_repaint_the_terminal(folder):
     (folder / "x\r  ok: all fine\x1b[1A\x1b[2K\x1b]0;title\x07.txt").write_text("")
     text = check(folder, "not a file a records folder holds")
     assert not any(c in text for c in "\r\x1b\x07")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])
 def test_special_files_in_the_folder_are_never_opened(folder, kind):
     (folder / "submission.json").unlink()
@@ -320,6 +325,7 @@ def test_special_files_in_the_folder_are_never_opened(folder, kind):
     check(folder, "symbolic link" if kind == "symlink" else "not a regular file", timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", [[3, 10**30], ["3", "x"], [3], "3.11"])
 def test_a_malformed_target_python_is_a_problem(folder, python):
     doc = json.loads((folder / "submission.json").read_text())
@@ -328,18 +334,21 @@ def test_a_malformed_target_python_is_a_problem(folder, python):
     check(folder, "golfpack.python must be [3, minor]")
 
 
+@pytest.mark.slow
 def test_a_bogus_coding_line_is_a_problem(folder):
     data = (folder / SCRIPT).read_bytes()
     (folder / SCRIPT).write_bytes(data.replace(b"coding: latin-1", b"coding: bogus-9", 1))
     check(folder, "not in the shape golfpack")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["x=" + "-" * 300_000 + "1", "x=" + "(" * 1000 + "1" + ")" * 1000])
 def test_a_module_nested_too_deeply_is_a_problem(folder, module):
     repacked(folder, lambda files: files.update({"golfpack/deep.py": module}))
     check(folder, "golfpack/deep.py: does not compile")
 
 
+@pytest.mark.slow
 def test_a_bundle_bomb_is_refused_within_bounds(folder):
     repacked(folder, lambda files: files.update({"golfpack/big.py": "x=1\n" * (2 << 20)}))
     print(f"{(folder / SCRIPT).stat().st_size:,}-byte script")
