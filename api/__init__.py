@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from .codec.decoders.chain import DecoderSpec
-    from .codec.spec import PipelineSpec
+    from .codec.rules import PipelineSpec
     from .trainer.calibrate import Batch  # (input ids, target ids), each (batch, seq)
 
 __all__ = ["CHALLENGE_CAP", "BudgetError", "Calibration", "budget", "calibrate", "compress", "decompress",
@@ -64,7 +64,7 @@ def shard_batches(pattern: str, seq_len: int, *, batch_seqs: int = 8, vocab_size
     """Endless ``(x, y)`` batches of ``batch_seqs`` windows of ``seq_len`` tokens from challenge
     training shards (a glob), after the first ``skip`` tokens: the convenience for a script
     without a loader of its own."""
-    from .trainer.calibrate import shard_batches as batches
+    from .model.shards import shard_batches as batches
 
     return batches(pattern, vocab_size, seq_len, batch_seqs, skip)
 
@@ -98,7 +98,8 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     scored by their mean cross-entropy on each held-out sequence."""
     import torch
 
-    from .codec.pipeline import decode_state_dict
+    from .codec.decoders.chain import decode_container
+    from .codec.decoders.container import read_container
     from .model.anatomy import load_weights, model_device
 
     device = model_device(model)
@@ -106,7 +107,7 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
 
     @torch.no_grad()
     def score(container: bytes) -> list[float]:
-        state, _ = decode_state_dict(container, table)
+        state = decode_container(read_container(container), table)
         load_weights(model, state, "contender")
         was_training = model.training
         model.eval()
@@ -117,9 +118,12 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     return score
 
 
+HOST = "golfpack.codec.host"  # the installed side: pipelines by name or file, the registry's stages
+
+
 def _inlined():
-    """What ``golfpack inline`` packed beside the API in a records script (its pipeline and
-    stages, module ``golfpack._packed``), or None where golfpack is installed."""
+    """What ``golfpack inline`` packed beside the API in a records script (its pipeline, module
+    ``golfpack._packed``, ``codec/rules.py``), or None where golfpack is installed."""
     try:
         from . import _packed as packed
     except ImportError:
@@ -127,28 +131,38 @@ def _inlined():
     return packed
 
 
-def _registry():
-    """The stages this golfpack knows: installed (built in, and plugins), or packed."""
-    from .codec.registry import discover, packed_registry
+def _host():
+    """``codec/host.py``, imported by name: ``golfpack inline`` packs what the API's import
+    statements reach, and an inlined script has no use for the pipeline parser or the registry
+    of installed stages and plugins (it has only the pipeline it packed)."""
+    import importlib
 
-    packed = _inlined()
-    return discover() if packed is None else packed_registry(packed.STAGES)
+    return importlib.import_module(HOST)
 
 
 def _pipeline(pipeline: "str | PipelineSpec | None") -> "PipelineSpec":
     """``None``: the default pipeline, or the one an inlined script packed; a name or a file:
     that pipeline, where golfpack is installed (an inlined script has only the one it packed)."""
-    from .codec.spec import PipelineSpec, load_spec, spec_from_doc
+    from .codec.rules import PipelineSpec, packed_spec
 
     if isinstance(pipeline, PipelineSpec):
         return pipeline
     packed = _inlined()
     if packed is None:
-        return load_spec("default" if pipeline is None else pipeline)
+        return _host().load_spec("default" if pipeline is None else pipeline)
     if pipeline not in (None, packed.NAME):
         raise ValueError(f"this script packed the pipeline {packed.NAME!r} (golfpack inline --pipeline), "
                          f"not {pipeline!r}")
-    return spec_from_doc(packed.PIPELINE, packed.NAME, _registry())
+    return packed_spec(packed)
+
+
+def _decoders() -> "dict[str, DecoderSpec]":
+    """The decoders this golfpack trusts: the installed stages' (built in, and plugins), or
+    those of the pipeline an inlined script packed (nothing installed where it runs joins in)."""
+    from .codec.rules import packed_decoders
+
+    packed = _inlined()
+    return _host().decoder_table() if packed is None else packed_decoders(packed)
 
 
 def compress(model: "torch.nn.Module", calibration: Calibration | None = None, budget: int | None = None, *,
@@ -214,14 +228,13 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
     unpickled, and its SHA-256 must match."""
     from .codec.decoders.chain import decode_container
     from .codec.decoders.container import read_container
-    from .codec.registry import decoder_table
     from .model.anatomy import load_weights
     from .model.files import read_regular
 
     source = "model data"
     if not isinstance(data, (bytes, bytearray, memoryview)):
         source, data = str(data), read_regular(Path(data), MAX_MODEL_FILE_BYTES)
-    state = decode_container(read_container(bytes(data)), decoder_table(_registry()))
+    state = decode_container(read_container(bytes(data)), _decoders())
     if model is not None:
         load_weights(model, state, source)
     return state

@@ -16,7 +16,8 @@ import fnmatch
 
 from golfpack.codec.decoders.container import read_container
 from golfpack.codec.entropy import order0_bits
-from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger, symbols_of
+from golfpack.codec.host import decode_state_dict, ledger, symbols_of
+from golfpack.codec.pipeline import encode_state_dict
 from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
 from golfpack.model.checkpoint import load_checkpoint
@@ -24,7 +25,7 @@ from golfpack.model.eval_settings import EvalSettings
 from golfpack.model.evaluate import evaluate_files
 from golfpack.model.config import GPTConfig
 from golfpack.model.gpt import GPT
-from golfpack.trainer.calibrate import load_hessians
+from golfpack.trainer.calibration_files import load_hessians
 
 MATRICES = "blocks.*.attn.c_*.weight blocks.*.attn.proj.weight blocks.*.mlp.*.weight".split()
 

@@ -31,7 +31,7 @@ from golfpack.model.checkpoint import Checkpoint, save_checkpoint
 from golfpack.model.config import GPTConfig
 from golfpack.model.gpt import GPT as GolfpackGPT
 from golfpack.model.shards import TokenStream
-from golfpack.trainer.calibrate import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
+from golfpack.trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
 from golfpack.trainer.config import TrainConfig, load_config, set_builder
 from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
 from golfpack.trainer.train import train

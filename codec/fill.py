@@ -77,7 +77,7 @@ from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
-from .spec import PipelineSpec, Rule
+from .rules import PipelineSpec, Rule
 from .stage import Stage, StageError
 
 MAX_SOLVES = 8
@@ -170,7 +170,7 @@ class Filler:
                  hessians: Mapping[str, torch.Tensor], meta: dict, say: Callable[[str], None],
                  sensitivity: Mapping[str, torch.Tensor], decoders: Mapping[str, DecoderSpec] | None = None) -> None:
         self.state_dict, self.spec, self.hessians, self.meta, self.say = state_dict, spec, hessians, meta, say
-        self.decoders = decoders
+        self.decoders = used_decoders(spec, state_dict) if decoders is None else decoders
         self.names = allocatable(spec, state_dict)
         self.sens = {n: s for n, s in sensitivity.items() if n in self.names and s.shape == state_dict[n].shape}
         self.cancelling = cancelling_hessians(hessians, {n: "embedding" for n in self.names if self.is_embedding(n)})
@@ -211,10 +211,6 @@ class Filler:
 
     def exact_rise(self, n: str, record: Record) -> float:
         """The predicted loss rise of tensor ``n``'s weights as ``record`` decodes them."""
-        if self.decoders is None:  # imported here: a records script passes its own table
-            from .registry import decoder_table
-
-            self.decoders = decoder_table()
         decoded = decode_container(read_container(write_container([record], {})), self.decoders)
         return loss_rise(self.state_dict[n], decoded[n].float(), self.sens[n], self.cancelling.get(n))
 
@@ -362,7 +358,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          trained: Mapping[str, tuple[int, str, float]] | None = None) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`pick` ships (module docstring). ``decoders``: the table that
-    decodes contenders for their exact predictions (default: the installed stages');
+    decodes contenders for their exact predictions (default: :func:`used_decoders`);
     ``trained``: the grids (bits, clip, column-scale power) the weights were trained toward, per tensor."""
     say = progress or (lambda _: None)
     hessians = hessians or {}

@@ -1,19 +1,14 @@
-"""State dict -> container bytes (encode) and container -> state dict (decode), with the
-per-tensor byte ledger that ``golfpack inspect`` and the benchmarks print."""
+"""State dict -> container bytes: each tensor through its rule's chain of stages. (Decoding
+with the installed stages, and the per-tensor ledger, are ``host.py``.)"""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
-from .decoders.base import FLOAT_WIDTH, MAX_NAME_CHARS, SYMBOLS, TensorMeta
-from .decoders.chain import DecoderSpec, check_chain, decode_container, undo_stages
-from .decoders.container import Container, Entry, read_container, write_container
-from .entropy import order0_bits
-from .registry import decoder_table
-from .spec import PipelineSpec
+from .decoders.base import FLOAT_WIDTH, MAX_NAME_CHARS, TensorMeta
+from .decoders.container import write_container
+from .rules import PipelineSpec
 from .stage import EncodeContext, Stage, StageError
 
 
@@ -80,51 +75,3 @@ def encode_state_dict(
         if progress is not None:
             progress(name)
     return write_container(records, meta or {})
-
-
-def decode_state_dict(data: bytes, table: Mapping[str, DecoderSpec] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    container = read_container(data)
-    return decode_container(container, decoder_table() if table is None else table), container.meta
-
-
-@dataclass(frozen=True)
-class TensorLedger:
-    name: str
-    shape: tuple[int, ...]
-    params: int
-    chain: str
-    bytes: int
-    entropy_bytes: float | None  # order-0 bound of the symbols (+ their side streams), for quantized tensors
-
-    @property
-    def bits_per_param(self) -> float:
-        return 8 * self.bytes / max(self.params, 1)
-
-
-def symbols_of(container: Container, entry: Entry, table: Mapping[str, DecoderSpec]) -> np.ndarray | None:
-    """Undo the coding stages of ``entry`` down to its integer symbols (None if it has none)."""
-    check_chain(entry, table)
-    kinds = [table[r.stage].produces for r in entry.chain]
-    if SYMBOLS not in kinds:
-        return None
-    return undo_stages(container, entry, table, keep=kinds.index(SYMBOLS) + 1)
-
-
-LEDGER_PARAMS = ("bits", "cols", "lqer", "level", "width", "store")  # the stage params worth showing in a chain
-
-
-def ledger(container: Container, table: Mapping[str, DecoderSpec] | None = None) -> list[TensorLedger]:
-    """One row per tensor, computed one tensor at a time (each tensor's symbols are freed before
-    the next is decoded, so the peak is one tensor's intermediates)."""
-    table = decoder_table() if table is None else table
-    rows = []
-    for e in container.entries:
-        nbytes = e.data.length + sum(s.length for r in e.chain for s in r.blobs.values())
-        symbols = symbols_of(container, e, table)
-        side = sum(s.length for r in e.chain for s in r.blobs.values() if table[r.stage].produces == SYMBOLS)
-        entropy = None if symbols is None else order0_bits(np.asarray(symbols)) / 8 + side
-        del symbols
-        chain = " -> ".join(f"{r.stage}" + "".join(f" {k}={v}" for k, v in sorted(r.params.items())
-                                                   if k in LEDGER_PARAMS) for r in e.chain)
-        rows.append(TensorLedger(e.meta.name, e.meta.shape, e.meta.numel, chain, nbytes, entropy))
-    return rows

@@ -37,7 +37,8 @@ from .encoders.intq import column_scales
 from .fill import Filler
 from .pipeline import record_bytes
 from .registry import Registered
-from .spec import PipelineSpec, load_spec, spec_from_doc
+from .rules import PipelineSpec
+from .spec import load_spec, spec_from_doc
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Pipeline specs: ordered rules mapping tensor-name globs to stage chains.
+"""Pipeline specs, parsed: ordered rules mapping tensor-name globs to stage chains (the spec
+objects themselves, and the packed form an inlined script carries, are ``rules.py``).
 
 A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from a TOML file::
 
@@ -24,14 +25,13 @@ at decode time.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from .decoders.base import first_match
 from .decoders.chain import chain_mismatch
 from .encoders.intq import QuantParams
 from .registry import Registered, discover, get_stage
+from .rules import ROLE_PREFIX, PipelineSpec, Rule
 from .stage import Stage, StageError
 
 if sys.version_info >= (3, 11):
@@ -43,7 +43,6 @@ DEFAULT_SPEC_FILE = "default_pipeline.toml"  # beside this module (a records scr
 
 RULE_KEYS = {"match", "role", "chain", "name", "allocate"}
 ROLES = ("matrix", "embedding", "small")
-ROLE_PREFIX = "role:"
 SPEC_KEYS = {"rule", "fill"}
 
 HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use 'ans'",
@@ -51,70 +50,18 @@ HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use '
          ("tensor", "bytes"): "start with a quantizer or a float stage such as 'fp16'"}
 
 
-@dataclass(frozen=True)
-class Rule:
-    patterns: tuple[str, ...]
-    stages: tuple[Stage, ...]
-    name: str = ""
-    allocate: bool = True  # --fill may choose this rule's grid (when it starts with a grid quantizer)
-    roles: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return self.name or (self.patterns[0] if self.patterns else ROLE_PREFIX + self.roles[0])
-
-    def matches(self, name: str, role: str | None) -> bool:
-        return role in self.roles or first_match(name, [self.patterns]) is not None
-
-    @property
-    def chain(self) -> str:
-        return " -> ".join(s.describe() for s in self.stages)
+def spec_json(spec: PipelineSpec) -> list[dict]:
+    """The rules as data (labels, globs, roles, chain text), for the artifact's manifest."""
+    return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} | ({"role": list(r.roles)} if r.roles else {})
+            for r in spec.rules]
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    rules: tuple[Rule, ...]
-    source: str
-    fill: bool = False  # the spec asks build to fill the budget
-    roles: Mapping[str, str] = field(default_factory=dict, compare=False)  # tensor name -> role, for `role` rules
-
-    def with_roles(self, roles: Mapping[str, str]) -> "PipelineSpec":
-        """This spec, bound to one model's tensor roles (``model.anatomy.tensor_roles``)."""
-        return replace(self, roles=dict(roles))
-
-    def rule_index(self, name: str, role: str | None = None) -> int:
-        """Index of the first rule whose globs match ``name`` or whose roles include its role
-        (``role``, or the one the spec is bound to)."""
-        role = self.roles.get(name) if role is None else role
-        for i, rule in enumerate(self.rules):
-            if rule.matches(name, role):
-                return i
-        raise StageError(f"pipeline {self.source}: no rule matches tensor '{name}' (add a final '*' rule)")
-
-    def rule_for(self, name: str, role: str | None = None) -> Rule:
-        return self.rules[self.rule_index(name, role)]
-
-    def chosen_by_role(self, names: list[str]) -> dict[str, int]:
-        """Tensors whose rule a role chose (its globs do not match the name), with that rule's
-        index: all a container's meta needs for ``inspect`` to group them (it sees names, not
-        roles), and empty for a model whose names the globs know."""
-        chosen = {name: self.rule_index(name) for name in names}
-        return {name: i for name, i in chosen.items() if first_match(name, [self.rules[i].patterns]) is None}
-
-    def to_json(self) -> list[dict]:
-        """The rules as data (labels, globs, roles, chain text), for the artifact's manifest."""
-        return [{"name": r.label, "match": list(r.patterns), "chain": r.chain} | ({"role": list(r.roles)} if r.roles else {})
-                for r in self.rules]
-
-    def to_doc(self) -> dict:
-        """The spec as a pipeline file's table (``spec_from_doc`` reads it back): how a records
-        script carries its pipeline."""
-        rules = [{"name": r.label, "match": list(r.patterns), "role": list(r.roles), "chain": r.chain,
-                  "allocate": r.allocate} for r in self.rules]
-        return {"fill": self.fill, "rule": rules}
-
-    def needs_calibration(self, names: list[str]) -> bool:
-        return any(s.needs_calibration for n in names for s in self.rule_for(n).stages)
+def spec_doc(spec: PipelineSpec) -> dict:
+    """The spec as a pipeline file's table (:func:`spec_from_doc` reads it back): how a records
+    script carries its pipeline."""
+    rules = [{"name": r.label, "match": list(r.patterns), "role": list(r.roles), "chain": r.chain,
+              "allocate": r.allocate} for r in spec.rules]
+    return {"fill": spec.fill, "rule": rules}
 
 
 def parse_chain(text: str, registry: Mapping[str, Registered] | None = None) -> tuple[Stage, ...]:

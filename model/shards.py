@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -159,3 +159,17 @@ class TokenStream:
         if not chunks:
             return self.tokens[:0]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+def shard_batches(train_files: str, vocab_size: int | None, seq_len: int, batch_seqs: int = 8,
+                  skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless ``(x, y)`` batches of ``batch_seqs`` windows of ``seq_len`` from training shards,
+    after the first ``skip`` tokens: consecutive windows, each target the next token. The
+    stream advances by exactly the input tokens, so ``skip`` counts what earlier readers took."""
+    stream = TokenStream(train_files, vocab_size)
+    stream.take(skip)
+    carry = stream.take(1).to(torch.int64)
+    while True:
+        chunk = torch.cat([carry, stream.take(batch_seqs * seq_len).to(torch.int64)])
+        carry = chunk[-1:]
+        yield chunk[:-1].reshape(batch_seqs, seq_len), chunk[1:].reshape(batch_seqs, seq_len)

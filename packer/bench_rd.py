@@ -46,7 +46,8 @@ import torch
 from ..codec.allocate import cancelling_hessians, loss_rise
 from ..codec.fill import fill
 from ..codec.registry import decoder_table
-from ..codec.pipeline import decode_state_dict, encode_state_dict
+from ..codec.host import decode_state_dict
+from ..codec.pipeline import encode_state_dict
 from ..codec.spec import load_spec
 from .models import open_checkpoint
 from ..model.anatomy import load_weights, tensor_roles
@@ -54,7 +55,7 @@ from ..model.builders import build_model
 from ..model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
-from ..trainer.calibrate import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
+from ..trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
 from .record_recipe import record_export, record_export_full
 from .. import contender_score
 

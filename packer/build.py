@@ -10,13 +10,14 @@ from .. import CHALLENGE_CAP, BudgetError, Calibration
 from ..codec.decoders.chain import DecoderSpec
 from ..codec.fill import used_decoders
 from ..codec.registry import discover
-from ..codec.spec import PipelineSpec, load_spec
+from ..codec.rules import PipelineSpec
+from ..codec.spec import load_spec, spec_json
 from ..model.anatomy import tensor_roles
 from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from ..model.shards import refuse_validation, resolve_shards
-from ..trainer.calibrate import calib_path
+from ..trainer.calibration_files import calib_path
 from .bundle import bootstrap_member, build_bundle
 from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
@@ -70,7 +71,7 @@ def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: s
         code={"member": f"code.{bundle.codec}", "codec": bundle.codec, "raw_bytes": bundle.raw_bytes,
               "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
         weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
-        pipeline=spec.to_json(), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
+        pipeline=spec_json(spec), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
         train_config=train_config, sha256={})
     return [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)], manifest
 

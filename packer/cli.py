@@ -236,7 +236,7 @@ TRAIN_FLAGS = {  # CLI flag -> config key
 def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_every, force, model, **flags) -> None:
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
     from ..codec.qat_plan import grid_planner
-    from ..codec.spec import load_spec, quantizer_rules
+    from ..codec.spec import load_spec, quantizer_rules, spec_doc
     from ..model.anatomy import tensor_roles
     from ..model.builders import build_model
     from ..trainer.config import TrainConfig, load_config, set_builder
@@ -252,7 +252,7 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
         if not cfg.qat_start_frac < 1:
             raise click.UsageError("--budget trains toward its plan from --qat-start on: give --qat-start (e.g. 0.8)")
         spec = load_spec(pipeline or "default")
-        cfg.qat_pipeline = spec.to_doc()
+        cfg.qat_pipeline = spec_doc(spec)
         frame = model_frame_size(spec, build_model(cfg.model_builder, cfg.model), cfg.model_builder, cfg.to_dict())
         cfg.qat_budget = weights_budget(budget, frame)
     elif pipeline is not None:

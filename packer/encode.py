@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 
 from .. import Calibration, compress
-from ..codec.spec import PipelineSpec
+from ..codec.rules import PipelineSpec
 from ..model.builders import model_meta
 from ..model.checkpoint import Checkpoint
-from ..trainer.calibrate import calib_path, collect_hessians, collect_sensitivity, heldout_batches, load_hessians, \
+from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, heldout_batches, load_hessians, \
     sens_path
 from ..trainer.qat import MAX_RULES, parse_rule
 

@@ -3,7 +3,7 @@
 
 The user's source stays as written (readable, below a marker); above it go the closure of
 golfpack's public API for one pipeline (the API, the calibration, the fill, the pipeline's
-encoders and decoders, and ``golfpack/_packed.py``: the pipeline and its stages), minified and
+encoders and decoders, and ``golfpack/_packed.py``: the pipeline as data, ``codec/rules.py``), minified and
 compressed into a Latin-1 literal, and the one line that installs it as ``golfpack``
 (``records/layout.py: render_inline``). ``requirements.txt`` lists the third-party
 distributions the packed code and the user's own imports need. The script is read as data
@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import CHALLENGE_CAP
-from ..codec.registry import discover
+from ..codec.encoders.intq import RTN
+from ..codec.fill import allocates
+from ..codec.rules import packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
 from .bundle import DISTRIBUTIONS, build_bundle, ships_in_records
@@ -134,11 +136,6 @@ def user_requirements(path: Path, modules: set[str]) -> set[str]:
     return out
 
 
-def packed_module(name: str, doc: dict, stages: dict[str, str]) -> str:
-    return (f'"""The pipeline and stages golfpack inline packed."""\nNAME = {name!r}\nPIPELINE = {doc!r}\n'
-            f"STAGES = {stages!r}\n")
-
-
 def inline(script: str | Path, out: str | Path, pipeline: str = "default", force: bool = False) -> InlineResult:
     script, out = Path(script), Path(out)
     if out.exists() and (not out.is_dir() or out.is_symlink()):
@@ -150,15 +147,13 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     if not any(m == API or m.startswith(API + ".") for m in modules):
         raise InlineError(f"{script}: does not import golfpack; there is nothing to inline")
     requirements = user_requirements(script, modules)
-    registry = discover()
-    spec = load_spec(pipeline, registry)
-    classes = sorted({type(s) for r in spec.rules for s in r.stages}, key=lambda c: c.name)
-    stages = {c.name: f"{c.__module__}:{c.__qualname__}" for c in classes}
+    spec = load_spec(pipeline)
+    extra = (RTN,) if any(allocates(r) for r in spec.rules) else ()  # what a fill codes with beyond the rules
+    classes = sorted({type(s) for r in spec.rules for s in r.stages} | set(extra), key=lambda c: c.name)
     decoders = [c.decoder() for c in classes]
     own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"))
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
-                          allowed=ships_in_records, erase_types=False,
-                          data={PACKED: packed_module(spec.source, spec.to_doc(), stages)})
+                          allowed=ships_in_records, erase_types=False, data={PACKED: packed_source(spec, extra)})
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records)
     prefix, body = split_user_source(text)
     data = render_inline(InlineParts(golfpack_version(), pipeline_label(pipeline), bundle.codec, bundle.compressed,

@@ -16,7 +16,7 @@ from ..codec.decoders.base import first_match
 from ..codec.decoders.chain import DecoderSpec, check_container
 from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
 from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS, PREDICTED_FIELD
-from ..codec.pipeline import TensorLedger, ledger as tensor_ledger
+from ..codec.host import TensorLedger, ledger as tensor_ledger
 from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
 from .runtime.artifact import BOOTSTRAP, MANIFEST, WEIGHTS, zip_overhead

@@ -33,7 +33,7 @@ def test_spearman_ranks_with_ties():
 
 def test_record_export_keeps_small_tensors_and_quantizes_matrices(trained):
     from golfpack.model.checkpoint import load_checkpoint
-    from golfpack.trainer.calibrate import calib_path, load_hessians
+    from golfpack.trainer.calibration_files import calib_path, load_hessians
 
     state = load_checkpoint(trained).state_dict
     nbytes, out = record_export(state, load_hessians(calib_path(trained)))
@@ -53,7 +53,7 @@ def test_the_record_as_run_corrects_its_three_worst_matrices(trained):
     from golfpack.codec.gptq import gptq_quantize
     from golfpack.model.checkpoint import load_checkpoint
     from golfpack.packer.record_recipe import class_clip
-    from golfpack.trainer.calibrate import calib_path, load_hessians
+    from golfpack.trainer.calibration_files import calib_path, load_hessians
 
     state = {k: v.float() for k, v in load_checkpoint(trained).state_dict.items()}
     hessians = load_hessians(calib_path(trained))

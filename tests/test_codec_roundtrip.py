@@ -15,7 +15,8 @@ from golfpack.codec.decoders.container import read_container
 from golfpack.codec.decoders.intq import dequantize
 from golfpack.codec.encoders.intq import GPTQParams
 from golfpack.codec.gptq import gptq_quantize
-from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
+from golfpack.codec.host import decode_state_dict
+from golfpack.codec.pipeline import encode_state_dict
 from golfpack.codec.rdoq import quantize_rdoq
 from golfpack.codec.decoders.intq import ClipRule, fake_quantize, quantize_rtn
 from golfpack.codec.spec import load_spec
@@ -84,7 +85,7 @@ def test_gptq_without_calibration_is_a_clear_error():
 
 def test_ans_symbols_round_trip_many_alphabets():
     from golfpack.codec.decoders.container import read_container
-    from golfpack.codec.pipeline import symbols_of
+    from golfpack.codec.host import symbols_of
     from golfpack.codec.registry import decoder_table
 
     for bits in range(2, 9):

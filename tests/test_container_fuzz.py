@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from golfpack.codec.decoders.base import DecodeError
 from golfpack.codec.decoders.container import HEADER, ContainerError, read_container
 from golfpack.codec.decoders.intq import read_col_scales
-from golfpack.codec.pipeline import decode_state_dict, encode_state_dict, ledger
+from golfpack.codec.host import decode_state_dict, ledger
+from golfpack.codec.pipeline import encode_state_dict
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "

@@ -11,7 +11,7 @@ from golfpack.model import files
 from golfpack.model.checkpoint import Checkpoint, save_checkpoint
 from golfpack.model.files import atomic_write_bytes
 from golfpack.model.shards import write_shard
-from golfpack.trainer.calibrate import save_hessians
+from golfpack.trainer.calibration_files import save_hessians
 
 
 def test_no_clobber_is_decided_at_publish_time(tmp_path, monkeypatch):

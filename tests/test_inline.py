@@ -187,19 +187,36 @@ def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp
             parse_inline(tampered)
 
 
+def replanted(folder, files: dict, rec: Path) -> Path:
+    """``rec``: a records folder whose train_gpt.py is ``folder``'s with its bundle replaced by ``files``."""
+    from golfpack.packer.bundle import compress_solid
+    from golfpack.packer.records.layout import InlineParts
+    from golfpack.packer.runtime.finder import pack_bundle
+
+    parts = parse_inline((folder / "train_gpt.py").read_bytes())
+    compressed, codec = compress_solid(pack_bundle(files))
+    rec.mkdir()
+    (rec / "train_gpt.py").write_bytes(render_inline(InlineParts(parts.version, parts.pipeline, codec, compressed,
+                                                                 parts.prefix, parts.body)))
+    (rec / "submission.json").write_text('{"val_bpb": 1.0, "seed_results": {"1": {}}}')
+    return rec
+
+
+def packed_files(folder) -> dict:
+    from golfpack.packer.records.loader import read_bundle
+
+    parts = parse_inline((folder / "train_gpt.py").read_bytes())
+    return read_bundle(parts.codec, parts.compressed)
+
+
 def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
     """A bundle path outside golfpack/ is foreign code, reported without looking it up (finding a
     module imports its parent package); the folder is refused and the planted package never runs."""
     from golfpack.packer.records.check import check_folder
     from golfpack.packer.records.check_inline import foreign_modules
-    from golfpack.packer.records.layout import InlineParts
-    from golfpack.packer.bundle import compress_solid
-    from golfpack.packer.records.loader import read_bundle
-    from golfpack.packer.runtime.finder import pack_bundle
 
     out, _ = folder
-    parts = parse_inline((out / "train_gpt.py").read_bytes())
-    files = read_bundle(parts.codec, parts.compressed)
+    files = packed_files(out)
     plant = tmp_path / "plant"
     (plant / "evilpkg").mkdir(parents=True)
     marker = tmp_path / "imported"
@@ -208,16 +225,33 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
     try:
         evil = {**files, "evilpkg/mod.py": "x = 1\n"}
         assert foreign_modules(evil) == ["evilpkg/mod.py"] and not marker.exists()
-        compressed, codec = compress_solid(pack_bundle(evil))
-        rec = tmp_path / "rec"
-        rec.mkdir()
-        (rec / "train_gpt.py").write_bytes(render_inline(InlineParts(parts.version, parts.pipeline, codec, compressed,
-                                                                     parts.prefix, parts.body)))
-        (rec / "submission.json").write_text('{"val_bpb": 1.0, "seed_results": {"1": {}}}')
-        problems = check_folder(rec).problems
+        problems = check_folder(replanted(out, evil, tmp_path / "rec")).problems
         assert any("not golfpack 0.1.0's own: evilpkg/mod.py" in p for p in problems) and not marker.exists()
     finally:
         sys.path.remove(str(plant))
+
+
+@pytest.mark.parametrize("tamper, why", [
+    (lambda s: s + "import os\n", "not the packed pipeline"),  # code after the data
+    (lambda s: s.replace("FILL = True", "FILL = True; import os"), "not the packed pipeline"),
+    (lambda s: s.replace("'bits': 6", "'bits': '6'"), "not in the form"),  # re-spelled, coerced back
+    (lambda s: s.replace("'bits': 6", "'bits': 99"), "not a pipeline golfpack can build"),
+    (lambda s: s.replace(":CtxANS'", ":ANS'"), "not golfpack's built-in ones"),  # a class under another's name
+    (lambda s: s.replace("STAGES = {", "STAGES = {'evil': 'os:system', "), "not golfpack's built-in ones"),
+])
+def test_check_holds_the_packed_pipeline_to_what_inline_writes(folder, tmp_path, tamper, why):
+    """The packed pipeline module runs in the script, so check reads it as literals only, imports a
+    stage only once it is golfpack's own built-in one, and accepts the module only if golfpack
+    writes it back byte for byte."""
+    from golfpack.packer.records.check import check_folder
+
+    out, _ = folder
+    files = packed_files(out)
+    tampered = tamper(files["golfpack/_packed.py"])
+    assert tampered != files["golfpack/_packed.py"]
+    problems = check_folder(replanted(out, {**files, "golfpack/_packed.py": tampered}, tmp_path / "rec")).problems
+    print(problems)
+    assert any(why in p for p in problems), problems
 
 
 def test_a_script_nested_beyond_the_parser_is_a_problem_not_a_crash(folder, tmp_path):

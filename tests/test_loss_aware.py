@@ -11,14 +11,14 @@ import torch
 
 from golfpack.codec.allocate import cancelling_hessians, loss_rise
 from golfpack.codec.fill import CONTENDERS, PREDICTED, TRAINED, Allocation, fill, pick
-from golfpack.codec.pipeline import decode_state_dict
+from golfpack.codec.host import decode_state_dict
 from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
 from golfpack.model.anatomy import tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.packer.ledger import read_contenders
 from golfpack import contender_score
-from golfpack.trainer.calibrate import calib_path, collect_sensitivity, heldout_batches, load_hessians
+from golfpack.trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians
 
 SEQ = 128
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from golfpack.codec.pipeline import decode_state_dict
+from golfpack.codec.host import decode_state_dict
 from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from golfpack.packer.runtime.artifact import ArtifactError, read_zip
 from golfpack.packer.verify import verify_artifact

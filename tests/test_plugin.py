@@ -21,7 +21,8 @@ def tutorial_files() -> dict[str, str]:
 
 ROUND_TRIP = textwrap.dedent("""
     import torch
-    from golfpack.codec.pipeline import decode_state_dict, encode_state_dict
+    from golfpack.codec.host import decode_state_dict
+    from golfpack.codec.pipeline import encode_state_dict
     from golfpack.codec.decoders.container import read_container
     from golfpack.codec.spec import load_spec
     t = torch.randn(40, 24)

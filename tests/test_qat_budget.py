@@ -12,7 +12,7 @@ import torch
 from golfpack.codec.decoders.intq import ClipRule, fake_quantize, noise_quantize, row_scales
 from golfpack.codec.encoders.intq import column_scales
 from golfpack.codec.fill import Allocation, fill, pick
-from golfpack.codec.pipeline import decode_state_dict
+from golfpack.codec.host import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids
 from golfpack.codec.spec import load_spec
 from golfpack.model.anatomy import tensor_roles
@@ -21,7 +21,7 @@ from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear
 from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
 from golfpack.packer.encode import read_plan
-from golfpack.trainer.calibrate import calib_path, collect_sensitivity, load_hessians
+from golfpack.trainer.calibration_files import calib_path, collect_sensitivity, load_hessians
 from golfpack.trainer.qat import QatRule, parse_rules, plan_rules
 from golfpack.trainer.train import train
 

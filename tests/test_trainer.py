@@ -12,7 +12,7 @@ from golfpack.model import GPTConfig
 from golfpack.model.anatomy import tensor_roles
 from golfpack.model.builders import build_model
 from golfpack.model.checkpoint import load_checkpoint
-from golfpack.trainer.calibrate import collect_hessians
+from golfpack.trainer.calibration_files import collect_hessians
 from golfpack.trainer.config import ConfigError, load_config
 from golfpack.codec.spec import load_spec, quantizer_rules
 from golfpack.trainer.qat import set_qat, switch_is_visible

@@ -34,7 +34,7 @@ from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
-from .calibrate import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
+from .calibration_files import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
 from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .log_line import STEP_VAL

@@ -15,10 +15,12 @@ import ast
 import hashlib
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 from ... import CHALLENGE_CAP
 from ...codec.decoders.chain import decode_container
 from ...codec.decoders.container import read_container
+from ...model.console import one_line
 from ...model.files import read_regular
 from ..bundle import minify, module_path
 from ..version import golfpack_version
@@ -30,14 +32,45 @@ from .loader import read_bundle
 PACKED = "golfpack/_packed.py"
 
 
-def packed_stages(source: str) -> dict[str, str]:
-    """``STAGES`` of the packed settings module, read as a literal (never run)."""
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["STAGES"]:
-            stages = ast.literal_eval(node.value)
-            if isinstance(stages, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items()):
-                return stages
-    raise ValueError(f"{PACKED}: no STAGES table of names")
+PACKED_NAMES = ("NAME", "FILL", "RULES", "STAGES")  # codec/rules.py: packed_source, in order
+
+
+def packed_literals(source: str) -> SimpleNamespace:
+    """The packed pipeline module read as data (never run): a docstring, then exactly
+    :data:`PACKED_NAMES` assigned literals, in order; ``STAGES`` a table of names."""
+    body = ast.parse(source).body
+    doc = body[:1] if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else []
+    rest = body[len(doc):]
+    if [getattr(n.targets[0], "id", None) if isinstance(n, ast.Assign) and len(n.targets) == 1 else None
+            for n in rest] != list(PACKED_NAMES):
+        raise ValueError(f"{PACKED}: not the packed pipeline golfpack inline writes ({', '.join(PACKED_NAMES)})")
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in rest}
+    stages = values["STAGES"]
+    if not (isinstance(stages, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items())):
+        raise ValueError(f"{PACKED}: STAGES is not a table of names")
+    return SimpleNamespace(**values)
+
+
+def packed_pipeline(packed: SimpleNamespace, source: str) -> dict:
+    """The decoder table of a packed pipeline whose stages are all golfpack's own built-in ones
+    (checked by name before any is imported), and which ``codec/rules.py: packed_source`` writes
+    back byte for byte from the stages it builds: nothing in the module but the pipeline."""
+    from ...codec.registry import discover
+    from ...codec.rules import packed_classes, packed_source, packed_spec
+
+    registry = {n: r for n, r in discover().items() if r.cls is not None and r.origin == "builtin"}
+    unknown = [n for n, ref in packed.STAGES.items() if n not in registry or
+               f"{registry[n].cls.__module__}:{registry[n].cls.__qualname__}" != ref]
+    if unknown:
+        raise ValueError(f"{PACKED}: stages that are not golfpack's built-in ones: {', '.join(unknown)}")
+    try:
+        classes = packed_classes(packed)
+        again = packed_source(packed_spec(packed), tuple(classes.values()))
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # StageError is a ValueError
+        raise ValueError(f"{PACKED}: not a pipeline golfpack can build ({one_line(e)})") from None
+    if again != source:
+        raise ValueError(f"{PACKED}: not in the form golfpack inline writes (something added or re-spelled)")
+    return {n: c.decoder() for n, c in classes.items()}
 
 
 def foreign_modules(files: dict[str, str]) -> list[str]:
@@ -66,7 +99,7 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     try:
         parts = parse_inline(data)
         files = read_bundle(parts.codec, parts.compressed)
-        stages = packed_stages(files.get(PACKED, ""))
+        packed = packed_literals(files.get(PACKED, ""))
     except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
         report.problems.append(f"{SCRIPT}: {e}")
         return
@@ -82,15 +115,11 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     if foreign:
         report.problems.append(f"{SCRIPT}: packed code is not golfpack {parts.version}'s own: {', '.join(foreign[:5])}")
         return
-    from ...codec.registry import discover
-
-    registry = {n: r for n, r in discover().items() if r.cls is not None and r.origin == "builtin"}
-    unknown = [n for n, ref in stages.items() if n not in registry or
-               f"{registry[n].cls.__module__}:{registry[n].cls.__qualname__}" != ref]
-    if unknown:
-        report.problems.append(f"{PACKED}: stages that are not golfpack's built-in ones: {', '.join(unknown)}")
+    try:
+        table = packed_pipeline(packed, files[PACKED])
+    except ValueError as e:
+        report.problems.append(str(e))
         return
-    table = {n: registry[n].cls.decoder() for n in stages}
     report.notes.append(f"{SCRIPT}: {len(data):,} bytes, your code {len((parts.prefix + parts.body).encode()):,}; "
                         f"{len(files)} packed modules, golfpack {parts.version}'s own, compile on Python "
                         f"{target[0]}.{target[1]}")

@@ -27,7 +27,8 @@ import torch.distributed as dist
 from ... import CHALLENGE_CAP
 from ...codec.qat_plan import grid_planner
 from ...codec.registry import decoder_table, packed_registry
-from ...codec.spec import PipelineSpec, spec_from_doc
+from ...codec.rules import PipelineSpec
+from ...codec.spec import spec_from_doc
 from ...model.checkpoint import load_checkpoint
 from ...model.console import USER_ERRORS, one_line
 from ...model.distributed import shutdown

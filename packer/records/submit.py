@@ -20,7 +20,8 @@ from typing import Callable
 
 from ... import CHALLENGE_CAP
 from ...codec.registry import decoder_table, discover
-from ...codec.spec import PipelineSpec, load_spec
+from ...codec.rules import PipelineSpec
+from ...codec.spec import load_spec, spec_doc
 from ...model.builders import builder_module
 from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
@@ -74,7 +75,7 @@ def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None)
     registry = discover()
     stages = sorted({s.name for r in spec.rules for s in r.stages})
     classes = {n: registry[n].cls for n in stages}
-    settings = {"train_config": cfg.to_dict(), "pipeline": spec.to_doc(), "eval_stride": eval_stride,
+    settings = {"train_config": cfg.to_dict(), "pipeline": spec_doc(spec), "eval_stride": eval_stride,
                 "stages": {n: f"{c.__module__}:{c.__qualname__}" for n, c in classes.items()}}
     table = decoder_table(registry)
     return build_bundle([table[n] for n in stages], [builder_module(cfg.model_builder)],
