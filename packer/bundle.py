@@ -250,12 +250,13 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
 
 def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
                  allowed: Callable[[str], bool] = is_shipped, data: dict[str, str] | None = None,
-                 erase_types: bool = True) -> CodeBundle:
-    """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are."""
+                 erase_types: bool = True, prefix: bytes = b"") -> CodeBundle:
+    """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are;
+    ``prefix``: bytes compressed in the same stream before it (an inlined script's loader)."""
     found = closure(decoders, models, entries, allowed)
     files = {path: minify(src, path, erase_types) for path, src in sorted(found.sources.values())} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())
-    blob = pack_bundle(files)
+    blob = prefix + pack_bundle(files)
     compressed, codec = compress_solid(blob)
     third = dict(found.third_party)
     if codec == "brotli":

@@ -28,7 +28,8 @@ from ..codec.rules import packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
 from .bundle import DISTRIBUTIONS, build_bundle, ships_in_records
-from .records.layout import INLINE_LINE, SCRIPT, InlineParts, inline_loader, pipeline_label, render_inline, \
+from .records.layout import INLINE_BOOT, INLINE_INSTALL, INLINE_LINE, SCRIPT, InlineParts, inline_prefix, \
+    pipeline_label, render_inline, \
     split_user_source
 from .version import golfpack_version
 
@@ -153,8 +154,10 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     decoders = [c.decoder() for c in classes]
     own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"))
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
-                          allowed=ships_in_records, erase_types=False, data={PACKED: packed_source(spec, extra)})
-    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records)
+                          allowed=ships_in_records, erase_types=False, data={PACKED: packed_source(spec, extra)},
+                          prefix=inline_prefix())
+    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, prefix=inline_prefix())
+    boot = len(INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])) + 4  # that line and the literal's G='...'
     prefix, body = split_user_source(text)
     data = render_inline(InlineParts(golfpack_version(), pipeline_label(pipeline), bundle.codec, bundle.compressed,
                                      prefix, body))
@@ -163,7 +166,7 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     atomic_write_bytes(out / SCRIPT, data, overwrite=force)
     atomic_write_bytes(out / "requirements.txt", "".join(f"{r}\n" for r in reqs).encode(), overwrite=force)
     user = len((prefix + body).encode())
-    return InlineResult(out / SCRIPT, reqs, user, len(data) - user, len(decode.compressed) + len(inline_loader()),
+    return InlineResult(out / SCRIPT, reqs, user, len(data) - user, len(decode.compressed) + boot,
                         len(bundle.files))
 
 

@@ -182,7 +182,7 @@ def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp
     at = next(i for i, ln in enumerate(lines) if ln.startswith(b"G='"))
     for tampered in (script.replace(b"# ---- your script, as written ----", b"# ---- edited ----"),
                      b"\n".join([*lines[:at], b"G='x'", *lines[at + 1:]]).replace(b"G='x'", lines[at] + b"#"),
-                     script.replace(b"install'](G,'", b"install'](G ,'")):
+                     script.replace(b"install'](_b[_i+1:])", b"install'](_b[_i+1:] )")):
         with pytest.raises(ValueError):
             parse_inline(tampered)
 
@@ -190,11 +190,11 @@ def test_an_inlined_script_is_refused_as_input_and_its_shape_is_held(folder, tmp
 def replanted(folder, files: dict, rec: Path) -> Path:
     """``rec``: a records folder whose train_gpt.py is ``folder``'s with its bundle replaced by ``files``."""
     from golfpack.packer.bundle import compress_solid
-    from golfpack.packer.records.layout import InlineParts
+    from golfpack.packer.records.layout import InlineParts, inline_prefix
     from golfpack.packer.runtime.finder import pack_bundle
 
     parts = parse_inline((folder / "train_gpt.py").read_bytes())
-    compressed, codec = compress_solid(pack_bundle(files))
+    compressed, codec = compress_solid(inline_prefix() + pack_bundle(files))
     rec.mkdir()
     (rec / "train_gpt.py").write_bytes(render_inline(InlineParts(parts.version, parts.pipeline, codec, compressed,
                                                                  parts.prefix, parts.body)))
@@ -203,10 +203,10 @@ def replanted(folder, files: dict, rec: Path) -> Path:
 
 
 def packed_files(folder) -> dict:
-    from golfpack.packer.records.loader import read_bundle
+    from golfpack.packer.records.layout import read_inline_bundle
 
     parts = parse_inline((folder / "train_gpt.py").read_bytes())
-    return read_bundle(parts.codec, parts.compressed)
+    return read_inline_bundle(parts.codec, parts.compressed)
 
 
 def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):

@@ -25,9 +25,8 @@ from ...model.files import read_regular
 from ..bundle import minify, module_path
 from ..version import golfpack_version
 from .check import FLOAT_TOL, Report, check_requirements, close, compiled, seeds_of
-from .layout import SCRIPT, parse_inline
+from .layout import SCRIPT, parse_inline, read_inline_bundle
 from .lines import MAX_LOG_BYTES, LogError, log_name, model_name, parse_own_log, seed_run_id
-from .loader import read_bundle
 
 PACKED = "golfpack/_packed.py"
 
@@ -98,7 +97,7 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     data = read_regular(folder / SCRIPT, CHALLENGE_CAP)
     try:
         parts = parse_inline(data)
-        files = read_bundle(parts.codec, parts.compressed)
+        files = read_inline_bundle(parts.codec, parts.compressed)
         packed = packed_literals(files.get(PACKED, ""))
     except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
         report.problems.append(f"{SCRIPT}: {e}")

@@ -10,9 +10,10 @@ or a changed coding line does not render back, so what ``check`` reads is what P
 
 A script ``golfpack inline`` wrote is the user's own source with golfpack packed above it
 (:func:`render_inline`): the header, the user's docstring and ``__future__`` imports (which
-Python wants first), ``G='<the compressed bundle>'``, one line that unpacks the loader
-(``finder.py`` and ``loader.py``, LZMA-compressed) and installs the bundle on
-``sys.meta_path``, a marker, then the rest of the user's source as written.
+Python wants first), ``G='<the compressed code stream>'`` (the loader, ``finder.py``
+minified, then the bundle: :func:`inline_prefix`), one line that decompresses it, runs the
+loader and installs the bundle on ``sys.meta_path``, a marker, then the rest of the user's
+source as written.
 :func:`parse_inline` finds the bundle line from the script's syntax tree (what Python runs,
 not a text search a docstring could fool) and renders the script again to accept it.
 
@@ -22,7 +23,6 @@ The numbers: each seed's log (``train_seed<N>.log``, lines of ``lines.py``) and 
 from __future__ import annotations
 
 import ast
-import lzma
 import re
 import statistics
 from dataclasses import dataclass
@@ -111,16 +111,31 @@ INLINE_HEADER = """# -*- coding: latin-1 -*-
 """
 INLINE_LINE = (r"# train_gpt\.py: your script with golfpack (\S{1,64}) inlined \((.{1,39}?) pipeline\) by "
                r"`golfpack inline`; run it as")
-INLINE_INSTALL = ("import lzma as _l;_g={{'__name__':'golfpack_inline'}};exec(_l.decompress({loader}.encode('latin-1')),"
-                  "_g);_g['install'](G,{codec!r});del _l,_g,G")
+INLINE_BOOT = {  # the bundle literal decompressed, as the codec that compressed it does it
+    "lzma": "import lzma as _c;_b=_c.LZMADecompressor(_c.FORMAT_RAW,filters=[{'id':_c.FILTER_LZMA2}]).decompress("
+            "G.encode('latin-1'))",
+    "brotli": "import brotli as _c;_b=_c.decompress(G.encode('latin-1'))"}
+INLINE_INSTALL = ("{boot};_i=_b.index(0);_g={{'__name__':'golfpack_inline'}};exec(_b[:_i],_g);_g['install'](_b[_i+1:]);"
+                  "del _c,_b,_i,_g,G")
 INLINE_MARKER = "# ---- your script, as written ----"
 
 
 @lru_cache(maxsize=1)
-def inline_loader() -> str:
-    """The import hook and loader, minified and LZMA-compressed, as a Latin-1 literal."""
-    code = minify(inlined(finder_module, loader_module, tail=[]), SCRIPT).encode()
-    return latin1_literal(lzma.compress(code, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME))
+def inline_prefix() -> bytes:
+    """What an inlined script's code stream holds before its bundle: the bundle format and its
+    import hook (``runtime/finder.py``, minified), then a NUL. The script's first line runs it
+    and hands it the rest (``finder.install``); one stream, so the loader costs what it adds to
+    the compressed bundle, not a stream of its own."""
+    return minify(inlined(finder_module, tail=[]), SCRIPT).encode() + b"\0"
+
+
+def read_inline_bundle(codec: str, compressed: bytes) -> dict:
+    """``path -> source`` of an inlined script's bundle, by the bounded reader
+    (``loader.decompressed``); the stream must begin with this golfpack's own loader."""
+    raw = loader_module.decompressed(codec, compressed)
+    if not raw.startswith(inline_prefix()):
+        raise finder_module.MalformedBundle("its code stream does not begin with golfpack's own loader")
+    return finder_module.split_bundle(raw[len(inline_prefix()):])
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,7 @@ class InlineParts:
 def render_inline(parts: InlineParts) -> bytes:
     """An inlined ``train_gpt.py``; the one writer of its shape, :func:`parse_inline` its reader."""
     head = INLINE_HEADER.format(version=parts.version, pipeline=parts.pipeline) + parts.prefix
-    lines = [f"G={latin1_literal(parts.compressed)}", INLINE_INSTALL.format(loader=inline_loader(), codec=parts.codec),
+    lines = [f"G={latin1_literal(parts.compressed)}", INLINE_INSTALL.format(boot=INLINE_BOOT[parts.codec]),
              INLINE_MARKER, parts.body]
     return (head + "\n".join(lines)).encode(loader_module.ENCODING)
 
@@ -178,11 +193,11 @@ def parse_inline(data: bytes) -> InlineParts:
     first = leading_statements(body)
     g = body[first] if first < len(body) else None
     at = g.lineno - 1 if g is not None else len(lines)
-    call = re.fullmatch(r"import lzma as _l;.*_g\['install'\]\(G,'(lzma|brotli)'\);del _l,_g,G", lines[at + 1]) \
-        if 3 <= at and at + 2 < len(lines) else None
+    installs = {INLINE_INSTALL.format(boot=boot): codec for codec, boot in INLINE_BOOT.items()}
+    call = installs.get(lines[at + 1]) if 3 <= at and at + 2 < len(lines) else None
     if not (isinstance(g, ast.Assign) and lines[at].startswith("G='") and call):
         raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (bundle or loader line missing)")
-    parts = InlineParts(head.group(1), head.group(2), call.group(1), literal_bytes(lines[at][2:]),
+    parts = InlineParts(head.group(1), head.group(2), call, literal_bytes(lines[at][2:]),
                         "".join(f"{ln}\n" for ln in lines[3:at]), "\n".join(lines[at + 3 :]))
     if render_inline(parts) != data:
         raise ValueError(f"{SCRIPT} is not in the shape golfpack {golfpack_version()} writes inlined scripts "

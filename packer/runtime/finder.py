@@ -88,6 +88,12 @@ class BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(compile(self.files[origin[len(ORIGIN):]], origin, "exec"), module.__dict__)
 
 
+def install(raw: bytes) -> None:
+    """Put a decompressed bundle first on ``sys.meta_path``: what a script ``golfpack inline``
+    wrote does once its first line has decompressed the bundle (``records/layout.py``)."""
+    sys.meta_path.insert(0, BundleFinder(split_bundle(raw)))
+
+
 def run_bundle(files: dict, entry: str, *args):
     """Put the bundle first on ``sys.meta_path`` and call ``main(*args)`` of its module ``entry``."""
     sys.meta_path.insert(0, BundleFinder(files))
