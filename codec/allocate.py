@@ -27,7 +27,9 @@ from typing import Container, Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.intq import ClipRule, dequantize, grid_shape, lqer_product, lqer_size
+from .decoders.grid import ClipRule
+
+from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
 from .encoders.intq import scale_columns
 from .entropy import order0_bits
 from .lqer import lqer_factors

@@ -3,7 +3,7 @@ column's rounding error onto the columns not yet quantized, weighted by the inve
 of the layer's reconstruction loss ``H = 2 X^T X`` (X: the layer's calibration inputs).
 
 Scales are fixed per row up front by the same rule as round-to-nearest
-(``decoders/intq.py: row_scales`` on the original weights), so the stored format is identical
+(``decoders/grid.py: row_scales`` on the original weights), so the stored format is identical
 and only the symbols differ.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .decoders.intq import as_rows, round_to_grid, row_scales
+from .decoders.grid import as_rows, round_to_grid, row_scales
 from .rdoq import code_lengths, rate_aware_round
 from .threads import one_thread
 

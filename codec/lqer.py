@@ -22,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decoders.intq import ClipRule, dequantize, quantize_rtn
+from .decoders.grid import ClipRule, quantize_rtn
+
+from .decoders.intq import dequantize
 from .threads import one_thread
 
 OVERSAMPLE = 8

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decoders.intq import ClipRule, as_rows, qmax, quantize_rtn, round_to_grid, row_scales
+from .decoders.grid import ClipRule, as_rows, quantize_rtn, round_to_grid, row_scales
+
+from .decoders.intq import qmax
 
 
 def code_lengths(q: torch.Tensor, bits: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
-from .decoders.base import first_match
+from .decoders.config import first_match
 from .decoders.chain import DecoderSpec
 from .stage import Stage, StageError
 

@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 
-from .decoders.base import BYTES, KINDS, SYMBOLS, TENSOR, TensorMeta, coerce
+from .decoders.base import BYTES, KINDS, SYMBOLS, TENSOR, TensorMeta
+from .decoders.config import coerce
 from .decoders.chain import DecoderSpec
 
 __all__ = ["Stage", "Encoded", "EncodeContext", "TENSOR", "SYMBOLS", "BYTES", "StageError"]

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Container, Iterable, Mapping
 
 import python_minifier
 
@@ -161,10 +161,11 @@ class _Closure:
 
 
 def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
-            allowed: Callable[[str], bool] = is_shipped) -> _Closure:
+            allowed: Callable[[str], bool] = is_shipped, unused: Mapping[str, Container[str]] | None = None) -> _Closure:
     """The modules the artifact needs: the import closure of the ``entries`` (the runtime; a
     records script adds its stages' encoders), the decoders' and the model modules'. Every
-    golfpack module in it must be ``allowed``."""
+    golfpack module in it must be ``allowed``. ``unused``: module -> the imports of it not to
+    follow (those of API functions an inlined script never calls, ``inline.py: unused_imports``)."""
     decoder_modules = {d.module for d in decoders}
     model_modules = set(models) - {"golfpack.model.gpt"}
     model_packages = {m.split(".")[0] for m in model_modules}
@@ -183,6 +184,8 @@ def closure(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries
         decoder = is_decoder_module(name)
         model = name.split(".")[0] in model_packages
         for imp in imports_of(name, source, path.endswith("__init__.py")):
+            if imp.module in (unused or {}).get(name, ()):
+                continue
             top = imp.module.split(".")[0]
             if top in first_party:
                 if _spec(imp.module) is None:  # `from pkg import name` where name is not a module
@@ -250,10 +253,11 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
 
 def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
                  allowed: Callable[[str], bool] = is_shipped, data: dict[str, str] | None = None,
-                 erase_types: bool = True, prefix: bytes = b"") -> CodeBundle:
+                 erase_types: bool = True, prefix: bytes = b"",
+                 unused: Mapping[str, Container[str]] | None = None) -> CodeBundle:
     """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are;
     ``prefix``: bytes compressed in the same stream before it (an inlined script's loader)."""
-    found = closure(decoders, models, entries, allowed)
+    found = closure(decoders, models, entries, allowed, unused)
     files = {path: minify(src, path, erase_types) for path, src in sorted(found.sources.values())} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())
     blob = prefix + pack_bundle(files)
@@ -275,6 +279,27 @@ def inlined(*modules, tail: list[str]) -> str:
         own = Path(module.__file__).read_text(encoding="utf-8").splitlines()
         lines += own if i == 0 else [ln for ln in own if not ln.startswith(("from __future__", "from ."))]
     return "\n".join([*lines, *tail, ""])
+
+
+def excerpt(module, names: Iterable[str]) -> str:
+    """``module``'s imports and its top-level definitions of ``names`` (classes, functions,
+    constants), in file order: a loader that needs a few of a module's definitions ships those."""
+    wanted = set(names)
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+
+    def defines(node: ast.stmt) -> set[str]:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            return {node.name}
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            return {t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+        return set()
+
+    kept = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) or defines(n) & wanted]
+    missing = wanted - set().union(*map(defines, kept))
+    if missing:
+        raise BundleError(f"{module.__name__} defines no {', '.join(sorted(missing))}")
+    return ast.unparse(ast.Module(kept, []))
 
 
 def bootstrap_source() -> str:

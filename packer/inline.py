@@ -21,13 +21,13 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import CHALLENGE_CAP
+from .. import CHALLENGE_CAP, __all__ as API_NAMES
 from ..codec.encoders.intq import RTN
 from ..codec.fill import allocates
 from ..codec.rules import packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
-from .bundle import DISTRIBUTIONS, build_bundle, ships_in_records
+from .bundle import DISTRIBUTIONS, build_bundle, imports_of, module_path, ships_in_records
 from .records.layout import INLINE_BOOT, INLINE_INSTALL, INLINE_LINE, SCRIPT, InlineParts, inline_prefix, \
     pipeline_label, render_inline, \
     split_user_source
@@ -124,6 +124,51 @@ def imported_modules(text: str) -> set[str]:
     return found
 
 
+def api_functions_used(text: str) -> set[str] | None:
+    """The names the script takes from ``golfpack`` (``from golfpack import x``, ``golfpack.x``),
+    or None when it uses the module otherwise (passes it around, ``getattr``): then all of them."""
+    tree = ast.parse(text)
+    aliases, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update(a.asname or a.name for a in node.names if a.name == API)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module == API:
+            used.update(a.name for a in node.names)
+    attribute_of = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            used.add(node.attr)
+        elif isinstance(node, ast.Name) and node.id in aliases and id(node) not in attribute_of:
+            return None
+    return {u.split(".")[0] for u in used}
+
+
+def unused_imports(text: str) -> dict[str, set[str]]:
+    """The imports of ``golfpack`` (the API module) that the script can never reach: those made
+    inside API functions it neither calls nor reaches through the ones it calls (a script that
+    never calls ``shard_batches`` carries no shard reader). Lazy imports are the API's rule
+    (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
+    used = api_functions_used(text)
+    if used is None:
+        return {}
+    _, source = module_path(API)
+    tree = ast.parse(source)
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions}
+             for f, node in functions.items()}
+    reach, todo = set(), [u for u in used if u in functions]
+    while todo:
+        f = todo.pop()
+        if f not in reach:
+            reach.add(f)
+            todo.extend(calls[f])
+    def imports(nodes) -> set[str]:
+        return {i.module for node in nodes for i in imports_of(API, ast.unparse(node), True)}
+    kept = imports([n for n in tree.body if not isinstance(n, ast.FunctionDef)]) | \
+        imports(functions[f] for f in reach)
+    return {API: imports(functions.values()) - kept}
+
+
 def user_requirements(path: Path, modules: set[str]) -> set[str]:
     """The distributions of the script's third-party imports; an import that is neither the
     standard library, golfpack nor an installed distribution cannot ship in one file."""
@@ -152,10 +197,11 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     extra = (RTN,) if any(allocates(r) for r in spec.rules) else ()  # what a fill codes with beyond the rules
     classes = sorted({type(s) for r in spec.rules for s in r.stages} | set(extra), key=lambda c: c.name)
     decoders = [c.decoder() for c in classes]
-    own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"))
+    own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"
+                                                   and m.removeprefix(API + ".") not in API_NAMES))  # a module
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
                           allowed=ships_in_records, erase_types=False, data={PACKED: packed_source(spec, extra)},
-                          prefix=inline_prefix())
+                          prefix=inline_prefix(), unused=unused_imports(text))
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, prefix=inline_prefix())
     boot = len(INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])) + 4  # that line and the literal's G='...'
     prefix, body = split_user_source(text)

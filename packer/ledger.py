@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-from ..codec.decoders.base import first_match
+from ..codec.decoders.config import first_match
 from ..codec.decoders.chain import DecoderSpec, check_container
 from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
 from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS, PREDICTED_FIELD

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.decoders.intq import dequantize, quantize_rtn
+from ..codec.decoders.grid import quantize_rtn
+
+from ..codec.decoders.intq import dequantize
 from ..codec.encoders.intq import GPTQParams
 from ..codec.gptq import gptq_quantize
 from ..model.anatomy import Role

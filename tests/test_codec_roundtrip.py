@@ -18,7 +18,8 @@ from golfpack.codec.gptq import gptq_quantize
 from golfpack.codec.host import decode_state_dict
 from golfpack.codec.pipeline import encode_state_dict
 from golfpack.codec.rdoq import quantize_rdoq
-from golfpack.codec.decoders.intq import ClipRule, fake_quantize, quantize_rtn
+from golfpack.codec.decoders.grid import ClipRule, quantize_rtn
+from golfpack.trainer.qat import fake_quantize
 from golfpack.codec.spec import load_spec
 from golfpack.codec.stage import StageError
 

@@ -74,6 +74,23 @@ def test_inline_prints_the_code_ledger_and_the_requirements(folder):
     assert render_inline(parts) == script
 
 
+@pytest.mark.parametrize("script, ships_shards, ships_fill", [
+    ("import golfpack\ngolfpack.compress(m, None, 1)\n", False, True),
+    ("import golfpack as gp\nb = gp.shard_batches('x', 8)\n", True, False),
+    ("from golfpack import shard_batches, budget\n", True, False),
+    ("import golfpack\nf = getattr(golfpack, 'compress')\n", True, True),  # used otherwise: every function ships
+])
+def test_inline_packs_the_modules_of_the_api_functions_the_script_reaches(tmp_path, script, ships_shards, ships_fill):
+    """The shard reader ships only where ``shard_batches`` can be reached; a script the tests run
+    without golfpack (the participant's, below) proves what is left out is never needed."""
+    src = tmp_path / "s.py"
+    src.write_text(script)
+    inline(src, tmp_path / "rec")
+    files = packed_files(tmp_path / "rec")
+    assert ("golfpack/model/shards.py" in files) == ships_shards
+    assert ("golfpack/codec/fill.py" in files) == ships_fill and "golfpack/__init__.py" in files
+
+
 @pytest.mark.slow
 def test_the_folder_runs_without_golfpack_and_scores_what_decompress_scores(folder, data, tmp_path, monkeypatch):
     out, _ = folder

@@ -133,7 +133,8 @@ def test_the_predicted_rise_sees_errors_that_cancel_in_the_output():
 
 
 def test_gptq_is_predicted_below_round_to_nearest_only_with_the_hessian(setup):
-    from golfpack.codec.decoders.intq import dequantize, quantize_rtn
+    from golfpack.codec.decoders.grid import quantize_rtn
+    from golfpack.codec.decoders.intq import dequantize
     from golfpack.codec.encoders.intq import GPTQParams
     from golfpack.codec.gptq import gptq_quantize
 

@@ -9,7 +9,9 @@ import re
 import pytest
 import torch
 
-from golfpack.codec.decoders.intq import ClipRule, fake_quantize, noise_quantize, row_scales
+from golfpack.codec.decoders.grid import ClipRule, row_scales
+
+from golfpack.trainer.qat import fake_quantize, noise_quantize
 from golfpack.codec.encoders.intq import column_scales
 from golfpack.codec.fill import Allocation, fill, pick
 from golfpack.codec.host import decode_state_dict

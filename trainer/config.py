@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..codec.decoders.base import coerce
+from ..codec.decoders.config import coerce
 from ..model.builders import GPT_BUILDER, default_config, split_builder
 from ..model.config import GPTConfig
 from ..model.eval_settings import EvalSettings

@@ -37,8 +37,9 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 
-from ..codec.decoders.base import first_match
-from ..codec.decoders.intq import MAX_BITS, MIN_BITS, ClipRule, fake_quantize, noise_quantize
+from ..codec.decoders.config import first_match
+from ..codec.decoders.grid import ClipRule, as_rows, quantize_rtn, row_scales
+from ..codec.decoders.intq import MAX_BITS, MIN_BITS, dequantize
 from ..model.anatomy import tied_embeddings
 from ..model.gpt import CastedLinear
 
@@ -218,3 +219,30 @@ def switch_is_visible(forward: Callable[[], torch.Tensor], model: torch.nn.Modul
     on = seeded()
     set_qat(model, rules, False, reset=False)
     return not torch.equal(on, seeded())
+
+
+def fake_quantize(w: torch.Tensor, bits: int, rule: ClipRule, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantize-dequantize in the forward pass, identity gradient (straight-through); ``cols``:
+    column scales (the grid codes ``w / cols``)."""
+    with torch.no_grad():
+        scaled = w if cols is None else as_rows(w) / cols[None, :]
+        q, scales = quantize_rtn(scaled, bits, rule)
+        dq = dequantize(q, scales, tuple(w.shape), w.dtype, cols)
+    return w + (dq - w).detach()
+
+
+def noise_quantize(w: torch.Tensor, bits: int, rule: ClipRule, width: float,
+                   cols: torch.Tensor | None = None) -> torch.Tensor:
+    """Pseudo-quantization noise (DiffQ, Defossez et al. 2021): ``w`` plus uniform noise ``width``
+    grid steps wide, identity gradient. The forward pass sees an error of the grid's scale while
+    the weights never snap to it, so a weight near a rounding boundary does not flip between
+    two grid points from step to step. ``cols``: column scales (each step is its row's times
+    its column's)."""
+    with torch.no_grad():
+        rows = as_rows(w)
+        if cols is None:
+            step = row_scales(rows, bits, rule).float()[:, None]
+        else:
+            step = row_scales(rows / cols[None, :], bits, rule).float()[:, None] * cols[None, :]
+        noise = (torch.rand_like(rows) - 0.5).mul_(step * width)
+    return w + noise.reshape(w.shape).to(w.dtype)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
-from ..decoders.intq import MAX_LQER_RANK, ClipRule, dequantize, qmax
+from ..decoders.grid import ClipRule
+from ..decoders.intq import MAX_LQER_RANK, dequantize, qmax
 from ..gptq import gptq_quantize
 from ..lqer import lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq

@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...model.files import read_regular
-from ..bundle import inlined, minify
+from ..bundle import excerpt, inlined, minify
 from ..runtime import finder as finder_module
 from ..version import golfpack_version
 from . import loader as loader_module
@@ -120,13 +120,16 @@ INLINE_INSTALL = ("{boot};_i=_b.index(0);_g={{'__name__':'golfpack_inline'}};exe
 INLINE_MARKER = "# ---- your script, as written ----"
 
 
+INLINE_LOADER = ("ORIGIN", "MalformedBundle", "BUNDLE_PATH", "split_bundle", "module_file", "BundleFinder", "install")
+
+
 @lru_cache(maxsize=1)
 def inline_prefix() -> bytes:
-    """What an inlined script's code stream holds before its bundle: the bundle format and its
-    import hook (``runtime/finder.py``, minified), then a NUL. The script's first line runs it
+    """What an inlined script's code stream holds before its bundle: the bundle format's reader
+    and its import hook (:data:`INLINE_LOADER` of ``runtime/finder.py``, minified), then a NUL. The script's first line runs it
     and hands it the rest (``finder.install``); one stream, so the loader costs what it adds to
     the compressed bundle, not a stream of its own."""
-    return minify(inlined(finder_module, tail=[]), SCRIPT).encode() + b"\0"
+    return minify(excerpt(finder_module, INLINE_LOADER), SCRIPT).encode() + b"\0"
 
 
 def read_inline_bundle(codec: str, compressed: bytes) -> dict:
