@@ -32,6 +32,7 @@ PACKED = "golfpack/_packed.py"
 
 
 PACKED_NAMES = ("NAME", "FILL", "RULES", "STAGES")  # codec/rules.py: packed_source, in order
+MAX_PACKED_ITEMS = 64  # rules, stages, globs, params: each far beyond any pipeline's
 
 
 def packed_literals(source: str) -> SimpleNamespace:
@@ -44,10 +45,29 @@ def packed_literals(source: str) -> SimpleNamespace:
             for n in rest] != list(PACKED_NAMES):
         raise ValueError(f"{PACKED}: not the packed pipeline golfpack inline writes ({', '.join(PACKED_NAMES)})")
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in rest}
-    stages = values["STAGES"]
-    if not (isinstance(stages, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items())):
+    stages, rules = values["STAGES"], values["RULES"]
+    if not (isinstance(stages, dict) and len(stages) <= MAX_PACKED_ITEMS
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items())):
         raise ValueError(f"{PACKED}: STAGES is not a table of names")
+    if not (isinstance(values["NAME"], str) and isinstance(values["FILL"], bool) and isinstance(rules, list)
+            and 0 < len(rules) <= MAX_PACKED_ITEMS and all(map(packed_rule, rules))):
+        raise ValueError(f"{PACKED}: NAME, FILL or RULES is not what golfpack inline writes (a name, true or false, "
+                         f"1..{MAX_PACKED_ITEMS} rules of (name, globs, roles, allocate, chain))")
     return SimpleNamespace(**values)
+
+
+def packed_rule(rule: object) -> bool:
+    """A packed rule, typed at every depth: ``(name, globs, roles, allocate, ((stage, params), ...))``."""
+    strings = lambda t: isinstance(t, tuple) and len(t) <= MAX_PACKED_ITEMS and all(isinstance(x, str) for x in t)  # noqa: E731
+    scalar = lambda v: isinstance(v, (str, int, float, bool))  # noqa: E731
+    if not (isinstance(rule, tuple) and len(rule) == 5):
+        return False
+    name, globs, roles, allocate, chain = rule
+    return (isinstance(name, str) and strings(globs) and strings(roles) and isinstance(allocate, bool)
+            and isinstance(chain, tuple) and 0 < len(chain) <= MAX_PACKED_ITEMS
+            and all(isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str) and isinstance(s[1], dict)
+                    and len(s[1]) <= MAX_PACKED_ITEMS and all(isinstance(k, str) and scalar(v) for k, v in s[1].items())
+                    for s in chain))
 
 
 def packed_pipeline(packed: SimpleNamespace, source: str) -> dict:

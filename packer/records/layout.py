@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import re
 import statistics
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -188,7 +189,9 @@ def parse_inline(data: bytes) -> InlineParts:
     if head is None:
         raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (no header)")
     try:
-        body = ast.parse(text).body
+        with warnings.catch_warnings():  # a hostile script's odd escapes are not the reader's to report
+            warnings.simplefilter("ignore")
+            body = ast.parse(text).body
     except SyntaxError as e:
         raise ValueError(f"{SCRIPT} does not parse (line {e.lineno})") from None
     except (RecursionError, MemoryError, ValueError):  # nested beyond the parser, or a NUL byte
