@@ -7,6 +7,8 @@ build-side work (``spec.py``). What runs inside an inlined script is only this m
 packed form names each stage class by ``module:Class`` and gives its parameters already typed,
 so rebuilding the pipeline there needs no parser, no registry and no entry points (nothing
 installed where the script runs may join in), and imports only the script's own bundle.
+The packed module's strict reader, for a copy someone else hands over, is ``golfpack check``'s
+(``packer/records/check_inline.py``): it ships in no script.
 """
 from __future__ import annotations
 
@@ -76,6 +78,18 @@ class PipelineSpec:
         return any(s.needs_calibration for n in names for s in self.rule_for(n).stages)
 
 
+PACKED_PATH = "golfpack/_packed.py"  # the module's path in an inlined script's bundle
+PACKED_NAMES = ("NAME", "FILL", "RULES", "STAGES")  # what it assigns, in order, and nothing else
+PACKED_DOC = '"""The pipeline golfpack inline packed (codec/rules.py)."""\n'
+
+
+def packed_module(values: dict) -> str:
+    """The packed module's source: its docstring, then each of :data:`PACKED_NAMES` assigned
+    the ``repr`` of its value (literals only: ``packer/records/check_inline.py`` reads them back
+    with ``ast.literal_eval`` and types every field)."""
+    return PACKED_DOC + "".join(f"{name} = {values[name]!r}\n" for name in PACKED_NAMES)
+
+
 def packed_source(spec: PipelineSpec, extra: tuple[type[Stage], ...] = ()) -> str:
     """``spec`` as the module ``golfpack._packed`` of an inlined script (:func:`packed_spec` reads
     it): its name, whether it fills, each rule with its stages' names and typed parameters, and
@@ -85,8 +99,7 @@ def packed_source(spec: PipelineSpec, extra: tuple[type[Stage], ...] = ()) -> st
     stages = {c.name: f"{c.__module__}:{c.__qualname__}" for c in sorted(classes, key=lambda c: c.name)}
     rules = [(r.name, r.patterns, r.roles, r.allocate, tuple((s.name, dataclasses.asdict(s.params)) for s in r.stages))
              for r in spec.rules]
-    return (f'"""The pipeline golfpack inline packed (codec/rules.py)."""\nNAME = {spec.source!r}\nFILL = {spec.fill!r}\n'
-            f"RULES = {rules!r}\nSTAGES = {stages!r}\n")
+    return packed_module({"NAME": spec.source, "FILL": spec.fill, "RULES": rules, "STAGES": stages})
 
 
 def packed_classes(packed) -> dict[str, type[Stage]]:

@@ -112,8 +112,9 @@ def _guarded(handlers: list[ast.ExceptHandler]) -> bool:
     return bool(names & {"ImportError", "ModuleNotFoundError"})
 
 
-def imports_of(name: str, source: str, is_pkg: bool) -> list[Import]:
-    """Every module ``source`` imports, anywhere in it (lazy imports run too)."""
+def imports_of(name: str, source: str | ast.AST, is_pkg: bool) -> list[Import]:
+    """Every module ``source`` (module ``name``'s code, or a node of its syntax tree) imports,
+    anywhere in it (lazy imports run too)."""
     package = name if is_pkg else name.rpartition(".")[0]
     found: list[Import] = []
 
@@ -145,7 +146,7 @@ def imports_of(name: str, source: str, is_pkg: bool) -> list[Import]:
         for child in ast.iter_child_nodes(node):
             visit(child, optional)
 
-    visit(ast.parse(source), False)
+    visit(ast.parse(source) if isinstance(source, str) else source, False)
     return found
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import CHALLENGE_CAP, __all__ as API_NAMES
 from ..codec.encoders.intq import RTN
 from ..codec.fill import allocates
-from ..codec.rules import packed_source
+from ..codec.rules import PACKED_PATH, packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
 from .bundle import DISTRIBUTIONS, build_bundle, imports_of, module_path, ships_in_records
@@ -35,7 +35,6 @@ from .version import golfpack_version
 
 MAX_SCRIPT_BYTES = 1 << 20  # a training script; the #1 record's is about 50 KB
 API = "golfpack"
-PACKED = "golfpack/_packed.py"  # what golfpack.api reads in an inlined script: the pipeline and its stages
 DECODE_ENTRY = "golfpack.codec.decoders.chain"  # with the stages' decoders: the decode path, for the ledger
 
 
@@ -111,10 +110,10 @@ def ascii_source(text: str, path: Path) -> str:
     return out
 
 
-def imported_modules(text: str) -> set[str]:
+def imported_modules(tree: ast.Module) -> set[str]:
     """Every absolute module the script imports, anywhere (lazy imports too)."""
     found = set()
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -124,10 +123,9 @@ def imported_modules(text: str) -> set[str]:
     return found
 
 
-def api_functions_used(text: str) -> set[str] | None:
+def api_functions_used(tree: ast.Module) -> set[str] | None:
     """The names the script takes from ``golfpack`` (``from golfpack import x``, ``golfpack.x``),
     or None when it uses the module otherwise (passes it around, ``getattr``): then all of them."""
-    tree = ast.parse(text)
     aliases, used = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -140,20 +138,19 @@ def api_functions_used(text: str) -> set[str] | None:
             used.add(node.attr)
         elif isinstance(node, ast.Name) and node.id in aliases and id(node) not in attribute_of:
             return None
-    return {u.split(".")[0] for u in used}
+    return used
 
 
-def unused_imports(text: str) -> dict[str, set[str]]:
+def unused_imports(tree: ast.Module) -> dict[str, set[str]]:
     """The imports of ``golfpack`` (the API module) that the script can never reach: those made
     inside API functions it neither calls nor reaches through the ones it calls (a script that
     never calls ``shard_batches`` carries no shard reader). Lazy imports are the API's rule
     (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
-    used = api_functions_used(text)
+    used = api_functions_used(tree)
     if used is None:
         return {}
-    _, source = module_path(API)
-    tree = ast.parse(source)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    api = ast.parse(module_path(API)[1])
+    functions = {n.name: n for n in api.body if isinstance(n, ast.FunctionDef)}
     calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions}
              for f, node in functions.items()}
     reach, todo = set(), [u for u in used if u in functions]
@@ -162,10 +159,11 @@ def unused_imports(text: str) -> dict[str, set[str]]:
         if f not in reach:
             reach.add(f)
             todo.extend(calls[f])
+
     def imports(nodes) -> set[str]:
-        return {i.module for node in nodes for i in imports_of(API, ast.unparse(node), True)}
-    kept = imports([n for n in tree.body if not isinstance(n, ast.FunctionDef)]) | \
-        imports(functions[f] for f in reach)
+        return {i.module for node in nodes for i in imports_of(API, node, True)}
+
+    kept = imports(n for n in api.body if not isinstance(n, ast.FunctionDef)) | imports(functions[f] for f in reach)
     return {API: imports(functions.values()) - kept}
 
 
@@ -189,7 +187,8 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InlineError(f"{out}: not empty; choose a new folder or pass --force")
     text = read_script(script)
-    modules = imported_modules(text)
+    tree = ast.parse(text)
+    modules = imported_modules(tree)
     if not any(m == API or m.startswith(API + ".") for m in modules):
         raise InlineError(f"{script}: does not import golfpack; there is nothing to inline")
     requirements = user_requirements(script, modules)
@@ -200,8 +199,8 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"
                                                    and m.removeprefix(API + ".") not in API_NAMES))  # a module
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
-                          allowed=ships_in_records, erase_types=False, data={PACKED: packed_source(spec, extra)},
-                          prefix=inline_prefix(), unused=unused_imports(text))
+                          allowed=ships_in_records, erase_types=False, data={PACKED_PATH: packed_source(spec, extra)},
+                          prefix=inline_prefix(), unused=unused_imports(tree))
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, prefix=inline_prefix())
     boot = len(INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])) + 4  # that line and the literal's G='...'
     prefix, body = split_user_source(text)

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from golfpack.packer.bundle import compress_solid
 from golfpack.packer.inline import inline
-from golfpack.packer.records.check_inline import PACKED, packed_literals, packed_pipeline
+from golfpack.codec.rules import PACKED_PATH, packed_module
+from golfpack.packer.records.check_inline import packed_literals, packed_pipeline
 from golfpack.packer.records.layout import InlineParts, inline_prefix, parse_inline, read_inline_bundle, render_inline
 from golfpack.packer.runtime.finder import BUNDLE_PATH, pack_bundle
 
@@ -131,8 +132,7 @@ def mutate_packed(source: str, m) -> str:
         values["RULES"] = [tuple(r) for r in rules]
     elif kind == "stage":
         values["STAGES"] = {**values["STAGES"], m[1]: m[2]}
-    doc = '"""The pipeline golfpack inline packed (codec/rules.py)."""\n'
-    out = doc + "".join(f"{k} = {values[k]!r}\n" for k in ("NAME", "FILL", "RULES", "STAGES"))
+    out = packed_module(values)
     return out + m[1] + "\n" if kind == "code" else out
 
 
@@ -140,7 +140,7 @@ def mutate_packed(source: str, m) -> str:
 @given(m=literal_mutations())
 def test_the_packed_pipeline_is_literals_golfpack_writes_back_or_refused(inlined, m):
     _, _, files = inlined
-    source = mutate_packed(files[PACKED], m)
+    source = mutate_packed(files[PACKED_PATH], m)
     try:
         table = packed_pipeline(packed_literals(source), source)
     except REFUSED:
@@ -156,5 +156,5 @@ def test_the_fuzzers_start_from_inputs_the_readers_accept(inlined):
     assert parse_inline(data) == parts
     assert render_inline(InlineParts(*(getattr(parts, f) for f in InlineParts.__dataclass_fields__))) == data
     assert read_inline_bundle(parts.codec, compress_solid(inline_prefix() + pack_bundle(files))[0]) == files
-    assert set(packed_pipeline(packed_literals(files[PACKED]), files[PACKED])) == {"brotli", "ctxans", "gptq", "pack",
+    assert set(packed_pipeline(packed_literals(files[PACKED_PATH]), files[PACKED_PATH])) == {"brotli", "ctxans", "gptq", "pack",
                                                                                   "rtn"}

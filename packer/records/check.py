@@ -30,7 +30,7 @@ from ...model.console import printable
 from ...model.files import read_regular
 from .lines import LOG_FILE, MODEL_FILE, RunNumbers, log_name, name_pattern, seed_of_log, seed_run_id
 from .loader import SETTINGS, read_bundle
-from .layout import INLINE_LINE, SCRIPT, numbers_of, parse_script, summary
+from .layout import INLINE_LINE, SCRIPT, numbers_of, parse_script, silenced, summary
 
 # What a records folder may hold: the script, the JSON, the README, the requirements, and each
 # run's log and model file (RUN_ID: submit's seeds, or any name a run was given).
@@ -63,16 +63,18 @@ def bundle_of(data: bytes) -> dict[str, str]:
     return read_bundle(parts.codec, parts.compressed)
 
 
-def compiles(path: str, source: str, target: tuple[int, int]) -> str | None:
-    """None, or why ``source`` does not compile on Python ``target`` (bounded input: a deep
-    expression is a RecursionError or MemoryError here, reported, not raised)."""
+def compiles(path: str, source: str, target: tuple[int, int]) -> ast.Module | str:
+    """``source``'s syntax tree if it compiles on Python ``target``, else why not (bounded input:
+    a deep expression is a RecursionError or MemoryError here, reported, not raised)."""
     try:
-        compile(ast.parse(source, path, feature_version=target), path, "exec")
+        with silenced():
+            tree = ast.parse(source, path, feature_version=target)
+            compile(tree, path, "exec")
     except SyntaxError as e:
         return f"{e.msg}, line {e.lineno}"
     except (RecursionError, MemoryError, ValueError):
         return "nested too deeply to compile"
-    return None
+    return tree
 
 
 def list_folder(report: Report, folder: Path) -> set[str]:
@@ -96,8 +98,8 @@ def list_folder(report: Report, folder: Path) -> set[str]:
     return names
 
 
-def check_code(report: Report, folder: Path, target: tuple[int, int]) -> list[str]:
-    """The script's packed modules, each compiled; returns the sources of those that compile."""
+def check_code(report: Report, folder: Path, target: tuple[int, int]) -> list[ast.Module]:
+    """The script's packed modules, each compiled; returns the syntax trees of those that compile."""
     try:
         data = read_regular(folder / SCRIPT, CHALLENGE_CAP)
     except (OSError, ValueError) as e:
@@ -117,15 +119,15 @@ def check_code(report: Report, folder: Path, target: tuple[int, int]) -> list[st
     return compiled(report, modules, target)
 
 
-def compiled(report: Report, sources: dict[str, str], target: tuple[int, int]) -> list[str]:
-    """The ``sources`` that compile on ``target``; each that does not is a problem."""
+def compiled(report: Report, sources: dict[str, str], target: tuple[int, int]) -> list[ast.Module]:
+    """The syntax trees of the ``sources`` that compile on ``target``; each that does not is a problem."""
     ok = []
     for path, src in sorted(sources.items()):
-        why = compiles(path, src, target)
-        if why:
-            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({why})")
+        tree = compiles(path, src, target)
+        if isinstance(tree, str):
+            report.problems.append(f"{path}: does not compile on Python {target[0]}.{target[1]} ({tree})")
         else:
-            ok.append(src)
+            ok.append(tree)
     return ok
 
 
@@ -183,10 +185,10 @@ def distribution_key(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def check_requirements(report: Report, folder: Path, names: set[str], sources: list[str]) -> None:
+def check_requirements(report: Report, folder: Path, names: set[str], trees: list[ast.Module]) -> None:
     """``requirements.txt``: plain distribution names, each with optional versions (no options,
     URLs, paths or editable installs: ``pip install -r`` would follow them), and only the
-    distributions that ``sources`` (the packed code, the user's) import."""
+    distributions that ``trees`` (the packed code, the user's) import."""
     from importlib.metadata import packages_distributions
 
     from ..bundle import DISTRIBUTIONS
@@ -199,7 +201,7 @@ def check_requirements(report: Report, folder: Path, names: set[str], sources: l
     except (OSError, ValueError) as e:
         report.problems.append(f"requirements.txt: unreadable ({e})")
         return
-    tops = {m.split(".")[0] for src in sources for m in imported_modules(src)}
+    tops = {m.split(".")[0] for tree in trees for m in imported_modules(tree)}
     installed = packages_distributions()
     wanted = {distribution_key(d) for t in tops - set(sys.stdlib_module_names) - {"golfpack"}
               for d in [DISTRIBUTIONS.get(t, t), *installed.get(t, [])]}

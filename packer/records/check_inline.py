@@ -20,38 +20,36 @@ from types import SimpleNamespace
 from ... import CHALLENGE_CAP
 from ...codec.decoders.chain import decode_container
 from ...codec.decoders.container import read_container
+from ...codec.rules import PACKED_NAMES, PACKED_PATH
 from ...model.console import one_line
 from ...model.files import read_regular
 from ..bundle import minify, module_path
 from ..version import golfpack_version
 from .check import FLOAT_TOL, Report, check_requirements, close, compiled, seeds_of
-from .layout import SCRIPT, parse_inline, read_inline_bundle
+from .layout import SCRIPT, parse_inline, read_inline_bundle, silenced
 from .lines import MAX_LOG_BYTES, LogError, log_name, model_name, parse_own_log, seed_run_id
 
-PACKED = "golfpack/_packed.py"
-
-
-PACKED_NAMES = ("NAME", "FILL", "RULES", "STAGES")  # codec/rules.py: packed_source, in order
 MAX_PACKED_ITEMS = 64  # rules, stages, globs, params: each far beyond any pipeline's
 
 
 def packed_literals(source: str) -> SimpleNamespace:
     """The packed pipeline module read as data (never run): a docstring, then exactly
     :data:`PACKED_NAMES` assigned literals, in order; ``STAGES`` a table of names."""
-    body = ast.parse(source).body
+    with silenced():
+        body = ast.parse(source).body
     doc = body[:1] if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else []
     rest = body[len(doc):]
     if [getattr(n.targets[0], "id", None) if isinstance(n, ast.Assign) and len(n.targets) == 1 else None
             for n in rest] != list(PACKED_NAMES):
-        raise ValueError(f"{PACKED}: not the packed pipeline golfpack inline writes ({', '.join(PACKED_NAMES)})")
+        raise ValueError(f"{PACKED_PATH}: not the packed pipeline golfpack inline writes ({', '.join(PACKED_NAMES)})")
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in rest}
     stages, rules = values["STAGES"], values["RULES"]
     if not (isinstance(stages, dict) and len(stages) <= MAX_PACKED_ITEMS
             and all(isinstance(k, str) and isinstance(v, str) for k, v in stages.items())):
-        raise ValueError(f"{PACKED}: STAGES is not a table of names")
+        raise ValueError(f"{PACKED_PATH}: STAGES is not a table of names")
     if not (isinstance(values["NAME"], str) and isinstance(values["FILL"], bool) and isinstance(rules, list)
             and 0 < len(rules) <= MAX_PACKED_ITEMS and all(map(packed_rule, rules))):
-        raise ValueError(f"{PACKED}: NAME, FILL or RULES is not what golfpack inline writes (a name, true or false, "
+        raise ValueError(f"{PACKED_PATH}: NAME, FILL or RULES is not what golfpack inline writes (a name, true or false, "
                          f"1..{MAX_PACKED_ITEMS} rules of (name, globs, roles, allocate, chain))")
     return SimpleNamespace(**values)
 
@@ -81,14 +79,14 @@ def packed_pipeline(packed: SimpleNamespace, source: str) -> dict:
     unknown = [n for n, ref in packed.STAGES.items() if n not in registry or
                f"{registry[n].cls.__module__}:{registry[n].cls.__qualname__}" != ref]
     if unknown:
-        raise ValueError(f"{PACKED}: stages that are not golfpack's built-in ones: {', '.join(unknown)}")
+        raise ValueError(f"{PACKED_PATH}: stages that are not golfpack's built-in ones: {', '.join(unknown)}")
     try:
         classes = packed_classes(packed)
         again = packed_source(packed_spec(packed), tuple(classes.values()))
     except (TypeError, ValueError, KeyError, AttributeError) as e:  # StageError is a ValueError
-        raise ValueError(f"{PACKED}: not a pipeline golfpack can build ({one_line(e)})") from None
+        raise ValueError(f"{PACKED_PATH}: not a pipeline golfpack can build ({one_line(e)})") from None
     if again != source:
-        raise ValueError(f"{PACKED}: not in the form golfpack inline writes (something added or re-spelled)")
+        raise ValueError(f"{PACKED_PATH}: not in the form golfpack inline writes (something added or re-spelled)")
     return {n: c.decoder() for n, c in classes.items()}
 
 
@@ -97,7 +95,7 @@ def foreign_modules(files: dict[str, str]) -> list[str]:
     (a path outside ``golfpack/`` is foreign without a look-up: nothing it names is imported)."""
     out = []
     for path, source in sorted(files.items()):
-        if path == PACKED:
+        if path == PACKED_PATH:
             continue
         if not path.startswith("golfpack/"):  # never looked up: finding a module can import its parent package
             out.append(path)
@@ -118,12 +116,12 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
     try:
         parts = parse_inline(data)
         files = read_inline_bundle(parts.codec, parts.compressed)
-        packed = packed_literals(files.get(PACKED, ""))
+        packed = packed_literals(files.get(PACKED_PATH, ""))
     except (ValueError, SyntaxError) as e:  # MalformedBundle is a ValueError
         report.problems.append(f"{SCRIPT}: {e}")
         return
     except (RecursionError, MemoryError):  # a packed settings module nested beyond the parser
-        report.problems.append(f"{SCRIPT}: {PACKED} is nested too deeply to read")
+        report.problems.append(f"{SCRIPT}: {PACKED_PATH} is nested too deeply to read")
         return
     check_requirements(report, folder, names, compiled(report, {**files, SCRIPT: data.decode("latin-1")}, target))
     if parts.version != golfpack_version():
@@ -135,7 +133,7 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
         report.problems.append(f"{SCRIPT}: packed code is not golfpack {parts.version}'s own: {', '.join(foreign[:5])}")
         return
     try:
-        table = packed_pipeline(packed, files[PACKED])
+        table = packed_pipeline(packed, files[PACKED_PATH])
     except ValueError as e:
         report.problems.append(str(e))
         return

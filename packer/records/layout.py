@@ -26,9 +26,11 @@ import ast
 import re
 import statistics
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 from ...model.files import read_regular
 from ..bundle import excerpt, inlined, minify
@@ -179,6 +181,15 @@ def split_user_source(text: str) -> tuple[str, str]:
     return "".join(f"{ln}\n" for ln in lines[:end]), "\n".join(lines[end:])
 
 
+@contextmanager
+def silenced() -> Iterator[None]:
+    """Warnings off while untrusted source is parsed or compiled: its odd escapes and literals are
+    the file's to carry, not the reader's to print (a warning quotes the source to the terminal)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def parse_inline(data: bytes) -> InlineParts:
     """What an inlined script runs: its bundle line is the first statement after the user's
     docstring and ``__future__`` imports in the script's syntax tree, and rendering the parts
@@ -189,8 +200,7 @@ def parse_inline(data: bytes) -> InlineParts:
     if head is None:
         raise ValueError(f"{SCRIPT} is not a script golfpack inline wrote (no header)")
     try:
-        with warnings.catch_warnings():  # a hostile script's odd escapes are not the reader's to report
-            warnings.simplefilter("ignore")
+        with silenced():
             body = ast.parse(text).body
     except SyntaxError as e:
         raise ValueError(f"{SCRIPT} does not parse (line {e.lineno})") from None
