@@ -119,7 +119,7 @@ def imported_modules(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             found.add(node.module)
             if node.module == API:
-                found.update(f"{API}.{a.name}" for a in node.names)
+                found.update(f"{API}.{a.name}" for a in node.names if a.name != "*")
     return found
 
 
@@ -128,9 +128,12 @@ def api_functions_used(tree: ast.Module) -> set[str] | None:
     or None when it uses the module otherwise (passes it around, ``getattr``): then all of them."""
     aliases, used = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            aliases.update(a.asname or a.name for a in node.names if a.name == API)
+        if isinstance(node, ast.Import):  # `import golfpack [as g]`, and `import golfpack.x`, which binds golfpack
+            aliases.update(a.asname or API for a in node.names
+                           if a.name == API or (a.asname is None and a.name.startswith(API + ".")))
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module == API:
+            if any(a.name == "*" for a in node.names):
+                return None
             used.update(a.name for a in node.names)
     attribute_of = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     for node in ast.walk(tree):
@@ -196,8 +199,9 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     extra = (RTN,) if any(allocates(r) for r in spec.rules) else ()  # what a fill codes with beyond the rules
     classes = sorted({type(s) for r in spec.rules for s in r.stages} | set(extra), key=lambda c: c.name)
     decoders = [c.decoder() for c in classes]
-    own = sorted(m for m in modules if m == API or (m.startswith(API + ".") and m != API + "._packed"
-                                                   and m.removeprefix(API + ".") not in API_NAMES))  # a module
+    # the API always (importing any golfpack module runs it first), and the modules the script names
+    own = sorted({API} | {m for m in modules if m.startswith(API + ".") and m != API + "._packed"
+                          and m.removeprefix(API + ".") not in API_NAMES})
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
                           allowed=ships_in_records, erase_types=False, data={PACKED_PATH: packed_source(spec, extra)},
                           prefix=inline_prefix(), unused=unused_imports(tree))
