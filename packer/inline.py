@@ -29,7 +29,7 @@ from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
 from .bundle import DISTRIBUTIONS, build_bundle, imports_of, module_path, ships_in_records
 from .records.layout import INLINE_BOOT, INLINE_INSTALL, INLINE_LINE, SCRIPT, InlineParts, inline_prefix, \
-    pipeline_label, render_inline, \
+    latin1_literal, pipeline_label, render_inline, \
     split_user_source
 from .version import golfpack_version
 
@@ -48,7 +48,7 @@ class InlineResult:
     requirements: tuple[str, ...]
     user_bytes: int  # the user's source as written
     golfpack_bytes: int  # everything golfpack added: header, bundle, loader, marker
-    decode_bytes: int  # golfpack's decode path alone (decoders, container reader, loader), packed the same way
+    decode_bytes: int  # golfpack's decode path alone (decoders, container reader, loader): its literal and install line
     modules: int  # golfpack modules packed
 
     @property
@@ -206,7 +206,8 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
                           allowed=ships_in_records, erase_types=False, data={PACKED_PATH: packed_source(spec, extra)},
                           prefix=inline_prefix(), unused=unused_imports(tree))
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, prefix=inline_prefix())
-    boot = len(INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])) + 4  # that line and the literal's G='...'
+    # the two lines that would carry it, as the script carries the whole bundle (and bench/code_bytes.py the record's)
+    decode_lines = f"G={latin1_literal(decode.compressed)}\n{INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])}\n"
     prefix, body = split_user_source(text)
     data = render_inline(InlineParts(golfpack_version(), pipeline_label(pipeline), bundle.codec, bundle.compressed,
                                      prefix, body))
@@ -215,7 +216,7 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     atomic_write_bytes(out / SCRIPT, data, overwrite=force)
     atomic_write_bytes(out / "requirements.txt", "".join(f"{r}\n" for r in reqs).encode(), overwrite=force)
     user = len((prefix + body).encode())
-    return InlineResult(out / SCRIPT, reqs, user, len(data) - user, len(decode.compressed) + boot,
+    return InlineResult(out / SCRIPT, reqs, user, len(data) - user, len(decode_lines.encode("latin-1")),
                         len(bundle.files))
 
 
