@@ -288,3 +288,21 @@ def test_a_script_nested_beyond_the_parser_is_a_problem_not_a_crash(folder, tmp_
         parse_inline(deep)
     problems = check_folder(rec).problems
     assert len(problems) == 1 and "does not parse" in problems[0]
+
+
+@pytest.mark.parametrize("pipeline", ["default", "*=rtn bits=4 -> pack -> zstd"])
+def test_the_packed_pipeline_rebuilds_the_installed_one(pipeline):
+    """An inlined script's compress runs the pipeline packed_spec rebuilds: the same rules, stages
+    and parameters as the installed one, so it codes the same bytes."""
+    from golfpack.codec.encoders.intq import RTN
+    from golfpack.codec.rules import packed_decoders, packed_source, packed_spec
+    from golfpack.codec.spec import load_spec
+    from golfpack.packer.records.check_inline import packed_literals
+
+    spec = load_spec(pipeline)
+    packed = packed_literals(packed_source(spec, (RTN,)))
+    again = packed_spec(packed)
+    shape = lambda s: (s.source, s.fill, [(r.label, r.patterns, r.roles, r.allocate, r.chain) for r in s.rules])  # noqa: E731
+    assert shape(again) == shape(spec)
+    assert [[type(x) for x in r.stages] for r in again.rules] == [[type(x) for x in r.stages] for r in spec.rules]
+    assert set(packed_decoders(packed)) == {type(x).name for r in spec.rules for x in r.stages} | {"rtn"}
