@@ -205,7 +205,8 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
                           allowed=ships_in_records, erase_types=False, data={PACKED_PATH: packed_source(spec, extra)},
                           prefix=inline_prefix(), unused=unused_imports(tree))
-    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, prefix=inline_prefix())
+    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, erase_types=False,  # as packed
+                          prefix=inline_prefix())
     # the two lines that would carry it, as the script carries the whole bundle (and bench/code_bytes.py the record's)
     decode_lines = f"G={latin1_literal(decode.compressed)}\n{INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])}\n"
     prefix, body = split_user_source(text)
