@@ -19,7 +19,7 @@ import ast
 import tempfile
 from pathlib import Path
 
-from golfpack.packer.bundle import compress_solid, minify
+from golfpack.packer.bundle import INLINE_STYLE, compress_solid, minify
 from golfpack.packer.inline import inline
 from golfpack.packer.records.layout import latin1_literal
 
@@ -31,7 +31,7 @@ DECODE = ("dequantize_mixed", "_lrzip_decompress", "_unpack_streams", "_decompre
 
 def packed(source: str) -> int:
     """Bytes of ``source`` as an inlined script carries code: minified, compressed, a Latin-1 literal."""
-    return len(latin1_literal(compress_solid(minify(source, "export.py").encode())[0]))
+    return len(latin1_literal(compress_solid(minify(source, "export.py", INLINE_STYLE).encode())[0]))
 
 
 def record_parts(path: Path) -> tuple[str, str, int]:

@@ -34,6 +34,7 @@ from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
 from .runtime import finder as finder_module
 from .runtime.finder import pack_bundle
+from .shake import shake
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
 RECORDS_PACKAGES = ("golfpack.codec",)  # a records script also encodes: the whole codec ...
@@ -234,11 +235,60 @@ class _EraseFieldTypes(ast.NodeTransformer):
         return node
 
 
-def minify(source: str, path: str, erase_types: bool = True) -> str:
-    """python-minifier (docstrings dropped, locals renamed), after erasing field types unless
-    told not to (a records script's encoders read their parameters' types)."""
-    erased = ast.unparse(_EraseFieldTypes().visit(ast.parse(source))) if erase_types else source
-    out = python_minifier.minify(erased, filename=path, remove_literal_statements=True)
+class _PointToMessages(ast.NodeTransformer):
+    """Each raised error's arguments become a pointer to its message, ``ctxans.py:123``: the line
+    of golfpack's source, at the version the script names, that spells it. So do the message
+    arguments of a module's ``_expect(cond, *message)`` helper (an assert that raises its own
+    error). An inlined script keeps every refusal but ships no prose: its own code reads only
+    the files it wrote, and ``golfpack check`` reads them with the installed golfpack, messages
+    and all. ``SystemExit`` keeps its argument (an exit status or what to print)."""
+
+    def __init__(self, path: str) -> None:
+        self.file = path.rsplit("/", 1)[-1]
+
+    def pointer(self, node: ast.AST) -> ast.Constant:
+        return ast.Constant(f"{self.file}:{node.lineno}")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        return node if node.name == "_expect" else self.generic_visit(node)  # it raises what it is given
+
+    def visit_Raise(self, node: ast.Raise) -> ast.Raise:
+        exc = node.exc
+        if isinstance(exc, ast.Call) and (exc.args or exc.keywords) and ast.unparse(exc.func) != "SystemExit":
+            exc.args, exc.keywords = [self.pointer(node)], []
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id == "_expect" and len(node.args) > 1:
+            node.args = [node.args[0], self.pointer(node)]
+        return node
+
+
+@dataclass(frozen=True)
+class MinifyStyle:
+    """How shipped code is minified beyond python-minifier's defaults: ``erase_types`` erases
+    dataclass field types (a records script's encoders read their parameters' types, so it
+    keeps them); ``pointers`` replaces error messages with pointers to them (an inlined script)."""
+
+    erase_types: bool = True
+    pointers: bool = False
+
+
+ARTIFACT_STYLE = MinifyStyle()
+RECORDS_STYLE = MinifyStyle(erase_types=False)
+INLINE_STYLE = MinifyStyle(erase_types=False, pointers=True)
+
+
+def minify(source: str, path: str, style: MinifyStyle = ARTIFACT_STYLE) -> str:
+    """python-minifier (docstrings dropped, locals renamed), after the edits ``style`` asks for."""
+    tree = ast.parse(source)
+    if style.erase_types:
+        tree = _EraseFieldTypes().visit(tree)
+    if style.pointers:
+        tree = _PointToMessages(path).visit(tree)
+    edited = ast.unparse(tree) if style.erase_types or style.pointers else source
+    out = python_minifier.minify(edited, filename=path, remove_literal_statements=True)
     compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
     return out
 
@@ -254,12 +304,16 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
 
 def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
                  allowed: Callable[[str], bool] = is_shipped, data: dict[str, str] | None = None,
-                 erase_types: bool = True, prefix: bytes = b"",
-                 unused: Mapping[str, Container[str]] | None = None) -> CodeBundle:
+                 style: MinifyStyle = ARTIFACT_STYLE, prefix: bytes = b"",
+                 unused: Mapping[str, Container[str]] | None = None, roots: Iterable[str] | None = None) -> CodeBundle:
     """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are;
-    ``prefix``: bytes compressed in the same stream before it (an inlined script's loader)."""
+    ``prefix``: bytes compressed in the same stream before it (an inlined script's loader);
+    ``roots``: shake the modules down to what these names reach (``shake.py``)."""
     found = closure(decoders, models, entries, allowed, unused)
-    files = {path: minify(src, path, erase_types) for path, src in sorted(found.sources.values())} | (data or {})
+    sources = dict(sorted(found.sources.values()))
+    if roots is not None:
+        sources = shake(sources, roots)
+    files = {path: minify(src, path, style) for path, src in sources.items()} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())
     blob = prefix + pack_bundle(files)
     compressed, codec = compress_solid(blob)

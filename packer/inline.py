@@ -20,6 +20,7 @@ import sys
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .. import CHALLENGE_CAP, __all__ as API_NAMES
 from ..codec.encoders.intq import RTN
@@ -27,7 +28,7 @@ from ..codec.fill import allocates
 from ..codec.rules import PACKED_PATH, packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular
-from .bundle import DISTRIBUTIONS, build_bundle, imports_of, module_path, ships_in_records
+from .bundle import DISTRIBUTIONS, INLINE_STYLE, build_bundle, imports_of, module_path, ships_in_records
 from .records.layout import INLINE_BOOT, INLINE_INSTALL, INLINE_LINE, SCRIPT, InlineParts, inline_prefix, \
     latin1_literal, pipeline_label, render_inline, \
     split_user_source
@@ -36,6 +37,7 @@ from .version import golfpack_version
 MAX_SCRIPT_BYTES = 1 << 20  # a training script; the #1 record's is about 50 KB
 API = "golfpack"
 DECODE_ENTRY = "golfpack.codec.decoders.chain"  # with the stages' decoders: the decode path, for the ledger
+DECODE_ROOTS = ("read_container", "decode_container")  # what reading a model file calls
 
 
 class InlineError(ValueError):
@@ -170,6 +172,19 @@ def unused_imports(tree: ast.Module) -> dict[str, set[str]]:
     return {API: imports(functions.values()) - kept}
 
 
+def inline_roots(tree: ast.Module, stages: Iterable[str]) -> set[str]:
+    """What an inlined script's bundle is shaken down to (``shake.py``): every name, attribute
+    and string in the script, the pipeline's stage classes (``stages``, which the packed
+    pipeline names in strings), and the whole API when the script uses it in a way its syntax
+    does not show (``getattr``, passed around)."""
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    names |= {a.asname or a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+              for a in n.names} | {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    return names | set(stages) | (set(API_NAMES) if api_functions_used(tree) is None else set())
+
+
 def user_requirements(path: Path, modules: set[str]) -> set[str]:
     """The distributions of the script's third-party imports; an import that is neither the
     standard library, golfpack nor an installed distribution cannot ship in one file."""
@@ -203,10 +218,11 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     own = sorted({API} | {m for m in modules if m.startswith(API + ".") and m != API + "._packed"
                           and m.removeprefix(API + ".") not in API_NAMES})
     bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
-                          allowed=ships_in_records, erase_types=False, data={PACKED_PATH: packed_source(spec, extra)},
-                          prefix=inline_prefix(), unused=unused_imports(tree))
-    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, erase_types=False,  # as packed
-                          prefix=inline_prefix())
+                          allowed=ships_in_records, style=INLINE_STYLE, data={PACKED_PATH: packed_source(spec, extra)},
+                          prefix=inline_prefix(), unused=unused_imports(tree),
+                          roots=inline_roots(tree, [c.__name__ for c in classes]))
+    decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, style=INLINE_STYLE,  # as packed
+                          prefix=inline_prefix(), roots=DECODE_ROOTS)
     # the two lines that would carry it, as the script carries the whole bundle (and bench/code_bytes.py the record's)
     decode_lines = f"G={latin1_literal(decode.compressed)}\n{INLINE_INSTALL.format(boot=INLINE_BOOT[decode.codec])}\n"
     prefix, body = split_user_source(text)

@@ -124,7 +124,7 @@ def amplifying_container(numel: int, tensors: int) -> bytes:
 
     import brotli
 
-    from golfpack.codec.decoders.ans import write_varints
+    from golfpack.codec.decoders.counts import write_varints
     import numpy as np
 
     table = write_varints(np.array([numel]))

@@ -233,10 +233,11 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
     """A bundle path outside golfpack/ is foreign code, reported without looking it up (finding a
     module imports its parent package); the folder is refused and the planted package never runs."""
     from golfpack.packer.records.check import check_folder
-    from golfpack.packer.records.check_inline import foreign_modules
+    from golfpack.packer.records.check_inline import foreign_modules, packed_literals, shaken_to
 
     out, _ = folder
     files = packed_files(out)
+    roots = shaken_to(parse_inline((out / "train_gpt.py").read_bytes()), packed_literals(files["golfpack/_packed.py"]))
     plant = tmp_path / "plant"
     (plant / "evilpkg").mkdir(parents=True)
     marker = tmp_path / "imported"
@@ -244,7 +245,7 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
     sys.path.insert(0, str(plant))
     try:
         evil = {**files, "evilpkg/mod.py": "x = 1\n"}
-        assert foreign_modules(evil) == ["evilpkg/mod.py"] and not marker.exists()
+        assert foreign_modules(evil, roots) == ["evilpkg/mod.py"] and not marker.exists()
         problems = check_folder(replanted(out, evil, tmp_path / "rec")).problems
         assert any("not golfpack 0.1.0's own: evilpkg/mod.py" in p for p in problems) and not marker.exists()
     finally:

@@ -62,9 +62,9 @@ def check_chain(entry: Entry, table: Mapping[str, DecoderSpec]) -> None:
     bad = chain_mismatch(kinds)
     if bad is not None:
         i, kind = bad
-        what = f"chain ends in {kind}, not bytes" if i == len(kinds) else \
-            f"stage '{entry.chain[i].stage}' consumes {kinds[i][0]}, gets {kind}"
-        raise ContainerError(f"tensor '{name}': {what}")
+        if i == len(kinds):
+            raise ContainerError(f"tensor '{name}': chain ends in {kind}, not bytes")
+        raise ContainerError(f"tensor '{name}': stage '{entry.chain[i].stage}' consumes {kinds[i][0]}, gets {kind}")
 
 
 def check_container(container: Container, table: Mapping[str, DecoderSpec]) -> None:

@@ -92,9 +92,10 @@ def _inflate_manifest(packed: bytes) -> Any:
         raise ContainerError(f"manifest: not valid UTF-8 JSON ({str(e)[:80]})") from None
 
 
-def _expect(cond: bool, where: str, what: str) -> None:
+def _expect(cond: bool, *message: str) -> None:
+    """Refuse with ``where: what`` unless ``cond``."""
     if not cond:
-        raise ContainerError(f"{where}: {what}")
+        raise ContainerError(": ".join(message))
 
 
 def _int(v: Any) -> bool:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ans import INT32_MAX, INT32_MIN, MAX_ALPHABET, categorical, read_all_varints, write_varints
+from .counts import INT32_MAX, INT32_MIN, MAX_ALPHABET, categorical, read_all_varints, write_varints
 from .base import DecodeError, TensorMeta, blob, param
 from .intq import grid_shape
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..decoders.ans import categorical, write_varints
+from ..decoders.counts import categorical, write_varints
 from ..decoders.base import BYTES, SYMBOLS
 from ..stage import EncodeContext, Encoded, Stage
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..decoders.ans import MAX_ALPHABET
+from ..decoders.counts import MAX_ALPHABET
 from ..decoders.base import BYTES, SYMBOLS
 from ..decoders.ctxans import (COEF_SHIFT, MAX_CLASSES, MAX_COEF, MAX_ORDER, MAX_PREDICTED_COLUMNS, MAX_REF_ROWS,
                                class_bits, class_models, pack_classes, pack_refs, predict_all, ref_width, write_tables)

@@ -23,10 +23,12 @@ from ...codec.decoders.container import read_container
 from ...codec.rules import PACKED_NAMES, PACKED_PATH
 from ...model.console import one_line
 from ...model.files import read_regular
-from ..bundle import minify, module_path
+from ..bundle import INLINE_STYLE, minify, module_path
+from ..inline import inline_roots
+from ..shake import shake
 from ..version import golfpack_version
 from .check import FLOAT_TOL, Report, check_requirements, close, compiled, seeds_of
-from .layout import SCRIPT, parse_inline, read_inline_bundle, silenced
+from .layout import SCRIPT, InlineParts, parse_inline, read_inline_bundle, silenced
 from .lines import MAX_LOG_BYTES, LogError, log_name, model_name, parse_own_log, seed_run_id
 
 MAX_PACKED_ITEMS = 64  # rules, stages, globs, params: each far beyond any pipeline's
@@ -90,11 +92,23 @@ def packed_pipeline(packed: SimpleNamespace, source: str) -> dict:
     return {n: c.decoder() for n, c in classes.items()}
 
 
-def foreign_modules(files: dict[str, str]) -> list[str]:
-    """The packed modules whose code is not this golfpack's own, minified as inline packs it
-    (a path outside ``golfpack/`` is foreign without a look-up: nothing it names is imported)."""
-    out = []
-    for path, source in sorted(files.items()):
+def shaken_to(parts: InlineParts, packed: SimpleNamespace) -> set[str] | None:
+    """The names ``inline`` shook this script's bundle down to (``inline.py: inline_roots``), or
+    None when the user's source does not parse."""
+    try:
+        with silenced():
+            user = ast.parse(parts.prefix + parts.body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    return inline_roots(user, [ref.rsplit(":", 1)[-1] for ref in packed.STAGES.values()])
+
+
+def foreign_modules(files: dict[str, str], roots: set[str]) -> list[str]:
+    """The packed modules whose code is not this golfpack's own, shaken down to ``roots`` and
+    minified as inline packs it (a path outside ``golfpack/`` is foreign without a look-up:
+    nothing it names is imported)."""
+    out, own = [], {}
+    for path in sorted(files):
         if path == PACKED_PATH:
             continue
         if not path.startswith("golfpack/"):  # never looked up: finding a module can import its parent package
@@ -102,13 +116,14 @@ def foreign_modules(files: dict[str, str]) -> list[str]:
             continue
         module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         try:
-            own_path, own = module_path(module)
+            own_path, own[path] = module_path(module)
         except ValueError:
+            own_path = None
+        if own_path != path:
             out.append(path)
-            continue
-        if own_path != path or minify(own, path, erase_types=False) != source:
-            out.append(path)
-    return out
+            own.pop(path, None)
+    shaken = shake(own, roots)
+    return sorted(out + [p for p in own if minify(shaken[p], p, INLINE_STYLE) != files[p]])
 
 
 def check_inline(report: Report, folder: Path, names: set[str], doc: dict, target: tuple[int, int]) -> None:
@@ -128,7 +143,10 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
         report.problems.append(f"{SCRIPT}: inlined by golfpack {parts.version}; this is {golfpack_version()}, whose "
                                "decoders cannot vouch for its packed ones (check it with that version)")
         return
-    foreign = foreign_modules(files)
+    roots = shaken_to(parts, packed)
+    if roots is None:  # compiled() has said why
+        return
+    foreign = foreign_modules(files, roots)
     if foreign:
         report.problems.append(f"{SCRIPT}: packed code is not golfpack {parts.version}'s own: {', '.join(foreign[:5])}")
         return

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ...model.files import read_regular
-from ..bundle import excerpt, inlined, minify
+from ..bundle import INLINE_STYLE, excerpt, inlined, minify
 from ..runtime import finder as finder_module
 from ..version import golfpack_version
 from . import loader as loader_module
@@ -132,7 +132,7 @@ def inline_prefix() -> bytes:
     and its import hook (:data:`INLINE_LOADER` of ``runtime/finder.py``, minified), then a NUL. The script's first line runs it
     and hands it the rest (``finder.install``); one stream, so the loader costs what it adds to
     the compressed bundle, not a stream of its own."""
-    return minify(excerpt(finder_module, INLINE_LOADER), SCRIPT).encode() + b"\0"
+    return minify(excerpt(finder_module, INLINE_LOADER), SCRIPT, INLINE_STYLE).encode() + b"\0"
 
 
 def read_inline_bundle(codec: str, compressed: bytes) -> dict:

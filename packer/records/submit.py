@@ -27,7 +27,7 @@ from ...model.checkpoint import Checkpoint
 from ...model.distributed import torchrun_command
 from ...model.files import atomic_write_bytes
 from ...trainer.config import TrainConfig, load_config
-from ..bundle import CodeBundle, build_bundle, ships_in_records
+from ..bundle import RECORDS_STYLE, CodeBundle, build_bundle, ships_in_records
 from ..models import open_checkpoint
 from ..version import golfpack_version
 from . import loader as loader_module
@@ -80,7 +80,7 @@ def script_bundle(cfg: TrainConfig, spec: PipelineSpec, eval_stride: int | None)
     table = decoder_table(registry)
     return build_bundle([table[n] for n in stages], [builder_module(cfg.model_builder)],
                         entries=[loader_module.ENTRY, *sorted({c.__module__ for c in classes.values()})],
-                        allowed=ships_in_records, erase_types=False,
+                        allowed=ships_in_records, style=RECORDS_STYLE,
                         data={loader_module.SETTINGS: json.dumps(settings, sort_keys=True, indent=0)})
 
 
