@@ -62,9 +62,10 @@ Members = list[tuple[str, bytes]]
 
 
 def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: str,
-          train_config: dict | None) -> tuple[Members, Manifest]:
+          train_config: dict | None, budget: int = CHALLENGE_CAP) -> tuple[Members, Manifest]:
     """Everything of an artifact but its weights: the bootstrap and code members, and the
-    manifest (``spec`` with its roles resolved; ``table``: the decoders it uses)."""
+    manifest (``spec`` with its roles resolved; ``table``: the decoders it uses; ``budget``:
+    the file's byte budget, recorded for ``inspect``)."""
     bundle = build_bundle(table.values(), [builder_module(model_builder)])
     manifest = Manifest(
         python=list(sys.version_info[:2]), golfpack=golfpack_version(),
@@ -72,7 +73,7 @@ def frame(spec: PipelineSpec, table: Mapping[str, DecoderSpec], model_builder: s
               "minified_bytes": bundle.minified_bytes, "files": len(bundle.files)},
         weights={"member": WEIGHTS}, decoders={n: d.to_json() for n, d in sorted(table.items())},
         pipeline=spec_json(spec), requirements={"required": list(bundle.required), "optional": list(bundle.optional)},
-        train_config=train_config, sha256={})
+        train_config=train_config, sha256={}, budget=budget)
     return [(BOOTSTRAP, bootstrap_member()), (f"code.{bundle.codec}", bundle.compressed)], manifest
 
 
@@ -115,7 +116,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         raise ValueError(f"{checkpoint}: no calibration statistics for the pipeline's GPTQ stages: give --calib "
                          "'data/fineweb_train_*.bin' (training shards to calibrate on) or a .calib.pt file")
     table = used_decoders(spec, state)
-    members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config)
+    members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config, options.budget)
     budget = weights_budget(options.budget, frame_size(members, manifest)) if spec.fill else None  # before calibrating
     hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \

@@ -312,7 +312,9 @@ def torch_checkpoint(data: bytes) -> bool:
 
 @main.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--budget", default=CHALLENGE_CAP, show_default=True, type=POSITIVE)
+@click.option("--budget", default=None, type=POSITIVE,
+              help="Measure against this many bytes [default: what the artifact was built for; a model file: "
+                   "the challenge's cap].")
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a PNG of where the bytes go.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
@@ -329,7 +331,7 @@ def inspect_cmd(artifact, budget, as_json, plot, force) -> None:
         require_matplotlib()
     data = read_artifact(artifact)
     if data[:4] == b"GPAK":
-        led = model_file_ledger(str(artifact), data, budget, decoder_table())
+        led = model_file_ledger(str(artifact), data, budget or CHALLENGE_CAP, decoder_table())
     elif torch_checkpoint(data):
         raise ValueError(f"{artifact}: a PyTorch checkpoint (a training run's, or a plain state dict), not an artifact "
                          "or a model file: `golfpack build` makes an artifact of it, `golfpack eval` scores it")

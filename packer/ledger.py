@@ -112,7 +112,10 @@ def read_rule_by_role(meta: dict, names: set[str], n_rules: int) -> dict[str, in
             and 0 <= i < n_rules}
 
 
-def artifact_ledger(v: Verified, budget: int) -> Ledger:
+def artifact_ledger(v: Verified, budget: int | None = None) -> Ledger:
+    """The ledger of a verified artifact, against ``budget`` or, by default, the budget it was
+    built for (its manifest's)."""
+    budget = v.manifest.budget if budget is None else budget
     if budget < 1:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
     m = v.manifest

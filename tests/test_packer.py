@@ -71,6 +71,19 @@ def test_quantization_changes_weights_but_not_much(artifact, trained, small_val)
 
 
 
+def test_inspect_measures_against_the_budget_the_artifact_was_built_for(artifact, trained, tmp_path):
+    from golfpack.packer.build import BuildOptions
+
+    budget = artifact.stat().st_size + 12_345
+    out = tmp_path / "tight.pyz"
+    build(trained, PIPELINE, out, BuildOptions(budget=budget), echo=lambda m: None, progress=False)
+    assert verify_artifact(out).manifest.budget == budget
+    led = json.loads(golfpack("inspect", str(out), "--json").stdout)
+    assert led["budget"] == budget and led["headroom"] == budget - out.stat().st_size
+    again = json.loads(golfpack("inspect", str(out), "--json", "--budget", "16000000").stdout)
+    assert again["headroom"] == 16_000_000 - out.stat().st_size
+
+
 def test_over_budget_writes_nothing_and_shows_ledger(trained, tmp_path):
     out = tmp_path / "big.pyz"
     proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--out", str(out), "--budget", "50000")

@@ -33,7 +33,7 @@ from .finder import MalformedBundle, decompress_bundle, split_bundle
 
 MANIFEST, WEIGHTS, BOOTSTRAP = "manifest.json", "weights.gpak", "__main__.py"
 CODE_CODECS = ("lzma", "brotli")
-FORMAT, VERSION = "golfpack.artifact", 2
+FORMAT, VERSION = "golfpack.artifact", 3
 MAX_ARTIFACT_BYTES = 64_000_000  # refused before anything is parsed: four times the cap
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_CODE_BYTES = 8 << 20  # the bundle, decompressed
@@ -134,6 +134,7 @@ class Manifest:
     requirements: dict  # {"required": [distributions], "optional": [distributions]}
     train_config: object  # the trainer's resolved config, or None
     sha256: dict  # member name -> hex SHA-256
+    budget: int  # the byte budget it was built for (``build --budget``): ``inspect`` measures against it
     format: str = FORMAT
     version: int = VERSION
 
@@ -183,6 +184,7 @@ class Manifest:
             isinstance(r[k], list) and len(r[k]) <= 64 and all(_is_str(d, 64, r"[\w.-]+") for d in r[k]) for k in r),
             "'requirements' must be {required: [...], optional: [...]}")
         _check(self.train_config is None or isinstance(self.train_config, dict), "'train_config' must be an object")
+        _check(_is_int(self.budget, 1, 1 << 40), "'budget' must be a positive number of bytes")
         _check(isinstance(self.sha256, dict) and all(_is_str(h, 64, r"[0-9a-f]{64}") for h in self.sha256.values()),
                "'sha256' must map member names to hex digests")
 
