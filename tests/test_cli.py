@@ -65,6 +65,7 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
         (["build", "{tmp}/m.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> brotli level=-3"], "level must be"),
         (["build", "{tmp}/other.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> zstd"], "do not fit the model"),
         (["build", "{tmp}/m.pt"], "Missing option '--out'"),
+        (["submit", "{tmp}/m.pt", "--out", "{tmp}/rec"], "use `golfpack inline`"),  # no run to repeat
         (["nope"], "No such command"),
         (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--seq-len", "abc"], "is not a valid integer"),
     ],

@@ -167,7 +167,9 @@ def submit(checkpoint: str | Path, out: str | Path, options: SubmitOptions,
     spec = load_spec(options.pipeline)
     ckpt = open_checkpoint(checkpoint, options.model)
     if not ckpt.train_config:
-        raise ValueError(f"{checkpoint}: no training config in this checkpoint (train it with golfpack train)")
+        raise ValueError(f"{checkpoint}: no training config in this checkpoint, so there is no run for train_gpt.py "
+                         "to repeat: submit writes golfpack's trainer with a `golfpack train` run's config; to keep "
+                         "your own training script, use `golfpack inline` (docs/own-script.md)")
     cfg = script_config(ckpt, spec, options.overrides)
     bundle = script_bundle(cfg, spec, options.eval_stride)
     source = script_source(bundle, options.pipeline)
