@@ -355,7 +355,7 @@ def run_cmd(artifact, val, tokenizer, nproc, settings, device, as_json) -> None:
     """Verify ARTIFACT's hashes, then run its own evaluation and print val_bpb."""
     from .run import run_artifact
 
-    r = run_artifact(artifact, val, str(tokenizer), settings, nproc=nproc, device=device)
+    r = run_artifact(artifact, val, str(tokenizer), settings, nproc=nproc, device=device, progress=not as_json)
     if as_json:
         click.echo(json.dumps(r.to_json()))
         return

@@ -262,3 +262,33 @@ def test_a_model_builder_named_by_the_container_is_never_imported(genuine, senti
     proc, *_ = golfpack_measured("eval", str(gpak), "--val", "never-read.bin", "--tokenizer", str(SP1024), env=env)
     refused(proc, "built by 'sentinel_mod:decode', not by golfpack.model.gpt:build")
     assert not (sentinel_dir / "IMPORTED").exists(), "a container-named model module was imported"
+
+
+def test_run_relays_the_artifacts_stderr_escaped_and_bounded():
+    """What an artifact prints while it runs reaches our stderr line by line, each line escaped and
+    cut; a flood on stdout or an endless line neither blocks the child nor fills our memory."""
+    import io
+    from contextlib import redirect_stderr
+
+    from golfpack.packer.run import MAX_LINE_CHARS, MAX_RESULT_BYTES, relay
+
+    child = textwrap.dedent('''\
+        import sys
+        sys.stdout.write("x" * (4 << 20))
+        sys.stdout.flush()
+        print("eval: 3/10 win after 10s", file=sys.stderr, flush=True)
+        print("\\x1b]0;owned\\x07bell", file=sys.stderr, flush=True)
+        print("y" * (1 << 20), file=sys.stderr, flush=True)
+        sys.exit(3)
+        ''')
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code, out, tail = relay([sys.executable, "-c", child], echo=True)
+    lines = err.getvalue().splitlines()
+    assert code == 3 and len(out) == MAX_RESULT_BYTES
+    assert lines[0] == "eval: 3/10 win after 10s" and "\x1b" not in err.getvalue() and "\\x1b" in lines[1]
+    assert len(lines) == 3 and len(lines[2]) == MAX_LINE_CHARS and tail == lines[2]
+    quiet = io.StringIO()
+    with redirect_stderr(quiet):
+        assert relay([sys.executable, "-c", child], echo=False)[0] == 3
+    assert quiet.getvalue() == ""

@@ -41,7 +41,8 @@ def cmd_eval(args: argparse.Namespace, art, files: dict) -> int:
     settings = EvalSettings(args.seq_len, args.stride, args.batch_seqs)  # refused before any work
     ctx = init_from_env(args.device)
     model, decode_seconds = load_model(art, files)
-    result = evaluate_files(model, args.val, args.tokenizer, settings, ctx=ctx, progress=not args.json)
+    result = evaluate_files(model, args.val, args.tokenizer, settings, ctx=ctx,
+                            progress=args.progress or not args.json)
     shutdown()
     if ctx.is_main:
         out = {**result.to_dict(), "wall_seconds": time.perf_counter() - t0, "world_size": ctx.world_size,
@@ -87,6 +88,7 @@ def main(argv: list[str], art, files: dict) -> int:
     ev.add_argument("--batch-seqs", type=positive, default=EvalSettings.batch_seqs)
     ev.add_argument("--device", choices=["cpu", "cuda"], default=None)
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--progress", action="store_true", help="progress on stderr even with --json")
     tr = sub.add_parser("train", help="retrain from the packed code (the packed run's config by default)")
     tr.add_argument("--config", default=None)
     tr.add_argument("--force", action="store_true")
