@@ -82,12 +82,13 @@ def frame_size(members: Members, manifest: Manifest) -> int:
     return len(write_artifact([*members, (WEIGHTS, b"")], manifest))
 
 
-def model_frame_size(spec: PipelineSpec, model: "torch.nn.Module", model_builder: str, train_config: dict) -> int:
+def model_frame_size(spec: PipelineSpec, model: "torch.nn.Module", model_builder: str, train_config: dict,
+                     budget: int = CHALLENGE_CAP) -> int:
     """:func:`frame_size` of the artifact ``build`` will make of ``model`` under ``spec``, before
     it is trained: what budget-aware QAT and ``bench qat`` take off a whole file's budget. The
     manifest carries this config, which the final checkpoint's differs from by a few bytes at most."""
     spec = spec.with_roles(tensor_roles(model))
-    return frame_size(*frame(spec, used_decoders(spec, model.state_dict()), model_builder, train_config))
+    return frame_size(*frame(spec, used_decoders(spec, model.state_dict()), model_builder, train_config, budget))
 
 
 def weights_budget(budget: int, frame_bytes: int) -> int:

@@ -253,7 +253,8 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
             raise click.UsageError("--budget trains toward its plan from --qat-start on: give --qat-start (e.g. 0.8)")
         spec = load_spec(pipeline or "default")
         cfg.qat_pipeline = spec_doc(spec)
-        frame = model_frame_size(spec, build_model(cfg.model_builder, cfg.model), cfg.model_builder, cfg.to_dict())
+        frame = model_frame_size(spec, build_model(cfg.model_builder, cfg.model), cfg.model_builder, cfg.to_dict(),
+                                 budget)
         cfg.qat_budget = weights_budget(budget, frame)
     elif pipeline is not None:
         cfg.qat_rules = quantizer_rules(load_spec(pipeline), tensor_roles(build_model(cfg.model_builder, cfg.model)))

@@ -165,7 +165,8 @@ def test_compress_is_builds_path_to_the_byte(trained, train_glob, tmp_path):
     model.load_state_dict(state)
     calib = golfpack.calibrate(model, golfpack.shard_batches(train_glob, 1024, batch_seqs=2), hessian_tokens=2048,
                                sensitivity_tokens=2048, score_tokens=2048)
-    budget = weights_budget(options.budget, model_frame_size(load_spec("default"), model, GPT_BUILDER, None))
+    budget = weights_budget(options.budget, model_frame_size(load_spec("default"), model, GPT_BUILDER, None,
+                                                             options.budget))
     data = golfpack.compress(model, calib, budget, state_dict=state, meta=model_meta(GPT_BUILDER, config, {}))
     assert data == built
 
