@@ -34,6 +34,7 @@ from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
 from .runtime import finder as finder_module
 from .runtime.finder import pack_bundle
+from .rename import Renamer, global_renames
 from .shake import shake
 
 SHIPPED_PACKAGES = ("golfpack.model", "golfpack.trainer", "golfpack.codec.decoders", "golfpack.packer.runtime")
@@ -280,14 +281,17 @@ RECORDS_STYLE = MinifyStyle(erase_types=False)
 INLINE_STYLE = MinifyStyle(erase_types=False, pointers=True)
 
 
-def minify(source: str, path: str, style: MinifyStyle = ARTIFACT_STYLE) -> str:
-    """python-minifier (docstrings dropped, locals renamed), after the edits ``style`` asks for."""
+def minify(source: str, path: str, style: MinifyStyle = ARTIFACT_STYLE, renames: Mapping[str, str] | None = None) -> str:
+    """python-minifier (docstrings dropped, locals renamed), after the edits ``style`` asks for
+    and the whole bundle's ``renames`` of module-level names (``rename.py``)."""
     tree = ast.parse(source)
     if style.erase_types:
         tree = _EraseFieldTypes().visit(tree)
     if style.pointers:
         tree = _PointToMessages(path).visit(tree)
-    edited = ast.unparse(tree) if style.erase_types or style.pointers else source
+    if renames:
+        tree = Renamer(renames).visit(tree)
+    edited = ast.unparse(tree) if style.erase_types or style.pointers or renames else source
     out = python_minifier.minify(edited, filename=path, remove_literal_statements=True)
     compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
     return out
@@ -308,12 +312,15 @@ def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), en
                  unused: Mapping[str, Container[str]] | None = None, roots: Iterable[str] | None = None) -> CodeBundle:
     """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are;
     ``prefix``: bytes compressed in the same stream before it (an inlined script's loader);
-    ``roots``: shake the modules down to what these names reach (``shake.py``)."""
+    ``roots``: shake the modules down to what these names reach (``shake.py``) and give the
+    module-level names nothing else sees short ones (``rename.py``)."""
     found = closure(decoders, models, entries, allowed, unused)
     sources = dict(sorted(found.sources.values()))
+    renames = None
     if roots is not None:
         sources = shake(sources, roots)
-    files = {path: minify(src, path, style) for path, src in sources.items()} | (data or {})
+        renames = global_renames(sources, roots)
+    files = {path: minify(src, path, style, renames) for path, src in sources.items()} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())
     blob = prefix + pack_bundle(files)
     compressed, codec = compress_solid(blob)

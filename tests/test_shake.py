@@ -160,3 +160,60 @@ def test_a_statement_sharing_a_line_is_kept_with_what_it_references():
     src = "from .b import used\n\n\ndef helper():\n    return used()\nX = 1; Y = helper\n"
     out = shake({"p/a.py": src, "p/b.py": B}, roots=set())
     assert out["p/a.py"] == src and "def used" in out["p/b.py"]
+
+
+def test_global_renames_shorten_only_what_nothing_sees_by_spelling():
+    from golfpack.packer.rename import global_renames
+
+    a = textwrap.dedent('''\
+        from torch import nn
+        from .b import shared_helper, KeptError
+        LONG_CONSTANT = 3
+        def by_attribute():
+            return 0
+        def by_keyword():
+            return 0
+        def by_string():
+            return 0
+        def root_name():
+            return shared_helper(LONG_CONSTANT, dict(by_keyword=1)) + nn.by_attribute + getattr(nn, "by_string")
+        def param_name(param_name):
+            try:
+                return param_name
+            except KeptError as caught:
+                return caught
+        def caught():
+            return 0
+        ''')
+    b = "class KeptError(ValueError):\n    pass\n\n\ndef shared_helper(x, y):\n    return x\n\n\nlen = 1\n"
+    table = global_renames({"p/a.py": a, "p/b.py": b}, keep={"root_name"})
+    assert set(table) == {"LONG_CONSTANT", "shared_helper"}  # the rest is seen by spelling (or is a builtin)
+    assert len(set(table.values())) == 2 and all(v.startswith("g") and len(v) == 2 for v in table.values())
+    renamed = {p: minify(s, p, renames=table) for p, s in {"p/a.py": a, "p/b.py": b}.items()}
+    assert "shared_helper" not in renamed["p/a.py"] + renamed["p/b.py"]
+    assert table["shared_helper"] in renamed["p/a.py"] and f"def {table['shared_helper']}(" in renamed["p/b.py"]
+    assert global_renames({"p/a.py": a, "p/b.py": b}, keep={"root_name"}) == table  # deterministic
+
+
+def test_an_inlined_package_runs_after_shaking_and_renaming(tmp_path):
+    """Two modules importing each other's definitions, shaken, renamed and minified as inline
+    packs them, import and give what the originals give."""
+    from golfpack.packer.rename import global_renames
+
+    pkg = {"golfpack_probe/__init__.py": "from .api import public\n",
+           "golfpack_probe/api.py": "from .core import COUNT_LIMIT, combine, unused_thing\n\n\n"
+                                    "def public(x):\n    if x > COUNT_LIMIT:\n        raise ValueError(f'{x} over')\n"
+                                    "    return combine(x, x)\n",
+           "golfpack_probe/core.py": "COUNT_LIMIT = 10\n\n\ndef combine(a, b):\n    return helper_sum(a, b)\n\n\n"
+                                     "def helper_sum(a, b):\n    return a + b\n\n\ndef unused_thing():\n    return 1\n"}
+    shaken = shake(pkg, {"public"})
+    table = global_renames(shaken, {"public"})
+    assert {"combine", "helper_sum", "COUNT_LIMIT"} <= set(table) and "unused_thing" not in shaken["golfpack_probe/core.py"]
+    for path, src in shaken.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(minify(src, path, INLINE_STYLE, table))
+    probe = "import golfpack_probe\nprint(golfpack_probe.public(4))\ntry:\n    golfpack_probe.public(11)\n" \
+            "except ValueError as e:\n    print(e)\n"
+    r = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["8", "api.py:6"]

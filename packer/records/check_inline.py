@@ -25,6 +25,7 @@ from ...model.console import one_line
 from ...model.files import read_regular
 from ..bundle import INLINE_STYLE, minify, module_path
 from ..inline import inline_roots
+from ..rename import global_renames
 from ..shake import shake
 from ..version import golfpack_version
 from .check import FLOAT_TOL, Report, check_requirements, close, compiled, seeds_of
@@ -123,7 +124,8 @@ def foreign_modules(files: dict[str, str], roots: set[str]) -> list[str]:
             out.append(path)
             own.pop(path, None)
     shaken = shake(own, roots)
-    return sorted(out + [p for p in own if minify(shaken[p], p, INLINE_STYLE) != files[p]])
+    renames = global_renames(shaken, roots)
+    return sorted(out + [p for p in own if minify(shaken[p], p, INLINE_STYLE, renames) != files[p]])
 
 
 def check_inline(report: Report, folder: Path, names: set[str], doc: dict, target: tuple[int, int]) -> None:
