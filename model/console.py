@@ -72,6 +72,7 @@ class _PhaseLines(_SilentBar):
 
 
 PHASE_SECONDS = 10.0
+PHASE_LINE = r"[\w .-]{1,40}: [\d,]+(/[\d,]+)? \w+ after \d+s( \(.*\))?"  # what a phase line looks like
 
 
 def progress_bar(enabled: bool = True, **kwargs: Any):

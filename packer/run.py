@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.console import printable
+from ..model.console import PHASE_LINE, printable
 from ..model.distributed import torchrun_command
 from ..model.scoring import EvalSettings
 from .verify import read_artifact, verify_bytes
@@ -98,10 +99,12 @@ MAX_LINE_CHARS = 300  # of each stderr line passed on or kept
 
 
 def relay(command: list[str], echo: bool) -> tuple[int, str, str]:
-    """Run ``command``: its exit status, its stdout (bounded) and its last non-empty stderr line,
-    escaped. Each stderr line is read as it comes (its progress off a terminal is phase lines)
-    and, with ``echo``, written to ours through :func:`printable`: the artifact's bytes were
-    verified, its output is still not ours to send to a terminal raw."""
+    """Run ``command``: its exit status, its stdout (bounded) and its last non-empty stderr line
+    that is not a phase line, escaped. Each stderr line is read as it comes (progress off a
+    terminal is phase lines) and, with ``echo``, a phase line (``console.PHASE_LINE``) is
+    written to ours through :func:`printable` (the artifact's bytes were verified, its output is
+    still not ours to send to a terminal raw); anything else it prints becomes at most the one
+    line of our error."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     out: list[str] = []
 
@@ -118,9 +121,11 @@ def relay(command: list[str], echo: bool) -> tuple[int, str, str]:
             while (rest := proc.stderr.readline(1 << 16)) and not rest.endswith("\n"):
                 pass
         text = printable(line.rstrip("\n"))
-        tail = text or tail
-        if echo and text:
-            print(text, file=sys.stderr, flush=True)
+        if re.fullmatch(PHASE_LINE, text):
+            if echo:
+                print(text, file=sys.stderr, flush=True)
+        else:
+            tail = text or tail
     returncode = proc.wait()
     reader.join()
     return returncode, "".join(out), tail
