@@ -32,10 +32,12 @@ from .anatomy import ModelBuilderError, load_weights
 from .builders import GPT_BUILDER, build_model, default_config, split_builder
 from .config import GPTConfig
 from .console import printable
-from .files import MAX_CHECKPOINT_BYTES, atomic_write_bytes, open_regular
+from .files import MAX_CHECKPOINT_BYTES, atomic_write_bytes
+from .torch_files import load_torch_file
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KEYS = ("format", "version", "model_builder", "model_config", "state_dict", "train_config", "meta", "resume")
 
 
 class CheckpointError(ValueError):
@@ -111,20 +113,27 @@ def load_checkpoint(path: str | os.PathLike, builder: str | None = None, trusted
 
 def _load(path: Path, builder: str | None) -> Checkpoint:
     try:
-        with open_regular(path, MAX_CHECKPOINT_BYTES) as f:
-            obj = torch.load(f, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path, MAX_CHECKPOINT_BYTES, "torch checkpoint")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except (OSError, ValueError) as e:  # not a regular file, too large
+    except (OSError, ValueError) as e:  # not a regular file, too large, not a plain dense tree (TorchFileError)
         raise CheckpointError(str(e)) from None
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
     if obj.get("format") == CHECKPOINT_FORMAT:
         if obj.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"{path}: unsupported checkpoint version {obj.get('version')}")
+        unknown = sorted(set(obj) - set(CHECKPOINT_KEYS))
+        if unknown:
+            raise CheckpointError(f"{path}: unknown checkpoint key '{printable(unknown[0])[:64]}'")
+        for key in ("train_config", "meta", "resume"):
+            if obj.get(key) is not None and not isinstance(obj[key], dict):
+                raise CheckpointError(f"{path}: its {key} is not a table")
         builder = obj.get("model_builder", GPT_BUILDER)
+        nested = (obj.get("train_config") or {}).get("model_builder", GPT_BUILDER)
+        if nested != builder:  # TrainConfig.from_dict imports what this names: it must be the builder vetted
+            raise CheckpointError(f"{path}: its train_config names model builder '{printable(nested)[:200]}', the "
+                                  f"checkpoint '{printable(builder)[:200]}': refused, nothing either names is imported")
         try:
             split_builder(builder)
             cfg = obj["model_config"]

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .console import printable
 from .files import atomic_write_bytes, open_regular
 
 SHARD_MAGIC = 20240520
@@ -73,10 +74,15 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int], *, 
 
 
 def resolve_shards(pattern: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Sorted shard paths from a glob, a file, or a list of either; an empty match is an error."""
+    """Sorted shard paths from a glob, a file, or a list of either; an empty match is an error.
+    Wildcards go in the file name only (``data/fineweb_train_*.bin``): a glob then lists one
+    folder, whatever a file or a command line says (``/*/*/*/*.bin`` would walk the disk)."""
     patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else list(pattern)
     files: list[Path] = []
     for p in patterns:
+        if glob.has_magic(os.path.dirname(str(p))):
+            raise ShardError(f"{printable(str(p))[:200]}: wildcards only in the file name, not its folders "
+                             "(a shard glob lists one folder)")
         matched = sorted(glob.glob(str(p)))
         if not matched:
             raise ShardError(f"{p}: no shard files match")

@@ -17,7 +17,7 @@ from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from ..model.shards import refuse_validation, resolve_shards
-from ..trainer.calibration_files import calib_path
+from ..trainer.calibration_files import calib_path, load_hessians
 from .bundle import bootstrap_member, build_bundle
 from .encode import encode_checkpoint, file_calibration, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
@@ -106,6 +106,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
     if options.calib is not None and not options.calib.endswith(".pt"):  # before any work: training data only
         refuse_validation(resolve_shards(options.calib))
+    calib_file = load_hessians(options.calib) if options.calib is not None and options.calib.endswith(".pt") else None
     registry = discover()
     spec = load_spec(pipeline, registry)
     spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)
@@ -119,9 +120,9 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     table = used_decoders(spec, state)
     members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config, options.budget)
     budget = weights_budget(options.budget, frame_size(members, manifest)) if spec.fill else None  # before calibrating
-    hessians = resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
-                                seq_len=ckpt.train_seq_len, log=echo) \
-        if spec.needs_calibration(list(state)) or spec.fill else None
+    hessians = calib_file if calib_file is not None else \
+        resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
+                         seq_len=ckpt.train_seq_len, log=echo) if spec.needs_calibration(list(state)) or spec.fill else None
     if spec.fill:
         calibration = file_calibration(checkpoint, model, hessians, training_shards(options.calib, ckpt.train_config),
                                        calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,

@@ -168,3 +168,23 @@ def with_meta(genuine: bytes, edit) -> bytes:
 
 __all__ = ["golfpack_measured", "zip64_differential", "overlapping", "directory_flood", "resealed", "amplifying_container", "with_weights",
            "with_meta", "read_container"]
+
+
+MAX_WORK_CPU_SECONDS = 1.0  # after the imports every run pays (golfpack_measured)
+MAX_PEAK_MB = 512
+
+
+def refused(measured, *needles: str, stream: str = "stderr") -> str:
+    """The craft was refused: exit status 1, no traceback, within the CPU and memory bounds,
+    and the one error line (``stream``: stderr, or check's report on stdout) says why."""
+    proc, peak, cpu = measured
+    text = getattr(proc, stream)
+    print(f"rc {proc.returncode}, peak {peak:.0f} MB, cpu {cpu:.2f} s: {text.strip().splitlines()[-3:]}")
+    assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert peak <= MAX_PEAK_MB and cpu <= MAX_WORK_CPU_SECONDS, (peak, cpu)
+    if stream == "stderr":
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("golfpack: error:"), proc.stderr
+    assert any(n in text for n in needles), text
+    return text

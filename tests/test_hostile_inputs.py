@@ -27,27 +27,7 @@ from golfpack.packer.runtime.finder import decompress_bundle, pack_bundle, split
 
 from . import hostile
 from .conftest import SP1024, make_tiny
-from .hostile import golfpack_measured
-
-MAX_WORK_CPU_SECONDS = 1.0  # after the imports every run pays (hostile.golfpack_measured)
-MAX_PEAK_MB = 512
-
-
-def refused(measured, *needles: str, stream: str = "stderr") -> str:
-    """The craft was refused: exit status 1, no traceback, within the CPU and memory bounds,
-    and the one error line (``stream``: stderr, or check's report on stdout) says why."""
-    proc, peak, cpu = measured
-    text = getattr(proc, stream)
-    print(f"rc {proc.returncode}, peak {peak:.0f} MB, cpu {cpu:.2f} s: {text.strip().splitlines()[-3:]}")
-    assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    assert peak <= MAX_PEAK_MB and cpu <= MAX_WORK_CPU_SECONDS, (peak, cpu)
-    if stream == "stderr":
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("golfpack: error:"), proc.stderr
-    assert any(n in text for n in needles), text
-    return text
-
+from .hostile import MAX_PEAK_MB, MAX_WORK_CPU_SECONDS, golfpack_measured, refused
 
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory) -> Path:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.files import MAX_CHECKPOINT_BYTES, atomic_write_bytes, open_regular
+from ..model.files import MAX_CHECKPOINT_BYTES, atomic_write_bytes
+from ..model.torch_files import load_torch_file
 from ..model.shards import shard_batches
 from .calibrate import Batch, hessians_of, sensitivities_of, take_tokens
 
@@ -73,11 +74,7 @@ def load_hessians(path: str | os.PathLike, what: str = "calibration") -> dict[st
     """A calibration file (name -> 2-D tensor: Hessians, or sensitivities with ``what``),
     loaded with ``weights_only`` from a regular file; every tensor must be finite."""
     p = Path(path)
-    with open_regular(p, MAX_CHECKPOINT_BYTES) as f:
-        try:
-            obj = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt or foreign file
-            raise ValueError(f"{p}: not a {what} file ({type(e).__name__})") from None
+    obj = load_torch_file(p, MAX_CHECKPOINT_BYTES, f"{what} file")  # dense tensors: checked before any is read
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) and v.ndim == 2
                                             and v.is_floating_point() and bool(torch.isfinite(v).all())
                                             for k, v in obj.items()):

@@ -1,0 +1,97 @@
+"""Trust, round 4: the strict readers of torch files and checkpoints. Each craft is refused in
+one line, exit 1, within the CPU and memory bounds of tests/hostile.py, with nothing it names
+imported (``this`` would print the Zen of Python) and no file system walked."""
+from __future__ import annotations
+
+import torch
+import pytest
+
+from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from golfpack.model.torch_files import TorchFileError, check_tree
+from golfpack.trainer.config import TrainConfig
+
+from .conftest import SP1024, make_tiny
+from .hostile import golfpack_measured, refused
+
+ZEN = "Beautiful is better"
+
+
+def golfpack_checkpoint(path, **edits) -> str:
+    m = make_tiny(0)
+    obj = {"format": "golfpack.checkpoint", "version": 1, "model_builder": "golfpack.model.gpt:build",
+           "model_config": m.cfg.to_dict(), "state_dict": dict(m.state_dict()), "train_config": TrainConfig().to_dict(),
+           "meta": {}, "resume": None}
+    obj.update(edits)
+    torch.save(obj, path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_train_config_never_names_other_code_than_the_checkpoint(tmp_path):
+    train_config = {**TrainConfig().to_dict(), "model_builder": "this:x"}
+    ckpt = golfpack_checkpoint(tmp_path / "nested.pt", train_config=train_config)
+    for args in (["submit", ckpt, "--out", str(tmp_path / "rec"), "--script-only"],
+                 ["build", ckpt, "--out", str(tmp_path / "a.pyz"), "--pipeline", "*=fp16 -> brotli"]):
+        text = refused(golfpack_measured(*args), "its train_config names model builder 'this:x'")
+        assert ZEN not in text
+    assert not (tmp_path / "rec").exists() and not (tmp_path / "a.pyz").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, message", [
+    ({"extra": 1}, "unknown checkpoint key 'extra'"),
+    ({"meta": [1, 2]}, "its meta is not a table"),
+    ({"state_dict": {"w": torch.zeros(1).expand(30_000, 30_000)}}, "rather than its own storage"),
+    ({"meta": {"plan": [list(range(65_536))] * 2}}, "shared between two places"),
+])
+def test_a_crafted_checkpoint_is_refused_before_anything_uses_it(tmp_path, small_val, edit, message):
+    ckpt = golfpack_checkpoint(tmp_path / "c.pt", **edit)
+    refused(golfpack_measured("eval", ckpt, "--val", small_val, "--tokenizer", str(SP1024), "--seq-len", "64"),
+            message)
+
+
+@pytest.mark.slow
+def test_a_calibration_file_of_views_is_refused_before_it_is_read(tmp_path):
+    m = make_tiny(0)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict()))
+    torch.save({"blocks.0.attn.c_q.weight": torch.ones(1, 1).expand(30_000, 30_000)}, tmp_path / "views.pt")
+    refused(golfpack_measured("build", str(tmp_path / "m.pt"), "--out", str(tmp_path / "a.pyz"),
+                              "--calib", str(tmp_path / "views.pt")), "rather than its own storage")
+
+
+@pytest.mark.slow
+def test_a_shard_glob_lists_one_folder(tmp_path, small_val):
+    m = make_tiny(0)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict()))
+    refused(golfpack_measured("eval", str(tmp_path / "m.pt"), "--val", "/*/*/*/*/*.bin", "--tokenizer", str(SP1024)),
+            "wildcards only in the file name")
+
+
+def test_check_tree_holds_each_promise():
+    """In process, the reader's rules one by one (the subprocess tests above hold the bounds)."""
+    t = torch.arange(6.0)
+    check_tree({"a": t, "b": t, "c": [1, "x", None, 2.5, True]}, 1 << 10, "f")  # a tensor may repeat
+    with pytest.raises(TorchFileError, match="view"):
+        check_tree({"a": t[1:]}, 1 << 10, "f")  # offset into a larger storage
+    with pytest.raises(TorchFileError, match="view"):
+        check_tree({"a": t.reshape(2, 3).t()}, 1 << 10, "f")  # not contiguous
+    with pytest.raises(TorchFileError, match="times the file"):
+        check_tree({"a": [t] * 50_000}, 100, "f")  # one stored tensor referenced until it is a bomb
+    with pytest.raises(TorchFileError, match="nested"):
+        deep: list = []
+        for _ in range(40):
+            deep = [deep]
+        check_tree(deep, 1 << 10, "f")
+    with pytest.raises(TorchFileError, match="keys"):
+        check_tree({1.5: 2}, 1 << 10, "f")
+    with pytest.raises(TorchFileError, match="holds a"):
+        check_tree({"a": {1, 2}}, 1 << 10, "f")
+
+
+def test_golfpacks_own_files_pass_the_reader(tmp_path):
+    """A checkpoint written by save_checkpoint (with a train config) loads through it unchanged."""
+    m = make_tiny(1)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict(), TrainConfig().to_dict(),
+                                                  {"step": 3}))
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert all(torch.equal(ck.state_dict[k], v) for k, v in m.state_dict().items()) and ck.meta == {"step": 3}
