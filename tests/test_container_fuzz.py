@@ -289,3 +289,37 @@ def test_header_lies_are_caught_before_allocation(sample):
     big = {"tensors": [{"name": "x", "dtype": "float32", "shape": [2**20, 2**20], "chain": [], "data": [0, 0]}]}
     with pytest.raises(ContainerError, match="shape|exceed"):
         read_container(join(big, b""))
+
+
+def _varints_by_the_loop(raw: bytes, limit: int):
+    """The format's definition, one byte at a time: what read_all_varints must agree with."""
+    values, pos = [], 0
+    while pos < len(raw):
+        if len(values) >= limit:
+            return "more"
+        value = shift = 0
+        while True:
+            if pos >= len(raw) or shift > 56:
+                return "bad"
+            b = raw[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        values.append(value)
+    return values
+
+
+@given(raw=st.lists(st.sampled_from([0, 1, 0x7F, 0x80, 0x81, 0xFF]), max_size=40).map(bytes),
+       limit=st.integers(0, 12))
+@settings(max_examples=300, deadline=None)
+def test_vectorized_varints_read_what_the_byte_loop_reads(raw, limit):
+    from golfpack.codec.decoders.counts import read_all_varints
+
+    want = _varints_by_the_loop(raw, limit)
+    if isinstance(want, list):
+        assert read_all_varints(raw, limit).tolist() == want
+    else:
+        with pytest.raises(DecodeError):
+            read_all_varints(raw, limit)

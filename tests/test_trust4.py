@@ -95,3 +95,25 @@ def test_golfpacks_own_files_pass_the_reader(tmp_path):
                                                   {"step": 3}))
     ck = load_checkpoint(tmp_path / "m.pt")
     assert all(torch.equal(ck.state_dict[k], v) for k, v in m.state_dict().items()) and ck.meta == {"step": 3}
+
+
+def test_ctxans_declares_the_tables_it_models_as_work():
+    """Each class table is modelled over its whole alphabet: 300 one-row tensors of 16 classes over
+    65,536 symbols passed as 4,800 steps before (and took seconds to model); now they count 81,600
+    and are refused before any stream is read. A genuine table of 255 symbols still counts one."""
+    from golfpack.codec.decoders.base import TensorMeta
+    from golfpack.codec.decoders.chain import check_container
+    from golfpack.codec.decoders.container import ContainerError, read_container, write_container
+    from golfpack.codec.decoders.ctxans import steps
+    from golfpack.codec.registry import decoder_table
+
+    def container(tensors: int, n: int) -> bytes:
+        chain = [("rtn", {"bits": 6}, {"scales": b"\0\x3c"}),
+                 ("ctxans", {"k": 16, "n": n, "lo": 0, "p": 0, "rowwise": 0}, {"classes": b"\0" * 8, "tables": b""})]
+        return write_container([(TensorMeta(f"t{i}", "float32", (1, 16)), chain, b"") for i in range(tensors)], {})
+
+    meta = TensorMeta("t", "float32", (1, 16))
+    assert steps({"k": 16, "n": 65_536, "p": 0}, meta) == 16 * 17 and steps({"k": 16, "n": 255, "p": 0}, meta) == 16
+    check_container(read_container(container(300, 255)), decoder_table())  # 4,800 steps: within the bound
+    with pytest.raises(ContainerError, match="steps"):
+        check_container(read_container(container(300, 65_536)), decoder_table())

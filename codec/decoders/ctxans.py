@@ -174,13 +174,16 @@ def unpack_refs(raw: bytes, rows: int) -> np.ndarray:
 
 
 def steps(params: dict, meta: TensorMeta) -> int:
-    """One step per class without prediction (and one per row with references); with
-    prediction, one per column (``chain.MAX_DECODE_STEPS``)."""
+    """The decoder's Python-level work (``chain.MAX_DECODE_STEPS``): each class table it reads
+    and models (two per class with references) is a step, and one more per 4,096 symbols of
+    the alphabet it is built over (a 65,536-symbol table costs 17); then one step per column
+    with prediction, or per row with references."""
     p = param(params, "p", int, 0, MAX_ORDER)
-    if p:
-        return grid_shape(meta.shape)[1]
     k = param(params, "k", int, 1, MAX_CLASSES)
-    return 2 * k + grid_shape(meta.shape)[0] if "refs" in params else k
+    n = param(params, "n", int, 1, MAX_ALPHABET)
+    tables = k * (2 if "refs" in params else 1) * (1 + (n >> 12))
+    rows, cols = grid_shape(meta.shape)
+    return tables + (cols if p else rows if "refs" in params else 0)
 
 
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
