@@ -20,7 +20,7 @@ from ..model.builders import model_meta
 from ..model.checkpoint import Checkpoint
 from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, heldout_batches, load_hessians, \
     sens_path
-from ..trainer.qat import MAX_RULES, parse_rule
+from ..trainer.qat import MAX_RULES, parse_rules
 
 Log = Callable[[str], None]
 
@@ -72,16 +72,13 @@ def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
         return None
     if not isinstance(raw, list) or len(raw) > MAX_RULES:
         raise ValueError("checkpoint meta 'qat_plan' must be a list of [name, bits, clip(, colscale, cols)]")
-    plan = {}
-    for entry in raw:
-        try:
-            rule = parse_rule(entry)
-        except ValueError:
-            rule = None
-        if rule is None or rule.bits == 0:  # a plan's grids are real ones
-            raise ValueError(f"checkpoint meta 'qat_plan': malformed entry {str(entry)[:80]!r}")
-        plan[rule.pattern] = (rule.bits, entry[2], rule.colscale)
-    return plan
+    try:
+        rules = parse_rules(raw)
+    except ValueError as e:
+        raise ValueError(f"checkpoint meta 'qat_plan': malformed ({e})") from None
+    if any(rule.bits == 0 for rule in rules):  # a plan's grids are real ones
+        raise ValueError("checkpoint meta 'qat_plan': malformed (an entry with no grid, bits 0)")
+    return {rule.pattern: (rule.bits, str(rule.clip), rule.colscale) for rule in rules}
 
 
 def encode_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, spec: PipelineSpec, calibration: Calibration, *,

@@ -39,14 +39,16 @@ import torch
 
 from ..codec.decoders.config import first_match
 from ..codec.decoders.grid import ClipRule, as_rows, quantize_rtn, row_scales
+from ..codec.decoders.container import MAX_TENSORS
 from ..codec.decoders.intq import MAX_BITS, MIN_BITS, dequantize
 from ..model.anatomy import tied_embeddings
 from ..model.gpt import CastedLinear
 
 
 MAX_COLUMNS = 1 << 16  # a rule's column scales: bounded, since a checkpoint's rules are read back
-MAX_RULES = 1 << 16  # rules in a list, and
-MAX_PATTERN = 1000  # characters in a rule's glob: bounded for the same reason
+MAX_RULES = MAX_TENSORS  # rules in a list (a plan has one per tensor), and
+MAX_PATTERN = 1000  # characters in a rule's glob, and
+MAX_PATTERN_CHARS = 1 << 18  # in all its globs together (matching compiles them into one expression)
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,14 @@ def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
     (``packer/encode.py: read_plan``)."""
     if isinstance(rules, (str, bytes, Mapping)) or not isinstance(rules, Iterable):  # a crafted resume state
         raise ValueError(f"QAT rules must be a list of [glob, bits, clip(, colscale, cols)], got {type(rules).__name__}")
-    out = []
+    out, chars = [], 0
     for r in rules:
         if len(out) >= MAX_RULES:
             raise ValueError(f"more than {MAX_RULES} QAT rules")
         out.append(r if isinstance(r, QatRule) else parse_rule(r))
+        chars += len(out[-1].pattern)
+        if chars > MAX_PATTERN_CHARS:
+            raise ValueError(f"QAT rules' globs hold more than {MAX_PATTERN_CHARS:,} characters together")
     return out
 
 
