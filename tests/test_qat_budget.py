@@ -121,7 +121,10 @@ def test_the_qat_contender_ships_the_trained_grid_exactly(weights, colscale):
     ([["w" * 5000, 4, "absmax"]], "malformed"), ([["w", 4, "absmax"]] * 70000, "must be a list"),
     ([["w", 4, "absmax", 0.5]], "malformed"), ([["w", 4, "absmax", 0.0, [1.0]]], "malformed"),
     ([["w", 4, "absmax", 1.5, [1.0]]], "malformed"), ([["w", 4, "absmax", 0.5, []]], "malformed"),
-    ([["w", 4, "absmax", 0.5, "1"]], "malformed"), ([["w", 4, "absmax", 0.5, [1.0] * 70000]], "malformed")])
+    ([["w", 4, "absmax", 0.5, "1"]], "malformed"), ([["w", 4, "absmax", 0.5, [1.0] * 70000]], "malformed"),
+    ([["w", 4, "absmax", 0.5, [1e300]]], "malformed"), ([["w", 4, "absmax", 0.5, [1e-30]]], "malformed"),
+    ([[f"w{i}", 4, "absmax"] for i in range(5000)], "must be a list"),
+    ([["w" * 900 + str(i), 4, "absmax"] for i in range(400)], "characters together")])
 def test_a_checkpoint_plan_is_checked_before_use(raw, why):
     with pytest.raises(ValueError, match=why):
         read_plan(raw)

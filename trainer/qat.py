@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 import torch
 
 from ..codec.decoders.config import first_match
-from ..codec.decoders.grid import ClipRule, as_rows, quantize_rtn, row_scales
+from ..codec.decoders.grid import FP16_MAX, FP16_TINY, ClipRule, as_rows, quantize_rtn, row_scales
 from ..codec.decoders.container import MAX_TENSORS
 from ..codec.decoders.intq import MAX_BITS, MIN_BITS, dequantize
 from ..model.anatomy import tied_embeddings
@@ -100,14 +100,16 @@ def parse_rule(r: object) -> QatRule:
 
 def _columns(tail: Sequence) -> tuple[float, tuple[float, ...]]:
     """A rule's ``colscale, cols`` (none: ``0.0, ()``), checked: a power in (0, 1] and at most
-    ``MAX_COLUMNS`` finite positive scales."""
+    ``MAX_COLUMNS`` scales an fp16 column-scale stream can hold (the format stores them so; a
+    scale of 1e300 would train the weights to NaN)."""
     if not tail:
         return 0.0, ()
     power, cols = tail
     ok = type(power) in (int, float) and 0 < power <= 1 and isinstance(cols, (list, tuple)) \
-        and 0 < len(cols) <= MAX_COLUMNS and all(type(c) in (int, float) and 0 < c < float("inf") for c in cols)
+        and 0 < len(cols) <= MAX_COLUMNS and all(type(c) in (int, float) and FP16_TINY <= c <= FP16_MAX for c in cols)
     if not ok:
-        raise ValueError(f"QAT rule's column scales must be a power in (0, 1] and 1..{MAX_COLUMNS} positive numbers")
+        raise ValueError(f"QAT rule's column scales must be a power in (0, 1] and 1..{MAX_COLUMNS} numbers in "
+                         f"[{FP16_TINY:g}, {FP16_MAX:g}]")
     return float(power), tuple(float(c) for c in cols)
 
 
