@@ -145,9 +145,13 @@ class TokenStream:
         return {"file_idx": self.file_idx, "pos": self.pos}
 
     def restore(self, state: dict[str, int]) -> None:
-        self.file_idx = int(state["file_idx"])
-        self.tokens = torch.from_numpy(read_shard(self.files[self.file_idx], self.vocab_size))
-        self.pos = int(state["pos"])
+        file_idx, pos = int(state["file_idx"]), int(state["pos"])
+        if not 0 <= file_idx < len(self.files):
+            raise ShardError(f"stream position: shard {file_idx} of {len(self.files)}")
+        tokens = torch.from_numpy(read_shard(self.files[file_idx], self.vocab_size))
+        if not 0 <= pos <= tokens.numel():
+            raise ShardError(f"stream position: token {pos} of a {tokens.numel()}-token shard")
+        self.file_idx, self.tokens, self.pos = file_idx, tokens, pos
 
     def take(self, n: int) -> torch.Tensor:
         chunks: list[torch.Tensor] = []

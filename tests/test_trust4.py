@@ -117,3 +117,52 @@ def test_ctxans_declares_the_tables_it_models_as_work():
     check_container(read_container(container(300, 255)), decoder_table())  # 4,800 steps: within the bound
     with pytest.raises(ContainerError, match="steps"):
         check_container(read_container(container(300, 65_536)), decoder_table())
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory, train_glob):
+    """A tiny run's checkpoint at step 2 of 4, with its resume state."""
+    from golfpack.trainer.train import train
+
+    from .test_trainer import tiny_cfg
+
+    out = tmp_path_factory.mktemp("resumable")
+    train(tiny_cfg(out / "a", train_glob, "iterations=4"), save_every=2, echo=lambda _: None)
+    return out / "a" / "step_000002.pt"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.update(step="2"), "step must be a non-negative integer"),
+    (lambda r: r.update(extra=1), "unknown key 'extra'"),
+    (lambda r: r.pop("data"), "no data"),
+    (lambda r: r.update(data={"file_idx": 99, "pos": 0}), "stream position: shard 99"),
+    (lambda r: r["data"].update(pos=10**12), "stream position: token"),
+    (lambda r: r.update(train_ms=float("inf")), "train_ms"),
+    (lambda r: r.update(optimizers=[]), "optimizer states for"),
+    (lambda r: r.update(optimizers="adam"), "optimizers must be a list"),
+    (lambda r: r.update(model={}), "cannot continue"),
+    (lambda r: r.update(ema={"x": torch.zeros(1)}), "ema does not match"),
+    (lambda r: r.update(qat_on=1), "qat_on must be true or false"),
+])
+def test_a_crafted_resume_state_is_one_line_and_writes_nothing(resumable, train_glob, tmp_path, edit, message):
+    from golfpack.trainer.train import train
+
+    from .test_trainer import tiny_cfg
+
+    ck = load_checkpoint(resumable)
+    edit(ck.resume)
+    save_checkpoint(tmp_path / "crafted.pt", ck)
+    with pytest.raises(ValueError, match=message):
+        train(tiny_cfg(tmp_path / "b", train_glob, "iterations=4"), resume=tmp_path / "crafted.pt",
+              echo=lambda _: None)
+    assert not (tmp_path / "b" / "final.pt").exists()
+
+
+def test_the_genuine_resume_state_round_trips(resumable):
+    from golfpack.trainer.resume import read_resume
+
+    raw = load_checkpoint(resumable).resume
+    state = read_resume(raw)
+    again = state.to_dict()
+    assert set(again) == set(raw) and again["step"] == raw["step"] == 2 and again["data"] == raw["data"]
+    assert all(torch.equal(again["model"][k], v) for k, v in raw["model"].items())

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.files import append_line
-from ..model.console import progress_bar
+from ..model.console import one_line, progress_bar
 from ..model.anatomy import Kind, Role, parameter_kinds, tensor_roles
 from ..model.builders import build_model, model_meta
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
@@ -40,6 +40,7 @@ from .data import DistributedTokenLoader
 from .log_line import STEP_VAL
 from .muon import Muon
 from .qat import GridPlanner, PlannerFactory, load_planner, parse_rules, plan_rules, set_qat, switch_is_visible
+from .resume import ResumeError, ResumeState, read_resume
 from .schedule import lr_multiplier, progress_fraction
 
 T = TypeVar("T")
@@ -208,15 +209,24 @@ class Run:
         ck = load_checkpoint(resume, self.cfg.model_builder)
         if not ck.resume:
             raise ValueError(f"{resume}: checkpoint has no resume state")
-        self.base.load_state_dict(ck.resume["model"])
-        for opt, state in zip(self.optimizers, ck.resume["optimizers"], strict=True):
-            opt.load_state_dict(state)
-        self.loader.stream.restore(ck.resume["data"])
-        self.step, self.train_ms = int(ck.resume["step"]), float(ck.resume["train_ms"])
-        self.qat_on = bool(ck.resume["qat_on"])
-        self.qat_rules = parse_rules(ck.resume.get("qat_rules", self.cfg.qat_rules))
-        self.plans = int(ck.resume.get("qat_plans", 0))
-        self.ema = ck.resume.get("ema") or self.ema
+        try:
+            state = read_resume(ck.resume)
+            model = self.base.state_dict()
+            if state.ema is not None and {k: v.shape for k, v in state.ema.items()} != \
+                    {k: v.shape for k, v in model.items()}:
+                raise ResumeError("resume state: its ema does not match the model")
+            self.base.load_state_dict(state.model)
+            if len(state.optimizers) != len(self.optimizers):
+                raise ResumeError(f"resume state: {len(state.optimizers)} optimizer states for {len(self.optimizers)}")
+            for opt, opt_state in zip(self.optimizers, state.optimizers):
+                opt.load_state_dict(opt_state)
+            self.loader.stream.restore(state.data)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:  # torch's own checks, one line
+            raise ResumeError(f"{resume}: cannot continue from its resume state ({one_line(e)[:300]})") from None
+        self.step, self.train_ms, self.qat_on = state.step, state.train_ms, state.qat_on
+        self.qat_rules = state.qat_rules if "qat_rules" in ck.resume else parse_rules(self.cfg.qat_rules)
+        self.plans = state.qat_plans
+        self.ema = state.ema or self.ema
         if self.qat_on:
             self.quantize(True)
         self.log(f"resume:{resume} step:{self.step} train_time:{self.train_ms:.0f}ms qat:{self.qat_on}")
@@ -489,10 +499,9 @@ class Run:
         if not self.ctx.is_main:
             return
         cfg = self.cfg
-        resume_state = {"model": {k: v.detach().cpu() for k, v in self.base.state_dict().items()},
-                        "optimizers": [o.state_dict() for o in self.optimizers], "data": self.loader.stream.state(),
-                        "step": self.step, "train_ms": self.train_ms, "qat_on": self.qat_on, "ema": self.ema,
-                        "qat_rules": [r.to_json() for r in self.qat_rules], "qat_plans": self.plans}
+        resume_state = ResumeState({k: v.detach().cpu() for k, v in self.base.state_dict().items()},
+                                   [o.state_dict() for o in self.optimizers], self.loader.stream.state(), self.step,
+                                   self.train_ms, self.qat_on, list(self.qat_rules), self.plans, self.ema).to_dict()
         meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
         if self.plans:  # the grids the weights were trained toward: build's fill offers them (contender 'qat')
