@@ -37,6 +37,7 @@ from .torch_files import load_torch_file
 
 CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_SEQ_LEN = 1 << 20
 CHECKPOINT_KEYS = ("format", "version", "model_builder", "model_config", "state_dict", "train_config", "meta", "resume")
 
 
@@ -57,7 +58,11 @@ class Checkpoint:
     @property
     def train_seq_len(self) -> int:
         """The sequence length the weights were trained at (the challenge's 1024 when unknown)."""
-        return int((self.train_config or {}).get("train_seq_len", 1024))
+        value = (self.train_config or {}).get("train_seq_len", 1024)
+        if type(value) is not int or not 1 <= value <= MAX_SEQ_LEN:
+            raise CheckpointError(f"{self.source}: its train_config's train_seq_len {printable(repr(value))[:40]} is "
+                                  f"not a sequence length (1..{MAX_SEQ_LEN:,})")
+        return value
 
     @property
     def vocab_size(self) -> int:

@@ -83,6 +83,9 @@ class GPTConfig:
             hidden = sd["blocks.0.mlp.fc.weight"].shape[0]
         except (KeyError, ValueError, IndexError) as e:
             raise ValueError(f"not a GPT state dict (missing or malformed {e})") from None
+        if not 1 <= num_heads <= model_dim:
+            raise ValueError(f"not a GPT state dict ({num_heads} attention heads, blocks.0.attn.q_gain, for a width "
+                             f"of {model_dim})")
         head_dim = model_dim // num_heads
         inferred = dict(
             vocab_size=int(vocab_size),

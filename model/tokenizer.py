@@ -42,6 +42,8 @@ def load_tokenizer(path: str | Path):
         proto = read_regular(path, MAX_TOKENIZER_BYTES, follow=True)
     except FileNotFoundError:
         raise TokenizerError(f"{path}: no such tokenizer file") from None
+    if not proto:  # sentencepiece takes it as no model, then logs to stderr from C++ at each use
+        raise TokenizerError(f"{path}: an empty file, not a SentencePiece model")
     try:
         return spm.SentencePieceProcessor(model_proto=proto)
     except (RuntimeError, OSError) as e:

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from golfpack.model.checkpoint import Checkpoint, save_checkpoint
@@ -66,6 +67,8 @@ def test_eval_prints_eight_decimals(tmp_path, data_dir):
         (["build", "{tmp}/other.pt", "--out", "{tmp}/a.pyz", "--pipeline", "*=fp16 -> zstd"], "do not fit the model"),
         (["build", "{tmp}/m.pt"], "Missing option '--out'"),
         (["submit", "{tmp}/m.pt", "--out", "{tmp}/rec"], "use `golfpack inline`"),  # no run to repeat
+        (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", "{tmp}/empty.model"], "an empty file"),  # no C++ noise
+        (["eval", "{tmp}/zeroheads.pt", "--val", "x", "--tokenizer", str(SP1024)], "0 attention heads"),
         (["nope"], "No such command"),
         (["eval", "{tmp}/m.pt", "--val", "x", "--tokenizer", str(SP1024), "--seq-len", "abc"], "is not a valid integer"),
     ],
@@ -96,6 +99,9 @@ def bad_inputs(tmp_path) -> None:
     state = dict(model.state_dict())
     state["blocks.0.attn.c_q.weight"] = state["blocks.0.attn.c_q.weight"][:, :32]  # a state dict that does not fit
     save_checkpoint(tmp_path / "other.pt", Checkpoint(state, model.cfg.to_dict()))
+    (tmp_path / "empty.model").write_bytes(b"")
+    torch.save({**model.state_dict(), **{k: torch.zeros(0) for k in model.state_dict() if k.endswith("q_gain")}},
+               tmp_path / "zeroheads.pt")
 
 
 def test_tokenize_writes_challenge_shards(tmp_path, data_dir):

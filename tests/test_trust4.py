@@ -166,3 +166,13 @@ def test_the_genuine_resume_state_round_trips(resumable):
     again = state.to_dict()
     assert set(again) == set(raw) and again["step"] == raw["step"] == 2 and again["data"] == raw["data"]
     assert all(torch.equal(again["model"][k], v) for k, v in raw["model"].items())
+
+
+@pytest.mark.parametrize("seq_len", [0, float("inf"), "1024", 1 << 30])
+def test_a_train_seq_len_that_is_not_one_is_refused_by_name(seq_len):
+    from golfpack.model.checkpoint import CheckpointError
+
+    m = make_tiny(0)
+    ck = Checkpoint(m.state_dict(), m.cfg.to_dict(), {"train_seq_len": seq_len}, source="c.pt")
+    with pytest.raises(CheckpointError, match="c.pt: its train_config's train_seq_len"):
+        ck.train_seq_len
