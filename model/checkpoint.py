@@ -135,7 +135,7 @@ def _load(path: Path, builder: str | None) -> Checkpoint:
             if obj.get(key) is not None and not isinstance(obj[key], dict):
                 raise CheckpointError(f"{path}: its {key} is not a table")
         builder = obj.get("model_builder", GPT_BUILDER)
-        nested = (obj.get("train_config") or {}).get("model_builder", GPT_BUILDER)
+        nested = obj["train_config"].get("model_builder", GPT_BUILDER) if obj.get("train_config") else builder
         if nested != builder:  # TrainConfig.from_dict imports what this names: it must be the builder vetted
             raise CheckpointError(f"{path}: its train_config names model builder '{printable(nested)[:200]}', the "
                                   f"checkpoint '{printable(builder)[:200]}': refused, nothing either names is imported")
