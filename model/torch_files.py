@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,7 +47,9 @@ def load_torch_file(path: str | os.PathLike, limit: int, what: str) -> object:
     with open_regular(path, limit) as f:
         data = f.read(limit + 1)
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a file's pickle protocol: the file's business, not ours
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise TorchFileError(f"{path}: not a loadable {what} ({type(e).__name__}: {str(e)[:120]})") from None
     check_tree(obj, len(data), f"{path}")

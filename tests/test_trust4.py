@@ -176,3 +176,12 @@ def test_a_train_seq_len_that_is_not_one_is_refused_by_name(seq_len):
     ck = Checkpoint(m.state_dict(), m.cfg.to_dict(), {"train_seq_len": seq_len}, source="c.pt")
     with pytest.raises(CheckpointError, match="c.pt: its train_config's train_seq_len"):
         ck.train_seq_len
+
+
+@pytest.mark.slow
+def test_a_plain_pickle_is_one_line_without_torchs_warning(tmp_path, small_val):
+    import pickle
+
+    (tmp_path / "p.pt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    refused(golfpack_measured("eval", str(tmp_path / "p.pt"), "--val", small_val, "--tokenizer", str(SP1024)),
+            "not a loadable torch checkpoint")
