@@ -13,16 +13,12 @@ import dataclasses
 import json
 import math
 import os
-import re
-import subprocess
-import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.console import PHASE_LINE, printable
 from ..model.distributed import torchrun_command
+from ..trainer.launch import relay
 from ..model.scoring import EvalSettings
 from .verify import read_artifact, verify_bytes
 
@@ -76,7 +72,7 @@ class ArtifactRun:
 def run_artifact(path: str | Path, val: str, tokenizer: str, settings: EvalSettings = EvalSettings(), *,
                  nproc: int = 1, device: str | None = None, progress: bool = False) -> ArtifactRun:
     """Evaluate a verified copy of the artifact in a subprocess; with ``progress``, its phase
-    lines are passed on to stderr as they come, escaped (:func:`relay`)."""
+    lines are passed on to stderr as they come, escaped (``trainer/launch.py: relay``)."""
     path = Path(path)
     v = verify_bytes(path, read_artifact(path))  # a failure stops here, before any of its code runs
     args = ["eval", f"--val={os.path.abspath(val)}", f"--tokenizer={os.path.abspath(tokenizer)}",
@@ -88,44 +84,7 @@ def run_artifact(path: str | Path, val: str, tokenizer: str, settings: EvalSetti
         copy = os.path.join(private, "artifact.pyz")
         with open(copy, "xb") as f:
             f.write(v.data)
-        returncode, stdout, tail = relay(torchrun_command(nproc, copy, *args), progress)
+        returncode, stdout, tail = relay(torchrun_command(nproc, copy, *args), progress, errors="submission: error:")
     if returncode:
         raise RuntimeError(f"artifact evaluation failed: {tail or f'exit status {returncode}'}")
     return ArtifactRun(**parse_result(stdout), artifact_bytes=v.size, sha256=v.sha256)
-
-
-MAX_RESULT_BYTES = 1 << 20  # the child's stdout: one JSON line
-MAX_LINE_CHARS = 300  # of each stderr line passed on or kept
-
-
-def relay(command: list[str], echo: bool) -> tuple[int, str, str]:
-    """Run ``command``: its exit status, its stdout (bounded) and its last non-empty stderr line
-    that is not a phase line, escaped. Each stderr line is read as it comes (progress off a
-    terminal is phase lines) and, with ``echo``, a phase line (``console.PHASE_LINE``) is
-    written to ours through :func:`printable` (the artifact's bytes were verified, its output is
-    still not ours to send to a terminal raw); anything else it prints becomes at most the one
-    line of our error."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    out: list[str] = []
-
-    def read_stdout() -> None:  # the first MAX_RESULT_BYTES kept, the rest drained so the child never blocks
-        out.append(proc.stdout.read(MAX_RESULT_BYTES))
-        while proc.stdout.read(1 << 16):
-            pass
-
-    reader = threading.Thread(target=read_stdout, daemon=True)
-    reader.start()
-    tail = ""
-    while line := proc.stderr.readline(MAX_LINE_CHARS):
-        if not line.endswith("\n"):  # a longer line: drop its rest
-            while (rest := proc.stderr.readline(1 << 16)) and not rest.endswith("\n"):
-                pass
-        text = printable(line.rstrip("\n"))
-        if re.fullmatch(PHASE_LINE, text):
-            if echo:
-                print(text, file=sys.stderr, flush=True)
-        else:
-            tail = text or tail
-    returncode = proc.wait()
-    reader.join()
-    return returncode, "".join(out), tail

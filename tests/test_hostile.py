@@ -270,7 +270,7 @@ def test_run_relays_the_artifacts_stderr_escaped_and_bounded():
     import io
     from contextlib import redirect_stderr
 
-    from golfpack.packer.run import MAX_LINE_CHARS, MAX_RESULT_BYTES, relay
+    from golfpack.trainer.launch import MAX_LINE_CHARS, MAX_RESULT_BYTES, relay
 
     child = textwrap.dedent('''\
         import sys

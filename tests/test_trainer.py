@@ -163,7 +163,7 @@ def test_calibration_hessians(train_glob):
     assert h.shape == (128, 128) and torch.allclose(h, h.T) and torch.linalg.eigvalsh(h).min() > -1e-6
 
 
-def _train_cli(nproc: int, out, train_glob, *flags: str) -> str:
+def _train_cli(nproc: int, out, train_glob, *flags: str, ok: bool = True) -> subprocess.CompletedProcess:
     """``golfpack train --nproc N``: launches torchrun, which runs ``python -m golfpack.trainer``."""
     sets = [*TINY_SETS, f"train_files={train_glob}", f"val_files={VAL_SHARD}", f"tokenizer={SP1024}",
             f"out_dir={out}", "iterations=3", "grad_accum_steps=0", "qat_calib_tokens=1024"]
@@ -171,8 +171,15 @@ def _train_cli(nproc: int, out, train_glob, *flags: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "golfpack.packer", "train", "--nproc", str(nproc), *args, *flags],
                           capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_is_one_line_not_torchruns_report(tmp_path, train_glob):
+    proc = _train_cli(2, tmp_path / "x", train_glob, "--resume", str(tmp_path / "missing.pt"), ok=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "no such checkpoint file" in lines[0], proc.stderr
 
 
 @pytest.mark.slow
@@ -180,8 +187,8 @@ def test_two_process_gloo_matches_one_process(tmp_path, train_glob):
     """With budget-aware QAT on too: rank 0 plans (its grids are broadcast to every rank, so a
     plan is one decision even where ranks' floats differ), and both runs record their plan."""
     budget = ("--qat-start", "0.5", "--budget", "80000")
-    one = _train_cli(1, tmp_path / "one", train_glob, *budget)
-    two = _train_cli(2, tmp_path / "two", train_glob, *budget)
+    one = _train_cli(1, tmp_path / "one", train_glob, *budget).stdout
+    two = _train_cli(2, tmp_path / "two", train_glob, *budget).stdout
     assert "ranks_in_sync:true" in two and "world_size:2 grad_accum_steps:4" in two
     for log, run in ((one, "one"), (two, "two")):
         assert len(re.findall(r"qat:plan 1/1 step:2 budget:\d+ predicted_bytes:\d+ .*plan_time", log)) == 1, log
