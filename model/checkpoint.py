@@ -116,6 +116,27 @@ def load_checkpoint(path: str | os.PathLike, builder: str | None = None, trusted
     return ckpt
 
 
+def _golfpack_fields(obj: dict, path: Path) -> str:
+    """Check a golfpack checkpoint's fields by type before any is used (the tree itself was
+    checked by the torch-file reader); its model builder."""
+    version = obj.get("version")
+    if type(version) is not int or version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint version {printable(repr(version))[:40]}")
+    unknown = sorted(set(obj) - set(CHECKPOINT_KEYS))
+    if unknown:
+        raise CheckpointError(f"{path}: unknown checkpoint key '{printable(unknown[0])[:64]}'")
+    for key in ("train_config", "meta", "resume"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise CheckpointError(f"{path}: its {key} is not a table")
+    builder = obj.get("model_builder", GPT_BUILDER)
+    nested = obj["train_config"].get("model_builder", GPT_BUILDER) if obj.get("train_config") else builder
+    if not (isinstance(builder, str) and isinstance(nested, str)) or nested != builder:
+        # TrainConfig.from_dict imports what the nested one names: it must be the builder vetted
+        raise CheckpointError(f"{path}: its train_config names model builder '{printable(nested)[:200]}', the "
+                              f"checkpoint '{printable(builder)[:200]}': refused, nothing either names is imported")
+    return builder
+
+
 def _load(path: Path, builder: str | None) -> Checkpoint:
     try:
         obj = load_torch_file(path, MAX_CHECKPOINT_BYTES, "torch checkpoint")
@@ -125,20 +146,8 @@ def _load(path: Path, builder: str | None) -> Checkpoint:
         raise CheckpointError(str(e)) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
-    if obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path}: unsupported checkpoint version {obj.get('version')}")
-        unknown = sorted(set(obj) - set(CHECKPOINT_KEYS))
-        if unknown:
-            raise CheckpointError(f"{path}: unknown checkpoint key '{printable(unknown[0])[:64]}'")
-        for key in ("train_config", "meta", "resume"):
-            if obj.get(key) is not None and not isinstance(obj[key], dict):
-                raise CheckpointError(f"{path}: its {key} is not a table")
-        builder = obj.get("model_builder", GPT_BUILDER)
-        nested = obj["train_config"].get("model_builder", GPT_BUILDER) if obj.get("train_config") else builder
-        if nested != builder:  # TrainConfig.from_dict imports what this names: it must be the builder vetted
-            raise CheckpointError(f"{path}: its train_config names model builder '{printable(nested)[:200]}', the "
-                                  f"checkpoint '{printable(builder)[:200]}': refused, nothing either names is imported")
+    if isinstance(obj.get("format"), str) and obj["format"] == CHECKPOINT_FORMAT:
+        builder = _golfpack_fields(obj, path)
         try:
             split_builder(builder)
             cfg = obj["model_config"]

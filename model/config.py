@@ -38,8 +38,11 @@ class GPTConfig:
             raise ValueError(f"num_heads={self.num_heads} must be divisible by num_kv_heads={self.num_kv_heads}")
         if (self.model_dim // self.num_heads) % 2:
             raise ValueError("head_dim must be even for RoPE")
-        if self.logit_softcap <= 0:
-            raise ValueError(f"logit_softcap must be positive, got {self.logit_softcap}")
+        for name in ("logit_softcap", "rope_base"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.tied_embed_init_std < 0:
+            raise ValueError(f"tied_embed_init_std must not be negative, got {self.tied_embed_init_std}")
 
     @property
     def head_dim(self) -> int:

@@ -74,7 +74,10 @@ def read_resume(raw: object) -> ResumeState:
     if type(raw["qat_on"]) is not bool:
         raise ResumeError("resume state: qat_on must be true or false")
     try:
-        rules = parse_rules(raw.get("qat_rules") or [])
+        rules = raw.get("qat_rules")
+        if rules is not None and not isinstance(rules, list):
+            raise ValueError("qat_rules must be a list")
+        rules = parse_rules(rules or [])
     except ValueError as e:
         raise ResumeError(f"resume state: {e}") from None
     ema = raw.get("ema")
