@@ -8,20 +8,29 @@ and only the symbols differ.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-from .decoders.grid import as_rows, round_to_grid, row_scales
+from .decoders.grid import ClipRule, as_rows, round_to_grid, row_scales
 from .rdoq import code_lengths, rate_aware_round
 from .threads import one_thread
 
-if TYPE_CHECKING:
-    from .encoders.intq import GPTQParams
+
+class GPTQSettings(Protocol):
+    """What GPTQ reads of a stage's parameters (``encoders/intq.py: GPTQParams`` has them), named
+    here so the algorithm does not import the stage that calls it."""
+
+    bits: int
+    rule: ClipRule
+    damp: float
+    act_order: bool
+    block: int
+    rdoq: float
 
 
 @one_thread
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: "GPTQParams") -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian.
 
     float32 throughout, on one thread (``threads.py``), in the order of operations of the

@@ -225,3 +225,16 @@ def test_calibration_time_is_reserved_inside_the_wallclock_cap(tmp_path, train_g
     total = int(re.search(r"train_plus_calib_time:([0-9]+)ms", calib).group(1))
     print(calib)
     assert total >= result.train_time_ms
+
+
+def test_a_world_size_that_does_not_divide_8_is_refused_as_the_challenge_does(tmp_path, train_glob, monkeypatch):
+    """Three processes: the challenge's script refuses (8 micro-batches do not split three ways);
+    so does golfpack, instead of silently accumulating one, unless grad_accum_steps is set."""
+    import golfpack.trainer.train as train_module
+    from golfpack.model.distributed import DistContext
+
+    monkeypatch.setattr(train_module, "init_from_env", lambda device=None: DistContext(0, 3, 0, torch.device("cpu")))
+    with pytest.raises(ValueError, match="world size 3 does not divide 8"):
+        train_module.Run(tiny_cfg(tmp_path, train_glob), None, False, lambda _: None, 0)
+    with pytest.raises(ValueError, match="train_batch_tokens=1024 must be a multiple"):  # past the check: 3*1*64
+        train_module.Run(tiny_cfg(tmp_path, train_glob, "grad_accum_steps=1"), None, False, lambda _: None, 0)

@@ -45,7 +45,7 @@ class TrainConfig:
     max_wallclock_seconds: float = -1.0  # <0: 600 on CUDA, none on CPU; 0: none
     train_batch_tokens: int = 524_288
     train_seq_len: int = 1024
-    grad_accum_steps: int = 0  # 0: 8 // world_size, as the challenge
+    grad_accum_steps: int = 0  # 0: 8 // world_size, as the challenge (a world size that does not divide 8 is refused)
     # schedule
     lr_warmup_steps: int = 0
     warmdown_iters: int = 1200

@@ -140,7 +140,10 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = Logger(ctx, Path(cfg.log_file) if cfg.log_file else self.out / "train.log", echo)
         self.world = ctx.world_size
-        self.grad_accum = cfg.grad_accum_steps or (8 // self.world if 8 % self.world == 0 else 1)
+        if not cfg.grad_accum_steps and 8 % self.world:  # the challenge's script refuses it too
+            raise ValueError(f"world size {self.world} does not divide 8, the challenge's accumulation over 8 "
+                             "micro-batches: run 1, 2, 4 or 8 processes, or set grad_accum_steps")
+        self.grad_accum = cfg.grad_accum_steps or 8 // self.world
         if cfg.train_batch_tokens % (self.world * self.grad_accum * cfg.train_seq_len):
             raise ValueError(f"train_batch_tokens={cfg.train_batch_tokens} must be a multiple of world_size*"
                              f"grad_accum_steps*train_seq_len={self.world * self.grad_accum * cfg.train_seq_len}")

@@ -35,7 +35,7 @@ MANIFEST, WEIGHTS, BOOTSTRAP = "manifest.json", "weights.gpak", "__main__.py"
 CODE_CODECS = ("lzma", "brotli")
 FORMAT, VERSION = "golfpack.artifact", 3
 MAX_ARTIFACT_BYTES = 64_000_000  # refused before anything is parsed: four times the cap
-MAX_MANIFEST_BYTES = 1 << 20
+MAX_ARTIFACT_MANIFEST_BYTES = 1 << 20  # manifest.json (the container inside has its own, MAX_MANIFEST_BYTES)
 MAX_CODE_BYTES = 8 << 20  # the bundle, decompressed
 MAX_GLOBS = 1024  # all the pipeline's rules together: inspect matches each tensor against them
 COMMENT_PREFIX = b"golfpack-sha256:"
@@ -144,7 +144,7 @@ class Manifest:
 
     @classmethod
     def parse(cls, raw: bytes) -> "Manifest":
-        _check(len(raw) <= MAX_MANIFEST_BYTES, f"larger than {MAX_MANIFEST_BYTES} bytes")
+        _check(len(raw) <= MAX_ARTIFACT_MANIFEST_BYTES, f"larger than {MAX_ARTIFACT_MANIFEST_BYTES} bytes")
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
