@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from golfpack.codec.decoders.base import TensorMeta
 from golfpack.codec.decoders.container import write_container
@@ -333,3 +335,47 @@ def test_a_bundle_bomb_is_refused_within_bounds(folder):
     repacked(folder, lambda files: files.update({"golfpack/big.py": "x=1\n" * (2 << 20)}))
     print(f"{(folder / SCRIPT).stat().st_size:,}-byte script")
     check(folder, "decompresses to more than")
+
+
+# -- a structure-aware fuzzer of the records folder -------------------------------------------------
+
+def _json_values():
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                       st.text(max_size=30), st.just("\x1b]0;owned\x07"))
+    return st.recursive(scalar, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                        max_leaves=10)
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_check_of_a_mutated_records_folder_reports_and_never_crashes(records, tmp_path_factory, data):
+    """submission.json's fields, the logs' lines and requirements.txt mutated by their structure:
+    check either passes the folder or lists its problems, escaped; it never raises, and stays
+    within 2 CPU seconds."""
+    import time
+
+    from golfpack.packer.records.check import check_folder, format_report
+
+    folder = Path(shutil.copytree(records, tmp_path_factory.mktemp("fz") / "rec"))
+    part = data.draw(st.sampled_from(["submission", "log", "requirements"]), label="part")
+    if part == "submission":
+        doc = json.loads((folder / "submission.json").read_text())
+        key = data.draw(st.sampled_from(sorted(doc) + ["extra"]), label="key")
+        doc[key] = data.draw(_json_values(), label="value")
+        (folder / "submission.json").write_text(json.dumps(doc))
+    elif part == "log":
+        log = sorted(folder.glob("train_seed*.log"))[0]
+        lines = log.read_text().splitlines()
+        i = data.draw(st.integers(0, len(lines) - 1), label="line")
+        keep = lines[i].split(":")[0]  # the line's own keyword, with a mutated rest: near-miss formats
+        lines[i] = keep + data.draw(st.sampled_from([":", " ", ":x", ""]), label="sep") + \
+            data.draw(st.text(max_size=40), label="rest")
+        log.write_text("\n".join(lines) + "\n")
+    else:
+        (folder / "requirements.txt").write_text(data.draw(st.text(max_size=200), label="requirements"))
+    t0 = time.process_time()
+    text = format_report(check_folder(folder))
+    assert time.process_time() - t0 < 2.0
+    assert "\x1b" not in text and "\x07" not in text
