@@ -313,7 +313,7 @@ def _varints_by_the_loop(raw: bytes, limit: int):
 
 @given(raw=st.lists(st.sampled_from([0, 1, 0x7F, 0x80, 0x81, 0xFF]), max_size=40).map(bytes),
        limit=st.integers(0, 12))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 def test_vectorized_varints_read_what_the_byte_loop_reads(raw, limit):
     from golfpack.codec.decoders.counts import read_all_varints
 

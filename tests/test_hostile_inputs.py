@@ -347,8 +347,8 @@ def _json_values():
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, database=None,
+          derandomize="FUZZ_EXAMPLES" not in os.environ, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_check_of_a_mutated_records_folder_reports_and_never_crashes(records, tmp_path_factory, data):
     """submission.json's fields, the logs' lines and requirements.txt mutated by their structure:

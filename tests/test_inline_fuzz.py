@@ -23,7 +23,8 @@ from golfpack.packer.runtime.finder import BUNDLE_PATH, pack_bundle
 
 REFUSED = (ValueError, SyntaxError, RecursionError, MemoryError)  # what check_inline turns into a problem
 PLANTED = "fuzz_planted_module"  # a module a mutation may name; it must never be imported
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,  # seeded: the same examples in CI
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from golfpack.trainer.resume import read_resume
 from .conftest import make_tiny
 
 MAX_SECONDS = 2.0
+SEEDED = "FUZZ_EXAMPLES" not in os.environ  # CI: the same examples every run; FUZZ_EXAMPLES=N explores at random
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,8 @@ def read_or_refuse(read, path) -> None:
     assert time.process_time() - t0 < MAX_SECONDS
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None, derandomize=SEEDED, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_mutated_checkpoint_is_read_or_refused(genuine, tmp_path_factory, data):
     raw = torch.load(genuine / "c.pt", weights_only=True)
@@ -109,7 +111,8 @@ def test_a_mutated_checkpoint_is_read_or_refused(genuine, tmp_path_factory, data
     read_or_refuse(read, path)
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, derandomize=SEEDED, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_mutated_calibration_file_is_read_or_refused(genuine, tmp_path_factory, data):
     raw = torch.load(genuine / "h.pt", weights_only=True)
