@@ -18,7 +18,6 @@ walked once, bounded in nodes and depth:
 """
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -44,15 +43,15 @@ def load_torch_file(path: str | os.PathLike, limit: int, what: str) -> object:
     followed through a symlink), loaded with ``weights_only`` and checked by :func:`check_tree`;
     ``what`` names the file in messages."""
     path = Path(path)
-    with open_regular(path, limit) as f:
-        data = f.read(limit + 1)
-    try:
-        with warnings.catch_warnings():  # torch warns about a file's pickle protocol: the file's business, not ours
-            warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise TorchFileError(f"{path}: not a loadable {what} ({type(e).__name__}: {str(e)[:120]})") from None
-    check_tree(obj, len(data), f"{path}")
+    with open_regular(path, limit) as f:  # read from the open file: never a second copy of its bytes in memory
+        size = os.fstat(f.fileno()).st_size
+        try:
+            with warnings.catch_warnings():  # torch warns about a file's pickle protocol: the file's business
+                warnings.simplefilter("ignore")
+                obj = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a corrupt or foreign file
+            raise TorchFileError(f"{path}: not a loadable {what} ({type(e).__name__}: {str(e)[:120]})") from None
+    check_tree(obj, size, f"{path}")
     return obj
 
 
