@@ -27,10 +27,9 @@ Log = Callable[[str], None]
 
 def resolve_hessians(checkpoint: Path, model: torch.nn.Module, *, calib: str | None, calib_tokens: int,
                      seq_len: int, log: Log) -> dict[str, torch.Tensor] | None:
-    """GPTQ's Hessians: ``calib`` (a ``.calib.pt`` file, or training shards to calibrate on),
-    else the calibration file beside the checkpoint, else none."""
-    if calib is not None and calib.endswith(".pt"):
-        return load_hessians(calib)
+    """GPTQ's Hessians: calibrated on ``calib`` (training shards), else the calibration file
+    beside the checkpoint, else none. (A ``.calib.pt`` given as ``--calib`` is read by ``build``
+    before any work, so a crafted one is refused before the model is built.)"""
     if calib is not None:
         log(f"calibrating GPTQ on {calib_tokens:,} tokens of {calib}")
         return collect_hessians(model, calib, calib_tokens, seq_len)
