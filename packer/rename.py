@@ -59,8 +59,8 @@ def global_renames(sources: Mapping[str, str], keep: Iterable[str]) -> dict[str,
     """``old -> new`` for the module-level names of ``sources`` that nothing sees by spelling,
     in sorted order, so the same sources and ``keep`` always give the same names."""
     trees = [ast.parse(src) for src in sources.values()]
-    defined = set().union(*map(_module_level_names, trees)) if trees else set()
-    blocked = set(keep) | set(dir(builtins)) | set().union(*map(_seen_by_spelling, trees)) if trees else set()
+    defined = set().union(*map(_module_level_names, trees))
+    blocked = set(keep) | set(dir(builtins)) | set().union(*map(_seen_by_spelling, trees))
     names = sorted(n for n in defined - blocked if not n.startswith("__") and not n.endswith("Error") and len(n) > 2)
     taken = {n.id for t in trees for n in ast.walk(t) if isinstance(n, ast.Name)} | blocked | defined
     fresh = (PREFIX + "".join(letters) for k in itertools.count(1)

@@ -83,13 +83,15 @@ def shake(sources: Mapping[str, str], roots: Iterable[str]) -> dict[str, str]:
     trees = {path: ast.parse(src) for path, src in sources.items()}
     lines = {path: _lines(tree) for path, tree in trees.items()}
     keep = set(roots)
+    reached: set[int] = set()  # statements whose references are in ``keep`` already (each walked once)
     while True:
         before = len(keep)
         for path, tree in trees.items():
             for node, span in zip(tree.body, lines[path]):
                 if isinstance(node, ast.ImportFrom) and span is not None:  # keeping b keeps x's a
                     keep.update(a.name for a in node.names if _bound(a) in keep)
-                elif span is None or _needed(node, keep):
+                elif id(node) not in reached and (span is None or _needed(node, keep)):
+                    reached.add(id(node))
                     keep |= _references(node)
         if len(keep) == before:
             break

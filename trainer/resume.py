@@ -15,7 +15,8 @@ import torch
 
 from .qat import QatRule, parse_rules
 
-RESUME_KEYS = ("model", "optimizers", "data", "step", "train_ms", "qat_on", "ema", "qat_rules", "qat_plans")
+REQUIRED_KEYS = ("model", "optimizers", "data", "step", "train_ms", "qat_on")
+RESUME_KEYS = (*REQUIRED_KEYS, "ema", "qat_rules", "qat_plans")
 MAX_OPTIMIZERS = 8
 
 
@@ -58,7 +59,7 @@ def read_resume(raw: object) -> ResumeState:
     if not isinstance(raw, dict):
         raise ResumeError("resume state: not a table")
     unknown = sorted(set(raw) - set(RESUME_KEYS))
-    missing = [k for k in RESUME_KEYS[:6] if k not in raw]
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
     if unknown or missing:
         raise ResumeError(f"resume state: {'unknown key ' + repr(unknown[0][:64]) if unknown else 'no ' + missing[0]}")
     optimizers = raw["optimizers"]
