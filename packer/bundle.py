@@ -34,6 +34,7 @@ from .runtime import artifact as artifact_format
 from .runtime import bootstrap as bootstrap_module
 from .runtime import finder as finder_module
 from .runtime.finder import pack_bundle
+from .cache import cached
 from .rename import Renamer, global_renames
 from .shake import shake
 
@@ -283,7 +284,25 @@ INLINE_STYLE = MinifyStyle(erase_types=False, pointers=True)
 
 def minify(source: str, path: str, style: MinifyStyle = ARTIFACT_STYLE, renames: Mapping[str, str] | None = None) -> str:
     """python-minifier (docstrings dropped, locals renamed), after the edits ``style`` asks for
-    and the whole bundle's ``renames`` of module-level names (``rename.py``)."""
+    and the whole bundle's ``renames`` of module-level names (``rename.py``); from the build
+    cache (``cache.py``) when these inputs were minified before by the same code."""
+    key = [*_minifier_identity(), path, repr(style), repr(sorted((renames or {}).items())), source]
+    out = cached("minify", key, lambda: _minify(source, path, style, renames))
+    compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
+    return out
+
+
+@lru_cache(maxsize=None)
+def _minifier_identity() -> tuple[str, ...]:
+    """What a minified text depends on besides its inputs: python-minifier's version, Python's
+    (``ast.unparse``), and golfpack's own edits (this module and ``rename.py``)."""
+    from importlib.metadata import version
+
+    return (version("python-minifier"), sys.version, Path(__file__).read_text(encoding="utf-8"),
+            (Path(__file__).parent / "rename.py").read_text(encoding="utf-8"))
+
+
+def _minify(source: str, path: str, style: MinifyStyle, renames: Mapping[str, str] | None) -> str:
     tree = ast.parse(source)
     if style.erase_types:
         tree = _EraseFieldTypes().visit(tree)
@@ -292,9 +311,7 @@ def minify(source: str, path: str, style: MinifyStyle = ARTIFACT_STYLE, renames:
     if renames:
         tree = Renamer(renames).visit(tree)
     edited = ast.unparse(tree) if style.erase_types or style.pointers or renames else source
-    out = python_minifier.minify(edited, filename=path, remove_literal_statements=True)
-    compile(out, path, "exec")  # a minifier bug must fail the build, not the artifact
-    return out
+    return python_minifier.minify(edited, filename=path, remove_literal_statements=True)
 
 
 def compress_solid(data: bytes) -> tuple[bytes, str]:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -14,6 +17,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread
     torch.set_num_threads(1)
 
 from golfpack.model import GPT, GPTConfig
+
+
+def pytest_configure(config):
+    """One build cache (packer/cache.py) for the run, shared by the xdist workers (they inherit
+    the variable) and never the user's own; removed at the end."""
+    if not hasattr(config, "workerinput") and "GOLFPACK_CACHE_DIR" not in os.environ:
+        config.golfpack_cache = os.environ["GOLFPACK_CACHE_DIR"] = tempfile.mkdtemp(prefix="golfpack-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "golfpack_cache", None):
+        shutil.rmtree(config.golfpack_cache, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -52,14 +67,33 @@ def tiny_model() -> GPT:
     return make_tiny()
 
 
+def once_per_run(tmp_path_factory, name: str, make: Callable[[], str]) -> str:
+    """A session fixture's value (a path) made once for the whole run, however many xdist
+    workers ask for it (the first makes it under a file lock, the others read its path): the
+    slow ones (the records folder: a submit of two seeds) then cost once, not once a worker.
+    Tests copy what they change, as they did when each worker had its own."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's own folder
+    done = root / f"{name}.path"
+    with FileLock(str(done) + ".lock"):
+        if not done.is_file():
+            done.write_text(make())
+        return done.read_text()
+
+
 @pytest.fixture(scope="session")
 def train_glob(tmp_path_factory, data_dir) -> str:
     """The 200 shared FineWeb training documents as challenge shards."""
     from golfpack.trainer.tokenize import iter_documents, tokenize_to_shards
 
-    out = tmp_path_factory.mktemp("shards")
-    tokenize_to_shards(iter_documents([TRAIN_DOCS]), SP1024, out)
-    return str(out / "fineweb_train_*.bin")
+    def make() -> str:
+        out = tmp_path_factory.mktemp("shards")
+        tokenize_to_shards(iter_documents([TRAIN_DOCS]), SP1024, out)
+        return str(out / "fineweb_train_*.bin")
+
+    return once_per_run(tmp_path_factory, "train_glob", make)
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +101,21 @@ def small_val(tmp_path_factory, data_dir) -> str:
     """The first 8,193 validation tokens as a shard: quick to score."""
     from golfpack.model.shards import read_shard, write_shard
 
-    path = tmp_path_factory.mktemp("val") / "fineweb_val_000000.bin"
-    write_shard(path, read_shard(VAL_SHARD)[:8193])
-    return str(path)
+    def make() -> str:
+        path = tmp_path_factory.mktemp("val") / "fineweb_val_000000.bin"
+        write_shard(path, read_shard(VAL_SHARD)[:8193])
+        return str(path)
+
+    return once_per_run(tmp_path_factory, "small_val", make)
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, train_glob, small_val):
+def trained(tmp_path_factory, train_glob, small_val) -> Path:
     """A tiny model trained for a few steps, with GPTQ calibration beside its checkpoint."""
+    return Path(once_per_run(tmp_path_factory, "trained", lambda: str(_train_tiny(tmp_path_factory, train_glob, small_val))))
+
+
+def _train_tiny(tmp_path_factory, train_glob: str, small_val: str) -> Path:
     from golfpack.trainer.config import load_config
     from golfpack.trainer.train import train
 
@@ -101,8 +142,11 @@ def data_args(train_glob: str, small_val: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def records(tmp_path_factory, trained, train_glob, small_val) -> Path:
-    out = tmp_path_factory.mktemp("records") / "rec"
-    proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
-                    *RECORDS_QAT, *data_args(train_glob, small_val))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+    def make() -> str:
+        out = tmp_path_factory.mktemp("records") / "rec"
+        proc = golfpack("submit", str(trained), "--out", str(out), "--seeds", ",".join(SEEDS), "--name", "tiny test",
+                        *RECORDS_QAT, *data_args(train_glob, small_val))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return str(out)
+
+    return Path(once_per_run(tmp_path_factory, "records", make))

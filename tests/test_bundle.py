@@ -83,3 +83,32 @@ def test_minify_keeps_dataclass_semantics():
     a = module.A(x={"k": 1})
     assert a.x == {"k": 1} and a.y == [] and module.A.kind == "a"
     assert [f.name for f in dataclasses.fields(module.A)] == ["x", "y"]  # ClassVar still not a field
+
+
+def test_minify_cache_gives_what_a_fresh_minify_gives_and_trusts_only_regular_files(tmp_path, monkeypatch):
+    """The build cache (packer/cache.py) is keyed by everything a minified text depends on: a
+    hit is the fresh result; an entry that is a symlink or a FIFO is recomputed, never followed
+    or waited on; an empty GOLFPACK_CACHE_DIR turns it off."""
+    import os
+
+    source = "def f(long_name):\n    '''doc'''\n    return long_name + 1\n"
+    monkeypatch.setenv("GOLFPACK_CACHE_DIR", "")
+    fresh = minify(source, "m.py")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GOLFPACK_CACHE_DIR", str(cache))
+    assert minify(source, "m.py") == fresh
+    entries = list((cache / "minify").iterdir())
+    assert len(entries) == 1 and entries[0].read_text() == fresh
+    entries[0].write_text("A = 'from the cache'\n")  # shows a hit is read, not recomputed
+    assert minify(source, "m.py") == "A = 'from the cache'\n"
+    entries[0].unlink()
+    planted = tmp_path / "planted.py"
+    planted.write_text("B = 'planted'\n")
+    entries[0].symlink_to(planted)
+    assert minify(source, "m.py") == fresh and not entries[0].is_symlink()  # recomputed and replaced
+    entries[0].unlink()
+    os.mkfifo(entries[0])
+    assert minify(source, "m.py") == fresh  # neither hangs on nor reads a FIFO
+    assert minify(source, "n.py") == fresh and len(list((cache / "minify").iterdir())) == 2  # the path is in the key
+    monkeypatch.setenv("GOLFPACK_CACHE_DIR", "")
+    assert minify(source + "x = 1\n", "m.py").endswith("x=1") and len(list((cache / "minify").iterdir())) == 2
