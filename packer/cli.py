@@ -465,7 +465,7 @@ def bench() -> None:
 def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force, device, model) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.files import refuse_existing
-    from .bench_rd import format_rd, plot_rd, rd_bench
+    from .bench.rd import format_rd, plot_rd, rd_bench
 
     if plot is not None:
         refuse_existing(plot, force)
@@ -503,7 +503,7 @@ def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_star
     """No QAT, QAT toward the written grids, and budget-aware QAT: artifacts' val_bpb at budgets that bind."""
     from dataclasses import asdict
 
-    from .bench_qat import QatBenchOptions, format_qat, qat_bench
+    from .bench.qat import QatBenchOptions, format_qat, qat_bench
 
     try:
         budgets = tuple(float(b) for b in bits.split(","))
@@ -524,7 +524,7 @@ def bench_qat_cmd(train_files, val, tokenizer, out, steps, sizes, bits, qat_star
 def bench_coders_cmd(weights, model) -> None:
     """Lossless coders (ans, ctxans, brotli-11, lrzip) on the records' int6 symbols of WEIGHTS
     (a checkpoint, with its .calib.pt for GPTQ, or a .safetensors file)."""
-    from .bench_coders import coders_bench, format_coders
+    from .bench.coders import coders_bench, format_coders
 
     click.echo(format_coders(coders_bench(weights, use_model(model))))
 

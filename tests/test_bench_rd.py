@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from golfpack.packer.bench_rd import RD, Point, format_rd, interpolate_bytes, spearman
-from golfpack.packer.record_recipe import lqer_asym, record_export, record_export_full
+from golfpack.packer.bench.rd import RD, Point, format_rd, interpolate_bytes, spearman
+from golfpack.packer.bench.record_recipe import lqer_asym, record_export, record_export_full
 
 from .test_cli import golfpack
 
@@ -52,7 +52,7 @@ def test_the_record_as_run_corrects_its_three_worst_matrices(trained):
     from golfpack.codec.encoders.intq import GPTQParams
     from golfpack.codec.gptq import gptq_quantize
     from golfpack.model.checkpoint import load_checkpoint
-    from golfpack.packer.record_recipe import class_clip
+    from golfpack.packer.bench.record_recipe import class_clip
     from golfpack.trainer.calibration_files import calib_path, load_hessians
 
     state = {k: v.float() for k, v in load_checkpoint(trained).state_dict.items()}

@@ -21,7 +21,7 @@ from golfpack.model.anatomy import tensor_roles
 from golfpack.model.builders import GPT_BUILDER, build_model
 from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear
-from golfpack.packer.bench_qat import QatRun, format_qat, own_pace
+from golfpack.packer.bench.qat import QatRun, format_qat, own_pace
 from golfpack.packer.encode import read_plan
 from golfpack.trainer.calibration_files import calib_path, collect_sensitivity, load_hessians
 from golfpack.trainer.qat import QatRule, parse_rules, plan_rules

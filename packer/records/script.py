@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from ... import CHALLENGE_CAP
+from ... import budget
 from ...codec.qat_plan import grid_planner
 from ...codec.registry import decoder_table, packed_registry
 from ...codec.rules import PipelineSpec
@@ -111,13 +111,13 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
             raise FileExistsError(f"{mine} exists: remove it or set RUN_ID for a new run")
     registry = packed_registry(settings["stages"])
     spec = spec_from_doc(settings["pipeline"], "packed", registry)
-    code_bytes = os.path.getsize(script)
+    code_bytes, left = os.path.getsize(script), budget(script)  # left: the model file's, the API's one formula
     if cfg.qat_budget > 0:  # budget-aware QAT plans for this file's own budget, under the packed pipeline
-        cfg.qat_budget, cfg.qat_pipeline = CHALLENGE_CAP - code_bytes, settings["pipeline"]
+        cfg.qat_budget, cfg.qat_pipeline = left, settings["pipeline"]
     result = train(cfg, force=True, planner=partial(grid_planner, registry=registry))
     log = Logger(result.ctx, Path(cfg.log_file), print)
     if result.ctx.is_main:
-        data = encode(cfg, spec, CHALLENGE_CAP - code_bytes, log)
+        data = encode(cfg, spec, left, log)
         atomic_write_bytes(model_path, data)
     if result.ctx.distributed:
         dist.barrier()

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.decoders.base import TensorMeta
-from ..codec.entropy import order0_bits
-from ..codec.registry import decoder_table, get_stage
-from ..codec.stage import EncodeContext
-from .models import open_checkpoint
-from ..model.anatomy import Role, tensor_roles
-from ..trainer.calibration_files import calib_path, load_hessians
+from ...codec.decoders.base import TensorMeta
+from ...codec.entropy import order0_bits
+from ...codec.registry import decoder_table, get_stage
+from ...codec.stage import EncodeContext
+from ..models import open_checkpoint
+from ...model.anatomy import Role, tensor_roles
+from ...trainer.calibration_files import calib_path, load_hessians
 from .record_recipe import record_quantize
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}

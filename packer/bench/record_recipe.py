@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.decoders.grid import quantize_rtn
+from ...codec.decoders.grid import quantize_rtn
 
-from ..codec.decoders.intq import dequantize
-from ..codec.encoders.intq import GPTQParams
-from ..codec.gptq import gptq_quantize
-from ..model.anatomy import Role
+from ...codec.decoders.intq import dequantize
+from ...codec.encoders.intq import GPTQParams
+from ...codec.gptq import gptq_quantize
+from ...model.anatomy import Role
 
 ATTN_CLIP, MLP_CLIP, MATRIX_CLIP, EMBED_CLIP = 13.0, 11.5, 12.85, 14.0  # the run's MLP_CLIP_SIGMAS etc.
 LQER_TOP_K, LQER_RANK, LQER_GROUP = 3, 4, 64

@@ -26,17 +26,17 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
-from ..codec.qat_plan import grid_planner
-from ..codec.spec import load_spec, quantizer_rules
-from ..model.anatomy import tensor_roles
-from ..model.builders import build_model
-from ..model.checkpoint import load_checkpoint
-from ..model.evaluate import evaluate_files
-from ..model.scoring import EvalSettings
-from ..trainer.config import TrainConfig, load_config
-from ..trainer.train import train
-from .build import BuildOptions, build, model_frame_size
-from .run import run_artifact
+from ...codec.qat_plan import grid_planner
+from ...codec.spec import load_spec, quantizer_rules
+from ...model.anatomy import tensor_roles
+from ...model.builders import build_model
+from ...model.checkpoint import load_checkpoint
+from ...model.evaluate import evaluate_files
+from ...model.scoring import EvalSettings
+from ...trainer.config import TrainConfig, load_config
+from ...trainer.train import train
+from ..build import BuildOptions, build, model_frame_size
+from ..run import run_artifact
 
 SIZES = {"small": {"num_layers": 2, "model_dim": 128}, "medium": {"num_layers": 4, "model_dim": 256}}
 PLAN_TIME = re.compile(r"^qat:plan .* plan_time:(\d+)ms$", re.M)

@@ -43,21 +43,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..codec.allocate import cancelling_hessians, loss_rise
-from ..codec.fill import fill
-from ..codec.registry import decoder_table
-from ..codec.host import decode_state_dict
-from ..codec.pipeline import encode_state_dict
-from ..codec.spec import load_spec
-from .models import open_checkpoint
-from ..model.anatomy import load_weights, tensor_roles
-from ..model.builders import build_model
-from ..model.scoring import EvalSettings, evaluate, truncate_for_eval
-from ..model.shards import load_tokens
-from ..model.tokenizer import byte_tables_for
-from ..trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
+from ...codec.allocate import cancelling_hessians, loss_rise
+from ...codec.fill import fill
+from ...codec.registry import decoder_table
+from ...codec.host import decode_state_dict
+from ...codec.pipeline import encode_state_dict
+from ...codec.spec import load_spec
+from ..models import open_checkpoint
+from ...model.anatomy import load_weights, tensor_roles
+from ...model.builders import build_model
+from ...model.scoring import EvalSettings, evaluate, truncate_for_eval
+from ...model.shards import load_tokens
+from ...model.tokenizer import byte_tables_for
+from ...trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
 from .record_recipe import record_export, record_export_full
-from .. import contender_score
+from ... import contender_score
 
 SENS_TOKENS = 32_768
 
@@ -235,7 +235,7 @@ def plot_rd(base: float, points: list[Point], out: str, title: str, force: bool 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..model.files import atomic_write_bytes
+    from ...model.files import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curve = [p for p in points if p.kind == "fill"]
