@@ -202,7 +202,8 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
         if budget is not None and len(data) > budget:
             raise BudgetError(f"the weights code to {len(data):,} bytes, over the budget of {budget:,}")
         return data
-    from .codec.fill import fill, used_decoders
+    from .codec.allocatable import used_decoders
+    from .codec.fill import fill
 
     table = used_decoders(spec, state)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()} if calibration.score else None

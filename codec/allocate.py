@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Container, Iterable, Mapping, Sequence
+from typing import Callable, Container, Iterable, Mapping, Sequence
 
 import torch
 
@@ -34,6 +34,7 @@ from .encoders.intq import scale_columns
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
+from .rules import EMBEDDING
 
 BITS = (3, 4, 5, 6, 7, 8)
 # Narrow clips for low bit widths, and the records' wide ones (12.85 and up), where the clip
@@ -115,7 +116,7 @@ def cancelling_hessians(hessians: Mapping[str, torch.Tensor] | None,
     """The Hessians :func:`loss_rise` may scale rows by: not an embedding's. A token's row is
     looked up alone, so its errors never cancel there; a tied embedding's Hessian is its output
     layer's only, and would hide the lookup's error."""
-    return {n: h for n, h in (hessians or {}).items() if roles.get(n) != "embedding"}
+    return {n: h for n, h in (hessians or {}).items() if roles.get(n) != EMBEDDING}
 
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
@@ -205,6 +206,33 @@ def both_fronts(cands: Sequence[Candidate]) -> list[Candidate]:
     by_proxy = pareto(dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in cands)
     keep = set(pareto(cands)) | {dataclasses.replace(c, distortion=c.proxy, proxy=c.distortion) for c in by_proxy}
     return sorted(keep, key=cand_order)
+
+
+@dataclass
+class Tables:
+    """The candidate tables of one fill, per allocatable tensor."""
+
+    full: dict[str, list[Candidate]]  # every candidate estimated
+    table: dict[str, list[Candidate]]  # its Pareto front: what the fill allocates over
+    plain: dict[str, list[Candidate]]  # the front without low-rank corrections
+    no_cols: dict[str, list[Candidate]]  # the front without column scales
+    corrections: bool  # whether the front offers low-rank corrections
+    columns: bool  # ... and column scales
+
+
+def estimate_tables(state_dict: Mapping[str, torch.Tensor], names: Iterable[str], hdiag: Mapping[str, torch.Tensor],
+                    sens: Mapping[str, torch.Tensor], rdoq: Sequence[float], lqer: Sequence[int],
+                    say: Callable[[str], None]) -> Tables:
+    """Every candidate of each of ``names`` (:func:`candidates`), and the fronts a fill allocates over."""
+    full = {}
+    for n in names:
+        say(f"estimating {n}")
+        full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n))
+    table = {n: pareto(c) for n, c in full.items()}
+    offered = [c for cands in table.values() for c in cands]
+    return Tables(full, table, {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()},
+                  {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()},
+                  any(c.lqer for c in offered), any(c.colscale for c in offered))
 
 
 def by_proxy(table: Mapping[str, Sequence[Candidate]]) -> dict[str, list[Candidate]]:

@@ -17,48 +17,12 @@ Other tensors are encoded as their rules say. The loop:
 5. if the discrete choices straddle that window, step single tensors up (or down) the rate
    ladder, best distortion per byte first, until it lands or no step fits.
 
-**Closed loop.** A prediction of the loss is still a prediction. Given ``score`` (the real
-cross-entropy of a container's weights on held-out *training* tokens, one mean per window,
-supplied by the caller, who has the model), the final contenders are all built within the
-budget, scored, and their loss rise is predicted again from their exact (GPTQ) weights
-(:data:`CONTENDERS`):
-
-* ``fill``: the allocation by predicted loss (sensitivities; the proxy without them);
-* ``fill-no-lqer``: the same without low-rank corrections (the estimates are round-to-nearest,
-  and what a correction buys on top of GPTQ can be less than it buys on round-to-nearest);
-* ``fill-no-cols``: the same without column scales (when any were offered): the estimates are
-  round-to-nearest, and GPTQ with a correction can do far better on a matrix with a few
-  dominant inputs than round-to-nearest predicts (on one small GPT, offering column scales
-  raised the exact weights' predicted rise from 0.141 to 0.188 and val_bpb by 0.018; on
-  another it lowered both, val_bpb by 0.031);
-* ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
-* ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
-  plan's grids (column scales from this build's calibration), rounded to nearest as the fake
-  quantizer rounded (GPTQ would move the weights off the points training settled them on),
-  stepped along each tensor's ladder if they do not fit this budget; judged by its score against the predicted choice (a predicted rise is
-  measured from the float weights, and after QAT the model that trained is the quantized one);
-* ``records``: the records' single grid, int6 on every matrix and int7 on the embedding,
-  SDClip at the smallest ``k`` whose exact container fits (behind an entropy coder ``k`` sets the
-  step, so it is the knob that fits the bytes);
-* ``records+lqer``: the same with a rank-4 correction on the three matrices of largest error
-  (the #1 record's choice of tensors), ``k`` refit.
-
-Which one ships (:func:`pick`): between golfpack's own allocations by the predicted loss
-(:data:`PREDICTED`: ``fill``, ``fill-no-lqer`` and ``fill-no-cols`` differ only in which
-candidates were offered, so the prediction that made them judges them, on their exact weights), or ``qat
-(:data:`TRAINED`) if it scores lower than that choice; then the guards
-(``fill-proxy`` and the records' recipes, which do not trust the sensitivities) replace that
-choice if one scores lower on the held-out tokens by more than :data:`SIGNIFICANT` standard
-errors of the paired per-window difference. Without sensitivities, the lowest score ships.
-Why not the lowest score always: a few thousand held-out tokens measure a difference of 1e-3
-nats, not of 1e-5 (on the panel's AdamW model the score put ``fill`` 1.6e-5 nats ahead of
-``fill-no-lqer``, while validation and the prediction both put it well behind), and on a model
-trained for several epochs they are tokens it has learned (on the panel's LoopLM they put
-``fill-no-lqer`` 0.0024 nats ahead of ``fill``, validation 0.0005 bpb behind). The guards are
-what a measurement can decide: a prediction gone wrong as a whole. So the shipped container
-never scores significantly worse, on those tokens, than the records' recipe coded by this
-pipeline. The contenders, their scores and predictions go into the container's meta
-(``inspect``).
+**Closed loop.** Given ``score`` (the real cross-entropy of a container's weights on held-out
+training tokens, supplied by the caller, who has the model), the final contenders
+(``contenders.py``: golfpack's allocations, the trained grids and the records' recipes as
+guards) are all built within the budget, scored and predicted again from their exact weights,
+and :func:`contenders.pick` chooses the one that ships; the contenders, their scores and
+predictions go into the container's meta (``inspect``).
 
 Deterministic: the same inputs give the same container.
 """
@@ -66,84 +30,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import (LQER_RANKS, RDOQ, Candidate, by_proxy, candidates, cancelling_hessians, estimate,
-                       hessian_diagonals, ladder_step, loss_rise, pareto, solve)
+from .allocate import (LQER_RANKS, RDOQ, Candidate, Tables, by_proxy, cancelling_hessians, estimate_tables,
+                       hessian_diagonals, ladder_step, loss_rise, solve)
+from .allocatable import split_tensors, used_decoders
+from .contenders import (ALLOCATION_KEY, CHOSEN_KEY, CONTENDERS_KEY, PREDICTED, Allocation, Contender, allocation_meta,
+                         best_predicted, contenders_meta, contenders_reserve, pick, records_grid, trained_grids)
 from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
-from .rules import PipelineSpec, Rule
+from .rules import EMBEDDING, PipelineSpec
 from .stage import Stage, StageError
 
 MAX_SOLVES = 8
 MAX_STEPS = 64
-CONTENDERS = ("fill", "fill-no-lqer", "fill-no-cols", "qat", "fill-proxy", "records", "records+lqer")
-PREDICTED = ("fill", "fill-no-lqer", "fill-no-cols")  # judged by the predicted loss
-TRAINED = "qat"  # judged by its score against the predicted choice; the other contenders are guards
-SIGNIFICANT = 2.0  # standard errors by which a guard's measured score overrides the prediction
-RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
-RECORD_K = (10.0, 11.5, 12.85, 14.0, 16.0, 18.0, 20.0, 23.0, 26.0, 30.0, 35.0, 40.0, 50.0, 64.0)
-RECORD_LQER_TENSORS, RECORD_LQER_RANK = 3, 4
-
-# The allocation as the container's meta stores it, per tensor: the one schema of that record
-# (``packer/ledger.py`` reads it back as untrusted input).
-ALLOCATION_FIELDS = {"bits": int, "clip": str, "rdoq": float, "lqer": int, "estimated_bytes": int,
-                     "distortion": float}
-# ... and the contenders, in order: {"name", "bytes", "loss"[, "predicted"]} (loss: mean nats per
-# token; predicted: the predicted loss rise of its exact weights, when sensitivities were given).
-CONTENDER_FIELDS = {"name": str, "bytes": int, "loss": float}
-PREDICTED_FIELD = ("predicted", float)
 
 Score = Callable[[bytes], Sequence[float]]  # container -> its weights' mean cross-entropy per held-out window
-
-
-@dataclass
-class Allocation:
-    """What ``fill`` chose per allocatable tensor, the container, and how it got there."""
-
-    container: bytes
-    choice: dict[str, Candidate]
-    steps: int = 0
-    log: list[str] = field(default_factory=list)
-    name: str = "fill"  # which contender this is
-    loss: float | None = None  # its score, when scored: the mean of ``windows``
-    contenders: list[dict] = field(default_factory=list)  # every contender scored (CONTENDER_FIELDS)
-    windows: list[float] = field(default_factory=list)  # its per-window scores
-    predicted: float | None = None  # predicted loss rise of its exact weights (with sensitivities)
-
-
-def allocation_meta(choice: Mapping[str, Candidate]) -> dict:
-    """The allocation as the container's meta stores it (``ALLOCATION_FIELDS``; inspect shows it)."""
-    return {n: {"bits": c.bits, "clip": c.clip, "rdoq": float(c.rdoq), "lqer": c.lqer,
-                "estimated_bytes": round(c.rate / 8), "distortion": float(f"{c.distortion:.6g}")}
-            for n, c in sorted(choice.items())}
-
-
-def allocates(rule: Rule) -> bool:
-    """Whether the fill chooses the grid of tensors under ``rule``: it allows it, and its chain
-    starts with a per-row grid quantizer."""
-    return rule.allocate and isinstance(rule.stages[0].params, QuantParams)
-
-
-def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    return [n for n, t in state_dict.items() if t.ndim == 2 and t.numel() > 0 and allocates(spec.rule_for(n))]
-
-
-def used_decoders(spec: PipelineSpec, names: Iterable[str]) -> dict[str, DecoderSpec]:
-    """The decoders of the stages ``spec`` (roles resolved) codes ``names`` with, and of those a
-    fill may use beyond them: round-to-nearest on the grid of any allocatable rule
-    (:meth:`Filler.encoded`, the ``qat`` contender; the same decoder as ``gptq``'s). Each stage
-    names its own decoder, so no registry is consulted: a records script's packed stages suffice."""
-    names = list(names)
-    stages = {type(s) for n in names for s in spec.rule_for(n).stages}
-    if any(allocates(spec.rule_for(n)) for n in names):
-        stages.add(RTN)
-    return {cls.name: cls.decoder() for cls in sorted(stages, key=lambda c: c.name)}
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
@@ -171,17 +78,14 @@ class Filler:
                  sensitivity: Mapping[str, torch.Tensor], decoders: Mapping[str, DecoderSpec] | None = None) -> None:
         self.state_dict, self.spec, self.hessians, self.meta, self.say = state_dict, spec, hessians, meta, say
         self.decoders = used_decoders(spec, state_dict) if decoders is None else decoders
-        self.names = allocatable(spec, state_dict)
-        self.sens = {n: s for n, s in sensitivity.items() if n in self.names and s.shape == state_dict[n].shape}
-        self.cancelling = cancelling_hessians(hessians, {n: "embedding" for n in self.names if self.is_embedding(n)})
-        self.fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
-                      for n, t in state_dict.items() if n not in self.names}
+        self.names, self.fixed, self.sens = split_tensors(spec, state_dict, hessians, sensitivity)
+        self.cancelling = cancelling_hessians(hessians, {n: EMBEDDING for n in self.names if self.is_embedding(n)})
         self.cache: dict[tuple[str, Candidate], Record] = {}
         self.rises: dict[tuple[str, Candidate], float] = {}
 
     def is_embedding(self, n: str) -> bool:
-        """By its role, or by the baseline's names where the spec has no roles."""
-        return self.spec.roles.get(n) == "embedding" or (not self.spec.roles and n in ("tok_emb.weight", "lm_head.weight"))
+        """By its role (``spec.with_roles``): a spec without roles has no embedding."""
+        return self.spec.roles.get(n) == EMBEDDING
 
     @staticmethod
     def key(n: str, c: Candidate) -> tuple[str, Candidate]:
@@ -228,7 +132,7 @@ class Filler:
 
     def build(self, choice: Mapping[str, Candidate], extra: dict | None = None) -> bytes:
         records = [self.fixed[n] if n in self.fixed else self.encoded(n, choice[n]) for n in self.state_dict]
-        return write_container(records, {**self.meta, "allocation": allocation_meta(choice), **(extra or {})})
+        return write_container(records, {**self.meta, ALLOCATION_KEY: allocation_meta(choice), **(extra or {})})
 
     def measured(self, choice: Mapping[str, Candidate]) -> dict[str, int]:
         return {n: record_bytes(self.encoded(n, c)) for n, c in choice.items()}
@@ -254,9 +158,9 @@ class Filler:
                 return result
             overhead = len(data) - sum(measured.values())
             scale = {n: measured[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in choice.items()}
-        return self._step(result, table, scale, budget, lo_ok)
+        return self.step(result, table, scale, budget, lo_ok)
 
-    def _step(self, result: Allocation, table: Mapping[str, list[Candidate]], scale: Mapping[str, float],
+    def step(self, result: Allocation, table: Mapping[str, list[Candidate]], scale: Mapping[str, float],
               budget: int, lo_ok: float) -> Allocation:
         """Single-tensor moves along each tensor's rate ladder until the container lands in the
         window: down (least distortion added per byte saved) while over budget, up (most
@@ -284,70 +188,23 @@ class Filler:
         result.log.append(f"steps {result.steps}: {len(data):,} bytes (budget {budget:,})")
         return result
 
-    def trained(self, plan: Mapping[str, tuple[int, str, float]], hdiag: Mapping[str, torch.Tensor],
-                table: Mapping[str, list[Candidate]], budget: int, tolerance: float) -> Allocation | None:
-        """The ``qat`` contender: the plan's grids (None if it does not cover every allocatable
-        tensor, or plans column scales where this build has no Hessian), stepped along ladders
-        of round-to-nearest grids (the plan's among them, with its column-scale power) until
-        the container lands in the window."""
-        if any(n not in plan or (plan[n][2] and n not in hdiag) for n in self.names):
-            return None
-        choice, ladders = {}, {}
-        for n in self.names:
-            bits, clip, colscale = plan[n]
-            c = dataclasses.replace(estimate(self.state_dict[n], bits, clip, hdiag.get(n), sens=self.sens.get(n),
-                                             colscale=colscale), trained=True)
-            ladder = pareto([c, *(dataclasses.replace(x, trained=True) for x in table[n]
-                             if not (x.lqer or x.rdoq) and x.colscale == colscale)])
-            ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
-            choice[n] = c
-        result = Allocation(self.build(choice), choice, name="qat")
-        result.log.append(f"qat: the trained grids, {len(result.container):,} bytes (budget {budget:,})")
-        lo_ok = budget * (1 - tolerance)
-        if lo_ok <= len(result.container) <= budget:
-            return result
-        measured = self.measured(choice)
-        scale = {n: measured[n] * 8 / c.rate if c.rate > 0 else 1.0 for n, c in choice.items()}
-        return self._step(result, ladders, scale, budget, lo_ok)
 
-    def uniform(self, name: str, budget: int, hdiag: Mapping[str, torch.Tensor],
-                sens: Mapping[str, torch.Tensor], lqer: bool, lo: int = -1) -> tuple[Allocation | None, int]:
-        """The records' single grid at the smallest SDClip ``k`` of :data:`RECORD_K` whose exact
-        container fits ``budget`` (None if none does), and its index; found by bisection over
-        exact builds (bytes fall as ``k`` grows; estimates alone were off by the coder's
-        per-tensor overhead) above index ``lo``, known not to fit. ``lqer``: rank 4 on the three
-        matrices whose error at the smallest ``k`` has the largest Frobenius norm, the record's
-        choice of tensors."""
-        def bits(n: str) -> int:
-            return RECORD_EMBEDDING_BITS if self.is_embedding(n) else RECORD_BITS
+def variants(tables: Tables) -> dict[Contender, dict[str, list[Candidate]]]:
+    """The other tables the prediction judges, where they differ from the full front."""
+    return {**({Contender.FILL_NO_LQER: tables.plain} if tables.corrections else {}),
+            **({Contender.FILL_NO_COLS: tables.no_cols} if tables.columns else {})}
 
-        ranked: set[str] = set()
-        if lqer:
-            errs = {n: estimate(self.state_dict[n], bits(n), f"sdclip:{RECORD_K[0]:g}", None).proxy for n in self.names}
-            ranked = set(sorted(errs, key=lambda n: (-errs[n], n))[:RECORD_LQER_TENSORS])
-        choices: dict[int, dict[str, Candidate]] = {}
-        built: dict[int, bytes] = {}
 
-        def fits(i: int) -> bool:  # estimates (for the allocation record) and the exact build, of the k tried only
-            if i not in built:
-                choices[i] = {n: estimate(self.state_dict[n], bits(n), f"sdclip:{RECORD_K[i]:g}", hdiag.get(n), 0.0,
-                                          RECORD_LQER_RANK if n in ranked else 0, sens.get(n)) for n in self.names}
-                built[i] = self.build(choices[i])
-            return len(built[i]) <= budget
+class Laps:
+    """Seconds since the previous call (the first: since made), for the fill's ``time:`` line."""
 
-        hi = len(RECORD_K) - 1  # invariant: fits(hi); lo is -1 or does not fit
-        if lo + 1 < hi and fits(lo + 1):  # a known bound is usually tight (and k's smallest often fits): try it first
-            hi = lo + 1
-        elif not fits(hi):
-            return None, hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                hi = mid
-            else:
-                lo = mid
-        return Allocation(built[hi], choices[hi], name=name,
-                          log=[f"{name}: sdclip:{RECORD_K[hi]:g}, {len(built[hi]):,} bytes ({len(built)} builds)"]), hi
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return elapsed
 
 
 def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: Mapping[str, torch.Tensor] | None,
@@ -357,70 +214,61 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
          trained: Mapping[str, tuple[int, str, float]] | None = None) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
-    ``score``, the contender :func:`pick` ships (module docstring). ``decoders``: the table that
-    decodes contenders for their exact predictions (default: :func:`used_decoders`);
-    ``trained``: the grids (bits, clip, column-scale power) the weights were trained toward, per tensor."""
+    ``score``, the contender :func:`contenders.pick` ships (:func:`closed_loop`). ``decoders``:
+    the table that decodes contenders for their exact predictions (default:
+    :func:`used_decoders`); ``trained``: the grids (bits, clip, column-scale power) the weights
+    were trained toward, per tensor."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
-    clock = [time.perf_counter()]
-
-    def lap() -> float:
-        clock.append(time.perf_counter())
-        return clock[-1] - clock[-2]
-
+    lap = Laps()
     filler = Filler(state_dict, spec, hessians, meta, say, sensitivity or {}, decoders)
     if not filler.names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
-    sens = filler.sens
     hdiag = hessian_diagonals(hessians, filler.names)
-    full = {}
-    for n in filler.names:
-        say(f"estimating {n}")
-        full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n))
-    table = {n: pareto(c) for n, c in full.items()}
+    tables = estimate_tables(state_dict, filler.names, hdiag, filler.sens, rdoq, lqer, say)
     estimated = lap()
-    plain = {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()}
-    offered = [c for cands in table.values() for c in cands]
-    variants = {}  # the other tables the prediction judges, where they differ from ``table``
-    if any(c.lqer for c in offered):
-        variants["fill-no-lqer"] = plain
-    if any(c.colscale for c in offered):
-        variants["fill-no-cols"] = {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()}
-    if score is None:
-        # nothing measures: the weights trained toward a plan ship its grids
-        alloc = filler.trained(trained, hdiag, plain, budget, tolerance) if trained else None
-        if alloc is None:
-            runs = [filler.allocate(table, budget, tolerance)]
-            if sens:  # no scores, but the exact weights' predicted rise can still choose
-                runs += [dataclasses.replace(filler.allocate(t, budget, tolerance), name=name)
-                         for name, t in variants.items()]
-            for run in runs:
-                run.predicted = filler.predicted(run.choice) if sens else None
-            alloc = best_predicted(runs) if sens else runs[0]
-        alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
-        return alloc
-    reserve = contenders_reserve(meta)
-    inner = budget - reserve
+    if score is not None:
+        return closed_loop(filler, tables, hdiag, budget, tolerance, trained, score, say, lap, estimated)
+    # nothing measures: the weights trained toward a plan ship its grids
+    alloc = trained_grids(filler, trained, hdiag, tables.plain, budget, tolerance) if trained else None
+    if alloc is None:
+        runs = [filler.allocate(tables.table, budget, tolerance)]
+        if filler.sens:  # no scores, but the exact weights' predicted rise can still choose
+            runs += [replace(filler.allocate(t, budget, tolerance), name=name) for name, t in variants(tables).items()]
+        for run in runs:
+            run.predicted = filler.predicted(run.choice) if filler.sens else None
+        alloc = best_predicted(runs) if filler.sens else runs[0]
+    alloc.log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {lap():.1f}s")
+    return alloc
+
+
+def closed_loop(filler: Filler, tables: Tables, hdiag: Mapping[str, torch.Tensor], budget: int, tolerance: float,
+                trained: Mapping[str, tuple[int, str, float]] | None, score: Score, say: Callable[[str], None],
+                lap: Laps, estimated: float) -> Allocation:
+    """Every contender (``contenders.py``) built within ``budget`` less the reserve for their
+    record, predicted, scored (golfpack's own allocations: only the best predicted), and the
+    one :func:`contenders.pick` chooses, with the record in its meta."""
+    inner = budget - contenders_reserve(filler.meta)
     # the record written is up to a few dozen bytes smaller than its reserve: a quarter of the
     # window keeps the container with it in the whole window, down to budgets of some 70 KB
     tolerance = tolerance / 4
-    main = filler.allocate(table, inner, tolerance)
+    main = filler.allocate(tables.table, inner, tolerance)
     allocated = lap()
-    runs = [main, *(dataclasses.replace(filler.allocate(t, inner, tolerance), name=name) for name, t in variants.items())]
-    if trained and (qat := filler.trained(trained, hdiag, plain, inner, tolerance)) is not None:
+    runs = [main, *(replace(filler.allocate(t, inner, tolerance), name=name) for name, t in variants(tables).items())]
+    if trained and (qat := trained_grids(filler, trained, hdiag, tables.plain, inner, tolerance)) is not None:
         runs.append(qat)
-    if sens:
-        runs.append(dataclasses.replace(filler.allocate(by_proxy(full), inner, tolerance), name="fill-proxy"))
-    records, k = filler.uniform("records", inner, hdiag, sens, False)
+    if filler.sens:
+        runs.append(replace(filler.allocate(by_proxy(tables.full), inner, tolerance), name=Contender.FILL_PROXY))
+    records, k = records_grid(filler, Contender.RECORDS, inner, hdiag, filler.sens, False)
     # with corrections the same k costs more bytes, so every k below the plain grid's is too big
-    records_lqer, _ = filler.uniform("records+lqer", inner, hdiag, sens, True, lo=k - 1)
+    records_lqer, _ = records_grid(filler, Contender.RECORDS_LQER, inner, hdiag, filler.sens, True, lo=k - 1)
     runs += [a for a in (records, records_lqer) if a is not None]
     contended = lap()
     for run in runs:
-        run.predicted = filler.predicted(run.choice) if sens else None
+        run.predicted = filler.predicted(run.choice) if filler.sens else None
     predicted = lap()
     own = [r for r in runs if r.name in PREDICTED]
-    passed = [r for r in own if r is not best_predicted(own)] if sens else []
+    passed = [r for r in own if r is not best_predicted(own)] if filler.sens else []
     runs = [r for r in runs if all(r is not p for p in passed)]  # judged by prediction: only the best is scored
     for run in runs:
         say(f"scoring {run.name}")
@@ -428,9 +276,8 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
         run.loss = sum(run.windows) / len(run.windows)
     scored = lap()
     best, why = pick(runs)
-    record = [{"name": r.name, "bytes": len(r.container), "loss": float(f"{r.loss:.6f}")}
-              | ({} if r.predicted is None else {"predicted": float(f"{r.predicted:.6g}")}) for r in runs]
-    data = filler.build(best.choice, {"contenders": record, "chosen": best.name})
+    record = contenders_meta(runs)
+    data = filler.build(best.choice, {CONTENDERS_KEY: record, CHOSEN_KEY: str(best.name)})
     if len(data) > budget:  # the record outgrew its reserve: ship without it rather than over the budget
         data = best.container
     log = [*main.log, *(line for r in [*runs, *passed][1:] for line in r.log)]
@@ -442,48 +289,3 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     log.append(f"time: fixed tensors and estimates {estimated:.1f}s, allocation {allocated:.1f}s, other contenders "
                f"{contended:.1f}s, exact predictions {predicted:.1f}s, scoring {scored:.1f}s")
     return Allocation(data, best.choice, best.steps, log, best.name, best.loss, record, best.windows, best.predicted)
-
-
-def best_predicted(runs: Sequence[Allocation]) -> Allocation:
-    """The allocation of least predicted rise (ties: the earlier contender)."""
-    return min(runs, key=lambda r: (r.predicted, CONTENDERS.index(r.name)))
-
-
-def pick(runs: Sequence[Allocation]) -> tuple[Allocation, str]:
-    """The contender that ships, and why (module docstring): of :data:`PREDICTED`, the least
-    predicted rise (:data:`TRAINED` instead if it scores lower), unless a guard's score beats it
-    by more than ``SIGNIFICANT`` standard errors of the paired per-window difference; the lowest
-    score when nothing was predicted."""
-    order = lambda r: CONTENDERS.index(r.name)  # noqa: E731
-    lowest = min(runs, key=lambda r: (r.loss, order(r)))
-    own = [r for r in runs if r.name in PREDICTED]
-    if not own or any(r.predicted is None for r in runs):
-        return lowest, "lowest held-out loss"
-    chosen, why = best_predicted(own), "least predicted rise"
-    qat = next((r for r in runs if r.name == TRAINED), None)
-    if qat is not None and qat.loss < chosen.loss:
-        chosen, why = qat, f"the trained grids, {chosen.loss - qat.loss:.2g} below {chosen.name}'s held-out loss"
-    guard = min((r for r in runs if r.name not in (*PREDICTED, TRAINED)), key=lambda r: (r.loss, order(r)),
-                default=None)
-    if guard is None or guard.loss >= chosen.loss:
-        return chosen, f"{why}; no guard scored lower"
-    diff = [a - b for a, b in zip(chosen.windows, guard.windows)]
-    mean = sum(diff) / len(diff)
-    se = (sum((d - mean) ** 2 for d in diff) / max(len(diff) - 1, 1) / len(diff)) ** 0.5
-    if mean > SIGNIFICANT * se:
-        return guard, (f"held-out loss {mean:.2g} below {chosen.name} ({why}), "
-                       f"{mean / se if se else float('inf'):.1f} standard errors")
-    return chosen, (f"{why}; {guard.name} scored {mean:.2g} lower, within {SIGNIFICANT:g} "
-                    f"standard errors ({se:.2g})")
-
-
-def contenders_reserve(meta: dict) -> int:
-    """Bytes the contenders' record may add to the container's meta: measured on the widest
-    record that can be written, plus slack for the compressor. At most all contenders but one
-    are recorded (with sensitivities one of golfpack's own two goes unscored; without them
-    there is no ``fill-proxy``), and a reserve much wider than the record would leave the
-    container below the fill's window on a small budget."""
-    names = sorted(CONTENDERS, key=lambda n: (-len(n), n))[: len(CONTENDERS) - 1]
-    widest = [{"name": n, "bytes": 10**9, "loss": 99.999999, "predicted": 1.23456e-100} for n in names]
-    return (len(write_container([], {**meta, "contenders": widest, "chosen": CONTENDERS[-1]}))
-            - len(write_container([], meta)) + 32)

@@ -16,7 +16,7 @@ during training, so the weights can settle onto the grids that will ship. Two di
   than the training steps it steers), then single rungs up the ladders while the estimate
   fits, as ``fill`` steps into its window (the solve alone left a small model's 2.5-bit plan
   9% under its budget, training toward coarser grids than the build then ships). The fixed
-  tensors (controls, ``allocate = false``) are encoded exactly (``fill``'s ``Filler`` sorts and
+  tensors (controls, ``allocate = false``) are encoded exactly (``fill.split_tensors`` sorts and
   encodes them), so only the matrices' entropy-coded rates are estimates.
 
 Build-only (the trainer is shipped): an entry point that has the codec hands
@@ -34,7 +34,7 @@ import torch
 from .allocate import Candidate, candidates, climb, hessian_diagonals, pareto, solve, total_rate
 from .decoders.container import write_container
 from .encoders.intq import column_scales
-from .fill import Filler
+from .allocatable import split_tensors
 from .pipeline import record_bytes
 from .registry import Registered
 from .rules import PipelineSpec
@@ -67,18 +67,17 @@ def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, to
     """The least-predicted-loss grids (bits, clip, column scales; no corrections) whose
     estimated container fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
     ``fill``'s)."""
-    filler = Filler(state_dict, spec, hessians or {}, meta or {}, lambda _: None, sensitivity or {})
-    if not filler.names:
+    names, fixed, sens = split_tensors(spec, state_dict, hessians or {}, sensitivity or {})
+    if not names:
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
-    hdiag = hessian_diagonals(hessians, filler.names)
-    overhead = sum(record_bytes(r) for r in filler.fixed.values()) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=filler.sens.get(n)))
-             for n in filler.names}
+    hdiag = hessian_diagonals(hessians, names)
+    overhead = sum(record_bytes(r) for r in fixed.values()) + len(write_container([], meta or {}))
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=sens.get(n))) for n in names}
     bits = 8.0 * (budget - overhead)
     choice = climb(table, solve(table, bits), bits)
     cols = {n: tuple(column_scales(hdiag[n], c.colscale).float().tolist()) for n, c in choice.items() if c.colscale}
     return GridPlan(choice, overhead + round(total_rate(choice) / 8), budget,
-                    {n: spec.rule_for(n).label for n in filler.names}, cols)
+                    {n: spec.rule_for(n).label for n in names}, cols)
 
 
 def grid_planner(pipeline: dict, budget: int, roles: Mapping[str, str], meta: dict, *,

@@ -22,6 +22,11 @@ from .decoders.chain import DecoderSpec
 from .stage import Stage, StageError
 
 ROLE_PREFIX = "role:"
+# What a tensor is to the rules (``role = ...``): the codec's one spelling of the vocabulary
+# that ``model/anatomy.py: Role`` gives a model's tensors (the model imports nothing of the
+# codec, so it spells the values again; tests/test_layout.py holds the two equal).
+MATRIX, EMBEDDING, SMALL = "matrix", "embedding", "small"
+ROLES = (MATRIX, EMBEDDING, SMALL)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Mapping
 from .decoders.chain import chain_mismatch
 from .encoders.intq import QuantParams
 from .registry import Registered, discover, get_stage
-from .rules import ROLE_PREFIX, PipelineSpec, Rule
+from .rules import ROLE_PREFIX, ROLES, PipelineSpec, Rule
 from .stage import Stage, StageError
 
 if sys.version_info >= (3, 11):
@@ -42,7 +42,6 @@ else:  # pragma: no cover
 DEFAULT_SPEC_FILE = "default_pipeline.toml"  # beside this module (a records script carries its spec as data)
 
 RULE_KEYS = {"match", "role", "chain", "name", "allocate"}
-ROLES = ("matrix", "embedding", "small")
 SPEC_KEYS = {"rule", "fill"}
 
 HINTS = {("symbols", "bytes"): "insert 'pack' before a byte compressor, or use 'ans'",

@@ -40,7 +40,7 @@ class _Name(str, Enum):
 
 class Role(_Name):
     """What a state-dict tensor is to the codec's rules (``role = ...`` in a pipeline file; the
-    codec, which imports nothing of the model, spells the same values in ``codec.spec.ROLES``,
+    codec, which imports nothing of the model, spells the same values in ``codec.rules.ROLES``,
     and a test holds them equal)."""
 
     MATRIX = "matrix"  # a weight of 2+ dimensions with at least MATRIX_MIN_ELEMENTS values

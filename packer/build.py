@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from .. import CHALLENGE_CAP, BudgetError, Calibration
 from ..codec.decoders.chain import DecoderSpec
-from ..codec.fill import used_decoders
+from ..codec.allocatable import used_decoders
 from ..codec.registry import discover
 from ..codec.rules import PipelineSpec
 from ..codec.spec import load_spec, spec_json

@@ -24,7 +24,7 @@ from typing import Iterable
 
 from .. import CHALLENGE_CAP, __all__ as API_NAMES
 from ..codec.encoders.intq import RTN
-from ..codec.fill import allocates
+from ..codec.allocatable import allocates
 from ..codec.rules import PACKED_PATH, packed_source
 from ..codec.spec import load_spec
 from ..model.files import atomic_write_bytes, read_regular

@@ -15,7 +15,8 @@ from typing import Mapping
 from ..codec.decoders.config import first_match
 from ..codec.decoders.chain import DecoderSpec, check_container
 from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
-from ..codec.fill import ALLOCATION_FIELDS, CONTENDER_FIELDS, CONTENDERS, PREDICTED_FIELD
+from ..codec.contenders import (ALLOCATION_FIELDS, ALLOCATION_KEY, CHOSEN_KEY, CONTENDER_FIELDS, CONTENDERS, CONTENDERS_KEY,
+                               PREDICTED_FIELD)
 from ..codec.host import TensorLedger, ledger as tensor_ledger
 from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
@@ -74,7 +75,7 @@ class Ledger:
 def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
     """``--fill``'s record in the container meta, kept only where every field has its type
     (the container is untrusted; anything else is left out of the ledger)."""
-    raw = meta.get("allocation")
+    raw = meta.get(ALLOCATION_KEY)
     if not isinstance(raw, dict):
         return {}
     ok = lambda v: isinstance(v, dict) and set(v) == set(ALLOCATION_FIELDS) and all(  # noqa: E731
@@ -86,7 +87,7 @@ def read_allocation(meta: dict, names: set[str]) -> dict[str, dict]:
 def read_contenders(meta: dict) -> tuple[list[dict], str]:
     """``--fill``'s closed-loop record (``CONTENDER_FIELDS``, the chosen contender's name), kept
     only when every entry is well-typed and names a known contender once; else nothing."""
-    raw, chosen = meta.get("contenders"), meta.get("chosen")
+    raw, chosen = meta.get(CONTENDERS_KEY), meta.get(CHOSEN_KEY)
     fields = {**CONTENDER_FIELDS, PREDICTED_FIELD[0]: PREDICTED_FIELD[1]}
     ok = lambda v: (isinstance(v, dict) and set(CONTENDER_FIELDS) <= set(v) <= set(fields)  # noqa: E731
                     and v["name"] in CONTENDERS and all(isinstance(v[k], fields[k]) and not isinstance(v[k], bool)

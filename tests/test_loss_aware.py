@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from golfpack.codec.allocate import cancelling_hessians, loss_rise
-from golfpack.codec.fill import CONTENDERS, PREDICTED, TRAINED, Allocation, fill, pick
+from golfpack.codec.contenders import CONTENDERS, PREDICTED, TRAINED, Allocation, pick
+from golfpack.codec.fill import fill
 from golfpack.codec.host import decode_state_dict
 from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
@@ -190,13 +191,14 @@ def test_each_tensor_is_encoded_by_the_quantizer_whose_exact_weights_predict_low
     from golfpack.codec.fill import Filler, with_grid
     from golfpack.codec.pipeline import encode_tensor
     from golfpack.codec.encoders.intq import RTN
-    from golfpack.codec.fill import used_decoders
+    from golfpack.codec.allocatable import used_decoders
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 3, generator=g) @ torch.randn(3, 32, generator=g) + 0.05 * torch.randn(512, 32, generator=g)
     h = x.T @ x / x.shape[0]
     state = {"tok_emb.weight": torch.randn(64, 32, generator=g), "blocks.0.mlp.fc.weight": torch.randn(64, 32, generator=g)}
-    spec = load_spec("*.weight=gptq -> ans")
+    spec = load_spec("*.weight=gptq -> ans").with_roles({"tok_emb.weight": "embedding",
+                                                         "blocks.0.mlp.fc.weight": "matrix"})
     sens = {n: torch.ones_like(w) for n, w in state.items()}
     filler = Filler(state, spec, {n: h for n in state}, {}, lambda _: None, sens)
     grid = Candidate(bits=3, clip="sdclip:4", rate=0.0, distortion=0.0)

@@ -13,7 +13,8 @@ from golfpack.codec.decoders.grid import ClipRule, row_scales
 
 from golfpack.trainer.qat import fake_quantize, noise_quantize
 from golfpack.codec.encoders.intq import column_scales
-from golfpack.codec.fill import Allocation, fill, pick
+from golfpack.codec.contenders import Allocation, pick
+from golfpack.codec.fill import fill
 from golfpack.codec.host import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids
 from golfpack.codec.spec import load_spec
