@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from .codec.decoders.chain import DecoderSpec
+    from .codec.decoders.grid import Grid
     from .codec.rules import PipelineSpec
     from .trainer.calibrate import Batch  # (input ids, target ids), each (batch, seq)
 
@@ -169,7 +170,7 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
              pipeline: "str | PipelineSpec | None" = None, log: Log | None = None,
              progress: Callable[[str], None] | None = None, state_dict: Mapping[str, "torch.Tensor"] | None = None,
              meta: Mapping[str, object] | None = None, tolerance: float = 0.001,
-             trained: Mapping[str, tuple[int, str, float]] | None = None) -> bytes:
+             trained: "Mapping[str, Grid] | None" = None) -> bytes:
     """``model``'s weights as a container of at most ``budget`` bytes (golfpack's model file).
 
     A pipeline that fills (the default) chooses each matrix's bits, clip, column scales and

@@ -27,7 +27,7 @@ from typing import Callable, Container, Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.grid import ClipRule
+from .decoders.grid import ClipRule, Grid
 
 from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
 from .encoders.intq import scale_columns
@@ -73,6 +73,11 @@ class Candidate:
     relative: float = 0.0  # squared error over the tensor's squared norm
     trained: bool = False  # the grid QAT trained toward: encoded round-to-nearest, whatever the rule's quantizer
     colscale: float = 0.0  # column scales' power (encoders/intq.column_scales); 0: none
+
+    @property
+    def grid(self) -> Grid:
+        """Its quantization grid (bits, clip, column scales)."""
+        return Grid(self.bits, str(ClipRule.parse(self.clip)), self.colscale)
 
     @property
     def label(self) -> str:

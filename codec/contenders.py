@@ -42,6 +42,7 @@ import torch
 
 from .allocate import Candidate, estimate, pareto
 from .decoders.container import write_container
+from .decoders.grid import Grid
 
 if TYPE_CHECKING:
     from .fill import Filler
@@ -193,21 +194,21 @@ def records_grid(filler: Filler, name: Contender, budget: int, hdiag: Mapping[st
                       log=[f"{name}: sdclip:{RECORD_K[hi]:g}, {len(built[hi]):,} bytes ({len(built)} builds)"]), hi
 
 
-def trained_grids(filler: Filler, plan: Mapping[str, tuple[int, str, float]], hdiag: Mapping[str, torch.Tensor],
+def trained_grids(filler: Filler, plan: Mapping[str, Grid], hdiag: Mapping[str, torch.Tensor],
                   table: Mapping[str, list[Candidate]], budget: int, tolerance: float) -> Allocation | None:
     """The ``qat`` contender: the plan's grids (None if it does not cover every allocatable
     tensor, or plans column scales where this build has no Hessian), stepped along ladders of
     round-to-nearest grids (the plan's among them, with its column-scale power) until the
     container lands in the window."""
-    if any(n not in plan or (plan[n][2] and n not in hdiag) for n in filler.names):
+    if any(n not in plan or (plan[n].colscale and n not in hdiag) for n in filler.names):
         return None
     choice, ladders = {}, {}
     for n in filler.names:
-        bits, clip, colscale = plan[n]
-        c = replace(estimate(filler.state_dict[n], bits, clip, hdiag.get(n), sens=filler.sens.get(n),
-                             colscale=colscale), trained=True)
+        g = plan[n]
+        c = replace(estimate(filler.state_dict[n], g.bits, g.clip, hdiag.get(n), sens=filler.sens.get(n),
+                             colscale=g.colscale), trained=True)
         ladder = pareto([c, *(replace(x, trained=True) for x in table[n] if not (x.lqer or x.rdoq)
-                              and x.colscale == colscale)])
+                              and x.colscale == g.colscale)])
         ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
         choice[n] = c
     result = Allocation(filler.build(choice), choice, name=Contender.QAT)

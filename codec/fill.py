@@ -42,6 +42,7 @@ from .contenders import (ALLOCATION_KEY, CHOSEN_KEY, CONTENDERS_KEY, PREDICTED, 
                          best_predicted, contenders_meta, contenders_reserve, pick, records_grid, trained_grids)
 from .decoders.chain import DecoderSpec, decode_container
 from .decoders.container import read_container, write_container
+from .decoders.grid import Grid
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
 from .rules import EMBEDDING, PipelineSpec
@@ -212,12 +213,11 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
          lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
          score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
-         trained: Mapping[str, tuple[int, str, float]] | None = None) -> Allocation:
+         trained: Mapping[str, Grid] | None = None) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`contenders.pick` ships (:func:`closed_loop`). ``decoders``:
     the table that decodes contenders for their exact predictions (default:
-    :func:`used_decoders`); ``trained``: the grids (bits, clip, column-scale power) the weights
-    were trained toward, per tensor."""
+    :func:`used_decoders`); ``trained``: the grids the weights were trained toward, per tensor."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
     lap = Laps()
@@ -243,7 +243,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
 
 
 def closed_loop(filler: Filler, tables: Tables, hdiag: Mapping[str, torch.Tensor], budget: int, tolerance: float,
-                trained: Mapping[str, tuple[int, str, float]] | None, score: Score, say: Callable[[str], None],
+                trained: Mapping[str, Grid] | None, score: Score, say: Callable[[str], None],
                 lap: Laps, estimated: float) -> Allocation:
     """Every contender (``contenders.py``) built within ``budget`` less the reserve for their
     record, predicted, scored (golfpack's own allocations: only the best predicted), and the

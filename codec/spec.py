@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .decoders.chain import chain_mismatch
+from .decoders.grid import Grid
 from .encoders.intq import QuantParams
 from .registry import Registered, discover, get_stage
 from .rules import ROLE_PREFIX, ROLES, PipelineSpec, Rule
@@ -165,6 +166,6 @@ def quantizer_rules(spec: PipelineSpec, roles: Mapping[str, str]) -> list[list]:
     rules = []
     for name, role in roles.items():
         first = spec.rule_for(name, role).stages[0]
-        bits, clip = (first.params.bits, first.params.clip) if isinstance(first.params, QuantParams) else (0, "absmax")
-        rules.append([name, bits, clip])
+        grid = Grid(first.params.bits, first.params.clip) if isinstance(first.params, QuantParams) else Grid(0)
+        rules.append(grid.rule(name))
     return rules

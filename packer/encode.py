@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from .. import Calibration, compress
+from ..codec.decoders.grid import Grid
 from ..codec.rules import PipelineSpec
 from ..model.builders import model_meta
 from ..model.checkpoint import Checkpoint
@@ -62,10 +63,10 @@ def file_calibration(checkpoint: Path, model: torch.nn.Module, hessians: dict[st
     return Calibration(hessians or {}, sens, score)
 
 
-def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
+def read_plan(raw: object) -> dict[str, Grid] | None:
     """A checkpoint's ``qat_plan`` (the grids its weights were trained toward, written by the
-    trainer as QAT rules on tensor names, read by its one reader ``parse_rule``) as ``name ->
-    (bits, clip, colscale)`` for the fill's ``qat`` contender; None when absent. Anything but
+    trainer as QAT rules on tensor names, read by the grid's one reader) as ``name -> Grid``
+    for the fill's ``qat`` contender; None when absent. Anything but
     well-formed rules of real grids is refused. Build-only: no artifact ships it."""
     if raw is None:
         return None
@@ -77,7 +78,7 @@ def read_plan(raw: object) -> dict[str, tuple[int, str, float]] | None:
         raise ValueError(f"checkpoint meta 'qat_plan': malformed ({e})") from None
     if any(rule.bits == 0 for rule in rules):  # a plan's grids are real ones
         raise ValueError("checkpoint meta 'qat_plan': malformed (an entry with no grid, bits 0)")
-    return {rule.pattern: (rule.bits, str(rule.clip), rule.colscale) for rule in rules}
+    return {rule.pattern: rule.grid for rule in rules}
 
 
 def encode_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, spec: PipelineSpec, calibration: Calibration, *,

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from golfpack.codec.decoders.grid import ClipRule, row_scales
+from golfpack.codec.decoders.grid import ClipRule, Grid, row_scales
 
 from golfpack.trainer.qat import fake_quantize, noise_quantize
 from golfpack.codec.encoders.intq import column_scales
@@ -104,7 +104,7 @@ def test_the_qat_contender_ships_the_trained_grid_exactly(weights, colscale):
     rise is zero, so it ships. With column scales the build recomputes them from its own
     calibration, here the same as the plan's."""
     state, spec, hessians, sens = weights
-    plan = {n: (4, "absmax", colscale) for n in state if state[n].ndim == 2 and spec.rule_for(n).allocate}
+    plan = {n: Grid(4, "absmax", colscale) for n in state if state[n].ndim == 2 and spec.rule_for(n).allocate}
 
     def cols(n):
         return column_scales(torch.diagonal(hessians[n]), colscale).float() if colscale else None
@@ -130,7 +130,7 @@ def test_a_checkpoint_plan_is_checked_before_use(raw, why):
     with pytest.raises(ValueError, match=why):
         read_plan(raw)
     assert read_plan([["w", 4, "sdclip:12.85"], ["v", 5, "absmax", 0.5, [1.0, 2.0]]]) == \
-        {"w": (4, "sdclip:12.85", 0.0), "v": (5, "absmax", 0.5)} and read_plan(None) is None
+        {"w": Grid(4, "sdclip:12.85"), "v": Grid(5, "absmax", 0.5)} and read_plan(None) is None
 
 
 def test_qat_noise_stays_within_its_width_of_the_grid_step_and_passes_the_gradient():
@@ -163,8 +163,8 @@ def test_qat_noise_outside_its_range_is_refused(tmp_path, train_glob):
 
 def test_qat_rules_round_trip_through_their_json_form():
     rules = parse_rules([["blocks.*", 5, "sdclip:10"], ("tok_emb.weight", 7, "absmax", 0.5, [1.0, 0.25])])
-    assert rules == [QatRule("blocks.*", 5, ClipRule("sdclip", 10.0)),
-                     QatRule("tok_emb.weight", 7, ClipRule(), 0.5, (1.0, 0.25))]
+    assert rules == [QatRule("blocks.*", Grid(5, "sdclip:10")),
+                     QatRule("tok_emb.weight", Grid(7, "absmax", 0.5), (1.0, 0.25))]
     assert parse_rules(r.to_json() for r in rules) == rules
 
 
@@ -245,7 +245,7 @@ def test_a_plan_gives_column_scales_where_a_matrix_inputs_are_uneven(weights):
     assert plan.grids[name].colscale > 0 and "/cols:" in plan.summary()
     rule = next(r for r in parse_rules([r.to_json() for r in plan_rules(plan)]) if r.pattern == name)
     expected = column_scales(torch.diagonal(hot[name]), plan.grids[name].colscale).float().tolist()
-    assert rule.colscale == plan.grids[name].colscale and list(rule.cols) == expected
+    assert rule.grid == plan.grids[name].grid and list(rule.cols) == expected
 
 
 def test_a_runs_own_pace_is_read_from_its_steps_before_qat():

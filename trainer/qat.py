@@ -38,36 +38,33 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 import torch
 
 from ..codec.decoders.config import first_match
-from ..codec.decoders.grid import FP16_MAX, FP16_TINY, ClipRule, as_rows, quantize_rtn, row_scales
+from ..codec.decoders.grid import ClipRule, Grid, as_rows, quantize_rtn, read_rule, row_scales
 from ..codec.decoders.container import MAX_TENSORS
-from ..codec.decoders.intq import MAX_BITS, MIN_BITS, dequantize
+from ..codec.decoders.intq import dequantize
 from ..model.anatomy import tied_embeddings
 from ..model.gpt import CastedLinear
 
 
-MAX_COLUMNS = 1 << 16  # a rule's column scales: bounded, since a checkpoint's rules are read back
 MAX_RULES = MAX_TENSORS  # rules in a list (a plan has one per tensor), and
-MAX_PATTERN = 1000  # characters in a rule's glob, and
-MAX_PATTERN_CHARS = 1 << 18  # in all its globs together (matching compiles them into one expression)
+MAX_PATTERN_CHARS = 1 << 18  # characters in all its globs together (matching compiles them into one expression)
 
 
 @dataclass(frozen=True)
 class QatRule:
-    """Weights matching ``pattern`` train toward the ``bits``-bit per-row grid clipped by
-    ``clip`` (``bits`` 0: left alone); with ``cols``, the grid of ``w / cols`` (column scales,
-    codec/decoders/intq.py), which a plan made at power ``colscale`` of its Hessians' diagonals."""
+    """Weights matching ``pattern`` train toward ``grid`` (bits 0: left alone); ``cols``: the
+    column scales a plan computed for a grid with them (``grid.colscale`` > 0)."""
 
     pattern: str
-    bits: int
-    clip: ClipRule
-    colscale: float = 0.0
+    grid: Grid
     cols: tuple[float, ...] = ()
 
+    @property
+    def bits(self) -> int:
+        return self.grid.bits
+
     def to_json(self) -> list:
-        """The config's and checkpoint's form: ``[glob, bits, clip]``, and ``colscale, cols`` when
-        the grid has column scales."""
-        head = [self.pattern, self.bits, str(self.clip)]
-        return [*head, self.colscale, list(self.cols)] if self.cols else head
+        """The config's, checkpoint's and resume state's form (``Grid.rule``)."""
+        return self.grid.rule(self.pattern, self.cols)
 
 
 def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
@@ -88,37 +85,15 @@ def parse_rules(rules: Iterable[Sequence]) -> list[QatRule]:
 
 
 def parse_rule(r: object) -> QatRule:
-    """One rule: a bounded glob, bits 0 (left alone) or a grid's, a clip rule, column scales."""
-    ok = isinstance(r, (list, tuple)) and len(r) in (3, 5) and isinstance(r[0], str) and len(r[0]) <= MAX_PATTERN \
-        and type(r[1]) is int and (r[1] == 0 or MIN_BITS <= r[1] <= MAX_BITS) \
-        and (isinstance(r[2], ClipRule) or isinstance(r[2], str) and len(r[2]) <= 32)
-    if not ok:
-        raise ValueError(f"QAT rule {str(r)[:80]!r} must be [glob, bits, clip] or [glob, bits, clip, colscale, cols] "
-                         f"(bits 0 or {MIN_BITS}..{MAX_BITS})")
-    return QatRule(r[0], r[1], ClipRule.parse(str(r[2])), *_columns(r[3:]))
-
-
-def _columns(tail: Sequence) -> tuple[float, tuple[float, ...]]:
-    """A rule's ``colscale, cols`` (none: ``0.0, ()``), checked: a power in (0, 1] and at most
-    ``MAX_COLUMNS`` scales an fp16 column-scale stream can hold (the format stores them so; a
-    scale of 1e300 would train the weights to NaN)."""
-    if not tail:
-        return 0.0, ()
-    power, cols = tail
-    ok = type(power) in (int, float) and 0 < power <= 1 and isinstance(cols, (list, tuple)) \
-        and 0 < len(cols) <= MAX_COLUMNS and all(type(c) in (int, float) and FP16_TINY <= c <= FP16_MAX for c in cols)
-    if not ok:
-        raise ValueError(f"QAT rule's column scales must be a power in (0, 1] and 1..{MAX_COLUMNS} numbers in "
-                         f"[{FP16_TINY:g}, {FP16_MAX:g}]")
-    return float(power), tuple(float(c) for c in cols)
+    """One rule in ``QatRule.to_json``'s form, by the grid's one reader (``Grid.rule``'s)."""
+    return QatRule(*read_rule(r))
 
 
 class PlannedGrid(Protocol):
-    """One tensor's grid in a plan (``codec.allocate.Candidate``)."""
+    """One tensor's entry in a plan (``codec.allocate.Candidate``)."""
 
-    bits: int
-    clip: str
-    colscale: float  # 0: no column scales
+    @property
+    def grid(self) -> Grid: ...
 
 
 class GridPlan(Protocol):
@@ -134,8 +109,7 @@ class GridPlan(Protocol):
 
 def plan_rules(plan: GridPlan) -> list[QatRule]:
     """A plan's grids as rules, one per tensor in name order (its name is the glob)."""
-    return [QatRule(name, g.bits, ClipRule.parse(g.clip),
-                    *((g.colscale, tuple(plan.cols[name])) if g.colscale else ()))
+    return [QatRule(name, g.grid, tuple(plan.cols[name]) if g.grid.colscale else ())
             for name, g in sorted(plan.grids.items())]
 
 
@@ -178,7 +152,7 @@ def _quantizer(bits: int, rule: ClipRule, noise: float):
 
 def _rule_quantizer(rule: QatRule, weight: torch.Tensor, noise: float):
     """The quantizer of ``rule`` for ``weight`` (its column scales on the weight's device)."""
-    fn = _quantizer(rule.bits, rule.clip, noise)
+    fn = _quantizer(rule.bits, rule.grid.clip_rule, noise)
     if not rule.cols:
         return fn
     if weight.ndim != 2 or weight.shape[1] != len(rule.cols):

@@ -19,13 +19,16 @@ Scale rules (``clip=``), each giving a per-row clip value ``c`` and ``scale = c 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from .intq import grid_shape, qmax
+from .intq import MAX_BITS, MIN_BITS, grid_shape, qmax
 
 FP16_TINY = 2.0**-24  # smallest positive fp16: scales never round to zero
 FP16_MAX = 65504.0
+MAX_PATTERN = 1000  # characters in a grid rule's glob
+MAX_COLUMNS = 1 << 16  # a grid rule's column scales (a checkpoint's rules are read back: bounded)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,53 @@ class ClipRule:
         if self.kind == "absmax":
             return "absmax"
         return f"{self.kind}:{int(self.value) if self.kind == 'mse' else self.value:g}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A quantization grid: ``bits`` per value (0: none, the weight is left alone) on the
+    per-row grid whose scales ``clip`` (a :class:`ClipRule`'s text) sets, of ``w / cols`` when
+    ``colscale`` > 0 (column scales at that power of the Hessian's diagonal, ``intq.py``). The
+    one spelling of a grid: the allocator's candidates (``Candidate.grid``), budget-aware QAT's
+    plan and rules, and a checkpoint's plan."""
+
+    bits: int
+    clip: str = "absmax"
+    colscale: float = 0.0
+
+    @property
+    def clip_rule(self) -> ClipRule:
+        return ClipRule.parse(self.clip)
+
+    def rule(self, pattern: str, cols: Sequence[float] = ()) -> list:
+        """The list form (a config's ``qat_rules``, a checkpoint's ``qat_plan``, a resume state):
+        ``[glob, bits, clip]``, and ``colscale, cols`` when the grid has column scales;
+        :func:`read_rule` is its one reader."""
+        head = [pattern, self.bits, self.clip]
+        return [*head, self.colscale, list(cols)] if cols else head
+
+
+def read_rule(r: object) -> tuple[str, Grid, tuple[float, ...]]:
+    """One rule in :meth:`Grid.rule`'s form, checked (it may come from an untrusted checkpoint):
+    a bounded glob, bits 0 or a grid's, a clip rule (canonical text), and column scales: a power
+    in (0, 1] and at most ``MAX_COLUMNS`` scales an fp16 column-scale stream can hold (a scale
+    of 1e300 would train the weights to NaN)."""
+    ok = isinstance(r, (list, tuple)) and len(r) in (3, 5) and isinstance(r[0], str) and len(r[0]) <= MAX_PATTERN \
+        and type(r[1]) is int and (r[1] == 0 or MIN_BITS <= r[1] <= MAX_BITS) \
+        and (isinstance(r[2], ClipRule) or isinstance(r[2], str) and len(r[2]) <= 32)
+    if not ok:
+        raise ValueError(f"QAT rule {str(r)[:80]!r} must be [glob, bits, clip] or [glob, bits, clip, colscale, cols] "
+                         f"(bits 0 or {MIN_BITS}..{MAX_BITS})")
+    clip = str(ClipRule.parse(str(r[2])))
+    if len(r) == 3:
+        return r[0], Grid(r[1], clip), ()
+    power, cols = r[3:]
+    ok = type(power) in (int, float) and 0 < power <= 1 and isinstance(cols, (list, tuple)) \
+        and 0 < len(cols) <= MAX_COLUMNS and all(type(c) in (int, float) and FP16_TINY <= c <= FP16_MAX for c in cols)
+    if not ok:
+        raise ValueError(f"QAT rule's column scales must be a power in (0, 1] and 1..{MAX_COLUMNS} numbers in "
+                         f"[{FP16_TINY:g}, {FP16_MAX:g}]")
+    return r[0], Grid(r[1], clip, float(power)), tuple(float(c) for c in cols)
 
 
 def as_rows(w: torch.Tensor) -> torch.Tensor:
