@@ -18,6 +18,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread
 
 from golfpack.model import GPT, GPTConfig
 
+from . import forkserver
+from .forkserver import run_cli
+
 
 def pytest_configure(config):
     """One build cache (packer/cache.py) for the run, shared by the xdist workers (they inherit
@@ -42,6 +45,11 @@ SEEDS = ("1337", "42")  # the records fixture's seeds
 # ... and its budget-aware QAT (the script plans for its own budget, whatever qat_budget says)
 RECORDS_QAT = ("--set", "qat_budget=1", "--set", "qat_start_frac=0.5", "--set", "qat_calib_tokens=1024")
 TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fork_server_environment() -> None:
+    forkserver.start()
 
 
 @pytest.fixture(scope="session")
@@ -131,9 +139,11 @@ def _train_tiny(tmp_path_factory, train_glob: str, small_val: str) -> Path:
 
 def golfpack(*args: str, cwd: Path | None = None, env: dict | None = None,
              console: bool = False) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process: ``python -m golfpack.packer``, or the installed console script."""
-    cmd = [str(CONSOLE_SCRIPT)] if console else [sys.executable, "-m", "golfpack.packer"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    """The CLI as a user runs it: ``python -m golfpack.packer`` (forked from the worker's fork
+    server where the environment allows, tests/forkserver.py), or the installed console script."""
+    if console:
+        return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    return run_cli(list(args), env=env, cwd=cwd)
 
 
 def data_args(train_glob: str, small_val: str) -> list[str]:

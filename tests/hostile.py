@@ -2,94 +2,30 @@
 could build, made from a genuine artifact's bytes."""
 from __future__ import annotations
 
-import atexit
 import hashlib
-import json
 import struct
 import subprocess
-import sys
-import tempfile
 import zlib
-from pathlib import Path
 
 from golfpack.codec.decoders.container import HEADER, read_container
 from golfpack.packer.runtime.artifact import (CENTRAL, CENTRAL_SIG, DOS_DATE_1980, END, END_SIG, LOCAL, LOCAL_SIG,
                                               MADE_BY_UNIX, MANIFEST, MODE_0644, WEIGHTS, ZIP_VERSION, Manifest,
                                               read_zip, write_artifact)
 
-MEASURE_PRELUDE = ("import os, resource, sys, traceback\nimport torch\nimport golfpack.model.checkpoint\n"
-                   "from golfpack.packer.cli import main\n"
-                   "def cpu():\n    u = resource.getrusage(resource.RUSAGE_SELF)\n    return u.ru_utime + u.ru_stime\n"
-                   "def measured(argv):\n    start = cpu()\n"
-                   "    try:\n        main(argv)\n    except SystemExit as e:\n        rc = e.code\n    else:\n        rc = 0\n"
-                   "    hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
-                   "    print('PEAK_KB', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-                   " cpu() - start, file=sys.stderr)\n    return rc\n")
-# A fork server: imports torch and the CLI once, then forks a child per command, so the ~90
-# hostile-input runs do not pay torch's import each. A child starts in the state a fresh process
-# reaches after those imports: its CPU counted from zero, its peak RSS from the resident pages it
-# inherits (about 160 MB; a fresh process peaks near 230 MB while importing, so an attack that
-# allocates more than ~70 MB shows the same peak either way, and MAX_PEAK_MB is 512).
-FORK_SERVER = MEASURE_PRELUDE + """
-import json
-for line in sys.stdin:
-    req = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        import signal
-        signal.alarm(req["timeout"])
-        out = os.open(req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err = os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        rc = 1
-        try:
-            if req["cwd"]:
-                os.chdir(req["cwd"])
-            rc = measured(req["args"])
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(rc if isinstance(rc, int) else 1)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps(os.waitstatus_to_exitcode(status)), flush=True)
-"""
-_server: subprocess.Popen | None = None
-
-
-def _fork_server() -> subprocess.Popen:
-    global _server
-    if _server is None or _server.poll() is not None:
-        _server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   text=True)
-        atexit.register(_server.kill)
-    return _server
+from .forkserver import run_cli
 
 
 def golfpack_measured(*args: str, env: dict | None = None, cwd=None,
                       timeout: int = 300) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run the golfpack CLI in a fresh process; the result, its peak RSS in MB (``VmHWM``: the
-    process's own; ``ru_maxrss`` would count the forking parent's pages) and the CPU seconds
-    (user + system) the command used after torch and the CLI were imported: what an attack
-    costs. The imports every run pays are left out, because machines (and one machine under
-    load) differ in them by more than the work a bound allows. Without ``env``, the process is
-    a child of the fork server (``FORK_SERVER``); with one, a process of its own (an environment
-    can change what Python imports at start)."""
-    if env is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            out, err = Path(tmp) / "out", Path(tmp) / "err"
-            server = _fork_server()
-            server.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd or ""), "out": str(out), "err": str(err),
-                                           "timeout": timeout}) + "\n")
-            server.stdin.flush()
-            rc = json.loads(server.stdout.readline())
-            proc = subprocess.CompletedProcess(args, rc, out.read_text(errors="replace"), err.read_text(errors="replace"))
-    else:
-        proc = subprocess.run([sys.executable, "-c", MEASURE_PRELUDE + "sys.exit(measured(sys.argv[1:]))", *args],
-                              capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    """Run the golfpack CLI as a user does (``forkserver.run_cli``); the result, its peak RSS in
+    MB (``VmHWM``: the process's own; ``ru_maxrss`` would count the forking parent's pages) and
+    the CPU seconds (user + system) the command used after torch and the CLI were imported:
+    what an attack costs. The imports every run pays are left out, because machines (and one
+    machine under load) differ in them by more than the work a bound allows. A forked child's
+    peak starts from the pages it inherits (about 160 MB; a fresh process peaks near 230 MB
+    while importing), so an attack that allocates more than ~70 MB shows the same peak either
+    way, and MAX_PEAK_MB is 512."""
+    proc = run_cli(list(args), env=env, cwd=cwd, timeout=timeout, measure=True)
     peak = [ln.split() for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB")]
     proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("PEAK_KB"))
     return proc, (int(peak[-1][1]) / 1024 if peak else float("nan")), (float(peak[-1][2]) if peak else float("nan"))
