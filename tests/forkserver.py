@@ -70,13 +70,19 @@ FRESH = PRELUDE + "sys.exit(measured(sys.argv[2:], sys.argv[1] == '1'))"  # the 
 
 _base_env: dict[str, str] | None = None  # the worker's environment at session start (``start``)
 _server: subprocess.Popen | None = None
+served = 0  # commands the fork server ran (tests/test_cli.py checks it serves them)
+
+
+def _environment() -> dict[str, str]:
+    """``os.environ`` but for the variable pytest sets to each test's name."""
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
 
 
 def start() -> None:
     """Take the environment the server runs in: called once a session starts, before any test
     can change ``os.environ`` (a session fixture in conftest.py)."""
     global _base_env
-    _base_env = dict(os.environ)
+    _base_env = _environment()
 
 
 def _fork_server() -> subprocess.Popen:
@@ -92,8 +98,10 @@ def run_cli(args: list[str], *, env: dict | None = None, cwd=None, timeout: int 
             measure: bool = False) -> subprocess.CompletedProcess:
     """``python -m golfpack.packer ARGS``, forked from the server where its environment allows;
     ``measure``: with its peak RSS and CPU seconds on stderr (``PEAK_KB`` line)."""
-    if env is None and _base_env is not None and dict(os.environ) == _base_env:
+    if env is None and _base_env is not None and _environment() == _base_env:
+        global served
         server = _fork_server()
+        served += 1
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
             server.stdin.write(json.dumps({"args": args, "cwd": str(cwd or ""), "out": str(out), "err": str(err),

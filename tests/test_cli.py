@@ -174,3 +174,18 @@ def test_progress_off_a_terminal_is_flushed_phase_lines(capsys, monkeypatch):
     with console.progress_bar(total=3, desc="short") as bar:
         bar.update(3)
     assert capsys.readouterr().err == ""  # disabled, or over before the first phase line: silent
+
+
+def test_cli_runs_in_the_tests_come_from_the_fork_server(monkeypatch):
+    """tests/forkserver.py serves golfpack() when the environment is the session's (else the
+    suite silently pays torch's import per command), and a process of its own runs a command
+    whose environment differs (what Python reads at start cannot change after a fork)."""
+    from . import forkserver
+
+    before = forkserver.served
+    forked = golfpack("--help")
+    assert forked.returncode == 0 and forkserver.served == before + 1
+    monkeypatch.setenv("GOLFPACK_FORKSERVER_PROBE", "1")
+    fresh = golfpack("--help")
+    assert fresh.returncode == 0 and forkserver.served == before + 1
+    assert fresh.stdout == forked.stdout and fresh.stderr == forked.stderr == ""
