@@ -458,11 +458,14 @@ def bench() -> None:
 @click.option("--fractions", default="0.8,0.9,1.0,1.1", show_default=True,
               help="--fill budgets, as fractions of the record export's bytes.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write the R-D plot (PNG).")
+@click.option("--score-tokens", default=32_768, show_default=True, type=POSITIVE,
+              help="The closed loop scores the contenders on this many held-out training tokens.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the validation tokens are scored (in fp32 on either; encoding runs on the CPU).")
 @model_option
-def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, force, device, model) -> None:
+def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, score_tokens, force, device,
+                 model) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.files import refuse_existing
     from .bench.rd import format_rd, plot_rd, rd_bench
@@ -474,7 +477,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo,
-                  model=use_model(model), device=device)
+                  score_tokens=score_tokens, model=use_model(model), device=device)
     click.echo(format_rd(rd))
     if plot is not None:
         plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params", force)

@@ -77,7 +77,7 @@ def test_bench_rd_runs_end_to_end(trained, small_val, tmp_path):
     from .conftest import SP1024
 
     out = golfpack("bench", "rd", str(trained), "--val", small_val, "--tokenizer", str(SP1024), "--val-tokens", "4096",
-                   "--fractions", "0.9,1.0", "--plot", str(tmp_path / "rd.png"))
+                   "--fractions", "0.9,1.0", "--score-tokens", "4096", "--plot", str(tmp_path / "rd.png"))
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert "record int6 sdclip:12.85" in out.stdout and "golfpack fill 1.00x" in out.stdout

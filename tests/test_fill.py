@@ -44,8 +44,8 @@ def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params,
     budget = int(4.0 * params / 8) + 40_000
     for name, seed, threads in (("a.pyz", "0", "1"), ("b.pyz", "4242", "2")):
         env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--fill", "--budget", str(budget), "--out",
-                        str(tmp_path / name), env=env)
+        proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--fill", "--budget", str(budget),
+                        "--score-tokens", "8192", "--out", str(tmp_path / name), env=env)
         assert proc.returncode == 0 and "closed loop: contenders scored" in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "a.pyz").read_bytes() == (tmp_path / "b.pyz").read_bytes()
     text = golfpack("inspect", str(tmp_path / "a.pyz"), "--budget", str(budget))
