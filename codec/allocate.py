@@ -220,9 +220,14 @@ class Tables:
     full: dict[str, list[Candidate]]  # every candidate estimated
     table: dict[str, list[Candidate]]  # its Pareto front: what the fill allocates over
     plain: dict[str, list[Candidate]]  # the front without low-rank corrections
-    no_cols: dict[str, list[Candidate]]  # the front without column scales
-    corrections: bool  # whether the front offers low-rank corrections
-    columns: bool  # ... and column scales
+
+    def offers(self, feature: str) -> bool:
+        """Whether the front offers a candidate with ``feature`` (``lqer``, ``colscale``) set."""
+        return any(getattr(c, feature) for cands in self.table.values() for c in cands)
+
+    def without(self, feature: str) -> dict[str, list[Candidate]]:
+        """The front of the candidates without ``feature``."""
+        return {n: pareto(c for c in cands if not getattr(c, feature)) for n, cands in self.full.items()}
 
 
 def estimate_tables(state_dict: Mapping[str, torch.Tensor], names: Iterable[str], hdiag: Mapping[str, torch.Tensor],
@@ -233,11 +238,8 @@ def estimate_tables(state_dict: Mapping[str, torch.Tensor], names: Iterable[str]
     for n in names:
         say(f"estimating {n}")
         full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n))
-    table = {n: pareto(c) for n, c in full.items()}
-    offered = [c for cands in table.values() for c in cands]
-    return Tables(full, table, {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()},
-                  {n: pareto(c for c in cands if not c.colscale) for n, cands in full.items()},
-                  any(c.lqer for c in offered), any(c.colscale for c in offered))
+    return Tables(full, {n: pareto(c) for n, c in full.items()},
+                  {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()})
 
 
 def by_proxy(table: Mapping[str, Sequence[Candidate]]) -> dict[str, list[Candidate]]:

@@ -192,8 +192,8 @@ class Filler:
 
 def variants(tables: Tables) -> dict[Contender, dict[str, list[Candidate]]]:
     """The other tables the prediction judges, where they differ from the full front."""
-    return {**({Contender.FILL_NO_LQER: tables.plain} if tables.corrections else {}),
-            **({Contender.FILL_NO_COLS: tables.no_cols} if tables.columns else {})}
+    return {**({Contender.FILL_NO_LQER: tables.plain} if tables.offers("lqer") else {}),
+            **({Contender.FILL_NO_COLS: tables.without("colscale")} if tables.offers("colscale") else {})}
 
 
 class Laps:
