@@ -1,5 +1,5 @@
 """A content-addressed disk cache for the build's pure, slow steps (python-minifier takes about
-0.1 s a module, a third of a small model's build and most of ``check``).
+0.03 s a module: a tiny model's ``build`` took 4.9 s without the cache, 3.7 s with it).
 
 An entry's name is the SHA-256 of everything its value depends on, so a hit is the value a fresh
 computation would give and the cache never changes what is built. Where the cache lives:
