@@ -186,7 +186,7 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     for the container's meta (``build`` records the model's builder); ``trained``: the grids
     the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
     from .codec.pipeline import complete_hessians, encode_state_dict
-    from .model.anatomy import tensor_roles
+    from .trainer.roles import tensor_roles
 
     log = log or (lambda line: None)
     spec = _pipeline(pipeline)

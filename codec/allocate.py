@@ -27,6 +27,7 @@ from typing import Callable, Container, Iterable, Mapping, Sequence
 
 import torch
 
+from .decoders.config import EMBEDDING
 from .decoders.grid import ClipRule, Grid
 
 from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
@@ -34,7 +35,6 @@ from .encoders.intq import scale_columns
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
-from .rules import EMBEDDING
 
 BITS = (3, 4, 5, 6, 7, 8)
 # Narrow clips for low bit widths, and the records' wide ones (12.85 and up), where the clip

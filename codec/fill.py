@@ -41,11 +41,12 @@ from .allocatable import split_tensors, used_decoders
 from .contenders import (ALLOCATION_KEY, CHOSEN_KEY, CONTENDERS_KEY, PREDICTED, Allocation, Contender, allocation_meta,
                          best_predicted, contenders_meta, contenders_reserve, pick, records_grid, trained_grids)
 from .decoders.chain import DecoderSpec, decode_container
+from .decoders.config import EMBEDDING
 from .decoders.container import read_container, write_container
 from .decoders.grid import Grid
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor, record_bytes
-from .rules import EMBEDDING, PipelineSpec
+from .rules import PipelineSpec
 from .stage import Stage, StageError
 
 MAX_SOLVES = 8

@@ -22,11 +22,6 @@ from .decoders.chain import DecoderSpec
 from .stage import Stage, StageError
 
 ROLE_PREFIX = "role:"
-# What a tensor is to the rules (``role = ...``): the codec's one spelling of the vocabulary
-# that ``model/anatomy.py: Role`` gives a model's tensors (the model imports nothing of the
-# codec, so it spells the values again; tests/test_layout.py holds the two equal).
-MATRIX, EMBEDDING, SMALL = "matrix", "embedding", "small"
-ROLES = (MATRIX, EMBEDDING, SMALL)
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,7 @@ class PipelineSpec:
     roles: Mapping[str, str] = field(default_factory=dict, compare=False)  # tensor name -> role, for `role` rules
 
     def with_roles(self, roles: Mapping[str, str]) -> "PipelineSpec":
-        """This spec, bound to one model's tensor roles (``model.anatomy.tensor_roles``)."""
+        """This spec, bound to one model's tensor roles (``trainer.roles.tensor_roles``)."""
         return replace(self, roles=dict(roles))
 
     def rule_index(self, name: str, role: str | None = None) -> int:

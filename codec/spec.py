@@ -10,9 +10,10 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
 or the word ``default`` (``codec/default_pipeline.toml``). A rule may match tensors by role as
 well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain`` inline), so a pipeline
-fits a model whose names it has never seen: ``model/anatomy.py: tensor_roles`` gives each
+fits a model whose names it has never seen: ``trainer/roles.py: tensor_roles`` gives each
 tensor of the model one of ``ROLES`` (``embedding``: the token embedding or output head;
-``matrix``: any other weight of 2+ dimensions with at least 65,536 values; ``small``: the rest).
+``matrix``: any other weight of 2+ dimensions that is not a named scale or gain; ``small``:
+the rest).
 A TOML rule may have a ``name``
 (the class ``golfpack inspect`` groups its tensors under); otherwise its first glob names it.
 A TOML file may ask to fill the byte budget (top-level ``fill = true``: ``golfpack build``
@@ -32,7 +33,8 @@ from .decoders.chain import chain_mismatch
 from .decoders.grid import Grid
 from .encoders.intq import QuantParams
 from .registry import Registered, discover, get_stage
-from .rules import ROLE_PREFIX, ROLES, PipelineSpec, Rule
+from .decoders.config import ROLES
+from .rules import ROLE_PREFIX, PipelineSpec, Rule
 from .stage import Stage, StageError
 
 if sys.version_info >= (3, 11):

@@ -1,6 +1,7 @@
 """What golfpack learns from any ``nn.Module``, with no builder and no naming convention: each
-parameter's kind (which optimizer trains it), each tensor's role (which codec rule codes it),
-the output layers (a tied embedding, or an untied head), and strict weight loading.
+parameter's kind (which optimizer trains it), the output layers (a tied embedding, or an
+untied head), and strict weight loading. (Each tensor's role for the codec's rules is built on
+these in ``trainer/roles.py``.)
 
 Imports nothing of golfpack: the public API (``golfpack.compress``) and an inlined records
 script need these, and not the GPT or the builders.
@@ -16,7 +17,6 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-MATRIX_MIN_ELEMENTS = 65_536  # the records' line: smaller tensors are "small" (stored near float)
 # Small/control parameters that stay fp32 and are optimised by Adam, as in the challenge.
 CONTROL_TENSOR_NAME_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
@@ -30,26 +30,12 @@ def is_control(name: str, tensor: torch.Tensor) -> bool:
     return tensor.ndim < 2 or any(s in name for s in CONTROL_TENSOR_NAME_PATTERNS)
 
 
-class _Name(str, Enum):
-    """A vocabulary word: compares, hashes, prints and serializes as its value (``StrEnum``,
-    which Python 3.10 lacks)."""
+class Kind(str, Enum):
+    """A parameter's part in training: which optimizer and learning rate it gets. (Compares,
+    prints and serializes as its value: ``StrEnum``, which Python 3.10 lacks.)"""
 
     __str__ = str.__str__
     __format__ = str.__format__
-
-
-class Role(_Name):
-    """What a state-dict tensor is to the codec's rules (``role = ...`` in a pipeline file; the
-    codec, which imports nothing of the model, spells the same values in ``codec.rules.ROLES``,
-    and a test holds them equal)."""
-
-    MATRIX = "matrix"  # a weight of 2+ dimensions with at least MATRIX_MIN_ELEMENTS values
-    EMBEDDING = "embedding"  # the token embedding or the output head
-    SMALL = "small"  # the rest: vectors, scales, gains, small matrices
-
-
-class Kind(_Name):
-    """A parameter's part in training: which optimizer and learning rate it gets."""
 
     EMBEDDING = "embedding"  # an nn.Embedding: Adam at the (tied) embedding rate
     HEAD = "head"  # the untied output layer: Adam at the head rate
@@ -191,23 +177,3 @@ def parameter_kinds(model: nn.Module) -> dict[str, Kind]:
         else:
             kinds[name] = Kind.CONTROL
     return kinds
-
-
-def tensor_roles(model: nn.Module) -> dict[str, Role]:
-    """Each state-dict tensor's :class:`Role` for the codec's rules: the embedding and the
-    output layer are ``embedding`` (the output layer found by :func:`probe_output_layers`, so
-    a model that does not call it ``lm_head`` is placed right too), other Muon weights of at
-    least ``MATRIX_MIN_ELEMENTS`` values ``matrix``, the rest ``small``; so a pipeline fits a
-    model whose names it has never seen."""
-    kinds = parameter_kinds(model)
-    heads = set(probe_output_layers(model).heads)
-    roles = {}
-    for name, t in model.state_dict().items():
-        kind = kinds.get(name, Kind.CONTROL)
-        if kind in (Kind.EMBEDDING, Kind.HEAD) or name in heads:
-            roles[name] = Role.EMBEDDING
-        elif t.ndim >= 2 and t.numel() >= MATRIX_MIN_ELEMENTS and kind is Kind.HIDDEN:
-            roles[name] = Role.MATRIX
-        else:
-            roles[name] = Role.SMALL
-    return roles

@@ -12,7 +12,7 @@ from ..codec.allocatable import used_decoders
 from ..codec.registry import discover
 from ..codec.rules import PipelineSpec
 from ..codec.spec import load_spec, spec_json
-from ..model.anatomy import tensor_roles
+from ..trainer.roles import tensor_roles
 from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing

@@ -237,7 +237,7 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
     """Train a model with the challenge recipe (Muon + Adam), optionally quantization-aware."""
     from ..codec.qat_plan import grid_planner
     from ..codec.spec import load_spec, quantizer_rules, spec_doc
-    from ..model.anatomy import tensor_roles
+    from ..trainer.roles import tensor_roles
     from ..model.builders import build_model
     from ..trainer.config import TrainConfig, load_config, set_builder
     from ..trainer.launch import launch

@@ -14,7 +14,9 @@ from torch import nn
 
 import golfpack
 from golfpack.codec.decoders.container import ContainerError
-from golfpack.model.anatomy import Role, probe_output_layers, tensor_roles
+from golfpack.codec.decoders.config import EMBEDDING, MATRIX, SMALL
+from golfpack.model.anatomy import probe_output_layers
+from golfpack.trainer.roles import tensor_roles
 
 VOCAB, DIM, SEQ = 1024, 64, 128
 
@@ -88,9 +90,9 @@ def test_roles_come_from_the_modules_not_the_names(trained_own):
         assert layers.tied == ("wte.weight",) and layers.heads == ()
     else:
         assert layers.tied == () and layers.heads == ("out_proj.weight",)  # not layers.1.up, as wide and later-named
-        assert roles["out_proj.weight"] is Role.EMBEDDING
-    assert roles["wte.weight"] is Role.EMBEDDING
-    assert roles["layers.1.up.weight"] is Role.MATRIX and roles["layers.0.gain"] is Role.SMALL
+        assert roles["out_proj.weight"] == EMBEDDING
+    assert roles["wte.weight"] == EMBEDDING
+    assert roles["layers.1.up.weight"] == MATRIX and roles["layers.0.gain"] == SMALL
 
 
 def test_calibrate_reads_the_scripts_own_batches_in_order(trained_own, train_glob):

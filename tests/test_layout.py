@@ -92,11 +92,3 @@ def test_a_stage_outside_an_encoders_module_is_refused():
                                  "encode": lambda self, v, c: None})
     assert decoder_module(type("X", (), {"__module__": "pkg.encoders.foo"})) == "pkg.decoders.foo"
 
-
-def test_the_role_vocabulary_is_the_same_on_both_sides():
-    """The model names its tensors' roles (``model/anatomy.py: Role``) and the codec's rules
-    match them (``codec/rules.py: ROLES``); neither imports the other, so this holds them equal."""
-    from golfpack.codec.rules import ROLES
-    from golfpack.model.anatomy import Role
-
-    assert tuple(r.value for r in Role) == ROLES

@@ -15,7 +15,7 @@ from golfpack.codec.fill import fill
 from golfpack.codec.host import decode_state_dict
 from golfpack.codec.registry import decoder_table
 from golfpack.codec.spec import load_spec
-from golfpack.model.anatomy import tensor_roles
+from golfpack.trainer.roles import tensor_roles
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.packer.ledger import read_contenders
 from golfpack import contender_score

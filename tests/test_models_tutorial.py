@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from golfpack.codec.spec import load_spec
-from golfpack.model.anatomy import ModelBuilderError, tensor_roles
+from golfpack.model.anatomy import ModelBuilderError
+from golfpack.trainer.roles import tensor_roles
 from golfpack.model.builders import build_model, load_module_file
 from golfpack.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from golfpack.packer.bundle import BundleError, build_bundle
@@ -45,13 +46,16 @@ def test_roles_fit_names_the_pipeline_has_never_seen(loop_lm):
     name = load_module_file(loop_lm / "loop_lm.py")
     model = build_model(f"{name}:build", {"dim": 256})
     roles = tensor_roles(model)
-    assert roles["embed.weight"] == "embedding" and roles["mixers.1.out.weight"] == "matrix"  # 256x256 = 65,536
+    assert roles["embed.weight"] == "embedding" and roles["mixers.1.out.weight"] == "matrix"
     assert roles["mixers.0.gate"] == roles["loop_scale"] == "small"
     spec = load_spec("default").with_roles(roles)
     assert {spec.rule_for(n).label for n in roles} == {"matrices", "embedding", "control"}
     assert spec.chosen_by_role(list(roles)) == {n: 0 if r == "matrix" else 1 for n, r in roles.items() if r != "small"}
-    gpt = make_tiny(0)
-    assert load_spec("default").with_roles(tensor_roles(gpt)).chosen_by_role(list(gpt.state_dict())) == {}
+    gpt = make_tiny(0)  # 64 wide: a matrix of any size is a matrix, and the default names no tensor
+    gpt_roles = tensor_roles(gpt)
+    assert gpt_roles["blocks.0.attn.c_k.weight"] == "matrix" and gpt_roles["tok_emb.weight"] == "embedding"
+    assert load_spec("default").with_roles(gpt_roles).chosen_by_role(list(gpt_roles)) == \
+        {n: 0 if r == "matrix" else 1 for n, r in gpt_roles.items() if r != "small"}
     inline = load_spec("role:small=fp16 -> zstd; *=rtn bits=4 -> ans").with_roles(roles)
     assert inline.rule_for("loop_scale").stages[0].name == "fp16" and inline.rule_for("embed.weight").label == "*"
 

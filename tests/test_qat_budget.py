@@ -18,7 +18,7 @@ from golfpack.codec.fill import fill
 from golfpack.codec.host import decode_state_dict
 from golfpack.codec.qat_plan import grid_planner, plan_grids
 from golfpack.codec.spec import load_spec
-from golfpack.model.anatomy import tensor_roles
+from golfpack.trainer.roles import tensor_roles
 from golfpack.model.builders import GPT_BUILDER, build_model
 from golfpack.model.checkpoint import load_checkpoint, save_checkpoint
 from golfpack.model.gpt import CastedLinear

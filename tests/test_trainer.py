@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from golfpack.model import GPTConfig
-from golfpack.model.anatomy import tensor_roles
+from golfpack.trainer.roles import tensor_roles
 from golfpack.model.builders import build_model
 from golfpack.model.checkpoint import load_checkpoint
 from golfpack.trainer.calibration_files import collect_hessians

@@ -28,12 +28,13 @@ from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.files import append_line
 from ..model.console import one_line, progress_bar
-from ..model.anatomy import Kind, Role, parameter_kinds, tensor_roles
+from ..model.anatomy import Kind, parameter_kinds
 from ..model.builders import build_model, model_meta
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens
 from ..model.tokenizer import byte_tables_for
+from ..codec.decoders.config import EMBEDDING
 from .calibration_files import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
 from .config import TrainConfig
 from .data import DistributedTokenLoader
@@ -41,6 +42,7 @@ from .log_line import STEP_VAL
 from .muon import Muon
 from .qat import GridPlanner, PlannerFactory, load_planner, parse_rules, plan_rules, set_qat, switch_is_visible
 from .resume import ResumeError, ResumeState, read_resume
+from .roles import tensor_roles
 from .schedule import lr_multiplier, progress_fraction
 
 T = TypeVar("T")
@@ -161,7 +163,7 @@ class Run:
         # budget-aware QAT with qat_embedding off plans the embedding's bytes but trains it float
         # (a bits-0 rule, matched first, leaves a weight alone)
         floats = [] if self.planner is None or cfg.qat_embedding else \
-            [n for n, role in tensor_roles(self.base).items() if role is Role.EMBEDDING]
+            [n for n, role in tensor_roles(self.base).items() if role == EMBEDDING]
         self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n in floats])
         self.plans = 0  # budget plans made so far
         self.t0 = time.perf_counter()

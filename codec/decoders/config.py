@@ -1,5 +1,7 @@
-"""Config values and name globs: the one conversion of a config or spec value to its declared
-type, and the one rule for which group of globs a tensor name falls in.
+"""Config values, name globs and roles: the one conversion of a config or spec value to its
+declared type, the one rule for which group of globs a tensor name falls in, and the one
+spelling of the roles a pipeline rule may match instead (``role = ...``; what each tensor of a
+model is, ``trainer/roles.py: tensor_roles``).
 
 Shipped (an artifact's trainer reads its config and QAT rules with them), but no decoder needs
 them, so they are not in ``base.py``, which every decoder imports.
@@ -11,6 +13,9 @@ import functools
 import json
 import re
 from typing import Any, Iterable, Sequence
+
+MATRIX, EMBEDDING, SMALL = "matrix", "embedding", "small"  # the roles (see the docstring)
+ROLES = (MATRIX, EMBEDDING, SMALL)
 
 
 @functools.lru_cache(maxsize=4096)

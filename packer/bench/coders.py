@@ -33,8 +33,9 @@ from ...codec.entropy import order0_bits
 from ...codec.registry import decoder_table, get_stage
 from ...codec.stage import EncodeContext
 from ..models import open_checkpoint
-from ...model.anatomy import Role, tensor_roles
+from ...codec.decoders.config import EMBEDDING
 from ...trainer.calibration_files import calib_path, load_hessians
+from ...trainer.roles import tensor_roles
 from .record_recipe import record_quantize
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
@@ -83,7 +84,7 @@ def record_symbols(state: dict[str, torch.Tensor], hessians: dict[str, torch.Ten
     for name, t in state.items():
         if t.ndim < 2 or t.numel() < 4096:
             continue
-        embedding = None if roles is None else roles.get(name) == Role.EMBEDDING
+        embedding = None if roles is None else roles.get(name) == EMBEDDING
         out[name], _ = record_quantize(name, t.reshape(t.shape[0], -1), hessians.get(name), embedding=embedding)
     return out
 

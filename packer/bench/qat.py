@@ -28,7 +28,7 @@ from typing import Callable
 
 from ...codec.qat_plan import grid_planner
 from ...codec.spec import load_spec, quantizer_rules
-from ...model.anatomy import tensor_roles
+from ...trainer.roles import tensor_roles
 from ...model.builders import build_model
 from ...model.checkpoint import load_checkpoint
 from ...model.evaluate import evaluate_files

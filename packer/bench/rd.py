@@ -50,7 +50,8 @@ from ...codec.host import decode_state_dict
 from ...codec.pipeline import encode_state_dict
 from ...codec.spec import load_spec
 from ..models import open_checkpoint
-from ...model.anatomy import load_weights, tensor_roles
+from ...model.anatomy import load_weights
+from ...trainer.roles import tensor_roles
 from ...model.builders import build_model
 from ...model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ...model.shards import load_tokens

@@ -35,7 +35,7 @@ from ...codec.decoders.grid import quantize_rtn
 from ...codec.decoders.intq import dequantize
 from ...codec.encoders.intq import GPTQParams
 from ...codec.gptq import gptq_quantize
-from ...model.anatomy import Role
+from ...codec.decoders.config import EMBEDDING
 
 ATTN_CLIP, MLP_CLIP, MATRIX_CLIP, EMBED_CLIP = 13.0, 11.5, 12.85, 14.0  # the run's MLP_CLIP_SIGMAS etc.
 LQER_TOP_K, LQER_RANK, LQER_GROUP = 3, 4, 64
@@ -75,14 +75,14 @@ def record_export(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tens
             parts.append(raw)
             continue
         q, s = record_quantize(name, t, hessians[name], k, k_emb,
-                               embedding=None if roles is None else roles.get(name) == Role.EMBEDDING)
+                               embedding=None if roles is None else roles.get(name) == EMBEDDING)
         parts += [q.numpy().astype(np.int8).tobytes(), s.numpy().astype("<f2").tobytes()]
         out[name] = dequantize(q, s, tuple(t.shape), t.dtype)
     return len(brotli.compress(b"".join(parts), quality=11)), out
 
 
 def _is_embedding(name: str, roles: dict[str, str] | None) -> bool:
-    return "tok_emb" in name if roles is None else roles.get(name) == Role.EMBEDDING
+    return "tok_emb" in name if roles is None else roles.get(name) == EMBEDDING
 
 
 def class_clip(name: str, embedding: bool) -> float:
