@@ -111,6 +111,18 @@ def read_regular(path: str | os.PathLike, limit: int, follow: bool = False) -> b
     return data
 
 
+def check_appendable(path: str | os.PathLike) -> None:
+    """Fail early, before long work, when ``path`` exists as anything but a regular file
+    (``append_line`` itself refuses it again, without a race)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link, never followed" if stat.S_ISLNK(mode) else "not a regular file"
+        raise OSError(f"{path}: cannot append to the log (it is {kind})")
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """``line`` and a newline appended to the log at ``path`` (created with your umask): never
     through a symbolic link, never to a FIFO or device, so a link planted in a run folder

@@ -33,34 +33,63 @@ class ShardError(ValueError):
     """A shard file is missing, malformed or inconsistent with the tokenizer."""
 
 
-def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.ndarray:
-    """Tokens of one shard as ``uint16``; validates header, size and (optionally) token range."""
-    path = Path(path)
+def _header_tokens(f, path: Path) -> int:
+    """The token count of the shard open at ``f`` (at offset 0), its header and size checked."""
+    size = os.fstat(f.fileno()).st_size
+    header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+    if header.size != HEADER_INTS:
+        raise ShardError(f"{path}: too short for a shard header ({size} bytes, need {HEADER_BYTES})")
+    if int(header[0]) != SHARD_MAGIC:
+        raise ShardError(f"{path}: wrong magic {int(header[0])} (expected {SHARD_MAGIC})")
+    if int(header[1]) != SHARD_VERSION:
+        raise ShardError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+    n = int(header[2])
+    expected = HEADER_BYTES + 2 * n
+    if n < 0 or size != expected:
+        raise ShardError(f"{path}: header says {n} tokens ({expected} bytes) but the file has {size} bytes")
+    if n == 0:  # a stream over empty shards would wait forever for a token
+        raise ShardError(f"{path}: the shard holds no tokens")
+    return n
+
+
+def _read(path: Path, tokens: bool) -> np.ndarray | int:
     try:
         with open_regular(path, MAX_SHARD_BYTES, follow=True) as f:
-            size = os.fstat(f.fileno()).st_size
-            header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
-            if header.size != HEADER_INTS:
-                raise ShardError(f"{path}: too short for a shard header ({size} bytes, need {HEADER_BYTES})")
-            if int(header[0]) != SHARD_MAGIC:
-                raise ShardError(f"{path}: wrong magic {int(header[0])} (expected {SHARD_MAGIC})")
-            if int(header[1]) != SHARD_VERSION:
-                raise ShardError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
-            n = int(header[2])
-            expected = HEADER_BYTES + 2 * n
-            if n < 0 or size != expected:
-                raise ShardError(f"{path}: header says {n} tokens ({expected} bytes) but the file has {size} bytes")
-            if n == 0:  # a stream over empty shards would wait forever for a token
-                raise ShardError(f"{path}: the shard holds no tokens")
-            tokens = np.fromfile(f, dtype="<u2", count=n).astype(np.uint16, copy=False)
+            n = _header_tokens(f, path)
+            return np.fromfile(f, dtype="<u2", count=n).astype(np.uint16, copy=False) if tokens else n
     except FileNotFoundError:
         raise ShardError(f"{path}: no such shard file") from None
     except (OSError, ValueError) as e:  # a folder, a FIFO, a device, larger than any shard
         raise ShardError(str(e)) from None
+
+
+def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.ndarray:
+    """Tokens of one shard as ``uint16``; validates header, size and (optionally) token range."""
+    path = Path(path)
+    tokens = _read(path, True)
     if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
         bad = int(np.argmax(tokens >= vocab_size))
         raise ShardError(f"{path}: token id {int(tokens[bad])} at position {bad} is >= vocab size {vocab_size}")
     return tokens
+
+
+def check_shards(files: list[Path]) -> list[Path]:
+    """``files``, each a regular file with a well-formed header and at least one token: what a
+    command checks before its work, reading only the headers."""
+    for f in files:
+        _read(f, False)
+    return files
+
+
+def stream_position(files: list[Path], state: dict[str, int]) -> tuple[int, int]:
+    """A saved stream position (``TokenStream.state``), checked against the shards' headers."""
+    file_idx, pos = int(state["file_idx"]), int(state["pos"])
+    if not 0 <= file_idx < len(files):
+        raise ShardError(f"stream position: shard {file_idx} of {len(files)}")
+    n = _read(files[file_idx], False)
+    if not 0 <= pos <= n:
+        raise ShardError(f"stream position: token {pos} of a {n}-token shard")
+    return file_idx, pos
 
 
 def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int], *, overwrite: bool = False) -> None:
@@ -145,12 +174,8 @@ class TokenStream:
         return {"file_idx": self.file_idx, "pos": self.pos}
 
     def restore(self, state: dict[str, int]) -> None:
-        file_idx, pos = int(state["file_idx"]), int(state["pos"])
-        if not 0 <= file_idx < len(self.files):
-            raise ShardError(f"stream position: shard {file_idx} of {len(self.files)}")
+        file_idx, pos = stream_position(self.files, state)
         tokens = torch.from_numpy(read_shard(self.files[file_idx], self.vocab_size))
-        if not 0 <= pos <= tokens.numel():
-            raise ShardError(f"stream position: token {pos} of a {tokens.numel()}-token shard")
         self.file_idx, self.tokens, self.pos = file_idx, tokens, pos
 
     def take(self, n: int) -> torch.Tensor:

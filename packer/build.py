@@ -16,10 +16,9 @@ from ..trainer.roles import tensor_roles
 from ..model.builders import builder_module
 from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
-from ..model.shards import refuse_validation, resolve_shards
-from ..trainer.calibration_files import calib_path, load_hessians
+from ..model.shards import check_shards, refuse_validation, resolve_shards
 from .bundle import bootstrap_member, build_bundle
-from .encode import encode_checkpoint, file_calibration, resolve_hessians
+from .encode import encode_checkpoint, file_calibration, read_stat_files, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
 from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, WEIGHTS, Manifest, write_artifact
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     budget: int = CHALLENGE_CAP
-    calib: str | None = None  # a .calib.pt file, or a training-shard glob to calibrate on
+    calib: str | None = None  # a .calib.pt file, or training shards (what no file beside the checkpoint has, the closed loop)
     calib_tokens: int = 262_144
     force: bool = False
     fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says
@@ -42,20 +41,6 @@ class BuildOptions:
     model_overrides: tuple[str, ...] = ()  # --set model.KEY=VALUE: a plain state dict's model config
     sens_tokens: int = 32_768  # loss sensitivities from this many training tokens (when none are beside the checkpoint)
     score_tokens: int = 32_768  # held-out training tokens that score fill's contenders; 0: no closed loop
-
-
-def training_shards(calib: str | None, train_config: dict | None) -> str | None:
-    """Training shards to read: ``--calib``'s glob, else the run's own, if they are here."""
-    from ..model.shards import resolve_shards
-
-    for glob in (calib, (train_config or {}).get("train_files")):
-        if isinstance(glob, str) and not glob.endswith(".pt"):
-            try:
-                resolve_shards(glob)
-                return glob
-            except ValueError:
-                continue
-    return None
 
 
 Members = list[tuple[str, bytes]]
@@ -104,27 +89,30 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     refuse_existing(out, options.force)
     if options.budget < 1:
         raise ValueError(f"budget must be a positive number of bytes, got {options.budget}")
-    if options.calib is not None and not options.calib.endswith(".pt"):  # before any work: training data only
-        refuse_validation(resolve_shards(options.calib))
-    calib_file = load_hessians(options.calib) if options.calib is not None and options.calib.endswith(".pt") else None
     registry = discover()
     spec = load_spec(pipeline, registry)
     spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)
+    # before any work, each hostile input through its reader: training shards (headers, never
+    # validation data) and the statistics files
+    shards = None if options.calib is None or options.calib.endswith(".pt") else options.calib
+    if shards is not None:
+        check_shards(refuse_validation(resolve_shards(shards)))
+    files = read_stat_files(checkpoint, options.calib, sensitivity=spec.fill, log=echo)
     ckpt = open_checkpoint(checkpoint, options.model, options.model_overrides)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
     spec = spec.with_roles(tensor_roles(model))
-    if spec.needs_calibration(list(state)) and options.calib is None and not calib_path(checkpoint).is_file():
+    if spec.needs_calibration(list(state)) and shards is None and files.hessians is None:
         raise ValueError(f"{checkpoint}: no calibration statistics for the pipeline's GPTQ stages: give --calib "
                          "'data/fineweb_train_*.bin' (training shards to calibrate on) or a .calib.pt file")
     table = used_decoders(spec, state)
     members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config, options.budget)
     budget = weights_budget(options.budget, frame_size(members, manifest)) if spec.fill else None  # before calibrating
-    hessians = calib_file if calib_file is not None else \
-        resolve_hessians(checkpoint, model, calib=options.calib, calib_tokens=options.calib_tokens,
-                         seq_len=ckpt.train_seq_len, log=echo) if spec.needs_calibration(list(state)) or spec.fill else None
+    hessians = resolve_hessians(files, model, calib=options.calib, calib_tokens=options.calib_tokens,
+                                seq_len=ckpt.train_seq_len, log=echo) \
+        if spec.needs_calibration(list(state)) or spec.fill else None
     if spec.fill:
-        calibration = file_calibration(checkpoint, model, hessians, training_shards(options.calib, ckpt.train_config),
+        calibration = file_calibration(files, model, hessians, shards,
                                        calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
                                        score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)
         bar_args = {"desc": "fill", "unit": "step"}

@@ -80,7 +80,7 @@ def run_demo(data: DemoData, out: Path, seconds: float, force: bool, echo: Calla
                                     f"out_dir={out / 'run'}", f"max_wallclock_seconds={seconds}"])
     result = train(cfg, force=force, echo=echo)
     echo("[3/4] building the artifact (default pipeline: GPTQ, bits and clip per matrix filling the budget, ctxans)")
-    led = build(result.checkpoint, "default", artifact, BuildOptions(force=force), echo=echo)
+    led = build(result.checkpoint, "default", artifact, BuildOptions(calib=train_glob, force=force), echo=echo)
     echo(format_ledger(led))
     echo("[4/4] verifying and running the artifact")
     r = run_artifact(artifact, data.val, str(data.tokenizer), EvalSettings(cfg.train_seq_len, batch_seqs=64))

@@ -9,6 +9,7 @@ training config) and where the container goes (an artifact, or ``final_model_<RU
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,36 +27,53 @@ from ..trainer.qat import MAX_RULES, parse_rules
 Log = Callable[[str], None]
 
 
-def resolve_hessians(checkpoint: Path, model: torch.nn.Module, *, calib: str | None, calib_tokens: int,
+@dataclass(frozen=True)
+class StatFiles:
+    """The statistics files a build reads: GPTQ's Hessians (a ``.calib.pt`` given as ``--calib``,
+    else the one beside the checkpoint) and the loss sensitivities beside it."""
+
+    hessians: dict[str, torch.Tensor] | None = None
+    sensitivity: dict[str, torch.Tensor] | None = None
+
+
+def read_stat_files(checkpoint: Path, calib: str | None, *, sensitivity: bool, log: Log) -> StatFiles:
+    """Each statistics file the build will use, read through the strict reader before any other
+    work: a crafted one is refused before a model is built or a token calibrated on. A
+    ``.calib.pt`` given as ``calib`` wins over the one beside the checkpoint; training shards
+    given as ``calib`` only fill in what no file has (and score the closed loop)."""
+    hessians = sens = None
+    if calib is not None and calib.endswith(".pt"):
+        hessians = load_hessians(calib)
+    elif calib_path(checkpoint).is_file():
+        hessians = load_hessians(calib_path(checkpoint))
+        log(f"calibration: {calib_path(checkpoint)}")
+    if sensitivity and sens_path(checkpoint).is_file():
+        sens = load_hessians(sens_path(checkpoint), "sensitivity")
+        log(f"sensitivity: {sens_path(checkpoint)}")
+    return StatFiles(hessians, sens)
+
+
+def resolve_hessians(files: StatFiles, model: torch.nn.Module, *, calib: str | None, calib_tokens: int,
                      seq_len: int, log: Log) -> dict[str, torch.Tensor] | None:
-    """GPTQ's Hessians: calibrated on ``calib`` (training shards), else the calibration file
-    beside the checkpoint, else none. (A ``.calib.pt`` given as ``--calib`` is read by ``build``
-    before any work, so a crafted one is refused before the model is built.)"""
-    if calib is not None:
+    """GPTQ's Hessians: the file's, else calibrated on ``calib`` when it is training shards, else none."""
+    if files.hessians is None and calib is not None and not calib.endswith(".pt"):
         log(f"calibrating GPTQ on {calib_tokens:,} tokens of {calib}")
         return collect_hessians(model, calib, calib_tokens, seq_len)
-    beside = calib_path(checkpoint)
-    if beside.is_file():
-        log(f"calibration: {beside}")
-        return load_hessians(beside)
-    return None
+    return files.hessians
 
 
-def file_calibration(checkpoint: Path, model: torch.nn.Module, hessians: dict[str, torch.Tensor] | None,
+def file_calibration(files: StatFiles, model: torch.nn.Module, hessians: dict[str, torch.Tensor] | None,
                      shards: str | None, *, calib_tokens: int, sens_tokens: int, score_tokens: int, seq_len: int,
                      log: Log) -> Calibration:
-    """The fill's calibration: ``hessians``, the loss sensitivities (beside the checkpoint, or
-    measured on ``sens_tokens`` of ``shards`` after calibration's) and the closed loop's
-    ``score_tokens`` held-out training tokens after both."""
-    sens = None
-    if sens_path(checkpoint).is_file():
-        log(f"sensitivity: {sens_path(checkpoint)}")
-        sens = load_hessians(sens_path(checkpoint), "sensitivity")
-    elif shards is not None and sens_tokens:
+    """The fill's calibration: ``hessians``, the loss sensitivities (the file's, or measured on
+    ``sens_tokens`` of ``shards`` after calibration's) and the closed loop's ``score_tokens``
+    held-out training tokens after both."""
+    sens = files.sensitivity
+    if sens is None and shards is not None and sens_tokens:
         log(f"measuring loss sensitivities on {sens_tokens:,} tokens of {shards}")
         sens = collect_sensitivity(model, shards, sens_tokens, seq_len, skip=calib_tokens)
     if shards is None or not score_tokens:
-        log("closed loop: off (" + ("score_tokens is 0" if shards else "no training shards here: give --calib SHARDS")
+        log("closed loop: off (" + ("score_tokens is 0" if shards else "no training shards given: --calib SHARDS")
             + "); the allocation by prediction ships")
         return Calibration(hessians or {}, sens)
     log(f"closed loop: contenders scored on {score_tokens:,} held-out training tokens of {shards}")

@@ -19,6 +19,7 @@ from ..model.anatomy import ModelBuilderError
 
 from ..model.builders import BUILDER, load_builder, load_module_file
 from ..model.checkpoint import Checkpoint, load_checkpoint
+from ..model.console import printable
 
 ENTRY_POINT_GROUP = "golfpack.models"
 
@@ -54,11 +55,18 @@ def open_checkpoint(path: str | Path, builder: str | None = None, overrides: tup
     the checkpoint's own builder must be golfpack's GPT or an installed entry point.
     ``overrides`` (``--set model.KEY=VALUE``) complete a plain state dict's model config, which
     starts from its module's ``DEFAULT_CONFIG`` (the GPT's: inferred from the weights), by the
-    trainer's own conversion of model keys; a golfpack checkpoint records its config, and takes none."""
+    trainer's own conversion of model keys; a golfpack checkpoint records its config, and takes none.
+    A training config inside the checkpoint is read by the trainer's reader (``TrainConfig.from_dict``)."""
+    from ..trainer.config import ConfigError, TrainConfig, load_config
+
     ckpt = load_checkpoint(path, builder, trusted_builders())
+    if ckpt.train_config:  # the trainer's reader, every key typed and bounded, before anything packs or runs it
+        try:
+            TrainConfig.from_dict(ckpt.train_config)
+        except ConfigError as e:
+            raise ValueError(f"{path}: its train_config: {printable(str(e))[:300]}") from None
     if not overrides:
         return ckpt
-    from ..trainer.config import TrainConfig, load_config
 
     if ckpt.meta.get("source") != "plain state dict":
         raise ValueError(f"{path}: --set is for a plain state dict's model config; this checkpoint records its own")

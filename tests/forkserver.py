@@ -73,9 +73,14 @@ _server: subprocess.Popen | None = None
 served = 0  # commands the fork server ran (tests/test_cli.py checks it serves them)
 
 
+# What the worker process sets in its own environment, not a test: pytest, each test's name;
+# torch, its inductor cache folder once anything imports torch._inductor (a train() in process).
+OWN_VARIABLES = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
+
+
 def _environment() -> dict[str, str]:
-    """``os.environ`` but for the variable pytest sets to each test's name."""
-    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    """``os.environ`` but for :data:`OWN_VARIABLES`."""
+    return {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
 
 
 def start() -> None:

@@ -169,15 +169,16 @@ MAX_WORK_CPU_SECONDS = 1.0  # after the imports every run pays (golfpack_measure
 MAX_PEAK_MB = 512
 
 
-def refused(measured, *needles: str, stream: str = "stderr") -> str:
+def refused(measured, *needles: str, stream: str = "stderr", max_cpu: float = MAX_WORK_CPU_SECONDS) -> str:
     """The craft was refused: exit status 1, no traceback, within the CPU and memory bounds,
-    and the one error line (``stream``: stderr, or check's report on stdout) says why."""
+    and the one error line (``stream``: stderr, or check's report on stdout) says why.
+    ``max_cpu``: a craft whose cost is torch's own unpickler may take up to issue 36's 2 s."""
     proc, peak, cpu = measured
     text = getattr(proc, stream)
     print(f"rc {proc.returncode}, peak {peak:.0f} MB, cpu {cpu:.2f} s: {text.strip().splitlines()[-3:]}")
     assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    assert peak <= MAX_PEAK_MB and cpu <= MAX_WORK_CPU_SECONDS, (peak, cpu)
+    assert peak <= MAX_PEAK_MB and cpu <= max_cpu, (peak, cpu)
     if stream == "stderr":
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("golfpack: error:"), proc.stderr

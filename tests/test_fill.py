@@ -26,10 +26,10 @@ def params(trained) -> int:
 # does not fill the budget: on this 8-step model it does at 3 bits), so the allocation's landing is
 # held with the loop off, and once with it on (its contenders' record must fit the reserve).
 @pytest.mark.parametrize("bits_per_param,closed_loop", [(3.0, False), (3.5, False), (4.5, True)])
-def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params, tmp_path, bits_per_param,
+def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params, train_glob, tmp_path, bits_per_param,
                                                                   closed_loop):
     budget = int(bits_per_param * params / 8) + 40_000  # weights at that rate, plus code and structure
-    options = BuildOptions(budget=budget, fill=True, score_tokens=32_768 if closed_loop else 0)
+    options = BuildOptions(budget=budget, fill=True, calib=train_glob, score_tokens=32_768 if closed_loop else 0)
     led = build(trained, PIPELINE, tmp_path / "a.pyz", options, echo=print, progress=False)
     size = (tmp_path / "a.pyz").stat().st_size
     print(f"budget {budget:,}: artifact {size:,} bytes ({100 * (budget - size) / budget:.3f}% under), "
@@ -38,14 +38,14 @@ def test_fill_lands_within_a_tenth_of_a_percent_under_the_budget(trained, params
     assert len(led.allocation) == 13 and {a["bits"] for a in led.allocation.values()} <= set(range(2, 9))
 
 
-def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params, tmp_path):
+def test_fill_is_deterministic_and_inspect_shows_the_allocation(trained, params, train_glob, tmp_path):
     """Two fresh processes, other hash seeds and thread counts: the same artifact, byte for byte
     (estimates, allocation, GPTQ, the closed loop's scores and the coders all included)."""
     budget = int(4.0 * params / 8) + 40_000
     for name, seed, threads in (("a.pyz", "0", "1"), ("b.pyz", "4242", "2")):
         env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         proc = golfpack("build", str(trained), "--pipeline", PIPELINE, "--fill", "--budget", str(budget),
-                        "--score-tokens", "8192", "--out", str(tmp_path / name), env=env)
+                        "--calib", train_glob, "--score-tokens", "8192", "--out", str(tmp_path / name), env=env)
         assert proc.returncode == 0 and "closed loop: contenders scored" in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "a.pyz").read_bytes() == (tmp_path / "b.pyz").read_bytes()
     text = golfpack("inspect", str(tmp_path / "a.pyz"), "--budget", str(budget))

@@ -173,6 +173,13 @@ def apply_mapping(cfg: TrainConfig, d: dict[str, Any], source: str) -> None:
         if key not in {f.name for f in dataclasses.fields(cfg)}:
             raise ConfigError(f"unknown config key '{key}'{where}")
         setattr(cfg, key, _convert(getattr(cfg, key), value, key))
+        if key == "qat_rules":  # checked as read, by the rules' one reader (bounded in count and length)
+            from .qat import parse_rules
+
+            try:
+                parse_rules(cfg.qat_rules)
+            except ValueError as e:
+                raise ConfigError(f"qat_rules{where}: {e}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),

@@ -26,13 +26,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
-from ..model.files import append_line
+from ..model.files import append_line, check_appendable
 from ..model.console import one_line, progress_bar
 from ..model.anatomy import Kind, parameter_kinds
 from ..model.builders import build_model, model_meta
 from ..model.gpt import CastedLinear, restore_low_dim_params_to_fp32
 from ..model.scoring import EvalResult, evaluate, truncate_for_eval
-from ..model.shards import load_tokens
+from ..model.shards import load_tokens, resolve_shards, stream_position
 from ..model.tokenizer import byte_tables_for
 from ..codec.decoders.config import EMBEDDING
 from .calibration_files import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
@@ -64,6 +64,8 @@ class TrainResult:
 class Logger:
     def __init__(self, ctx: DistContext, logfile: Path | None, echo: Callable[[str], None]):
         self.ctx, self.logfile, self.echo = ctx, logfile, echo
+        if ctx.is_main and logfile is not None:
+            check_appendable(logfile)  # before any work, not at the first line
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if not self.ctx.is_main:
@@ -154,6 +156,9 @@ class Run:
             # GPTQ calibration reads training data after the loop: the rules count it as training,
             # so the loop stops early enough for it to fit inside the cap (as the records do)
             self.wallclock_s = max(self.wallclock_s - cfg.calib_reserve_seconds, 1e-3)
+        # a resume state is read (every field, and its stream position against the shards' headers)
+        # before the data and the model are built: a crafted one costs nothing
+        state = self._read_resume(resume) if resume is not None else None
         _seed(cfg.seed)
         self._build_data()
         self._build_model()
@@ -167,9 +172,9 @@ class Run:
         self.float_rules = parse_rules([(glob.escape(n), 0, "absmax") for n in floats])
         self.plans = 0  # budget plans made so far
         self.t0 = time.perf_counter()
-        self.resumed = resume is not None
-        if resume is not None:
-            self._restore(resume)
+        self.resumed = state is not None
+        if state is not None:
+            self._restore(resume, *state)
         if ctx.is_main and save_every and not force:  # a step checkpoint this run would write
             later = [p for p in self.out.iterdir() if (m := STEP_FILE.fullmatch(p.name)) and int(m[1]) > self.step]
             if later:
@@ -210,12 +215,20 @@ class Run:
         return factory(cfg.qat_pipeline, cfg.qat_budget, tensor_roles(self.base),
                        model_meta(cfg.model_builder, cfg.model, {}))
 
-    def _restore(self, resume: str | Path) -> None:
+    def _read_resume(self, resume: str | Path) -> tuple[ResumeState, bool]:
+        """The checkpoint's resume state, and whether it carries its own QAT rules."""
         ck = load_checkpoint(resume, self.cfg.model_builder)
         if not ck.resume:
             raise ValueError(f"{resume}: checkpoint has no resume state")
         try:
             state = read_resume(ck.resume)
+            stream_position(resolve_shards(self.cfg.train_files), state.data)
+        except ValueError as e:
+            raise ResumeError(f"{resume}: cannot continue from its resume state ({one_line(e)[:300]})") from None
+        return state, "qat_rules" in ck.resume
+
+    def _restore(self, resume: str | Path, state: ResumeState, own_rules: bool) -> None:
+        try:
             model = self.base.state_dict()
             if state.ema is not None and {k: v.shape for k, v in state.ema.items()} != \
                     {k: v.shape for k, v in model.items()}:
@@ -229,7 +242,7 @@ class Run:
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:  # torch's own checks, one line
             raise ResumeError(f"{resume}: cannot continue from its resume state ({one_line(e)[:300]})") from None
         self.step, self.train_ms, self.qat_on = state.step, state.train_ms, state.qat_on
-        self.qat_rules = state.qat_rules if "qat_rules" in ck.resume else parse_rules(self.cfg.qat_rules)
+        self.qat_rules = state.qat_rules if own_rules else parse_rules(self.cfg.qat_rules)
         self.plans = state.qat_plans
         self.ema = state.ema or self.ema
         if self.qat_on:
