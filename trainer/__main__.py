@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"golfpack train: error: {one_line(e)}", file=sys.stderr)
+        # one write, so that the lines of ranks failing at once never interleave on the shared pipe
+        # (print writes the text and its newline apart: "AB\n\n" was seen with two ranks)
+        sys.stderr.write(f"golfpack train: error: {one_line(e)}\n")
+        sys.stderr.flush()
         return 1
     finally:
         shutdown()
