@@ -249,6 +249,26 @@ def test_the_genuine_folder_passes(records):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("line, needle", [
+    ("--extra-index-url https://evil.example/simple", "only a distribution name with versions"),
+    ("-e git+https://evil.example/x.git#egg=x", "only a distribution name with versions"),
+    ("evil-package==1.0", "is not imported by the script's code"),
+])
+def test_requirements_are_plain_distribution_names_the_script_imports(folder, line, needle):
+    (folder / "requirements.txt").write_text((folder / "requirements.txt").read_text() + line + "\n")
+    check(folder, needle)
+
+
+@pytest.mark.slow
+def test_a_key_twice_in_submission_json_is_refused(folder):
+    """``val_bpb`` twice (0.5, then the real one): ``json.loads`` would keep the last, a reader
+    of the file another."""
+    text = (folder / "submission.json").read_text()
+    (folder / "submission.json").write_text('{"val_bpb": 0.5, ' + text.lstrip()[1:])
+    check(folder, "'val_bpb' appears twice")
+
+
+@pytest.mark.slow
 def test_a_bundle_assigned_twice_is_refused(folder):
     lines = (folder / SCRIPT).read_bytes().decode("latin-1").split("\n")
     lines[-3] = f"{lines[-3]};B={latin1_literal(b'evil')}"
