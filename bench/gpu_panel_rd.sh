@@ -3,13 +3,14 @@
 # encodes on 4 CPU threads and scores the full validation prefix on the GPU in fp32.
 # Usage: bench/gpu_panel_rd.sh PANEL_DIR VAL_SHARD TOKENIZER OUT_DIR
 #   PANEL_DIR is bench/panel.py's --out (each model's final.pt with final.calib.pt beside it,
-#   looplm/loop_lm.py, and the training shards its checkpoints name). Writes rd_<model>.txt
+#   looplm/loop_lm.py, and the training shards in data/). Writes rd_<model>.txt
 #   and .png to OUT_DIR. On an H200 (16 CPU cores) the four took about 4.5 minutes.
 set -euo pipefail
 panel=$1; val=$2; tok=$3; out=$4
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 MKL_NUM_THREADS=4
-common=(--val "$val" --tokenizer "$tok" --val-tokens 0 --seq-len 1024 --device cuda --force)
+common=(--train "$panel/data/fineweb_train_*.bin" --val "$val" --tokenizer "$tok" --val-tokens 0 --seq-len 1024
+        --device cuda --force)
 for m in challenge-muon challenge-adamw golfpack looplm; do
   extra=(); [ "$m" = looplm ] && extra=(--model "$panel/looplm/loop_lm.py:build")
   golfpack bench rd "$panel/$m/final.pt" "${common[@]}" "${extra[@]}" --plot "$out/rd_$m.png" > "$out/rd_$m.txt" 2>&1 &

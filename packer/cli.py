@@ -451,6 +451,9 @@ def bench() -> None:
 
 @bench.command("rd")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--train", "train_files", required=True,
+              help="Training shard glob: the closed loop's held-out tokens (and the sensitivities, if none are "
+                   "beside the checkpoint).")
 @click.option("--val", required=True, help="Validation shard glob.")
 @click.option("--tokenizer", required=True, type=click.Path(path_type=Path))
 @click.option("--val-tokens", default=262_144, show_default=True, type=click.IntRange(min=0),
@@ -465,8 +468,8 @@ def bench() -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the validation tokens are scored (in fp32 on either; encoding runs on the CPU).")
 @model_option
-def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plot, score_tokens, force, device,
-                 model) -> None:
+def bench_rd_cmd(checkpoint, train_files, val, tokenizer, val_tokens, seq_len, fractions, plot, score_tokens, force,
+                 device, model) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.files import refuse_existing
     from .bench.rd import format_rd, plot_rd, rd_bench
@@ -477,7 +480,7 @@ def bench_rd_cmd(checkpoint, val, tokenizer, val_tokens, seq_len, fractions, plo
         fracs = tuple(float(f) for f in fractions.split(","))
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
-    rd = rd_bench(str(checkpoint), val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo,
+    rd = rd_bench(str(checkpoint), train_files, val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo,
                   score_tokens=score_tokens, model=use_model(model), device=device)
     click.echo(format_rd(rd))
     if plot is not None:

@@ -72,14 +72,36 @@ def test_the_record_as_run_corrects_its_three_worst_matrices(trained):
     print(f"\nrecord as run: brotli-11 {full.brotli_bytes:,} bytes, per-group lrzip {full.pergroup_bytes}")
 
 
+def untied(trained, folder):
+    """The trained tiny model with an untied head (a copy of its embedding), and its calibration
+    file as a training run of that model writes it: the head's Hessian, none for the embedding
+    (a lookup, which no hook sees)."""
+    from golfpack.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from golfpack.trainer.calibration_files import calib_path
+
+    ck = load_checkpoint(trained)
+    state = {**ck.state_dict, "lm_head.weight": ck.state_dict["tok_emb.weight"].clone()}
+    save_checkpoint(folder / "final.pt", Checkpoint(state, {**ck.model_config, "tie_embeddings": False},
+                                                    ck.train_config, {}, None, ck.model_builder))
+    hessians = torch.load(calib_path(trained), weights_only=True)
+    hessians["lm_head.weight"] = hessians.pop("tok_emb.weight")
+    torch.save(hessians, calib_path(folder / "final.pt"))
+    return folder / "final.pt"
+
+
 @pytest.mark.slow
-def test_bench_rd_runs_end_to_end(trained, small_val, tmp_path):
+def test_bench_rd_runs_end_to_end_on_an_untied_head(trained, train_glob, small_val, tmp_path):
+    """Untied: the embedding has no calibration, and bench rd completes it as build does
+    (the identity Hessian, said on stderr) for golfpack's exports and the records' alike."""
     from .conftest import SP1024
 
-    out = golfpack("bench", "rd", str(trained), "--val", small_val, "--tokenizer", str(SP1024), "--val-tokens", "4096",
+    ckpt = untied(trained, tmp_path)
+    out = golfpack("bench", "rd", str(ckpt), "--train", train_glob, "--val", small_val, "--tokenizer", str(SP1024),
+                   "--val-tokens", "4096",
                    "--fractions", "0.9,1.0", "--score-tokens", "4096", "--plot", str(tmp_path / "rd.png"))
     assert out.returncode == 0, out.stderr
     print(out.stdout)
+    assert "calibration: none for tok_emb.weight; identity Hessian" in out.stdout + out.stderr
     assert "record int6 sdclip:12.85" in out.stdout and "golfpack fill 1.00x" in out.stdout
     assert "at the record's bytes" in out.stdout and (tmp_path / "rd.png").stat().st_size > 1000
     assert "Spearman" in out.stdout and "closed" not in out.stderr

@@ -47,14 +47,14 @@ from ...codec.allocate import cancelling_hessians, loss_rise
 from ...codec.fill import fill
 from ...codec.registry import decoder_table
 from ...codec.host import decode_state_dict
-from ...codec.pipeline import encode_state_dict
+from ...codec.pipeline import complete_hessians, encode_state_dict
 from ...codec.spec import load_spec
 from ..models import open_checkpoint
 from ...model.anatomy import load_weights
 from ...trainer.roles import tensor_roles
 from ...model.builders import build_model
 from ...model.scoring import EvalSettings, evaluate, truncate_for_eval
-from ...model.shards import load_tokens
+from ...model.shards import check_shards, load_tokens, refuse_validation, resolve_shards
 from ...model.tokenizer import byte_tables_for
 from ...trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
 from .record_recipe import record_export, record_export_full
@@ -115,27 +115,30 @@ def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tens
     return sum(loss_rise(state[n], decoded[n].float(), s, hessians.get(n)) for n, s in sens.items() if n in decoded)
 
 
-def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
+def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
              echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None,
              device: str = "cpu") -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
-    The closed loop scores contenders on ``score_tokens`` held-out *training* tokens of the
-    run's own shards; the loss sensitivities come from beside the checkpoint or are measured
-    on those shards. ``device``: where validation is scored, in fp32 (the rest runs on the CPU)."""
+    The closed loop scores contenders on ``score_tokens`` held-out tokens of the training shards
+    ``train``; the loss sensitivities come from beside the checkpoint or are measured on those
+    shards. Every export, golfpack's and the records', quantizes with the same Hessians: the
+    checkpoint's calibration, completed as ``build`` completes it (``codec/pipeline.py:
+    complete_hessians``: the identity for a matrix no hook saw, such as an untied embedding).
+    ``device``: where validation is scored, in fp32 (the rest runs on the CPU)."""
+    shards = train
+    check_shards(refuse_validation(resolve_shards(shards), val))
     ckpt = open_checkpoint(checkpoint, model)
     seq_len = seq_len or ckpt.train_seq_len
     hpath = calib_path(checkpoint)
     if not hpath.is_file():
         raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
-    hessians = load_hessians(hpath)
     state = {k_: v.float() for k_, v in ckpt.state_dict.items()}
-    shards = (ckpt.train_config or {}).get("train_files")
     calib_tokens = int((ckpt.train_config or {}).get("calib_tokens") or 65_536)
-    if shards is None:
-        raise ValueError(f"{checkpoint}: bench rd needs the run's training shards (train_files in its config)")
     model = ckpt.build_model()
     roles = tensor_roles(model)
+    default = load_spec("default").with_roles(roles)
+    hessians = complete_hessians(state, default, load_hessians(hpath), echo)
     cancelling = cancelling_hessians(hessians, roles)
     if sens_path(checkpoint).is_file():
         sens = load_hessians(sens_path(checkpoint), "sensitivity")
@@ -166,7 +169,6 @@ def rd_bench(checkpoint: str, val: str, tokenizer: str, val_tokens: int, seq_len
 
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb, roles)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state, kind="record")
-    default = load_spec("default").with_roles(roles)
 
     def add_fill(f: float, switches: dict, label: str, kind: str = "", base_bytes: int = rec_bytes) -> None:
         alloc = fill(state, default, hessians, int(base_bytes * f), {}, **switches)
