@@ -73,11 +73,16 @@ def read_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
     return tokens
 
 
+def shard_tokens(path: str | os.PathLike) -> int:
+    """How many tokens a shard holds, from its header (checked, as :func:`read_shard` checks it)."""
+    return _read(Path(path), False)
+
+
 def check_shards(files: list[Path]) -> list[Path]:
     """``files``, each a regular file with a well-formed header and at least one token: what a
     command checks before its work, reading only the headers."""
     for f in files:
-        _read(f, False)
+        shard_tokens(f)
     return files
 
 
@@ -86,7 +91,7 @@ def stream_position(files: list[Path], state: dict[str, int]) -> tuple[int, int]
     file_idx, pos = int(state["file_idx"]), int(state["pos"])
     if not 0 <= file_idx < len(files):
         raise ShardError(f"stream position: shard {file_idx} of {len(files)}")
-    n = _read(files[file_idx], False)
+    n = shard_tokens(files[file_idx])
     if not 0 <= pos <= n:
         raise ShardError(f"stream position: token {pos} of a {n}-token shard")
     return file_idx, pos

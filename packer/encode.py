@@ -20,8 +20,8 @@ from ..codec.decoders.grid import Grid
 from ..codec.rules import PipelineSpec
 from ..model.builders import model_meta
 from ..model.checkpoint import Checkpoint
-from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, heldout_batches, load_hessians, \
-    sens_path
+from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, load_hessians, \
+    scoring_batches, sens_path
 from ..trainer.qat import MAX_RULES, parse_rules
 
 Log = Callable[[str], None]
@@ -62,12 +62,20 @@ def resolve_hessians(files: StatFiles, model: torch.nn.Module, *, calib: str | N
     return files.hessians
 
 
+def tokens_seen(ckpt: Checkpoint) -> int | None:
+    """How many tokens of its training stream the checkpoint's run read (its meta's
+    ``tokens_seen``, written by golfpack's trainer), when it says so."""
+    seen = ckpt.meta.get("tokens_seen")
+    return seen if type(seen) is int and seen >= 0 else None
+
+
 def file_calibration(files: StatFiles, model: torch.nn.Module, hessians: dict[str, torch.Tensor] | None,
                      shards: str | None, *, calib_tokens: int, sens_tokens: int, score_tokens: int, seq_len: int,
-                     log: Log) -> Calibration:
+                     seen: int | None, log: Log) -> Calibration:
     """The fill's calibration: ``hessians``, the loss sensitivities (the file's, or measured on
     ``sens_tokens`` of ``shards`` after calibration's) and the closed loop's ``score_tokens``
-    held-out training tokens after both."""
+    held-out training tokens (``calibration_files.scoring_batches``: ones the run never reached
+    when the shards hold them; ``seen``, :func:`tokens_seen`)."""
     sens = files.sensitivity
     if sens is None and shards is not None and sens_tokens:
         log(f"measuring loss sensitivities on {sens_tokens:,} tokens of {shards}")
@@ -76,8 +84,8 @@ def file_calibration(files: StatFiles, model: torch.nn.Module, hessians: dict[st
         log("closed loop: off (" + ("score_tokens is 0" if shards else "no training shards given: --calib SHARDS")
             + "); the allocation by prediction ships")
         return Calibration(hessians or {}, sens)
-    log(f"closed loop: contenders scored on {score_tokens:,} held-out training tokens of {shards}")
-    score = heldout_batches(shards, model.vocab_size, calib_tokens + sens_tokens, score_tokens, seq_len)
+    score, what = scoring_batches(shards, model.vocab_size, calib_tokens + sens_tokens, score_tokens, seq_len, seen)
+    log(f"closed loop: contenders scored on {what}")
     return Calibration(hessians or {}, sens, score)
 
 

@@ -216,3 +216,23 @@ def test_each_tensor_is_encoded_by_the_quantizer_whose_exact_weights_predict_low
     assert {"gptq", "rtn"} <= set(table)
     decoded = decode_container(read_container(write_container([filler.encoded(n, grid) for n in state], {})), table)
     assert set(decoded) == set(state)
+
+
+def test_the_closed_loop_scores_tokens_the_run_never_reached(train_glob):
+    """``scoring_batches``: the stream's last tokens when the run read less than what precedes
+    them; else the ones after calibration's, with the log saying how many the run trained on."""
+    from golfpack.model.shards import load_tokens, resolve_shards, shard_tokens
+    from golfpack.trainer.calibration_files import scoring_batches
+
+    total = sum(shard_tokens(f) for f in resolve_shards(train_glob))
+    stream = load_tokens(train_glob).to(torch.int64)
+    n = 4 * SEQ
+    tail, what = scoring_batches(train_glob, 1024, 2048, n, SEQ, seen=8 * 1024)
+    assert "never reached" in what and f"of {total:,}" in what
+    assert torch.equal(torch.cat([x for x, _ in tail]).reshape(-1), stream[total - n - 1 : total - 1])
+    assert torch.equal(tail[-1][1].reshape(-1)[-1], stream[-1])  # the last target is the stream's last token
+    head, what = scoring_batches(train_glob, 1024, 2048, n, SEQ, seen=total)
+    assert torch.equal(torch.cat([x for x, _ in head]).reshape(-1), stream[2048 : 2048 + n])
+    assert f"the run trained on {n:,} of them" in what and "cannot see what over-fits" in what
+    _, what = scoring_batches(train_glob, 1024, 2048, n, SEQ, seen=None)
+    assert "is unknown" in what

@@ -12,7 +12,7 @@ import torch
 
 from ..model.files import MAX_CHECKPOINT_BYTES, atomic_write_bytes
 from ..model.torch_files import load_torch_file
-from ..model.shards import shard_batches
+from ..model.shards import resolve_shards, shard_batches, shard_tokens
 from .calibrate import Batch, hessians_of, sensitivities_of, take_tokens
 
 CALIB_SUFFIX = ".calib.pt"
@@ -55,9 +55,32 @@ def collect_sensitivity(model: torch.nn.Module, train_files: str, tokens: int, s
 
 def heldout_batches(train_files: str, vocab_size: int, skip: int, tokens: int, seq_len: int) -> list[Batch]:
     """Windows of ``seq_len`` over ``tokens`` training tokens after the first ``skip`` (those
-    calibration read), one a batch: what the build scores its final contenders on (never
-    validation tokens)."""
+    calibration read), one a batch (never validation tokens)."""
     return take_tokens(shard_batches(train_files, vocab_size, seq_len, 1, skip=skip), tokens // seq_len * seq_len)
+
+
+def scoring_batches(train_files: str, vocab_size: int, after: int, tokens: int, seq_len: int,
+                    seen: int | None) -> tuple[list[Batch], str]:
+    """The closed loop's held-out tokens, and a line saying what they are. Why it matters: a
+    score on tokens the model was trained on cannot see what over-fits (on a small training
+    set, the loop preferred a contender that lost on validation). So: the last ``tokens`` of
+    the training stream when the run never reached them (``seen``: its checkpoint's
+    ``tokens_seen``, the stream's prefix it trained on), else those after the first ``after``
+    (calibration's and the sensitivities'), with the log saying how many the run had read."""
+    n = tokens // seq_len * seq_len
+    total = sum(shard_tokens(f) for f in resolve_shards(train_files))
+    tail = total - n - 1  # the last window's last target is the stream's last token
+    if seen is not None and tail >= max(seen, after):
+        return (heldout_batches(train_files, vocab_size, tail, n, seq_len),
+                f"the last {n:,} tokens of {train_files}, which the run never reached (it trained on the first "
+                f"{seen:,} of {total:,})")
+    batches = heldout_batches(train_files, vocab_size, after, n, seq_len)
+    if seen is None:
+        return batches, f"{n:,} tokens of {train_files} after the first {after:,} (whether the run trained on them " \
+                        "is unknown: the checkpoint does not say how many tokens it read)"
+    overlap = min(max(seen - after, 0), n) if seen < total else n
+    return batches, (f"{n:,} tokens of {train_files} after the first {after:,}; the run trained on {overlap:,} of them "
+                     f"(it read {seen:,} tokens of these shards' {total:,}), so the loop cannot see what over-fits")
 
 
 def save_hessians(path: str | os.PathLike, hessians: dict[str, torch.Tensor], *, overwrite: bool = False) -> None:

@@ -49,6 +49,7 @@ from ...codec.registry import decoder_table
 from ...codec.host import decode_state_dict
 from ...codec.pipeline import complete_hessians, encode_state_dict
 from ...codec.spec import load_spec
+from ..encode import tokens_seen
 from ..models import open_checkpoint
 from ...model.anatomy import load_weights
 from ...trainer.roles import tensor_roles
@@ -56,7 +57,7 @@ from ...model.builders import build_model
 from ...model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ...model.shards import check_shards, load_tokens, refuse_validation, resolve_shards
 from ...model.tokenizer import byte_tables_for
-from ...trainer.calibration_files import calib_path, collect_sensitivity, heldout_batches, load_hessians, sens_path
+from ...trainer.calibration_files import calib_path, collect_sensitivity, load_hessians, scoring_batches, sens_path
 from .record_recipe import record_export, record_export_full
 from ... import contender_score
 
@@ -121,7 +122,7 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
              device: str = "cpu") -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
     The closed loop scores contenders on ``score_tokens`` held-out tokens of the training shards
-    ``train``; the loss sensitivities come from beside the checkpoint or are measured on those
+    ``train`` (ones the run never reached where the shards hold them, as build chooses them); the loss sensitivities come from beside the checkpoint or are measured on those
     shards. Every export, golfpack's and the records', quantizes with the same Hessians: the
     checkpoint's calibration, completed as ``build`` completes it (``codec/pipeline.py:
     complete_hessians``: the identity for a matrix no hook saw, such as an untied embedding).
@@ -145,7 +146,9 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     else:
         echo(f"measuring loss sensitivities on {SENS_TOKENS:,} tokens of {shards}")
         sens = collect_sensitivity(model, shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens, progress=False)
-    held = heldout_batches(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens, ckpt.train_seq_len)
+    held, what = scoring_batches(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens, ckpt.train_seq_len,
+                                 tokens_seen(ckpt))
+    echo(f"closed loop: contenders scored on {what}")
     closed = contender_score(model, held, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
