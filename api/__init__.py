@@ -186,6 +186,7 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     for the container's meta (``build`` records the model's builder); ``trained``: the grids
     the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
     from .codec.pipeline import complete_hessians, encode_state_dict
+    from .codec.rules import RULE_BY_ROLE_KEY
     from .trainer.roles import tensor_roles
 
     log = log or (lambda line: None)
@@ -197,7 +198,7 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
         raise BudgetError(f"pipeline {spec.source} fills a budget: give a positive number of bytes, got {budget!r}")
     calibration = calibration or Calibration()
     hessians = complete_hessians(state, spec, calibration.hessians or None, log)
-    meta = {**(meta or {}), **({"rule_by_role": r} if (r := spec.chosen_by_role(list(state))) else {})}
+    meta = {**(meta or {}), **({RULE_BY_ROLE_KEY: r} if (r := spec.chosen_by_role(list(state))) else {})}
     if not spec.fill:
         data = encode_state_dict(state, spec, hessians, meta, progress=progress)
         if budget is not None and len(data) > budget:

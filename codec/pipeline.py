@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .decoders.base import FLOAT_WIDTH, MAX_NAME_CHARS, TensorMeta
+from .decoders.base import DTYPES, FLOAT_WIDTH, MAX_NAME_CHARS, TensorMeta
 from .decoders.container import write_container
 from .rules import PipelineSpec
 from .stage import EncodeContext, Stage, StageError
@@ -14,8 +14,8 @@ from .stage import EncodeContext, Stage, StageError
 
 def tensor_meta(name: str, tensor: torch.Tensor) -> TensorMeta:
     dtype = str(tensor.dtype).removeprefix("torch.")
-    if dtype not in FLOAT_WIDTH:
-        raise StageError(f"tensor '{name}' has dtype {tensor.dtype}; only {', '.join(FLOAT_WIDTH)} are supported")
+    if dtype not in DTYPES:
+        raise StageError(f"tensor '{name}' has dtype {tensor.dtype}; only {', '.join(DTYPES)} are supported")
     if not (0 < len(name) <= MAX_NAME_CHARS and name.isprintable()):
         raise StageError(f"tensor name {name[:80]!r} must be 1..{MAX_NAME_CHARS} printable characters")
     return TensorMeta(name, dtype, tuple(tensor.shape))
@@ -27,6 +27,9 @@ Record = tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]  # w
 def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hessian: torch.Tensor | None) -> Record:
     """One tensor through one chain: its description, each stage's params and side streams, its data."""
     tmeta = tensor_meta(name, tensor)
+    if tmeta.dtype not in FLOAT_WIDTH and not (stages and stages[0].any_dtype):
+        raise StageError(f"tensor '{name}' is {tmeta.dtype}: only a stage that stores any dtype exactly codes it "
+                         "(its rule's chain must start with raw; the default pipeline's 'buffers' rule does)")
     ctx = EncodeContext(tmeta, hessian)
     value: Any = tensor.detach().cpu().contiguous()
     chain = []

@@ -22,6 +22,7 @@ from .decoders.chain import DecoderSpec
 from .stage import Stage, StageError
 
 ROLE_PREFIX = "role:"
+RULE_BY_ROLE_KEY = "rule_by_role"  # the container meta's record of PipelineSpec.chosen_by_role, for inspect
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class PipelineSpec:
     def rule_for(self, name: str, role: str | None = None) -> Rule:
         return self.rules[self.rule_index(name, role)]
 
-    def chosen_by_role(self, names: list[str]) -> dict[str, int]:
+    def chosen_by_role(self, names: list[str]) -> dict[str, int]:  # a container's meta, under RULE_BY_ROLE_KEY
         """Tensors whose rule a role chose (its globs do not match the name), with that rule's
         index: all a container's meta needs for ``inspect`` to group them (it sees names, not
         roles), and empty for a model whose names the globs know."""

@@ -63,6 +63,7 @@ class Stage(ABC):
     Params: ClassVar[type] = _NoParams
     summary: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = False  # encode() wants EncodeContext.hessian
+    any_dtype: ClassVar[bool] = False  # codes integer and bool tensors too (every stage codes floats)
 
     def __init__(self, **params: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self.Params)}

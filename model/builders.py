@@ -135,12 +135,11 @@ def build_model(ref: str, config: Mapping[str, Any], numel: int | None = None) -
     return model
 
 
-def model_meta(ref: str, config: Mapping[str, Any], rule_by_role: Mapping[str, int]) -> dict[str, Any]:
+def model_meta(ref: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """What a container's meta records of its model: builder and config, for the artifact to
-    rebuild it, and the rules its tensors' roles chose (``PipelineSpec.chosen_by_role``), for
-    ``inspect`` to group them; only when there are any."""
-    return {"model_builder": ref, "model_config": dict(config)} | ({"rule_by_role": dict(rule_by_role)}
-                                                                    if rule_by_role else {})
+    rebuild it. (``compress`` adds the rules its tensors' roles chose: ``codec/rules.py:
+    RULE_BY_ROLE_KEY``.)"""
+    return {"model_builder": ref, "model_config": dict(config)}
 
 
 def builder_of(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -118,4 +118,4 @@ def encode_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, spec: PipelineSp
     if trained:
         log(f"qat plan: the weights were trained toward {len(trained)} planned grids (contender 'qat')")
     return compress(model, calibration, budget, pipeline=spec, log=log, progress=progress, state_dict=ckpt.state_dict,
-                    meta=model_meta(ckpt.model_builder, ckpt.model_config, {}), tolerance=tolerance, trained=trained)
+                    meta=model_meta(ckpt.model_builder, ckpt.model_config), tolerance=tolerance, trained=trained)

@@ -18,6 +18,7 @@ from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
 from ..codec.contenders import (ALLOCATION_FIELDS, ALLOCATION_KEY, CHOSEN_KEY, CONTENDER_FIELDS, CONTENDERS, CONTENDERS_KEY,
                                PREDICTED_FIELD)
 from ..codec.host import TensorLedger, ledger as tensor_ledger
+from ..codec.rules import RULE_BY_ROLE_KEY
 from ..model.builders import BUILDER, GPT_BUILDER
 from ..model.console import printable
 from .runtime.artifact import BOOTSTRAP, MANIFEST, WEIGHTS, zip_overhead
@@ -106,7 +107,7 @@ def read_model_builder(meta: dict) -> str:
 
 def read_rule_by_role(meta: dict, names: set[str], n_rules: int) -> dict[str, int]:
     """The rules a role chose (``PipelineSpec.chosen_by_role``), kept only where well-typed."""
-    raw = meta.get("rule_by_role")
+    raw = meta.get(RULE_BY_ROLE_KEY)
     if not isinstance(raw, dict):
         return {}
     return {n: i for n, i in raw.items() if n in names and isinstance(i, int) and not isinstance(i, bool)

@@ -169,7 +169,7 @@ def test_compress_is_builds_path_to_the_byte(trained, train_glob, tmp_path):
                                sensitivity_tokens=2048, score_tokens=2048)
     budget = weights_budget(options.budget, model_frame_size(load_spec("default"), model, GPT_BUILDER, None,
                                                              options.budget))
-    data = golfpack.compress(model, calib, budget, state_dict=state, meta=model_meta(GPT_BUILDER, config, {}))
+    data = golfpack.compress(model, calib, budget, state_dict=state, meta=model_meta(GPT_BUILDER, config))
     assert data == built
 
 
@@ -209,3 +209,37 @@ def test_a_freed_cast_of_the_embedding_is_not_mistaken_for_a_later_tensor():
     assert mode._name(later) is None and mode._name(model.wte.weight) == "wte.weight"
     mode.derived[id(cast)] = (weakref.ref(cast), "wte.weight")
     assert mode._name(cast) == "wte.weight"
+
+
+class WithBuffers(nn.Module):
+    """A model as participants write them: a bias, a convolution (a 3-D weight), a LayerNorm,
+    and buffers in its state dict: a bool mask, an integer step counter, rotary frequencies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(256, 32)
+        self.fc = nn.Linear(32, 32)
+        self.conv = nn.Conv1d(32, 32, 3, padding=2)
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 256, bias=False)
+        self.register_buffer("mask", torch.ones(8, 8, dtype=torch.bool).tril())
+        self.register_buffer("steps", torch.tensor(5))
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, 32, 2).float() / 32))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        h = h + self.conv(h.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+        h = self.norm(F.gelu(self.fc(h))) * self.inv_freq.repeat(2)
+        return F.cross_entropy(self.head(h).reshape(-1, 256), y.reshape(-1))
+
+
+def test_buffers_of_any_dtype_come_back_exactly():
+    torch.manual_seed(0)
+    model = WithBuffers()
+    roles = tensor_roles(model)
+    assert roles["mask"] == roles["steps"] == roles["inv_freq"] == "buffer" and roles["conv.weight"] == SMALL
+    batches = [(torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))) for _ in range(40)]
+    cal = golfpack.calibrate(model, batches, hessian_tokens=1024, sensitivity_tokens=512, score_tokens=512)
+    state = golfpack.decompress(golfpack.compress(model, cal, 60_000), WithBuffers())
+    for name in ("mask", "steps", "inv_freq"):
+        assert state[name].dtype == model.state_dict()[name].dtype and torch.equal(state[name], model.state_dict()[name])

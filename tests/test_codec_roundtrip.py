@@ -48,6 +48,41 @@ def test_half_stages_are_exact_for_their_own_dtype(store, dtype):
     assert out["w"].dtype == dtype and torch.equal(out["w"], t)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
+                                   torch.uint8, torch.bool])
+def test_raw_stores_any_dtype_exactly(dtype):
+    """A model's buffers (a bool mask, a step counter) round-trip exactly; a grid refuses them."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(-(1 << 62) if dtype == torch.int64 else -100, 100, (6, 5), generator=g)
+    t = t.to(dtype) if dtype != torch.bool else t > 0
+    if dtype.is_floating_point:
+        t = _tensor((6, 5), dtype, 0)
+    out, _ = decode_state_dict(encode_state_dict({"b": t, "s": t[0, 0].clone()}, load_spec("*=raw -> brotli")))
+    assert out["b"].dtype == dtype and torch.equal(out["b"], t) and torch.equal(out["s"], t[0, 0])
+    if not dtype.is_floating_point:
+        with pytest.raises(StageError, match="must start with raw"):
+            encode_state_dict({"b": t}, load_spec("*=rtn bits=8 -> ans"))
+
+
+def test_a_container_cannot_make_a_buffer_from_what_raw_did_not_store():
+    """Crafted: bool bytes other than 0 and 1; an integer tensor stored as floats; a grid that
+    would decode to an integer tensor. Each a ContainerError."""
+    from golfpack.codec.decoders.base import TensorMeta
+    from golfpack.codec.decoders.container import ContainerError, write_container
+    from golfpack.codec.pipeline import encode_tensor
+
+    _, grid_chain, grid_data = encode_tensor("m", torch.ones(4, 4), load_spec("*=rtn bits=8 -> pack").rules[0].stages,
+                                             None)
+    lies = [(TensorMeta("m", "bool", (4, 4)), [("raw", {"store": "bool"}, {})], b"\x02" * 16, "0 or 1"),
+            (TensorMeta("m", "int32", (4, 4)), [("fp32", {"store": "float32"}, {})], b"\0" * 64, "only floats convert"),
+            (TensorMeta("m", "int8", (4, 4)), grid_chain, grid_data, "decodes to floats")]
+    for meta, chain, data, message in lies:
+        with pytest.raises(ContainerError, match=message):
+            decode_state_dict(write_container([(meta, chain, data)], {}))
+    good = write_container([(TensorMeta("m", "bool", (4, 4)), [("raw", {"store": "bool"}, {})], b"\x01" * 16)], {})
+    assert torch.equal(decode_state_dict(good)[0]["m"], torch.ones(4, 4, dtype=torch.bool))
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=st.sampled_from([(7,), (1, 1), (5, 9), (32, 64), (3, 4, 5)]), bits=st.integers(2, 8),
        clip=st.sampled_from(CLIPS), coder=st.sampled_from(["ans", "pack -> zstd", "pack -> lzma"]),

@@ -213,7 +213,7 @@ class Run:
         cfg = self.cfg
         factory = factory or load_planner()
         return factory(cfg.qat_pipeline, cfg.qat_budget, tensor_roles(self.base),
-                       model_meta(cfg.model_builder, cfg.model, {}))
+                       model_meta(cfg.model_builder, cfg.model))
 
     def _read_resume(self, resume: str | Path) -> tuple[ResumeState, bool]:
         """The checkpoint's resume state, and whether it carries its own QAT rules."""

@@ -16,9 +16,12 @@ ELEMENT_SLACK = 1 << 20  # a container cannot make its decoders allocate far bey
 MAX_ELEMENT_BYTES = 8  # widest intermediate per element (int64 symbols / fp64)
 MAX_NAME_CHARS = 512  # a tensor name: printable characters only
 
-# The float dtypes a tensor may have, with their widths in bytes (the one dtype table).
+# The dtypes a tensor may have, with their widths in bytes (the one dtype table): floats, which
+# every tensor stage codes, and the integer and bool dtypes of a model's buffers (a mask, a
+# step counter), which only the exact passthrough stores (``floats.py``: ``raw``).
 FLOAT_WIDTH = {"float32": 4, "float16": 2, "bfloat16": 2}
-DTYPES = tuple(FLOAT_WIDTH)
+DTYPE_WIDTH = {**FLOAT_WIDTH, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+DTYPES = tuple(DTYPE_WIDTH)
 
 # The kinds of value handed between stages: float tensor -> integer symbols -> bytes.
 TENSOR, SYMBOLS, BYTES = "tensor", "symbols", "bytes"

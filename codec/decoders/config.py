@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any, Iterable, Sequence
 
-MATRIX, EMBEDDING, SMALL = "matrix", "embedding", "small"  # the roles (see the docstring)
-ROLES = (MATRIX, EMBEDDING, SMALL)
+MATRIX, EMBEDDING, SMALL, BUFFER = "matrix", "embedding", "small", "buffer"  # the roles (see the docstring)
+ROLES = (MATRIX, EMBEDDING, SMALL, BUFFER)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,19 +1,31 @@
-"""Passthrough floats: the tensor stored as raw little-endian fp16, bf16 or fp32 bytes."""
+"""Passthrough: the tensor stored as raw little-endian bytes, as fp16, bf16 or fp32, or in its
+own dtype, any of ``DTYPES`` (``raw``: exact, integer and bool buffers included)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .base import FLOAT_WIDTH, DecodeError, TensorMeta, param
+from .base import DTYPE_WIDTH, FLOAT_WIDTH, DecodeError, TensorMeta, param
+
+# How each stored dtype reads from little-endian bytes (bf16 as its int16 bits, bool as bytes 0 or 1).
+NUMPY_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<i2", "int64": "<i8", "int32": "<i4",
+               "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
 
 
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> torch.Tensor:
     store = param(params, "store", str)
-    if store not in FLOAT_WIDTH:
+    if store not in DTYPE_WIDTH:
         raise DecodeError(f"unknown storage dtype '{store}'")
-    width = FLOAT_WIDTH[store]
-    if len(data) != width * meta.numel:
+    if store != meta.dtype and not (store in FLOAT_WIDTH and meta.dtype in FLOAT_WIDTH):
+        raise DecodeError(f"a {meta.dtype} tensor stored as {store}: only floats convert")
+    if len(data) != DTYPE_WIDTH[store] * meta.numel:
         raise DecodeError(f"{len(data)} bytes for {meta.numel} {store} elements")
-    raw = np.frombuffer(data, dtype="<i2" if width == 2 else "<i4").copy()
-    stored = torch.from_numpy(raw).view(getattr(torch, store))
+    raw = np.frombuffer(data, dtype=NUMPY_DTYPE[store]).copy()
+    if store == "bool":
+        if raw.size and int(raw.max()) > 1:
+            raise DecodeError("bool elements must be the bytes 0 or 1")
+        raw = raw.astype(np.bool_)
+    stored = torch.from_numpy(raw)
+    if store == "bfloat16":
+        stored = stored.view(torch.bfloat16)
     return stored.reshape(meta.shape).to(getattr(torch, meta.dtype))

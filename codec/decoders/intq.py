@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import DecodeError, TensorMeta, blob, param
+from .base import FLOAT_WIDTH, DecodeError, TensorMeta, blob, param
 
 MIN_BITS, MAX_BITS = 2, 8
 MAX_LQER_RANK = 64
@@ -61,6 +61,8 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor, shape: tuple[int, ...], dt
 
 
 def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> torch.Tensor:
+    if meta.dtype not in FLOAT_WIDTH:
+        raise DecodeError(f"a grid decodes to floats, not {meta.dtype}")
     bits = param(params, "bits", int, MIN_BITS, MAX_BITS)
     m = qmax(bits)
     if symbols.size != meta.numel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"),
+BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"), ("floats", "Raw"),
                   ("pack", "Pack"), ("shuffle", "Shuffle"), ("ans", "ANS"), ("ctxans", "CtxANS"), ("zstd", "Zstd"),
                   ("brotli", "Brotli"), ("lzma", "LZMA"))
 

@@ -1,5 +1,8 @@
-"""Passthrough stages: keep a (small or control) tensor as raw fp16, bf16 or fp32 bytes."""
+"""Passthrough stages: keep a (small or control) tensor as raw fp16, bf16 or fp32 bytes, or
+exactly as it is (``raw``: its own dtype, so a model's integer and bool buffers round-trip)."""
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 
@@ -9,12 +12,16 @@ from ..stage import EncodeContext, Encoded, Stage
 
 class _Float(Stage):
     consumes, produces = TENSOR, BYTES
-    store: str
+    store: ClassVar[str]
+
+    def stored(self, value: torch.Tensor) -> str:
+        return self.store
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
-        t = value.detach().to(getattr(torch, self.store)).contiguous().reshape(-1)
-        raw = t.view(torch.int16 if t.element_size() == 2 else torch.int32).numpy()
-        return Encoded(raw.astype(raw.dtype.newbyteorder("<")).tobytes(), {"store": self.store})
+        store = self.stored(value)
+        t = value.detach().to(getattr(torch, store)).contiguous().reshape(-1)
+        raw = (t.view(torch.int16) if store == "bfloat16" else t).numpy()
+        return Encoded(raw.astype(raw.dtype.newbyteorder("<")).tobytes(), {"store": store})
 
 
 class FP16(_Float):
@@ -27,3 +34,11 @@ class BF16(_Float):
 
 class FP32(_Float):
     name, store, summary = "fp32", "float32", "raw fp32 bytes (lossless for fp32 tensors)"
+
+
+class Raw(_Float):
+    name, summary = "raw", "the tensor's own bytes, any dtype (lossless: integer and bool buffers too)"
+    any_dtype = True
+
+    def stored(self, value: torch.Tensor) -> str:
+        return str(value.dtype).removeprefix("torch.")

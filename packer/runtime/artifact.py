@@ -118,7 +118,10 @@ def _is_str(v: object, n: int = 256, pattern: str = r".+") -> bool:
 
 MODULE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 KIND = r"tensor|symbols|bytes"
-ROLE = r"matrix|embedding|small"
+# A rule's role, as the manifest records it for inspect: a lower-case word. The vocabulary
+# itself is the codec's (codec/decoders/config.py: ROLES), checked where a pipeline is parsed;
+# this module runs before any of the bundle exists, so it does not spell it again.
+ROLE = r"[a-z]+"
 
 
 @dataclass
