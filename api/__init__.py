@@ -102,6 +102,7 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
     from .codec.decoders.chain import decode_container
     from .codec.decoders.container import read_container
     from .model.anatomy import load_weights, model_device
+    from .trainer.calibrate import mean_loss
 
     device = model_device(model)
     rows = [(x[i : i + 1].to(device), y[i : i + 1].to(device)) for x, y in batches for i in range(x.shape[0])]
@@ -112,7 +113,7 @@ def contender_score(model: "torch.nn.Module", batches: list[Batch], table: Mappi
         load_weights(model, state, "contender")
         was_training = model.training
         model.eval()
-        losses = [float(model(x, y)) for x, y in rows]
+        losses = [float(mean_loss(model, x, y)) for x, y in rows]
         model.train(was_training)
         return losses
 
@@ -185,7 +186,8 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     to code when not the model's own (a checkpoint's, in its stored dtypes); ``meta``: more
     for the container's meta (``build`` records the model's builder); ``trained``: the grids
     the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
-    from .codec.pipeline import complete_hessians, encode_state_dict
+    from .codec.decoders.container import ALIASES_KEY
+    from .codec.pipeline import complete_hessians, encode_state_dict, shared_tensors
     from .codec.rules import RULE_BY_ROLE_KEY
     from .trainer.roles import tensor_roles
 
@@ -193,12 +195,14 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     spec = _pipeline(pipeline)
     spec = spec.with_roles(tensor_roles(model))
     source = model.state_dict() if state_dict is None else state_dict
-    state = {k: v.detach().cpu().clone() for k, v in source.items()}
+    aliases = shared_tensors(source)  # a tied head's weight is the embedding's: coded once
+    state = {k: v.detach().cpu().clone() for k, v in source.items() if k not in aliases}
     if spec.fill and (budget is None or budget < 1):
         raise BudgetError(f"pipeline {spec.source} fills a budget: give a positive number of bytes, got {budget!r}")
     calibration = calibration or Calibration()
     hessians = complete_hessians(state, spec, calibration.hessians or None, log)
-    meta = {**(meta or {}), **({RULE_BY_ROLE_KEY: r} if (r := spec.chosen_by_role(list(state))) else {})}
+    meta = {**(meta or {}), **({RULE_BY_ROLE_KEY: r} if (r := spec.chosen_by_role(list(state))) else {}),
+            **({ALIASES_KEY: aliases} if aliases else {})}
     if not spec.fill:
         data = encode_state_dict(state, spec, hessians, meta, progress=progress)
         if budget is not None and len(data) > budget:

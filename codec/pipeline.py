@@ -59,6 +59,21 @@ def complete_hessians(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec
     return out
 
 
+def shared_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Names whose tensor is an earlier name's own (the same storage, offset, shape and strides:
+    a head tied to the embedding by sharing its parameter), alias -> that name: a container codes
+    it once and records the alias (``decoders/container.py: ALIASES_KEY``)."""
+    first: dict[tuple, str] = {}
+    aliases = {}
+    for name, t in state_dict.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases
+
+
 def record_bytes(record: Record) -> int:
     """The stream bytes a record adds to a container (data and side streams)."""
     return len(record[2]) + sum(len(b) for _, _, blobs in record[1] for b in blobs.values())

@@ -243,3 +243,44 @@ def test_buffers_of_any_dtype_come_back_exactly():
     state = golfpack.decompress(golfpack.compress(model, cal, 60_000), WithBuffers())
     for name in ("mask", "steps", "inv_freq"):
         assert state[name].dtype == model.state_dict()[name].dtype and torch.equal(state[name], model.state_dict()[name])
+
+
+class SharedHead(nn.Module):
+    """A head tied to the embedding by sharing its parameter (nanoGPT's way): the state dict holds
+    the same tensor under two names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(256, 32)
+        self.fc = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 256, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(F.gelu(self.fc(self.emb(x)))).reshape(-1, 256), y.reshape(-1))
+
+
+def test_a_tensor_shared_by_two_names_is_coded_once():
+    from golfpack.codec.decoders.container import read_container
+
+    torch.manual_seed(0)
+    model = SharedHead()
+    batches = [(torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))) for _ in range(40)]
+    cal = golfpack.calibrate(model, batches, hessian_tokens=1024, sensitivity_tokens=512, score_tokens=512)
+    data = golfpack.compress(model, cal, 30_000)
+    container = read_container(data)
+    assert [e.meta.name for e in container.entries if e.meta.name.endswith("weight")] == ["emb.weight", "fc.weight"]
+    assert container.meta["aliases"] == {"head.weight": "emb.weight"}
+    again = SharedHead()
+    state = golfpack.decompress(data, again)
+    assert torch.equal(state["head.weight"], state["emb.weight"]) and again.head.weight is again.emb.weight
+
+
+def test_a_model_that_returns_more_than_its_loss_is_told_so():
+    class Both(SharedHead):
+        def forward(self, x, y):
+            return self.head(self.emb(x)), super().forward(x, y)
+
+    batches = [(torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))) for _ in range(4)]
+    with pytest.raises(ValueError, match=r"must return the mean loss .* got tuple"):
+        golfpack.calibrate(Both(), batches, hessian_tokens=64, sensitivity_tokens=64, score_tokens=0)

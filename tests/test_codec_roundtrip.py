@@ -83,6 +83,21 @@ def test_a_container_cannot_make_a_buffer_from_what_raw_did_not_store():
     assert torch.equal(decode_state_dict(good)[0]["m"], torch.ones(4, 4, dtype=torch.bool))
 
 
+def test_aliases_name_coded_tensors_and_nothing_else():
+    """A container's aliases (a tied head coded once) are read strictly: a new name for a coded
+    tensor, or the container is refused."""
+    from golfpack.codec.decoders.container import ALIASES_KEY, ContainerError, write_container
+    from golfpack.codec.pipeline import encode_tensor
+
+    record = encode_tensor("emb", torch.ones(4, 4), load_spec("*=fp32").rules[0].stages, None)
+    good = write_container([record], {ALIASES_KEY: {"head": "emb"}})
+    out, _ = decode_state_dict(good)
+    assert set(out) == {"emb", "head"} and torch.equal(out["head"], out["emb"])
+    for bad in ({"head": "nope"}, {"emb": "emb"}, {"": "emb"}, {"h\x1b[2J": "emb"}, ["head"], {"head": 3}):
+        with pytest.raises(ContainerError, match=ALIASES_KEY):
+            read_container(write_container([record], {ALIASES_KEY: bad}))
+
+
 @settings(max_examples=40, deadline=None)
 @given(shape=st.sampled_from([(7,), (1, 1), (5, 9), (32, 64), (3, 4, 5)]), bits=st.integers(2, 8),
        clip=st.sampled_from(CLIPS), coder=st.sampled_from(["ans", "pack -> zstd", "pack -> lzma"]),

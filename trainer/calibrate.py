@@ -84,6 +84,17 @@ def hessians_of(model: torch.nn.Module, batches: Iterable[Batch], device: torch.
     return {name: hessians[site] for name, site in sites.items() if site in hessians}
 
 
+def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``model(x, y)``, which must be the mean token loss, a one-element float tensor: all that
+    golfpack asks of a model it has never seen, checked so that a model returning more (logits
+    and loss) is told so in one line."""
+    loss = model(x, y)
+    if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
+        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else f"a tensor of shape {tuple(loss.shape)}"
+        raise ValueError(f"model(x, y) must return the mean loss (a one-element float tensor), got {got}")
+    return loss
+
+
 def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu",
                      progress: bool = True) -> dict[str, torch.Tensor]:
     """How much the training loss rises per squared unit of error in each weight, for every
@@ -109,7 +120,7 @@ def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: t
             for x, y in rows:
                 model.zero_grad(set_to_none=True)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = model(x.to(device), y.to(device))
+                    loss = mean_loss(model, x.to(device), y.to(device))
                 loss.backward()
                 for n, p in params.items():
                     if p.grad is not None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .base import BYTES, TENSOR, DecodeError, TensorMeta
-from .container import Container, ContainerError, Entry
+from .container import ALIASES_KEY, Container, ContainerError, Entry
 
 DECODE_FUNCTION = "decode"  # every decoder module exposes decode(value, params, blobs, meta)
 STEPS_FUNCTION = "steps"  # and may expose steps(params, meta): its Python-level work (default 1)
@@ -107,4 +107,6 @@ def decode_container(container: Container, table: Mapping[str, DecoderSpec]) -> 
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ContainerError(f"tensor '{entry.meta.name}': decodes to inf or NaN (refused: weights are finite)")
         out[entry.meta.name] = value
+    for alias, name in container.meta.get(ALIASES_KEY, {}).items():  # checked by read_container
+        out[alias] = out[name]
     return out

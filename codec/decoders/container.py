@@ -37,6 +37,9 @@ HEADER = struct.Struct("<4sB3sII")
 DIGEST_BYTES = 32
 MAX_MANIFEST_BYTES = 2 << 20  # decompressed: 4,096 tensors of ~400 JSON bytes; parsing it costs < 120 MB
 MAX_TENSORS = 4096
+# meta: names whose tensor is another's (a head tied to the embedding by sharing its parameter),
+# alias -> the coded tensor's name; coded once, given back under both names (chain.py)
+ALIASES_KEY = "aliases"
 MAX_CHAIN = 16
 MAX_DIMS = 8
 
@@ -177,8 +180,13 @@ def read_container(data: bytes) -> Container:
     allowed = MAX_ELEMENTS_PER_BYTE * total + ELEMENT_SLACK
     _expect(declared <= allowed, "manifest", f"{declared} elements declared in a {total}-byte container "
             f"(at most {allowed}: {MAX_ELEMENTS_PER_BYTE} per byte + {ELEMENT_SLACK})")
+    meta = doc.get("meta", {})
+    aliases = meta.get(ALIASES_KEY, {})
+    _expect(isinstance(aliases, dict) and len(aliases) <= MAX_TENSORS and all(
+        isinstance(a, str) and 0 < len(a) <= MAX_NAME_CHARS and a.isprintable() and a not in names and t in names
+        for a, t in aliases.items()), "manifest", f"'{ALIASES_KEY}' must map new tensor names to coded ones")
     streams = bytes(data[HEADER.size + m : HEADER.size + m + s])
-    return Container(entries, doc.get("meta", {}), streams, m)
+    return Container(entries, meta, streams, m)
 
 
 def write_container(entries: list[tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]], meta: dict) -> bytes:

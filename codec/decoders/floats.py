@@ -7,9 +7,8 @@ import torch
 
 from .base import DTYPE_WIDTH, FLOAT_WIDTH, DecodeError, TensorMeta, param
 
-# How each stored dtype reads from little-endian bytes (bf16 as its int16 bits, bool as bytes 0 or 1).
-NUMPY_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<i2", "int64": "<i8", "int32": "<i4",
-               "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
+# numpy reads every stored dtype by its own name but these: bf16 as its int16 bits, bool as bytes 0 or 1.
+READ_AS = {"bfloat16": "int16", "bool": "uint8"}
 
 
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> torch.Tensor:
@@ -20,7 +19,7 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> torch.Te
         raise DecodeError(f"a {meta.dtype} tensor stored as {store}: only floats convert")
     if len(data) != DTYPE_WIDTH[store] * meta.numel:
         raise DecodeError(f"{len(data)} bytes for {meta.numel} {store} elements")
-    raw = np.frombuffer(data, dtype=NUMPY_DTYPE[store]).copy()
+    raw = np.frombuffer(data, dtype=np.dtype(READ_AS.get(store, store)).newbyteorder("<")).copy()
     if store == "bool":
         if raw.size and int(raw.max()) > 1:
             raise DecodeError("bool elements must be the bytes 0 or 1")
