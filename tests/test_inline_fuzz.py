@@ -157,5 +157,5 @@ def test_the_fuzzers_start_from_inputs_the_readers_accept(inlined):
     assert parse_inline(data) == parts
     assert render_inline(InlineParts(*(getattr(parts, f) for f in InlineParts.__dataclass_fields__))) == data
     assert read_inline_bundle(parts.codec, compress_solid(inline_prefix() + pack_bundle(files))[0]) == files
-    assert set(packed_pipeline(packed_literals(files[PACKED_PATH]), files[PACKED_PATH])) == {"brotli", "ctxans", "gptq", "pack",
-                                                                                  "rtn"}
+    assert set(packed_pipeline(packed_literals(files[PACKED_PATH]), files[PACKED_PATH])) == \
+        {"brotli", "ctxans", "gptq", "pack", "raw", "rtn"}
