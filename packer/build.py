@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     budget: int = CHALLENGE_CAP
-    calib: str | None = None  # a .calib.pt file, or training shards (what no file beside the checkpoint has, the closed loop)
+    # a .calib.pt file, or training shards: they calibrate what no file beside the checkpoint
+    # holds, and score the closed loop
+    calib: str | None = None
     calib_tokens: int = 262_144
     force: bool = False
     fill: bool | None = None  # fill the budget (codec/fill.py); None: as the pipeline spec says

@@ -268,8 +268,8 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
 @main.command("build")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
-@click.option("--calib", default=None, help="Training data at hand: a shard glob (calibrates what no file beside the checkpoint "
-              "holds, and scores the closed loop), or a .calib.pt file.")
+@click.option("--calib", default=None, help="Training data at hand: a shard glob (calibrates what no file beside the "
+              "checkpoint holds, and scores the closed loop), or a .calib.pt file.")
 @click.option("--calib-tokens", default=262_144, show_default=True, type=POSITIVE,
               help="Tokens to calibrate on from --calib shards.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact to write, e.g. submission.pyz.")

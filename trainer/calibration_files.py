@@ -79,7 +79,8 @@ def scoring_batches(train_files: str, vocab_size: int, after: int, tokens: int, 
         return batches, f"{n:,} tokens of {train_files} after the first {after:,} (whether the run trained on them " \
                         "is unknown: the checkpoint does not say how many tokens it read)"
     overlap = min(max(seen - after, 0), n) if seen < total else n
-    read = f"{seen / total:.1f} passes over these shards' {total:,}" if seen > total else f"out of these shards' {total:,}"
+    read = f"{seen / total:.1f} passes over" if seen > total else "out of"
+    read = f"{read} these shards' {total:,}"
     return batches, (f"{n:,} tokens of {train_files} after the first {after:,}; the run trained on {overlap:,} of them "
                      f"(it read {seen:,} tokens, {read}), so the loop cannot see what over-fits")
 

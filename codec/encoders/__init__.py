@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"), ("floats", "Raw"),
-                  ("pack", "Pack"), ("shuffle", "Shuffle"), ("ans", "ANS"), ("ctxans", "CtxANS"), ("zstd", "Zstd"),
-                  ("brotli", "Brotli"), ("lzma", "LZMA"))
+BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"),
+                  ("floats", "Raw"), ("pack", "Pack"), ("shuffle", "Shuffle"), ("ans", "ANS"), ("ctxans", "CtxANS"),
+                  ("zstd", "Zstd"), ("brotli", "Brotli"), ("lzma", "LZMA"))
 
 
 def __getattr__(name: str) -> Any:
