@@ -14,7 +14,7 @@ from typing import Mapping
 
 from ..codec.decoders.config import first_match
 from ..codec.decoders.chain import DecoderSpec, check_container
-from ..codec.decoders.container import DIGEST_BYTES, HEADER, read_container
+from ..codec.decoders.container import ALIASES_KEY, DIGEST_BYTES, HEADER, read_container
 from ..codec.contenders import (ALLOCATION_FIELDS, ALLOCATION_KEY, CHOSEN_KEY, CONTENDER_FIELDS, CONTENDERS, CONTENDERS_KEY,
                                PREDICTED_FIELD)
 from ..codec.host import TensorLedger, ledger as tensor_ledger
@@ -48,6 +48,7 @@ class Ledger:
     contenders: list[dict] = field(default_factory=list)  # --fill's closed loop: every contender scored
     chosen: str = ""  # ... and the one that shipped
     kind: str = "artifact"  # or "model file": a container alone, whose code is the script beside it
+    aliases: dict[str, str] = field(default_factory=dict)  # names given back as a coded tensor (ALIASES_KEY)
 
     @property
     def headroom(self) -> int:
@@ -134,7 +135,8 @@ def artifact_ledger(v: Verified, budget: int | None = None) -> Ledger:
         container_overhead=HEADER.size + v.container.manifest_bytes + DIGEST_BYTES,
         requirements={"required": list(m.requirements["required"]), "optional": list(m.requirements["optional"])},
         tensors=rows, groups=groups, allocation=read_allocation(v.container.meta, {t.name for t in rows}),
-        model=read_model_builder(v.container.meta), **dict(zip(("contenders", "chosen"), read_contenders(v.container.meta))))
+        model=read_model_builder(v.container.meta), aliases=dict(v.container.meta.get(ALIASES_KEY, {})),
+        **dict(zip(("contenders", "chosen"), read_contenders(v.container.meta))))
 
 
 def model_file_ledger(path: str, data: bytes, budget: int, table: Mapping[str, DecoderSpec]) -> Ledger:
@@ -155,7 +157,8 @@ def model_file_ledger(path: str, data: bytes, budget: int, table: Mapping[str, D
         requirements={"required": [], "optional": []}, tensors=rows,
         groups=[e.chain[0].stage if e.chain else "-" for e in container.entries],
         allocation=read_allocation(container.meta, {t.name for t in rows}), model=read_model_builder(container.meta),
-        **dict(zip(("contenders", "chosen"), read_contenders(container.meta))), kind="model file")
+        **dict(zip(("contenders", "chosen"), read_contenders(container.meta))), kind="model file",
+        aliases=dict(container.meta.get(ALIASES_KEY, {})))
 
 
 def format_ledger(led: Ledger) -> str:
@@ -187,6 +190,9 @@ def format_ledger(led: Ledger) -> str:
         shape = "x".join(map(str, t.shape))
         lines.append(f"{printable(t.name):<28} {shape:<12} {t.params:>9,} {t.bytes:>10,} {t.bits_per_param:>7.3f} "
                      f"{bound:>10} {pct(t.bytes):>5.2f}%  {printable(t.chain)}")
+    if led.aliases:  # checked by the container's reader: new printable names of coded tensors
+        lines.append(f"aliases (coded once, given back under both names): "
+                     + ", ".join(f"{printable(a)} = {printable(n)}" for a, n in led.aliases.items()))
     if led.allocation:
         measured = {t.name: t.bytes for t in led.tensors}
         est = sum(a["estimated_bytes"] for a in led.allocation.values())

@@ -274,6 +274,11 @@ def test_a_tensor_shared_by_two_names_is_coded_once():
     again = SharedHead()
     state = golfpack.decompress(data, again)
     assert torch.equal(state["head.weight"], state["emb.weight"]) and again.head.weight is again.emb.weight
+    from golfpack.codec.registry import decoder_table
+    from golfpack.packer.ledger import format_ledger, model_file_ledger
+
+    shown = format_ledger(model_file_ledger("m.gpak", data, 16_000_000, decoder_table()))
+    assert "aliases (coded once, given back under both names): head.weight = emb.weight" in shown
 
 
 def test_a_model_that_returns_more_than_its_loss_is_told_so():
