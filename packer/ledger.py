@@ -191,7 +191,7 @@ def format_ledger(led: Ledger) -> str:
         lines.append(f"{printable(t.name):<28} {shape:<12} {t.params:>9,} {t.bytes:>10,} {t.bits_per_param:>7.3f} "
                      f"{bound:>10} {pct(t.bytes):>5.2f}%  {printable(t.chain)}")
     if led.aliases:  # checked by the container's reader: new printable names of coded tensors
-        lines.append(f"aliases (coded once, given back under both names): "
+        lines.append("aliases (coded once, given back under both names): "
                      + ", ".join(f"{printable(a)} = {printable(n)}" for a, n in led.aliases.items()))
     if led.allocation:
         measured = {t.name: t.bytes for t in led.tensors}
