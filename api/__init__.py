@@ -77,7 +77,7 @@ def calibrate(model: "torch.nn.Module", batches: Iterable[Batch], *, hessian_tok
     ``sensitivity_tokens`` for the sensitivities (0: none; the fill then weighs errors by the
     Hessians alone), then ``score_tokens`` kept for the closed loop (0: none), each rounded up
     to whole batches. Runs on the model's device; the model is left as it was."""
-    from .model.anatomy import model_device
+    from .model.anatomy import model_device, unwrapped
     from .trainer.calibrate import hessians_of, sensitivities_of, take_tokens
 
     for name, n in (("hessian_tokens", hessian_tokens), ("sensitivity_tokens", sensitivity_tokens),
@@ -85,6 +85,7 @@ def calibrate(model: "torch.nn.Module", batches: Iterable[Batch], *, hessian_tok
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{name} must be a whole number of tokens >= 0, got {n!r}")
     t0 = time.perf_counter()
+    model = unwrapped(model)
     device = model_device(model)
     stream = iter(batches)
     taken = [take_tokens(stream, n) for n in (hessian_tokens, sensitivity_tokens, score_tokens)]
@@ -189,8 +190,10 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     from .codec.decoders.container import ALIASES_KEY
     from .codec.pipeline import complete_hessians, encode_state_dict, shared_tensors
     from .codec.rules import RULE_BY_ROLE_KEY
+    from .model.anatomy import unwrapped
     from .trainer.roles import tensor_roles
 
+    model = unwrapped(model)
     log = log or (lambda line: None)
     spec = _pipeline(pipeline)
     spec = spec.with_roles(tensor_roles(model))
@@ -235,7 +238,7 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
     unpickled, and its SHA-256 must match."""
     from .codec.decoders.chain import decode_container
     from .codec.decoders.container import read_container
-    from .model.anatomy import load_weights
+    from .model.anatomy import load_weights, unwrapped
     from .model.files import read_regular
 
     source = "model data"
@@ -243,7 +246,7 @@ def decompress(data: "bytes | str | os.PathLike", model: "torch.nn.Module | None
         source, data = str(data), read_regular(Path(data), MAX_MODEL_FILE_BYTES)
     state = decode_container(read_container(bytes(data)), _decoders())
     if model is not None:
-        load_weights(model, state, source)
+        load_weights(unwrapped(model), state, source)
     return state
 
 

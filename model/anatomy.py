@@ -59,6 +59,20 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     return model
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module a wrapper runs, however deep: ``torch.compile``'s (``_orig_mod``), DDP's or
+    DataParallel's (``module``). Why: a training script holds its model wrapped, and the
+    wrappers rename every tensor (``_orig_mod.``, ``module.``) and recompile on hooks; the file
+    must name the tensors as the plain model does, which is what loads it again."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else \
+            getattr(model, "module", None) if isinstance(model, (nn.parallel.DistributedDataParallel,
+                                                                 nn.DataParallel)) else None
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's parameters live (the CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))

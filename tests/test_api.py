@@ -289,3 +289,18 @@ def test_a_model_that_returns_more_than_its_loss_is_told_so():
     batches = [(torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))) for _ in range(4)]
     with pytest.raises(ValueError, match=r"must return the mean loss .* got tuple"):
         golfpack.calibrate(Both(), batches, hessian_tokens=64, sensitivity_tokens=64, score_tokens=0)
+
+
+def test_a_wrapped_model_is_coded_under_its_plain_names():
+    """As a script holds it (compiled, data-parallel): calibrated, coded and loaded as the plain
+    module, so the file loads into the plain model and into a wrapped one alike."""
+    torch.manual_seed(0)
+    plain = WithBuffers()
+    wrapped = torch.compile(nn.DataParallel(plain))  # compiling is lazy: nothing here runs it
+    batches = [(torch.randint(0, 256, (4, 16)), torch.randint(0, 256, (4, 16))) for _ in range(40)]
+    cal = golfpack.calibrate(wrapped, batches, hessian_tokens=1024, sensitivity_tokens=512, score_tokens=512)
+    data = golfpack.compress(wrapped, cal, 60_000)
+    assert list(golfpack.decompress(data, WithBuffers())) == list(plain.state_dict())
+    again = WithBuffers()
+    golfpack.decompress(data, torch.compile(again))
+    assert torch.equal(again.mask, plain.mask)
