@@ -37,7 +37,9 @@ def sample() -> bytes:
     sd["r.w"] = torch.randn(2, 32, generator=g).repeat(11, 1) + 0.02 * torch.randn(22, 32, generator=g)  # reference rows
     sd["k.w"] = torch.randn(5, 10, generator=g)  # column scales, from its inputs' Hessian
     hessians = {"k.w": torch.diag(torch.logspace(-2.0, 2.0, 10))}
-    return encode_state_dict(sd, load_spec(SPEC), hessians, meta={"model_config": {"vocab_size": 4}})
+    # an alias (a tied head coded once), so the fuzzers mutate that meta entry too
+    return encode_state_dict(sd, load_spec(SPEC), hessians, meta={"model_config": {"vocab_size": 4},
+                                                                  "aliases": {"a.tied": "a.w"}})
 
 
 def decode_all(data: bytes) -> None:
@@ -95,7 +97,8 @@ def fuzz(n: int) -> settings:
 
 def test_clean_sample_decodes(sample):
     out, meta = decode_state_dict(sample)
-    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "k.w", "r.w", "a.const"} and meta["model_config"]["vocab_size"] == 4
+    assert set(out) == {"a.w", "b.w", "c.w", "d.w", "e.w", "f.w", "g.w", "h.w", "k.w", "r.w", "a.const", "a.tied"}
+    assert meta["model_config"]["vocab_size"] == 4 and torch.equal(out["a.tied"], out["a.w"])
 
 
 @pytest.mark.slow

@@ -166,8 +166,8 @@ def read_container(data: bytes) -> Container:
     _expect(len(doc["tensors"]) <= MAX_TENSORS, "manifest", f"more than {MAX_TENSORS} tensors")
     _expect(isinstance(doc.get("meta", {}), dict), "manifest", "'meta' must be an object")
     entries = [_entry(t, i, s) for i, t in enumerate(doc["tensors"])]
-    names = [e.meta.name for e in entries]
-    _expect(len(set(names)) == len(names), "manifest", "duplicate tensor names")
+    names = {e.meta.name for e in entries}
+    _expect(len(names) == len(entries), "manifest", "duplicate tensor names")
     spans = sorted([(e.data.offset, e.data.length) for e in entries] +
                    [(b.offset, b.length) for e in entries for r in e.chain for b in r.blobs.values()])
     pos = 0
@@ -183,8 +183,9 @@ def read_container(data: bytes) -> Container:
     meta = doc.get("meta", {})
     aliases = meta.get(ALIASES_KEY, {})
     _expect(isinstance(aliases, dict) and len(aliases) <= MAX_TENSORS and all(
-        isinstance(a, str) and 0 < len(a) <= MAX_NAME_CHARS and a.isprintable() and a not in names and t in names
-        for a, t in aliases.items()), "manifest", f"'{ALIASES_KEY}' must map new tensor names to coded ones")
+        isinstance(a, str) and 0 < len(a) <= MAX_NAME_CHARS and a.isprintable() and a not in names
+        and isinstance(t, str) and t in names for a, t in aliases.items()),
+        "manifest", f"'{ALIASES_KEY}' must map new tensor names to coded ones")
     streams = bytes(data[HEADER.size + m : HEADER.size + m + s])
     return Container(entries, meta, streams, m)
 
