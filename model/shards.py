@@ -183,6 +183,17 @@ class TokenStream:
         tokens = torch.from_numpy(read_shard(self.files[file_idx], self.vocab_size))
         self.file_idx, self.tokens, self.pos = file_idx, tokens, pos
 
+    def skip(self, n: int) -> None:
+        """Where ``take(n)`` would leave the stream, found from the headers of the shards it
+        passes: the tail of a long stream costs one shard read, not every shard before it."""
+        idx, pos = self.file_idx, self.pos + n
+        while pos > (size := self.tokens.numel() if idx == self.file_idx else shard_tokens(self.files[idx])):
+            idx, pos = (idx + 1) % len(self.files), pos - size
+        if idx != self.file_idx:
+            self.restore({"file_idx": idx, "pos": pos})
+        else:
+            self.pos = pos
+
     def take(self, n: int) -> torch.Tensor:
         chunks: list[torch.Tensor] = []
         while n > 0:
@@ -207,7 +218,7 @@ def shard_batches(train_files: str, vocab_size: int | None, seq_len: int, batch_
     after the first ``skip`` tokens: consecutive windows, each target the next token. The
     stream advances by exactly the input tokens, so ``skip`` counts what earlier readers took."""
     stream = TokenStream(train_files, vocab_size)
-    stream.take(skip)
+    stream.skip(skip)
     carry = stream.take(1).to(torch.int64)
     while True:
         chunk = torch.cat([carry, stream.take(batch_seqs * seq_len).to(torch.int64)])

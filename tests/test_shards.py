@@ -58,3 +58,18 @@ def test_token_stream_wraps_across_shards(tmp_path):
     stream.restore(state)
     assert stream.take(2).tolist() == [4, 0]
     assert stream.take(0).tolist() == [] and stream.take(1).tolist() == [1]  # nothing taken, nothing skipped
+
+
+def test_skip_leaves_the_stream_where_take_would(tmp_path):
+    """``skip`` reads headers, not shards; from any position, any distance (wrapping included),
+    the tokens after it are the tokens after ``take``."""
+    write_shard(tmp_path / "s_000.bin", [0, 1, 2])
+    write_shard(tmp_path / "s_001.bin", [3, 4])
+    write_shard(tmp_path / "s_002.bin", [5, 6, 7, 8])
+    for start in range(0, 10):
+        for n in range(0, 22):
+            a, b = TokenStream(str(tmp_path / "s_*.bin")), TokenStream(str(tmp_path / "s_*.bin"))
+            a.take(start), b.take(start)
+            a.take(n)
+            b.skip(n)
+            assert b.take(7).tolist() == a.take(7).tolist(), (start, n)
