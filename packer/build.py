@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 class BuildOptions:
     budget: int = CHALLENGE_CAP
     # a .calib.pt file, or training shards: they calibrate what no file beside the checkpoint
-    # holds, and score the closed loop
+    # holds, and score the closed loop (calib_file, shards)
     calib: str | None = None
     calib_tokens: int = 262_144
     force: bool = False
@@ -43,6 +43,14 @@ class BuildOptions:
     model_overrides: tuple[str, ...] = ()  # --set model.KEY=VALUE: a plain state dict's model config
     sens_tokens: int = 32_768  # loss sensitivities from this many training tokens (when none are beside the checkpoint)
     score_tokens: int = 32_768  # held-out training tokens that score fill's contenders; 0: no closed loop
+
+    @property
+    def calib_file(self) -> str | None:
+        return self.calib if self.calib is not None and self.calib.endswith(".pt") else None
+
+    @property
+    def shards(self) -> str | None:
+        return self.calib if self.calib_file is None else None
 
 
 Members = list[tuple[str, bytes]]
@@ -96,10 +104,10 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     spec = replace(spec, fill=spec.fill if options.fill is None else options.fill)
     # before any work, each hostile input through its reader: training shards (headers, never
     # validation data) and the statistics files
-    shards = None if options.calib is None or options.calib.endswith(".pt") else options.calib
+    shards = options.shards
     if shards is not None:
         check_shards(refuse_validation(resolve_shards(shards)))
-    files = read_stat_files(checkpoint, options.calib, sensitivity=spec.fill, log=echo)
+    files = read_stat_files(checkpoint, options.calib_file, sensitivity=spec.fill, log=echo)
     ckpt = open_checkpoint(checkpoint, options.model, options.model_overrides)
     model = ckpt.build_model()  # a state dict that does not fit the model fails here, not inside the artifact
     state = ckpt.state_dict
@@ -110,7 +118,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
     table = used_decoders(spec, state)
     members, manifest = frame(spec, table, ckpt.model_builder, ckpt.train_config, options.budget)
     budget = weights_budget(options.budget, frame_size(members, manifest)) if spec.fill else None  # before calibrating
-    hessians = resolve_hessians(files, model, calib=options.calib, calib_tokens=options.calib_tokens,
+    hessians = resolve_hessians(files, model, shards=shards, calib_tokens=options.calib_tokens,
                                 seq_len=ckpt.train_seq_len, log=echo) \
         if spec.needs_calibration(list(state)) or spec.fill else None
     if spec.fill:

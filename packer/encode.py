@@ -36,14 +36,14 @@ class StatFiles:
     sensitivity: dict[str, torch.Tensor] | None = None
 
 
-def read_stat_files(checkpoint: Path, calib: str | None, *, sensitivity: bool, log: Log) -> StatFiles:
+def read_stat_files(checkpoint: Path, calib_file: str | None, *, sensitivity: bool, log: Log) -> StatFiles:
     """Each statistics file the build will use, read through the strict reader before any other
-    work: a crafted one is refused before a model is built or a token calibrated on. A
-    ``.calib.pt`` given as ``calib`` wins over the one beside the checkpoint; training shards
-    given as ``calib`` only fill in what no file has (and score the closed loop)."""
+    work: a crafted one is refused before a model is built or a token calibrated on.
+    ``calib_file`` (a ``.calib.pt`` given on the command line) wins over the one beside the
+    checkpoint; training shards only fill in what no file has (:func:`resolve_hessians`)."""
     hessians = sens = None
-    if calib is not None and calib.endswith(".pt"):
-        hessians = load_hessians(calib)
+    if calib_file is not None:
+        hessians = load_hessians(calib_file)
     elif calib_path(checkpoint).is_file():
         hessians = load_hessians(calib_path(checkpoint))
         log(f"calibration: {calib_path(checkpoint)}")
@@ -53,12 +53,12 @@ def read_stat_files(checkpoint: Path, calib: str | None, *, sensitivity: bool, l
     return StatFiles(hessians, sens)
 
 
-def resolve_hessians(files: StatFiles, model: torch.nn.Module, *, calib: str | None, calib_tokens: int,
+def resolve_hessians(files: StatFiles, model: torch.nn.Module, *, shards: str | None, calib_tokens: int,
                      seq_len: int, log: Log) -> dict[str, torch.Tensor] | None:
-    """GPTQ's Hessians: the file's, else calibrated on ``calib`` when it is training shards, else none."""
-    if files.hessians is None and calib is not None and not calib.endswith(".pt"):
-        log(f"calibrating GPTQ on {calib_tokens:,} tokens of {calib}")
-        return collect_hessians(model, calib, calib_tokens, seq_len)
+    """GPTQ's Hessians: the file's, else calibrated on the training ``shards``, else none."""
+    if files.hessians is None and shards is not None:
+        log(f"calibrating GPTQ on {calib_tokens:,} tokens of {shards}")
+        return collect_hessians(model, shards, calib_tokens, seq_len)
     return files.hessians
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -49,7 +50,7 @@ from ...codec.registry import decoder_table
 from ...codec.host import decode_state_dict
 from ...codec.pipeline import complete_hessians, encode_state_dict
 from ...codec.spec import load_spec
-from ..encode import tokens_seen
+from ..encode import file_calibration, read_stat_files, tokens_seen
 from ..models import open_checkpoint
 from ...model.anatomy import load_weights
 from ...trainer.roles import tensor_roles
@@ -57,7 +58,7 @@ from ...model.builders import build_model
 from ...model.scoring import EvalSettings, evaluate, truncate_for_eval
 from ...model.shards import check_shards, load_tokens, refuse_validation, resolve_shards
 from ...model.tokenizer import byte_tables_for
-from ...trainer.calibration_files import calib_path, collect_sensitivity, load_hessians, scoring_batches, sens_path
+from ...trainer.calibration_files import calib_path
 from .record_recipe import record_export, record_export_full
 from ... import contender_score
 
@@ -121,35 +122,31 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
              echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None,
              device: str = "cpu") -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
-    The closed loop scores contenders on ``score_tokens`` held-out tokens of the training shards
-    ``train`` (ones the run never reached where the shards hold them, as build chooses them); the loss sensitivities come from beside the checkpoint or are measured on those
-    shards. Every export, golfpack's and the records', quantizes with the same Hessians: the
-    checkpoint's calibration, completed as ``build`` completes it (``codec/pipeline.py:
-    complete_hessians``: the identity for a matrix no hook saw, such as an untied embedding).
+    The statistics come by build's own path (``packer/encode.py``): the checkpoint's calibration
+    file, completed as ``build`` completes it (``complete_hessians``: the identity for a matrix no
+    hook saw, such as an untied embedding) for golfpack's exports and the records' alike; the
+    sensitivities beside it or measured on the training shards ``train``; the closed loop's
+    ``score_tokens`` from those shards (ones the run never reached where they hold them).
     ``device``: where validation is scored, in fp32 (the rest runs on the CPU)."""
-    shards = train
-    check_shards(refuse_validation(resolve_shards(shards), val))
+    check_shards(refuse_validation(resolve_shards(train), val))
+    files = read_stat_files(Path(checkpoint), None, sensitivity=True, log=echo)
+    if files.hessians is None:
+        raise ValueError(f"{calib_path(checkpoint)}: bench rd needs the checkpoint's calibration Hessians "
+                         "(train with calib_tokens)")
     ckpt = open_checkpoint(checkpoint, model)
     seq_len = seq_len or ckpt.train_seq_len
-    hpath = calib_path(checkpoint)
-    if not hpath.is_file():
-        raise ValueError(f"{hpath}: bench rd needs the checkpoint's calibration Hessians (train with calib_tokens)")
     state = {k_: v.float() for k_, v in ckpt.state_dict.items()}
     calib_tokens = int((ckpt.train_config or {}).get("calib_tokens") or 65_536)
     model = ckpt.build_model()
     roles = tensor_roles(model)
     default = load_spec("default").with_roles(roles)
-    hessians = complete_hessians(state, default, load_hessians(hpath), echo)
+    hessians = complete_hessians(state, default, files.hessians, echo)
     cancelling = cancelling_hessians(hessians, roles)
-    if sens_path(checkpoint).is_file():
-        sens = load_hessians(sens_path(checkpoint), "sensitivity")
-    else:
-        echo(f"measuring loss sensitivities on {SENS_TOKENS:,} tokens of {shards}")
-        sens = collect_sensitivity(model, shards, SENS_TOKENS, ckpt.train_seq_len, skip=calib_tokens, progress=False)
-    held, what = scoring_batches(shards, ckpt.vocab_size, calib_tokens + SENS_TOKENS, score_tokens, ckpt.train_seq_len,
-                                 tokens_seen(ckpt))
-    echo(f"closed loop: contenders scored on {what}")
-    closed = contender_score(model, held, decoder_table())  # loads each contender into it
+    calibration = file_calibration(files, model, hessians, train, calib_tokens=calib_tokens, sens_tokens=SENS_TOKENS,
+                                   score_tokens=score_tokens, seq_len=ckpt.train_seq_len, seen=tokens_seen(ckpt),
+                                   log=echo)
+    sens = calibration.sensitivity
+    closed = contender_score(model, calibration.score, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
     tokens = truncate_for_eval(tokens[: val_tokens + 1] if val_tokens else tokens, seq_len)
