@@ -65,9 +65,12 @@ def unwrapped(model: nn.Module) -> nn.Module:
     wrappers rename every tensor (``_orig_mod.``, ``module.``) and recompile on hooks; the file
     must name the tensors as the plain model does, which is what loads it again."""
     while True:
-        inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else \
-            getattr(model, "module", None) if isinstance(model, (nn.parallel.DistributedDataParallel,
-                                                                 nn.DataParallel)) else None
+        if type(model).__name__ == "OptimizedModule":  # by name: importing torch._dynamo costs seconds
+            inner = getattr(model, "_orig_mod", None)
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            inner = model.module
+        else:
+            return model
         if not isinstance(inner, nn.Module):
             return model
         model = inner
