@@ -39,6 +39,9 @@ CHECKPOINT_FORMAT = "golfpack.checkpoint"
 CHECKPOINT_VERSION = 1
 MAX_SEQ_LEN = 1 << 20
 CHECKPOINT_KEYS = ("format", "version", "model_builder", "model_config", "state_dict", "train_config", "meta", "resume")
+# meta keys golfpack's trainer writes and the packer reads: how many tokens of its training stream
+# the run read (the closed loop's scoring tokens avoid them), and the grids QAT trained toward
+TOKENS_SEEN_KEY, QAT_PLAN_KEY = "tokens_seen", "qat_plan"
 
 
 class CheckpointError(ValueError):
@@ -63,6 +66,12 @@ class Checkpoint:
             raise CheckpointError(f"{self.source}: its train_config's train_seq_len {printable(repr(value))[:40]} is "
                                   f"not a sequence length (1..{MAX_SEQ_LEN:,})")
         return value
+
+    @property
+    def tokens_seen(self) -> int | None:
+        """How many tokens of its training stream the run read, when its meta says so."""
+        seen = self.meta.get(TOKENS_SEEN_KEY)
+        return seen if type(seen) is int and seen >= 0 else None
 
     @property
     def vocab_size(self) -> int:

@@ -18,7 +18,7 @@ from ..model.console import progress_bar
 from ..model.files import atomic_write_bytes, refuse_existing
 from ..model.shards import check_shards, refuse_validation, resolve_shards
 from .bundle import bootstrap_member, build_bundle
-from .encode import encode_checkpoint, file_calibration, read_stat_files, resolve_hessians, tokens_seen
+from .encode import encode_checkpoint, file_calibration, read_stat_files, resolve_hessians
 from .ledger import Ledger, artifact_ledger, format_ledger
 from .models import open_checkpoint
 from .runtime.artifact import BOOTSTRAP, WEIGHTS, Manifest, write_artifact
@@ -122,7 +122,7 @@ def build(checkpoint: str | Path, pipeline: str, out: str | Path, options: Build
                                 seq_len=ckpt.train_seq_len, log=echo) \
         if spec.needs_calibration(list(state)) or spec.fill else None
     if spec.fill:
-        calibration = file_calibration(files, model, hessians, shards, seen=tokens_seen(ckpt),
+        calibration = file_calibration(files, model, hessians, shards, seen=ckpt.tokens_seen,
                                        calib_tokens=options.calib_tokens, sens_tokens=options.sens_tokens,
                                        score_tokens=options.score_tokens, seq_len=ckpt.train_seq_len, log=echo)
         bar_args = {"desc": "fill", "unit": "step"}

@@ -19,7 +19,7 @@ from .. import Calibration, compress
 from ..codec.decoders.grid import Grid
 from ..codec.rules import PipelineSpec
 from ..model.builders import model_meta
-from ..model.checkpoint import Checkpoint
+from ..model.checkpoint import QAT_PLAN_KEY, Checkpoint
 from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, load_hessians, \
     scoring_batches, sens_path
 from ..trainer.qat import MAX_RULES, parse_rules
@@ -62,20 +62,13 @@ def resolve_hessians(files: StatFiles, model: torch.nn.Module, *, shards: str | 
     return files.hessians
 
 
-def tokens_seen(ckpt: Checkpoint) -> int | None:
-    """How many tokens of its training stream the checkpoint's run read (its meta's
-    ``tokens_seen``, written by golfpack's trainer), when it says so."""
-    seen = ckpt.meta.get("tokens_seen")
-    return seen if type(seen) is int and seen >= 0 else None
-
-
 def file_calibration(files: StatFiles, model: torch.nn.Module, hessians: dict[str, torch.Tensor] | None,
                      shards: str | None, *, calib_tokens: int, sens_tokens: int, score_tokens: int, seq_len: int,
                      seen: int | None, log: Log) -> Calibration:
     """The fill's calibration: ``hessians``, the loss sensitivities (the file's, or measured on
     ``sens_tokens`` of ``shards`` after calibration's) and the closed loop's ``score_tokens``
     held-out training tokens (``calibration_files.scoring_batches``: ones the run never reached
-    when the shards hold them; ``seen``, :func:`tokens_seen`)."""
+    when the shards hold them; ``seen``: ``Checkpoint.tokens_seen``)."""
     sens = files.sensitivity
     if sens is None and shards is not None and sens_tokens:
         log(f"measuring loss sensitivities on {sens_tokens:,} tokens of {shards}")
@@ -114,7 +107,7 @@ def encode_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, spec: PipelineSp
     ``budget`` bytes when the spec fills (the fill's log lines go to ``log``), else coded as the
     rules are written. The container's meta records the model's builder and config, so an
     artifact and ``eval`` rebuild it."""
-    trained = read_plan(ckpt.meta.get("qat_plan")) if spec.fill else None
+    trained = read_plan(ckpt.meta.get(QAT_PLAN_KEY)) if spec.fill else None
     if trained:
         log(f"qat plan: the weights were trained toward {len(trained)} planned grids (contender 'qat')")
     return compress(model, calibration, budget, pipeline=spec, log=log, progress=progress, state_dict=ckpt.state_dict,

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..model.checkpoint import QAT_PLAN_KEY, TOKENS_SEEN_KEY, Checkpoint, load_checkpoint, save_checkpoint
 from ..model.distributed import DistContext, init_from_env, share_text
 from ..model.files import append_line, check_appendable
 from ..model.console import one_line, progress_bar
@@ -520,9 +520,9 @@ class Run:
         resume_state = ResumeState({k: v.detach().cpu() for k, v in self.base.state_dict().items()},
                                    [o.state_dict() for o in self.optimizers], self.loader.stream.state(), self.step,
                                    self.train_ms, self.qat_on, list(self.qat_rules), self.plans, self.ema).to_dict()
-        meta = {"step": self.step, "train_time_ms": self.train_ms, "tokens_seen": self.step * cfg.train_batch_tokens,
+        meta = {"step": self.step, "train_time_ms": self.train_ms, TOKENS_SEEN_KEY: self.step * cfg.train_batch_tokens,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
         if self.plans:  # the grids the weights were trained toward: build's fill offers them (contender 'qat')
-            meta["qat_plan"] = [r.to_json() for r in self.qat_rules]
+            meta[QAT_PLAN_KEY] = [r.to_json() for r in self.qat_rules]
         save_checkpoint(path, Checkpoint({k: v.detach().float().cpu() for k, v in weights.items()}, cfg.model,
                                          cfg.to_dict(), meta, resume_state, cfg.model_builder), overwrite=self.force)

@@ -50,7 +50,7 @@ from ...codec.registry import decoder_table
 from ...codec.host import decode_state_dict
 from ...codec.pipeline import complete_hessians, encode_state_dict
 from ...codec.spec import load_spec
-from ..encode import file_calibration, read_stat_files, tokens_seen
+from ..encode import file_calibration, read_stat_files
 from ..models import open_checkpoint
 from ...model.anatomy import load_weights
 from ...trainer.roles import tensor_roles
@@ -143,7 +143,7 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     hessians = complete_hessians(state, default, files.hessians, echo)
     cancelling = cancelling_hessians(hessians, roles)
     calibration = file_calibration(files, model, hessians, train, calib_tokens=calib_tokens, sens_tokens=SENS_TOKENS,
-                                   score_tokens=score_tokens, seq_len=ckpt.train_seq_len, seen=tokens_seen(ckpt),
+                                   score_tokens=score_tokens, seq_len=ckpt.train_seq_len, seen=ckpt.tokens_seen,
                                    log=echo)
     sens = calibration.sensitivity
     closed = contender_score(model, calibration.score, decoder_table())  # loads each contender into it

@@ -71,7 +71,7 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     filled to ``budget`` (the contenders scored on training tokens after those calibration
     read) or as the rules say."""
     from ... import Calibration
-    from ..encode import encode_checkpoint, file_calibration, read_stat_files, tokens_seen
+    from ..encode import encode_checkpoint, file_calibration, read_stat_files
 
     final = Path(cfg.out_dir) / "final.pt"
     files = read_stat_files(final, None, sensitivity=spec.fill, log=log)
@@ -79,7 +79,7 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
     model = ckpt.build_model()
     if not spec.fill:
         return encode_checkpoint(ckpt, model, spec, Calibration(files.hessians or {}), budget=None, log=log)
-    calibration = file_calibration(files, model, files.hessians, cfg.train_files, seen=tokens_seen(ckpt),
+    calibration = file_calibration(files, model, files.hessians, cfg.train_files, seen=ckpt.tokens_seen,
                                    calib_tokens=cfg.calib_tokens, sens_tokens=cfg.sens_tokens,
                                    score_tokens=cfg.score_tokens, seq_len=cfg.train_seq_len, log=log)
     return encode_checkpoint(ckpt, model, spec, calibration, budget=budget, log=log)
