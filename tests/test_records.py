@@ -54,6 +54,10 @@ def test_check_passes_and_counted_bytes_are_the_files(records):
     assert "torch" in doc["golfpack"]["requirements"] and "python-minifier" not in doc["golfpack"]["requirements"]
     log = (records / f"train_seed{SEEDS[0]}.log").read_text()
     assert '"calib_reserve_seconds": 4.0' in log and re.search(r"calibration:.* train_plus_calib_time:[0-9]+ms", log)
+    # the fill's closed-loop tokens are training data: read by the calibration inside the clock, none after it
+    calibration = re.search(r"^calibration:.* score_tokens:([0-9]+) calib_time:", log, re.M)
+    assert calibration and int(calibration[1]) > 0, log
+    assert log.index("closed loop: contenders scored on") < calibration.start() < log.index("fill: chosen:"), log
     # budget-aware QAT (packed with --set qat_budget): planned for the cap less this script's own bytes
     assert re.search(rf"^qat:plan 1/1 step:\d+ budget:{CHALLENGE_CAP - code} predicted_bytes:\d+ ", log, re.M), log
     readme = (records / "README.md").read_text()

@@ -15,7 +15,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -35,7 +35,9 @@ from ..model.scoring import EvalResult, evaluate, truncate_for_eval
 from ..model.shards import load_tokens, resolve_shards, stream_position
 from ..model.tokenizer import byte_tables_for
 from ..codec.decoders.config import EMBEDDING
-from .calibration_files import calib_path, collect_hessians, collect_sensitivity, save_hessians, sens_path
+from .calibrate import Batch
+from .calibration_files import (calib_path, collect_hessians, collect_sensitivity, save_hessians, scoring_batches,
+                                sens_path)
 from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .log_line import STEP_VAL
@@ -59,6 +61,7 @@ class TrainResult:
     val: EvalResult | None
     calib: Path | None
     ctx: DistContext  # the process group the run used (still up: shutdown() ends it)
+    score: list[Batch] = field(default_factory=list)  # keep_score: the closed loop's held-out tokens, read in the clock
 
 
 class Logger:
@@ -117,18 +120,21 @@ def _seed(seed: int) -> None:
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, force: bool = False,
-          echo: Callable[[str], None] = print, save_every: int = 0, planner: PlannerFactory | None = None) -> TrainResult:
+          echo: Callable[[str], None] = print, save_every: int = 0, planner: PlannerFactory | None = None,
+          keep_score: bool = False) -> TrainResult:
     """``planner``: budget-aware QAT's grid planner factory (default: golfpack's, imported when
-    ``cfg.qat_budget`` is set)."""
-    return Run(cfg, resume, force, echo, save_every, planner).train()
+    ``cfg.qat_budget`` is set). ``keep_score``: calibration also reads the fill's closed-loop
+    tokens (``cfg.score_tokens``) and returns them, so a script that encodes right after
+    training reads no training data after the clock (the records script)."""
+    return Run(cfg, resume, force, echo, save_every, planner, keep_score).train()
 
 
 class Run:
     """One training run: its process group, data, model, optimizers, clock and log."""
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None, force: bool, echo: Callable[[str], None],
-                 save_every: int, planner: PlannerFactory | None = None) -> None:
-        self.cfg, self.save_every, self.force = cfg, save_every, force
+                 save_every: int, planner: PlannerFactory | None = None, keep_score: bool = False) -> None:
+        self.cfg, self.save_every, self.force, self.keep_score = cfg, save_every, force, keep_score
         if cfg.qat_budget > 0 and not cfg.qat_start_frac < 1:
             raise ValueError(f"qat_budget={cfg.qat_budget} needs QAT to switch on: set qat_start_frac below 1")
         if not 0 <= cfg.qat_noise <= 1:
@@ -352,7 +358,7 @@ class Run:
                  f"tokens_per_s:{tokens_per_s:.0f} tokens_per_s_per_rank:{tokens_per_s / self.world:.0f}")
         if self.cuda:
             self.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB")
-        calib = None
+        calib, score = None, []
         if cfg.calib_tokens > 0 and self.ctx.is_main:
             if self.qat_on:
                 self.quantize(False)
@@ -361,6 +367,11 @@ class Run:
                                         device=self.ctx.device)
             sens = collect_sensitivity(self.base, cfg.train_files, cfg.sens_tokens, cfg.train_seq_len,
                                        skip=cfg.calib_tokens, device=self.ctx.device) if cfg.sens_tokens else None
+            if self.keep_score and cfg.score_tokens:  # the closed loop's tokens: training data, so read in the clock
+                score, what = scoring_batches(cfg.train_files, getattr(self.base, "vocab_size", None),
+                                              cfg.calib_tokens + cfg.sens_tokens, cfg.score_tokens, cfg.train_seq_len,
+                                              self.step * cfg.train_batch_tokens)
+                self.log(f"closed loop: contenders scored on {what}")
             self.sync()
             calib_ms = 1000.0 * (time.perf_counter() - t0)
             calib = calib_path(self.final_path)
@@ -369,10 +380,10 @@ class Run:
                 save_hessians(sens_path(self.final_path), sens, overwrite=self.force)
             self.log(f"calibration:{calib} tokens:{cfg.calib_tokens} hessians:{len(hessians)} "
                      f"sensitivity_tokens:{cfg.sens_tokens if sens is not None else 0} "
-                     f"calib_time:{calib_ms:.0f}ms train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
+                     f"score_tokens:{sum(x.numel() for x, _ in score)} calib_time:{calib_ms:.0f}ms train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
         if self.world > 1:
             dist.barrier()
-        return TrainResult(self.final_path, self.step, self.train_ms, tokens_per_s, val, calib, self.ctx)
+        return TrainResult(self.final_path, self.step, self.train_ms, tokens_per_s, val, calib, self.ctx, score)
 
     # -- one step ---------------------------------------------------------------------------
     def zero_grad(self) -> None:

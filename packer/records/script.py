@@ -66,23 +66,21 @@ def resolve_config(settings: dict, argv: list[str], environ: dict[str, str]) -> 
     return cfg, run_id
 
 
-def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, log) -> bytes:
+def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, score: list, log) -> bytes:
     """The container of the run's final weights, by build's own path (``packer/encode.py``):
-    filled to ``budget`` (the contenders scored on training tokens after those calibration
-    read) or as the rules say."""
+    filled to ``budget``, the contenders scored on ``score``, the training tokens the trainer's
+    calibration read inside the clock (none: the allocation by prediction ships), or coded as
+    the rules say. It reads no training data: that all happened inside the clock."""
     from ... import Calibration
-    from ..encode import encode_checkpoint, file_calibration, read_stat_files
+    from ..encode import encode_checkpoint, read_stat_files
 
     final = Path(cfg.out_dir) / "final.pt"
     files = read_stat_files(final, None, sensitivity=spec.fill, log=log)
     ckpt = load_checkpoint(final, cfg.model_builder)
-    model = ckpt.build_model()
-    if not spec.fill:
-        return encode_checkpoint(ckpt, model, spec, Calibration(files.hessians or {}), budget=None, log=log)
-    calibration = file_calibration(files, model, files.hessians, cfg.train_files, seen=ckpt.tokens_seen,
-                                   calib_tokens=cfg.calib_tokens, sens_tokens=cfg.sens_tokens,
-                                   score_tokens=cfg.score_tokens, seq_len=cfg.train_seq_len, log=log)
-    return encode_checkpoint(ckpt, model, spec, calibration, budget=budget, log=log)
+    if spec.fill and not score:
+        log("closed loop: off (score_tokens is 0); the allocation by prediction ships")
+    calibration = Calibration(files.hessians or {}, files.sensitivity if spec.fill else None, score if spec.fill else [])
+    return encode_checkpoint(ckpt, ckpt.build_model(), spec, calibration, budget=budget if spec.fill else None, log=log)
 
 
 def main(settings: dict, script: str, argv: list[str]) -> int:
@@ -113,10 +111,10 @@ def run(settings: dict, script: str, argv: list[str]) -> int:
     code_bytes, left = os.path.getsize(script), budget(script)  # left: the model file's, the API's one formula
     if cfg.qat_budget > 0:  # budget-aware QAT plans for this file's own budget, under the packed pipeline
         cfg.qat_budget, cfg.qat_pipeline = left, settings["pipeline"]
-    result = train(cfg, force=True, planner=partial(grid_planner, registry=registry))
+    result = train(cfg, force=True, planner=partial(grid_planner, registry=registry), keep_score=spec.fill)
     log = Logger(result.ctx, Path(cfg.log_file), print)
     if result.ctx.is_main:
-        data = encode(cfg, spec, left, log)
+        data = encode(cfg, spec, left, result.score, log)
         atomic_write_bytes(model_path, data)
     if result.ctx.distributed:
         dist.barrier()
