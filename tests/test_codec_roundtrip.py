@@ -242,7 +242,7 @@ def test_ctxans_finds_column_structure_that_order0_cannot():
     flat = len(encode_state_dict(iid, load_spec("*=rtn bits=6 -> ctxans")))
     flat_ans = len(encode_state_dict(iid, load_spec("*=rtn bits=6 -> ans")))
     print(f"column-structured: ans {ans:,} ctxans {ctx:,} ({ctx / ans - 1:+.2%}); iid: {flat_ans:,} -> {flat:,}")
-    assert ctx < 0.97 * ans and flat <= flat_ans + 32  # the header's params k, lo, n, p, rowwise
+    assert ctx < 0.97 * ans and flat <= flat_ans + 32  # the header's params k, lo, n
 
 
 def _near_copies(rows: int, cols: int, bases: int, noise: float, seed: int) -> torch.Tensor:
@@ -282,15 +282,15 @@ def _windowed_cosines(rows: int, cols: int, phase: float = 0.0) -> torch.Tensor:
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 24), cols=st.integers(2, 90), bits=st.integers(2, 8), phase=st.floats(0, 3.2),
        noise=st.floats(0, 0.3), seed=st.integers(0, 10**6))
-def test_ctxans_prediction_gives_back_exactly_what_ans_does(rows, cols, bits, phase, noise, seed):
+def test_row_prediction_gives_back_exactly_what_ans_does(rows, cols, bits, phase, noise, seed):
     t = _windowed_cosines(rows, cols, phase) + noise * torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
     a, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ans")))
-    c, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> ctxans")))
+    c, _ = decode_state_dict(encode_state_dict({"w": t}, load_spec(f"*=rtn bits={bits} -> rowpred -> ctxans")))
     assert torch.equal(a["w"], c["w"])
 
 
 def test_the_encoders_prediction_is_the_decoders_column_by_column():
-    from golfpack.codec.decoders.ctxans import predict, predict_all
+    from golfpack.codec.decoders.rowpred import predict, predict_all
 
     rng = np.random.default_rng(3)
     x = rng.integers(-31, 32, size=(9, 40)).astype(np.int64)
@@ -299,15 +299,27 @@ def test_the_encoders_prediction_is_the_decoders_column_by_column():
         assert all(np.array_equal(whole[:, j], predict(x, coefs.astype(np.int64), j)) for j in range(x.shape[1]))
 
 
-def test_ctxans_predicts_signal_rows_that_column_classes_cannot():
+def test_rowpred_predicts_signal_rows_that_column_classes_cannot():
     t = _windowed_cosines(128, 256)
     ans = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ans")))
-    cols_only = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans orders=0")))
-    blob = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans"))
+    cols_only = len(encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans")))
+    blob = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> rowpred -> ctxans"))
     (entry,) = read_container(blob).entries
+    pred = entry.chain[1]
     print(f"windowed cosines: ans {ans:,} ctxans without prediction {cols_only:,} with {len(blob):,} "
-          f"(p={entry.chain[-1].params['p']}, rowwise={entry.chain[-1].params['rowwise']})")
-    assert entry.chain[-1].params["p"] > 0 and len(blob) < 0.7 * cols_only
+          f"(p={pred.params['p']}, rowwise={pred.params['rowwise']})")
+    assert pred.stage == "rowpred" and pred.params["p"] > 0 and len(blob) < 0.7 * cols_only
+
+
+def test_rowpred_passes_learnt_noise_through():
+    """On weights no predictor helps it chooses none: the symbols pass unchanged, no side stream."""
+    t = torch.randn(64, 96, generator=torch.Generator().manual_seed(5))
+    plain = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> ctxans"))
+    blob = encode_state_dict({"w": t}, load_spec("*=rtn bits=6 -> rowpred -> ctxans"))
+    (entry,) = read_container(blob).entries
+    assert entry.chain[1].params == {"p": 0, "rowwise": 0} and not entry.chain[1].blobs
+    assert torch.equal(decode_state_dict(blob)[0]["w"], decode_state_dict(plain)[0]["w"])
+    assert len(blob) <= len(plain) + 40  # the stage's record in the manifest
 
 
 def test_order0_bits_of_narrow_integers_does_not_wrap():

@@ -19,7 +19,7 @@ from golfpack.codec.pipeline import encode_state_dict
 from golfpack.codec.spec import load_spec
 
 SPEC = ("a.*=rtn bits=6 clip=mse -> ans; b.*=rtn bits=4 -> pack -> shuffle width=1 -> zstd; "
-        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> ctxans; h.*=rtn bits=4 lqer=2 -> ans; "
+        "c.*=fp16 -> brotli; d.*=rtn bits=8 -> pack -> lzma; f.*=rtn bits=5 -> ctxans max_classes=4; g.*=rtn bits=6 -> rowpred -> ctxans; h.*=rtn bits=4 lqer=2 -> ans; "
         "k.*=rtn bits=4 colscale=0.5 -> ans; r.*=rtn bits=6 -> ctxans; "
         "*=fp32 -> zstd")
 
@@ -32,7 +32,7 @@ def sample() -> bytes:
     sd["f.w"] = torch.randn(64, 48, generator=g) * torch.logspace(-1.5, 0.5, 48)  # ctxans picks k=3
     sd["a.const"] = torch.full((4, 4), 0.5)
     n, f = torch.arange(40.0), torch.arange(6.0)[:, None]
-    sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # ctxans predicts its rows
+    sd["g.w"] = torch.hann_window(40) * torch.cos(2 * math.pi * f * n / 40)  # rowpred predicts its rows
     sd["h.w"] = torch.randn(6, 9, generator=g)  # a rank-2 error correction
     sd["r.w"] = torch.randn(2, 32, generator=g).repeat(11, 1) + 0.02 * torch.randn(22, 32, generator=g)  # reference rows
     sd["k.w"] = torch.randn(5, 10, generator=g)  # column scales, from its inputs' Hessian
@@ -198,10 +198,10 @@ def test_ans_offset_at_the_int32_edge_is_a_container_error(sample):
 
 
 def _predicted(manifest: dict) -> dict:
-    return next(r for t in manifest["tensors"] for r in t["chain"] if r["stage"] == "ctxans" and r["params"]["p"])
+    return next(r for t in manifest["tensors"] for r in t["chain"] if r["stage"] == "rowpred" and r["params"]["p"])
 
 
-def test_ctxans_prediction_attacks_are_container_errors(sample):
+def test_rowpred_prediction_attacks_are_container_errors(sample):
     """Coefficients that would grow the symbols past int32 (checked column by column, before
     int64 could wrap), out of range or for the wrong order, and a coefficient stream without
     prediction: each one line, nothing else."""
@@ -227,7 +227,7 @@ def _referencing(manifest: dict) -> dict:
 
 def test_ctxans_reference_attacks_are_container_errors(sample):
     """A row referencing itself or a later row, a bitmap bit past the last row, a stream of
-    the wrong length for its bitmap, references with prediction or a bad flag, and a reference
+    the wrong length for its bitmap, an older format's prediction parameter, a bad flag, and a reference
     stream without references: each one line, nothing else."""
     manifest, streams = split(sample)
     rec = _referencing(manifest)
@@ -237,7 +237,7 @@ def test_ctxans_reference_attacks_are_container_errors(sample):
     first = bytes([refs[0] ^ 0x80]) + refs[1:]  # row 0 flipped: one reference more or fewer than the stream holds
     past = refs[:2] + bytes([refs[2] | 0x01]) + refs[3:]  # row 23 of 22
     cases = [({}, later, "references itself or a later row"), ({}, first, "reference stream has"),
-             ({}, past, "past the last row"), ({"p": 1}, refs, "prediction"), ({"refs": 2}, refs, "refs"),
+             ({}, past, "past the last row"), ({"p": 1}, refs, "unknown ctxans"), ({"refs": 2}, refs, "refs"),
              ({"refs": True}, refs, "refs")]
     for change, crafted, message in cases:
         m = copy.deepcopy(manifest)

@@ -33,11 +33,11 @@ from .hostile import MAX_PEAK_MB, MAX_WORK_CPU_SECONDS, golfpack_measured, refus
 
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory) -> Path:
-    """A tiny GPT's checkpoint and its artifact (ctxans, so its bundle ships that decoder)."""
+    """A tiny GPT's checkpoint and its artifact (rowpred and ctxans, so its bundle ships those decoders)."""
     d = tmp_path_factory.mktemp("genuine")
     m = make_tiny(5)
     save_checkpoint(d / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict()))
-    build(d / "m.pt", "blocks.*.weight=rtn bits=6 -> ctxans; *=fp16 -> brotli", d / "a.pyz", echo=lambda _: None,
+    build(d / "m.pt", "blocks.*.weight=rtn bits=6 -> rowpred -> ctxans; *=fp16 -> brotli", d / "a.pyz", echo=lambda _: None,
           progress=False)
     return d
 
@@ -162,14 +162,13 @@ def test_model_files_artifacts_and_data_must_be_regular_files(genuine, tmp_path,
 # -- bounded work: inspect, eval and verify ----------------------------------------------------------
 
 def ctxans_flood(tensors: int, cols: int) -> bytes:
-    """A valid container of ``tensors`` one-row tensors coded with ctxans order-8 prediction:
-    each costs a Python-level step per column to decode, and holds almost no bytes."""
+    """A valid container of ``tensors`` one-row tensors coded with order-8 row prediction before
+    ctxans: each costs a Python-level step per column to decode, and holds almost no bytes."""
     from golfpack.codec.decoders.ctxans import write_tables
 
     table = write_tables(torch.tensor([[cols]]).numpy())
-    chain = [("rtn", {"bits": 6}, {"scales": b"\0\x3c"}),
-             ("ctxans", {"k": 1, "n": 1, "lo": 0, "p": 8, "rowwise": 0}, {"coefs": b"\0" * 16, "classes": b"",
-                                                                           "tables": table})]
+    chain = [("rtn", {"bits": 6}, {"scales": b"\0\x3c"}), ("rowpred", {"p": 8, "rowwise": 0}, {"coefs": b"\0" * 16}),
+             ("ctxans", {"k": 1, "n": 1, "lo": 0}, {"classes": b"", "tables": table})]
     return write_container([(TensorMeta(f"t{i}", "float32", (1, cols)), chain, b"") for i in range(tensors)], {})
 
 

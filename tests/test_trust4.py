@@ -110,11 +110,11 @@ def test_ctxans_declares_the_tables_it_models_as_work():
 
     def container(tensors: int, n: int) -> bytes:
         chain = [("rtn", {"bits": 6}, {"scales": b"\0\x3c"}),
-                 ("ctxans", {"k": 16, "n": n, "lo": 0, "p": 0, "rowwise": 0}, {"classes": b"\0" * 8, "tables": b""})]
+                 ("ctxans", {"k": 16, "n": n, "lo": 0}, {"classes": b"\0" * 8, "tables": b""})]
         return write_container([(TensorMeta(f"t{i}", "float32", (1, 16)), chain, b"") for i in range(tensors)], {})
 
     meta = TensorMeta("t", "float32", (1, 16))
-    assert steps({"k": 16, "n": 65_536, "p": 0}, meta) == 16 * 17 and steps({"k": 16, "n": 255, "p": 0}, meta) == 16
+    assert steps({"k": 16, "n": 65_536}, meta) == 16 * 17 and steps({"k": 16, "n": 255}, meta) == 16
     check_container(read_container(container(300, 255)), decoder_table())  # 4,800 steps: within the bound
     with pytest.raises(ContainerError, match="steps"):
         check_container(read_container(container(300, 65_536)), decoder_table())

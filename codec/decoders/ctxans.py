@@ -1,4 +1,4 @@
-"""ANS with per-column contexts and an optional linear predictor along each row.
+"""ANS with per-column contexts and optional reference rows.
 
 Columns: the columns of a symbol matrix are grouped into ``k`` classes (by their magnitude,
 chosen at encode time) and each class has its own categorical table. Why: a weight matrix's
@@ -6,40 +6,29 @@ input columns differ in scale (some input features matter more), and a per-row s
 normalises the rows, so after quantization the spread of symbols differs from column to
 column, structure an order-0 coder cannot see.
 
-Prediction: with order ``p > 0`` the coded values are residuals ``x[i, j] - pred[i, j]``, where
-``pred[i, j] = (sum_l c[l] * x[i, j - 1 - l] + 32) >> 6`` over the row's ``p`` previous symbols
-(zero before the row starts), with integer coefficients in 1/64 (one set per tensor, or one per
-row). Why: some stored parameters are signals, not learnt noise (an STFT layer's windowed
-cosines, a convolution whose taps move together across channels), and their rows are
-predictable from their own past, as audio is in FLAC. Integer arithmetic makes the prediction
-exact on every machine. Decoding then runs column by column, each column's rows in one call.
-
-Reference rows (``refs = 1``, without prediction): a row may be coded as its difference from
-one earlier row of the tensor, and such rows have their own ``k`` tables. Why: rows that
-training barely moved (the embedding rows of rare tokens, pulled the same way through a tied
-output layer) are near copies of each other, a repetition that per-column tables and a row
-predictor cannot see and a dictionary coder (brotli, lrzip) partly can. Decoding adds each
-referencing row's reference, in row order, after all residuals are decoded.
+Reference rows (``refs = 1``): a row may be coded as its difference from one earlier row of the
+tensor, and such rows have their own ``k`` tables. Why: rows that training barely moved (the
+embedding rows of rare tokens, pulled the same way through a tied output layer) are near
+copies of each other, a repetition that per-column tables cannot see and a dictionary coder
+(brotli, lrzip) partly can. Decoding adds each referencing row's reference, in row order,
+after all residuals are decoded.
 
 Stream layout (all counted in the container):
 
-* params ``k`` (classes, 1..16), ``lo`` (smallest coded value), ``n`` (alphabet size),
-  ``p`` (prediction order, 0..8), ``rowwise`` (0: one coefficient set, 1: one per row), and
+* params ``k`` (classes, 1..16), ``lo`` (smallest coded value), ``n`` (alphabet size), and
   ``refs`` (1 when rows reference earlier rows; absent otherwise);
 * blob ``refs`` (with ``refs``): a bitmap of the referencing rows (``numpy.packbits``, a bit a
   row), then each referencing row's reference, in row order, in ``bit_length(rows - 1)`` bits,
   packed big-endian; a reference is an earlier row;
-* blob ``coefs``: the coefficients, int16 little-endian, ``p`` per set (absent when ``p = 0``);
 * blob ``classes``: each column's class, ``ceil(log2 k)`` bits a column, packed big-endian
   (``numpy.packbits``); empty when ``k == 1``;
 * blob ``tables``: per class, LEB128 varints ``first, length, count[first], ...,
   count[first + length - 1]``: the class's histogram over symbols ``lo + first ..``, its zero
   tails left out (classes of small columns use a narrow range of the alphabet); with ``refs``,
   ``2k`` tables: the plain rows' ``k``, then the referencing rows' ``k``;
-* data: one ANS stream of 32-bit words. Without prediction class 0's values come first when
-  decoding, each class in row-major order of its columns (with ``refs``: the plain rows'
-  classes, then the referencing rows'); with prediction column 0's rows come first, then
-  column 1's, each column under its class's table.
+* data: one ANS stream of 32-bit words: class 0's values come first when decoding, each class
+  in row-major order of its columns (with ``refs``: the plain rows' classes, then the
+  referencing rows').
 """
 from __future__ import annotations
 
@@ -50,43 +39,12 @@ from .base import DecodeError, TensorMeta, blob, param
 from .intq import grid_shape
 
 MAX_CLASSES = 16
-MAX_ORDER = 8
-COEF_SHIFT = 6  # coefficients are in units of 1/64
-MAX_COEF = 1 << 12  # |c| <= 64.0: a residual then stays within int32 for any int16 symbols
-MAX_PREDICTED_COLUMNS = 1 << 14  # prediction decodes one column a call: bound the calls
 MAX_REF_ROWS = 1 << 14  # references are added a row a call: bound the calls
-
-
-def predict(x: np.ndarray, coefs: np.ndarray, j: int) -> np.ndarray:
-    """Prediction of column ``j`` of ``x`` (rows, cols; int64) from its ``p`` previous columns;
-    ``coefs`` is (rows or 1, p) int64. The decoder's, a column at a call; the encoder computes
-    the same integers for all columns at once with :func:`predict_all` (a test holds them equal)."""
-    acc = np.zeros(x.shape[0], dtype=np.int64)
-    for lag in range(min(coefs.shape[1], j)):
-        acc += coefs[:, lag] * x[:, j - 1 - lag]
-    return (acc + (1 << (COEF_SHIFT - 1))) >> COEF_SHIFT
-
-
-def predict_all(x: np.ndarray, coefs: np.ndarray) -> np.ndarray:
-    """``predict`` for every column at once, from the known ``x`` (the encoder's side)."""
-    acc = np.zeros_like(x)
-    for lag in range(min(coefs.shape[1], x.shape[1])):
-        acc[:, lag + 1 :] += coefs[:, lag : lag + 1] * x[:, : x.shape[1] - 1 - lag]
-    return (acc + (1 << (COEF_SHIFT - 1))) >> COEF_SHIFT
 
 
 def class_models(tables: np.ndarray) -> list:
     """Each class's ANS model, or None for a class of one symbol (nothing is coded for it)."""
     return [categorical(t) if np.count_nonzero(t) > 1 else None for t in tables]
-
-
-def read_coefs(raw: bytes, p: int, sets: int) -> np.ndarray:
-    if len(raw) != 2 * p * sets:
-        raise DecodeError(f"coefficient stream has {len(raw)} bytes, expected {2 * p * sets}")
-    coefs = np.frombuffer(raw, dtype="<i2").astype(np.int64).reshape(sets, p)
-    if coefs.size and np.abs(coefs).max() > MAX_COEF:
-        raise DecodeError(f"prediction coefficient outside +-{MAX_COEF}")
-    return coefs
 
 
 def class_bits(k: int) -> int:
@@ -176,14 +134,12 @@ def unpack_refs(raw: bytes, rows: int) -> np.ndarray:
 def steps(params: dict, meta: TensorMeta) -> int:
     """The decoder's Python-level work (``chain.MAX_DECODE_STEPS``): each class table it reads
     and models (two per class with references) is a step, and one more per 4,096 symbols of
-    the alphabet it is built over (a 65,536-symbol table costs 17); then one step per column
-    with prediction, or per row with references."""
-    p = param(params, "p", int, 0, MAX_ORDER)
+    the alphabet it is built over (a 65,536-symbol table costs 17); then one step per row with
+    references."""
     k = param(params, "k", int, 1, MAX_CLASSES)
     n = param(params, "n", int, 1, MAX_ALPHABET)
     tables = k * (2 if "refs" in params else 1) * (1 + (n >> 12))
-    rows, cols = grid_shape(meta.shape)
-    return tables + (cols if p else rows if "refs" in params else 0)
+    return tables + (grid_shape(meta.shape)[0] if "refs" in params else 0)
 
 
 def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarray:
@@ -192,19 +148,14 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
     k = param(params, "k", int, 1, MAX_CLASSES)
     n = param(params, "n", int, 1, MAX_ALPHABET)
     lo = param(params, "lo", int, INT32_MIN, INT32_MAX - n + 1)
-    p = param(params, "p", int, 0, MAX_ORDER)
-    rowwise = param(params, "rowwise", int, 0, 1)
     with_refs = param(params, "refs", int, 1, 1) if "refs" in params else 0
+    if set(params) - {"k", "lo", "n", "refs"} or set(blobs) - {"classes", "tables", "refs"}:  # e.g. an older
+        raise DecodeError("unknown ctxans parameters or side streams")  # format's predictor, never misread
     rows, cols = grid_shape(meta.shape)
-    if p and cols > MAX_PREDICTED_COLUMNS:
-        raise DecodeError(f"prediction over {cols} columns (at most {MAX_PREDICTED_COLUMNS})")
-    if not p and "coefs" in blobs:
-        raise DecodeError("coefficient stream without prediction")
-    if with_refs and (p or rows > MAX_REF_ROWS):
-        raise DecodeError(f"reference rows need no prediction and at most {MAX_REF_ROWS} rows")
+    if with_refs and rows > MAX_REF_ROWS:
+        raise DecodeError(f"reference rows need at most {MAX_REF_ROWS} rows")
     if not with_refs and "refs" in blobs:
         raise DecodeError("reference stream without refs")
-    coefs = read_coefs(blob(blobs, "coefs"), p, rows if rowwise else 1) if p else np.zeros((1, 0), np.int64)
     refs = unpack_refs(blob(blobs, "refs"), rows) if with_refs else np.full(rows, -1, dtype=np.int64)
     classes = unpack_classes(blob(blobs, "classes"), k, cols)
     groups = [np.flatnonzero(refs < 0), np.flatnonzero(refs >= 0)][: 1 + with_refs]
@@ -220,28 +171,21 @@ def decode(data: bytes, params: dict, blobs: dict, meta: TensorMeta) -> np.ndarr
     out = np.empty((rows, cols), dtype=np.int64)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     models = class_models(tables)
-
-    def values(c: int, count: int) -> np.ndarray:
-        if models[c] is None:
-            return np.full(count, np.flatnonzero(tables[c])[0] + lo, dtype=np.int64)
-        return coder.decode(models[c], count).astype(np.int64) + lo
-
     try:
-        if p == 0:
-            for g, group in enumerate(groups):
-                for c in range(k):
-                    if members[c].size and group.size:
-                        out[np.ix_(group, members[c])] = values(g * k + c, group.size * members[c].size).reshape(
-                            group.size, members[c].size)
-            for i in groups[1] if with_refs else ():
-                out[i] += out[refs[i]]
-            if with_refs and rows and (out.min() < INT32_MIN or out.max() > INT32_MAX):
-                raise DecodeError("referenced symbols outside int32")
-        else:
-            for j in range(cols):
-                out[:, j] = values(int(classes[j]), rows) + predict(out, coefs, j)
-                if rows and (out[:, j].min() < INT32_MIN or out[:, j].max() > INT32_MAX):
-                    raise DecodeError("predicted symbols outside int32")  # before the next column grows them
+        for g, group in enumerate(groups):
+            for c in range(k):
+                if not (members[c].size and group.size):
+                    continue
+                count = group.size * members[c].size
+                if models[g * k + c] is None:  # a class of one symbol: nothing was coded for it
+                    values = np.full(count, np.flatnonzero(tables[g * k + c])[0], dtype=np.int64)
+                else:
+                    values = coder.decode(models[g * k + c], count).astype(np.int64)
+                out[np.ix_(group, members[c])] = (values + lo).reshape(group.size, members[c].size)
+        for i in groups[1] if with_refs else ():
+            out[i] += out[refs[i]]
+        if with_refs and rows and (out.min() < INT32_MIN or out.max() > INT32_MAX):
+            raise DecodeError("referenced symbols outside int32")
     except (ValueError, RuntimeError, AssertionError) as e:
         raise DecodeError(f"ANS: {e}") from None
     if not coder.is_empty():

@@ -11,7 +11,7 @@ from typing import Any
 
 BUILTIN_STAGES = (("intq", "RTN"), ("intq", "GPTQ"), ("floats", "FP16"), ("floats", "BF16"), ("floats", "FP32"),
                   ("floats", "Raw"), ("pack", "Pack"), ("shuffle", "Shuffle"), ("ans", "ANS"), ("ctxans", "CtxANS"),
-                  ("zstd", "Zstd"), ("brotli", "Brotli"), ("lzma", "LZMA"))
+                  ("rowpred", "RowPred"), ("zstd", "Zstd"), ("brotli", "Brotli"), ("lzma", "LZMA"))
 
 
 def __getattr__(name: str) -> Any:

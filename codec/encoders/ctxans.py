@@ -1,18 +1,17 @@
-"""ANS with per-column contexts, and a row predictor or reference rows (format: decoders/ctxans.py).
+"""ANS with per-column contexts and optional reference rows (format: decoders/ctxans.py).
 
 The encoder chooses, per tensor and by exact cost:
 
-1. what is coded: the symbols; the residuals of a predictor of order ``p`` in ``orders`` with one
-   least-squares coefficient set for the tensor or one per row (judged first by the residuals'
-   order-0 bits plus the coefficients); or, with ``refs``, each row's difference from its
-   nearest earlier row (squared distance) where that distance is below ``alpha`` times the
-   row's own squared norm, for each ``alpha`` of :data:`REF_ALPHAS`;
+1. what is coded: the symbols; or, with ``refs``, each row's difference from its nearest
+   earlier row (squared distance) where that distance is below ``alpha`` times the row's own
+   squared norm, for each ``alpha`` of :data:`REF_ALPHAS`;
 2. the column classes: columns ranked by the root mean square of the coded values and cut into
    ``k`` classes of equal size (quantiles), ``k`` from 1 to ``max_classes``, judged by the
    classes' order-0 bits, their tables and the class ids (and the references).
 
-``p = 0, k = 1`` without references is the plain per-tensor model, so this stage never costs
-more than ``ans`` by more than a few bytes of header.
+``k = 1`` without references is the plain per-tensor model, so this stage never costs more
+than ``ans`` by more than a few bytes of header. (A predictor along each row is the stage
+before it, ``rowpred``, where a tensor's rows are signals.)
 """
 from __future__ import annotations
 
@@ -22,10 +21,8 @@ import numpy as np
 
 from ..decoders.counts import MAX_ALPHABET
 from ..decoders.base import BYTES, SYMBOLS
-from ..decoders.ctxans import (COEF_SHIFT, MAX_CLASSES, MAX_COEF, MAX_ORDER, MAX_PREDICTED_COLUMNS, MAX_REF_ROWS,
-                               class_bits, class_models, pack_classes, pack_refs, predict_all, ref_width, write_tables)
+from ..decoders.ctxans import MAX_CLASSES, MAX_REF_ROWS, class_bits, class_models, pack_classes, pack_refs, ref_width, write_tables
 from ..decoders.intq import grid_shape
-from ..entropy import order0_bits
 from ..stage import EncodeContext, Encoded, Stage
 
 
@@ -36,87 +33,11 @@ REF_BLOCK = 1024  # rows whose distances to every earlier row are computed at on
 @dataclass
 class CtxParams:
     max_classes: int = 8
-    orders: str = "1,2,4,8"  # prediction orders tried besides none; "0" for none
     refs: bool = True  # try reference rows
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_classes <= MAX_CLASSES:
             raise ValueError(f"max_classes must be in 1..{MAX_CLASSES}, got {self.max_classes}")
-        if any(not 0 <= p <= MAX_ORDER for p in self.order_list):
-            raise ValueError(f"orders must be in 0..{MAX_ORDER}, got {self.orders!r}")
-
-    @property
-    def order_list(self) -> list[int]:
-        try:
-            return sorted({int(p) for p in self.orders.replace(" ", "").split(",") if p} - {0})
-        except ValueError:
-            raise ValueError(f"orders must be comma-separated integers, got {self.orders!r}") from None
-
-
-@dataclass
-class Predictor:
-    coefs: np.ndarray  # (sets, p) int64; p = 0 for none
-    residual: np.ndarray  # (rows, cols) int64
-    rowwise: bool = False
-
-
-def lags(x: np.ndarray, p: int) -> np.ndarray:
-    """(rows, cols, p): each symbol's ``p`` predecessors in its row, zero before the row starts."""
-    out = np.zeros(x.shape + (p,), dtype=np.float64)
-    for lag in range(min(p, x.shape[1] - 1)):
-        out[:, lag + 1 :, lag] = x[:, : x.shape[1] - 1 - lag]
-    return out
-
-
-def normal_equations(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, ``X^T X`` (rows, p, p) and ``X^T y`` (rows, p) of the least-squares problem
-    ``x[i, j] ~ sum_l c[l] x[i, j - 1 - l]``; any order up to ``p`` is their leading block."""
-    X = lags(x, p)
-    return np.matmul(X.transpose(0, 2, 1), X), np.matmul(X.transpose(0, 2, 1), x[..., None].astype(np.float64))[..., 0]
-
-
-def fit(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Coefficients in 1/64 solving the normal equations, clamped to the format's range."""
-    p = gram.shape[-1]
-    ridge = 1e-9 * (1 + np.trace(gram, axis1=-2, axis2=-1))[..., None, None] * np.eye(p)  # all-zero rows solve to 0
-    coef = np.linalg.solve(gram + ridge, rhs[..., None])[..., 0]
-    return np.clip(np.round(coef * (1 << COEF_SHIFT)), -MAX_COEF, MAX_COEF).astype(np.int64)
-
-
-def residual_energy(gram: np.ndarray, rhs: np.ndarray, coefs: np.ndarray, energy: float) -> float:
-    """``sum (x - pred)^2`` of the least-squares problem, from its normal equations (coefficients
-    in 1/64; ``energy``: ``sum x^2``), without predicting anything."""
-    c = coefs / float(1 << COEF_SHIFT)
-    if coefs.shape[0] == 1:
-        gram, rhs = gram.sum(0, keepdims=True), rhs.sum(0, keepdims=True)
-    return energy - 2.0 * float((c * rhs).sum()) + float(np.einsum("sp,spq,sq->", c, gram, c))
-
-
-def best_predictor(x: np.ndarray, orders: list[int]) -> Predictor:
-    """The predictor whose residuals cost least at order 0 (coefficients counted). A predictor is
-    only tried when its residual energy promises to save more bits than its coefficients cost
-    (Gaussian rate, ``n/2 log2`` of the energy ratio, with the rounding's ``1/12`` a symbol):
-    on learnt weights, which no predictor helps, that screen spares the trial predictions."""
-    best = Predictor(np.zeros((1, 0), dtype=np.int64), x)
-    if x.shape[1] < 2 or x.shape[1] > MAX_PREDICTED_COLUMNS or not orders:
-        return best
-    cost = order0_bits(x.reshape(-1)) / 8  # order 0 (no prediction) is the starting point
-    gram, rhs = normal_equations(x, max(orders))
-    energy = float((x.astype(np.float64) ** 2).sum())
-    for p in orders:
-        for rowwise in (False, True):
-            g, r = gram[:, :p, :p], rhs[:, :p]
-            coefs = fit(g, r) if rowwise else fit(g.sum(0, keepdims=True), r.sum(0, keepdims=True))
-            left = residual_energy(g, r, coefs, energy) + x.size / 12.0
-            if not coefs.any() or 0.5 * x.size * np.log2(max(energy, 1e-12) / max(left, 1e-12)) <= 16 * coefs.size:
-                continue
-            residual = x - predict_all(x, coefs)
-            if int(residual.max()) - int(residual.min()) >= MAX_ALPHABET:
-                continue
-            c = order0_bits(residual.reshape(-1)) / 8 + 2 * coefs.size
-            if c < cost:
-                best, cost = Predictor(coefs, residual, rowwise), c
-    return best
 
 
 def nearest_earlier_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,8 +73,6 @@ class Plan:
     """What one encoding of a tensor codes, and its exact cost in bits."""
 
     residual: np.ndarray  # (rows, cols) int64: the coded values
-    coefs: np.ndarray  # (sets, p) int64; p = 0 for none
-    rowwise: bool
     refs: np.ndarray | None  # each row's reference or -1; None: no references
     k: int = 1
     classes: np.ndarray | None = None
@@ -171,9 +90,9 @@ def plan_classes(plan: Plan, max_classes: int) -> Plan:
     ranks = column_ranks(r)
     order = np.argsort(ranks, kind="stable")  # columns by rank: every class is a run of them
     cums = [np.vstack([np.zeros((1, n), dtype=np.int64), column_histograms(q[g], n)[order].cumsum(0)]) for g in groups]
-    side = 16 * plan.coefs.size
+    side = 0
     if plan.refs is not None:
-        side += 8 * ((r.shape[0] + 7) // 8) + int((plan.refs >= 0).sum()) * ref_width(r.shape[0])
+        side = 8 * ((r.shape[0] + 7) // 8) + int((plan.refs >= 0).sum()) * ref_width(r.shape[0])
     for k in range(1, min(max_classes, max(cols, 1)) + 1):
         classes = ranks * k // max(cols, 1)
         bounds = -(-np.arange(k + 1) * cols // k)  # class c: the ranks with rank * k // cols == c
@@ -185,8 +104,8 @@ def plan_classes(plan: Plan, max_classes: int) -> Plan:
 
 
 def column_ranks(q: np.ndarray) -> np.ndarray:
-    """Each column's rank by the RMS of its values (signed: a symmetric quantizer and a
-    predictor both centre them on zero); the classes for any ``k`` cut these ranks into ``k``
+    """Each column's rank by the RMS of its values (signed: a symmetric quantizer centres them
+    on zero); the classes for any ``k`` cut these ranks into ``k``
     equal groups."""
     rms = np.sqrt((q.astype(np.float64) ** 2).mean(axis=0)) if q.size else np.zeros(q.shape[1])
     ranks = np.empty(q.shape[1], dtype=np.int64)
@@ -212,7 +131,7 @@ def cost_bits(tables: np.ndarray, k: int, cols: int) -> float:
 
 class CtxANS(Stage):
     name = "ctxans"
-    summary = "ANS with per-column context classes and a row predictor (both chosen per tensor)"
+    summary = "ANS with per-column context classes and reference rows (both chosen per tensor)"
     consumes, produces = SYMBOLS, BYTES
     Params = CtxParams
 
@@ -221,34 +140,25 @@ class CtxANS(Stage):
 
         rows, cols = grid_shape(ctx.meta.shape)
         x = value.reshape(rows, cols).astype(np.int64)
-        pred = best_predictor(x, self.params.order_list)
-        plans = [Plan(pred.residual, pred.coefs, pred.rowwise, None)]
+        plans = [Plan(x, None)]
         for refs in reference_candidates(x) if self.params.refs else []:
             residual = x.copy()
             residual[refs >= 0] -= x[refs[refs >= 0]]
             if int(residual.max()) - int(residual.min()) < MAX_ALPHABET:
-                plans.append(Plan(residual, np.zeros((1, 0), dtype=np.int64), False, refs))
+                plans.append(Plan(residual, refs))
         plan = min((plan_classes(p, self.params.max_classes) for p in plans), key=lambda p: p.bits)
         r, k, classes, tables = plan.residual, plan.k, plan.classes, plan.tables
         lo = int(r.min()) if r.size else 0
         q = r - lo
         coder = constriction.stream.stack.AnsCoder()
         models = class_models(tables)
-        if plan.coefs.shape[1] == 0:
-            groups = [plan.refs < 0, plan.refs >= 0] if plan.refs is not None else [np.ones(rows, dtype=bool)]
-            for g in reversed(range(len(groups))):  # a stack: the last class encoded is the first decoded
-                for c in reversed(range(k)):
-                    if models[g * k + c] is not None:
-                        coder.encode_reverse(q[groups[g]][:, classes == c].reshape(-1).astype(np.int32),
-                                             models[g * k + c])
-        else:
-            for j in reversed(range(cols)):  # decoded column by column, 0 first
-                if models[classes[j]] is not None:
-                    coder.encode_reverse(q[:, j].astype(np.int32), models[classes[j]])
-        params = {"k": k, "lo": lo, "n": int(tables.shape[1]), "p": plan.coefs.shape[1], "rowwise": int(plan.rowwise)}
+        groups = [plan.refs < 0, plan.refs >= 0] if plan.refs is not None else [np.ones(rows, dtype=bool)]
+        for g in reversed(range(len(groups))):  # a stack: the last class encoded is the first decoded
+            for c in reversed(range(k)):
+                if models[g * k + c] is not None:
+                    coder.encode_reverse(q[groups[g]][:, classes == c].reshape(-1).astype(np.int32), models[g * k + c])
+        params = {"k": k, "lo": lo, "n": int(tables.shape[1])}
         blobs = {"classes": pack_classes(classes, k), "tables": write_tables(tables)}
-        if plan.coefs.size:
-            blobs["coefs"] = plan.coefs.astype("<i2").tobytes()
         if plan.refs is not None:
             params["refs"] = 1
             blobs["refs"] = pack_refs(plan.refs)
