@@ -62,7 +62,7 @@ def test_build_and_the_records_script_encode_by_one_function_to_the_same_bytes(t
     assert {encode_checkpoint.__code__, compress.__code__} <= called
     cfg = TrainConfig.from_dict(load_checkpoint(trained).train_config)
     cfg.out_dir = str(Path(trained).parent)
-    called, container = reached(lambda: script.encode(cfg, load_spec(PIPELINE), CHALLENGE_CAP, lambda m: None))
+    called, container = reached(lambda: script.encode(cfg, load_spec(PIPELINE), CHALLENGE_CAP, [], lambda m: None))
     assert {encode_checkpoint.__code__, compress.__code__} <= called
     assert open_artifact(art.read_bytes()).members[WEIGHTS] == container
 
