@@ -1,20 +1,33 @@
-"""The rate-distortion panel: four small models that golfpack's compression claims must hold on.
+"""The rate-distortion panel: small models that golfpack's compression claims must hold on.
 
-    python bench/panel.py --challenge-code PATH/train_gpt.py --out runs/panel [--seconds 300]
+    python bench/panel.py --challenge-code PATH/train_gpt.py --out runs/panel [--seconds 300] [--only a,b]
 
-* ``challenge-muon``: the challenge's own ``GPT`` class and ``Muon`` optimizer, imported from
-  its ``train_gpt.py`` (openai/parameter-golf; pass your copy's path: golfpack ships none of
-  it), trained with the challenge's optimizer split (Muon for block matrices, Adam for the
-  tied embedding and the control tensors, its learning rates and wall-clock warmdown);
-* ``challenge-adamw``: the same class, trained with plain AdamW on every parameter;
-* ``golfpack``: golfpack's trainer, its ``cpu_small`` preset (the demo's model);
+The models differ the way participants' models do (issue 37: a panel kinder than the models
+outside it flatters the fill). The challenge's own ``GPT`` class and optimizers, imported from
+its ``train_gpt.py`` (openai/parameter-golf; pass your copy's path: golfpack ships none of it),
+each recipe trained as the challenge's ``main`` does (:data:`CHALLENGE_PANEL`):
+
+* ``challenge-muon``: 4 layers x 256, tied embedding, the challenge's optimizer split (Muon for
+  block matrices, Adam for the embedding and the control tensors, its learning rates and
+  wall-clock warmdown);
+* ``challenge-adamw``: the same class, plain AdamW (weight decay 0.1) on every parameter;
+* ``challenge-adamw-nowd``: the same, without weight decay (rare tokens' rows then stay where
+  they started);
+* ``challenge-untied``: 6 layers x 192, MLP x3, an *untied* head (Adam at the challenge's
+  ``head_lr``), Muon;
+* ``challenge-short`` and ``challenge-long``: ``challenge-muon`` trained a quarter and twice as long.
+
+And golfpack's trainer:
+
+* ``golfpack``: its ``cpu_small`` preset (the demo's model);
 * ``looplm``: another architecture, docs/models.md's depth-recurrent ``LoopLM`` (shared blocks,
-  gated attention, names unlike the baseline), trained by golfpack's trainer.
+  gated attention, names unlike the baseline).
 
-Every model is 4 layers x 256 wide (LoopLM: its default), trained for ``--seconds`` on the
-CPU on the shared FineWeb training documents, and saved with its GPTQ calibration beside it
-(``<name>/final.pt`` + ``final.calib.pt``), ready for ``golfpack bench rd``. The challenge's
-models are plain state dicts (their ``final_model.pt`` format), which golfpack reads as its GPT.
+Each is trained for ``--seconds`` (times its recipe's factor) on the CPU on the shared FineWeb
+training documents and saved with its GPTQ calibration beside it (``<name>/final.pt`` +
+``final.calib.pt``), ready for ``golfpack bench rd``. The challenge's models are plain state
+dicts (their ``final_model.pt`` format), which golfpack reads as its GPT. No recipe is chosen
+for how the fill does on it: each is a setting participants use.
 """
 from __future__ import annotations
 
@@ -22,6 +35,7 @@ import argparse
 import importlib.util
 import re
 import time
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
@@ -50,28 +64,53 @@ def load_challenge(path: Path):
     return module
 
 
-def challenge_optimizers(tg, model, muon: bool) -> list[torch.optim.Optimizer]:
-    """The challenge's split (train_gpt.py ``main``), or AdamW on every parameter."""
-    if not muon:
-        return [torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)]
+@dataclass(frozen=True)
+class ChallengeRecipe:
+    """One model of the challenge's ``GPT`` class: its shape and how it is trained."""
+
+    shape: dict = field(default_factory=lambda: dict(SHAPE))
+    tie: bool = True
+    muon: bool = True  # the challenge's split; False: AdamW on every parameter
+    weight_decay: float = 0.1  # AdamW's
+    time: float = 1.0  # times --seconds
+
+
+CHALLENGE_PANEL = {
+    "challenge-muon": ChallengeRecipe(),
+    "challenge-adamw": ChallengeRecipe(muon=False),
+    "challenge-adamw-nowd": ChallengeRecipe(muon=False, weight_decay=0.0),
+    "challenge-untied": ChallengeRecipe({**SHAPE, "num_layers": 6, "model_dim": 192, "mlp_mult": 3}, tie=False),
+    "challenge-short": ChallengeRecipe(time=0.25),
+    "challenge-long": ChallengeRecipe(time=2.0),
+}
+
+
+def challenge_optimizers(tg, model, recipe: ChallengeRecipe) -> list[torch.optim.Optimizer]:
+    """The challenge's split (train_gpt.py ``main``: the embedding at ``tied_embed_lr`` or, untied,
+    ``embed_lr``, the head at ``head_lr``), or AdamW on every parameter."""
+    if not recipe.muon:
+        return [torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=recipe.weight_decay)]
     hp = tg.Hyperparameters
     blocks = list(model.blocks.named_parameters())
     control = lambda n: any(p in n for p in tg.CONTROL_TENSOR_NAME_PATTERNS)  # noqa: E731
     matrices = [p for n, p in blocks if p.ndim == 2 and not control(n)]
     scalars = [p for n, p in blocks if p.ndim < 2 or control(n)] + [model.skip_weights]
     adam = dict(betas=(hp.beta1, hp.beta2), eps=hp.adam_eps)
-    return [torch.optim.Adam([model.tok_emb.weight], lr=hp.tied_embed_lr, **adam),
+    opts = [torch.optim.Adam([model.tok_emb.weight], lr=hp.tied_embed_lr if recipe.tie else hp.embed_lr, **adam),
             tg.Muon(matrices, lr=hp.matrix_lr, momentum=hp.muon_momentum, backend_steps=hp.muon_backend_steps),
             torch.optim.Adam(scalars, lr=hp.scalar_lr, **adam)]
+    if model.lm_head is not None:
+        opts.insert(1, torch.optim.Adam([model.lm_head.weight], lr=hp.head_lr, **adam))
+    return opts
 
 
-def train_challenge(tg, train_glob: str, seconds: float, muon: bool, seed: int = 1337) -> dict[str, torch.Tensor]:
+def train_challenge(tg, train_glob: str, seconds: float, recipe: ChallengeRecipe, seed: int = 1337) -> dict[str, torch.Tensor]:
     """The challenge's training loop on the CPU, wall-clock capped with its linear warmdown over
     the last 45% of the time, fp32; returns the state dict."""
     torch.manual_seed(seed)
-    model = tg.GPT(**SHAPE, tie_embeddings=True, tied_embed_init_std=0.005, logit_softcap=30.0, rope_base=10000.0,
-                   qk_gain_init=1.5)
-    opts = challenge_optimizers(tg, model, muon)
+    model = tg.GPT(**recipe.shape, tie_embeddings=recipe.tie, tied_embed_init_std=0.005, logit_softcap=30.0,
+                   rope_base=10000.0, qk_gain_init=1.5)
+    opts = challenge_optimizers(tg, model, recipe)
     for opt in opts:
         for g in opt.param_groups:
             g["base_lr"] = g["lr"]
@@ -152,12 +191,13 @@ def main() -> None:
                            DATA / "tokenizers" / "fineweb_1024_bpe.model", shards)
     only = set(args.only.split(",")) if args.only else None
     want = lambda name: only is None or name in only  # noqa: E731
-    if want("challenge-muon") or want("challenge-adamw"):
+    if any(want(name) for name in CHALLENGE_PANEL):
         tg = load_challenge(args.challenge_code)
-        for name, muon in (("challenge-muon", True), ("challenge-adamw", False)):
+        for name, recipe in CHALLENGE_PANEL.items():
             if want(name):
-                print(f"{name}: training {args.seconds:.0f}s")
-                print(f"  -> {save_plain(train_challenge(tg, train_glob, args.seconds, muon), args.out / name, train_glob)}")
+                seconds = args.seconds * recipe.time
+                print(f"{name}: training {seconds:.0f}s")
+                print(f"  -> {save_plain(train_challenge(tg, train_glob, seconds, recipe), args.out / name, train_glob)}")
     if want("golfpack"):
         print(f"golfpack: training {args.seconds:.0f}s")
         print(f"  -> {train_golfpack(args.out / 'golfpack', train_glob, args.seconds)}")
