@@ -19,6 +19,7 @@ every golfpack module, and what a script needs loads when called.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -86,6 +87,10 @@ def calibrate(model: "torch.nn.Module", batches: Iterable[Batch], *, hessian_tok
             raise ValueError(f"{name} must be a whole number of tokens >= 0, got {n!r}")
     t0 = time.perf_counter()
     model = unwrapped(model)
+    try:  # what golfpack asks of a model it has never seen, said before any batch is read
+        inspect.signature(model.forward).bind(0, 0)
+    except TypeError as e:
+        raise ValueError(f"model.forward must take (x, y) and return the mean loss: {e}") from None
     device = model_device(model)
     stream = iter(batches)
     taken = [take_tokens(stream, n) for n in (hessian_tokens, sensitivity_tokens, score_tokens)]

@@ -291,6 +291,19 @@ def test_a_model_that_returns_more_than_its_loss_is_told_so():
         golfpack.calibrate(Both(), batches, hessian_tokens=64, sensitivity_tokens=64, score_tokens=0)
 
 
+def test_a_model_whose_forward_takes_only_the_inputs_is_told_what_golfpack_asks():
+    class LogitsOnly(SharedHead):
+        def forward(self, x):
+            return self.head(self.emb(x))
+
+    def batches():  # nothing is read before the model is refused
+        raise AssertionError("a batch was read")
+        yield
+
+    with pytest.raises(ValueError, match=r"model.forward must take \(x, y\) and return the mean loss: too many"):
+        golfpack.calibrate(LogitsOnly(), batches(), hessian_tokens=64, sensitivity_tokens=64, score_tokens=0)
+
+
 def test_a_wrapped_model_is_coded_under_its_plain_names():
     """As a script holds it (compiled, data-parallel): calibrated, coded and loaded as the plain
     module, so the file loads into the plain model and into a wrapped one alike."""
