@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from golfpack.model.checkpoint import Checkpoint, save_checkpoint
+from golfpack.model.checkpoint import TOKENS_SEEN_KEY, Checkpoint, save_checkpoint
 from golfpack.model.config import GPTConfig
 from golfpack.model.gpt import GPT as GolfpackGPT
 from golfpack.model.shards import TokenStream
@@ -104,9 +104,10 @@ def challenge_optimizers(tg, model, recipe: ChallengeRecipe) -> list[torch.optim
     return opts
 
 
-def train_challenge(tg, train_glob: str, seconds: float, recipe: ChallengeRecipe, seed: int = 1337) -> dict[str, torch.Tensor]:
+def train_challenge(tg, train_glob: str, seconds: float, recipe: ChallengeRecipe,
+                    seed: int = 1337) -> tuple[dict[str, torch.Tensor], int]:
     """The challenge's training loop on the CPU, wall-clock capped with its linear warmdown over
-    the last 45% of the time, fp32; returns the state dict."""
+    the last 45% of the time, fp32; returns the state dict and the tokens it trained on."""
     torch.manual_seed(seed)
     model = tg.GPT(**recipe.shape, tie_embeddings=recipe.tie, tied_embed_init_std=0.005, logit_softcap=30.0,
                    rope_base=10000.0, qk_gain_init=1.5)
@@ -133,16 +134,18 @@ def train_challenge(tg, train_glob: str, seconds: float, recipe: ChallengeRecipe
         if step % 50 == 0:
             print(f"  step {step} loss {loss.item():.4f} ({elapsed:.0f}s)", flush=True)
     print(f"  {step} steps")
-    return {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    return {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, step * BATCH_TOKENS
 
 
-def save_plain(state: dict[str, torch.Tensor], out: Path, train_glob: str) -> Path:
-    """The challenge's ``final_model.pt`` (a plain state dict) and golfpack's calibration of it."""
+def save_plain(state: dict[str, torch.Tensor], tokens_seen: int, out: Path, train_glob: str) -> Path:
+    """The challenge's ``final_model.pt`` (a plain state dict) and golfpack's calibration of it;
+    the checkpoint says how many tokens the run read, so the closed loop's log can say whether
+    its scoring tokens were trained on."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "final.pt"
     save_checkpoint(path, Checkpoint(state, GPTConfig.from_state_dict(state).to_dict(),
                                      train_config={"train_seq_len": SEQ_LEN, "train_files": train_glob},
-                                     meta={"source": "challenge train_gpt.py GPT"}))
+                                     meta={"source": "challenge train_gpt.py GPT", TOKENS_SEEN_KEY: tokens_seen}))
     model = GolfpackGPT(GPTConfig.from_state_dict(state))
     model.load_state_dict(state)
     save_hessians(calib_path(path), collect_hessians(model, train_glob, CALIB_TOKENS, SEQ_LEN))
@@ -197,7 +200,7 @@ def main() -> None:
             if want(name):
                 seconds = args.seconds * recipe.time
                 print(f"{name}: training {seconds:.0f}s")
-                print(f"  -> {save_plain(train_challenge(tg, train_glob, seconds, recipe), args.out / name, train_glob)}")
+                print(f"  -> {save_plain(*train_challenge(tg, train_glob, seconds, recipe), args.out / name, train_glob)}")
     if want("golfpack"):
         print(f"golfpack: training {args.seconds:.0f}s")
         print(f"  -> {train_golfpack(args.out / 'golfpack', train_glob, args.seconds)}")
