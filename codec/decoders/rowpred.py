@@ -5,8 +5,9 @@ With order ``p > 0`` the stage's output is ``x[i, j] - pred[i, j]``, where
 (zero before the row starts), with integer coefficients in 1/64 (one set per tensor, or one per
 row). Why: some stored parameters are signals, not learnt noise (an STFT layer's windowed
 cosines, a convolution whose taps move together across channels), and their rows are
-predictable from their own past, as audio is in FLAC. Learnt language-model weights are not,
-which is why this is a stage of its own, put before an entropy coder only where it pays
+predictable from their own past, as audio is in FLAC. Language-model weights mostly are not
+(of four checkpoints, only one trained by AdamW without weight decay gained, 0.1%), which is
+why this is a stage of its own, put before an entropy coder where it pays
 (``rtn -> rowpred -> ctxans``), and not shipped by the default pipeline. Integer arithmetic
 makes the prediction exact on every machine; decoding runs column by column, each column's rows
 in one call.
