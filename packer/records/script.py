@@ -78,7 +78,8 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, score: list, log) 
     files = read_stat_files(final, None, sensitivity=spec.fill, log=log)
     ckpt = load_checkpoint(final, cfg.model_builder)
     if spec.fill and not score:
-        log("closed loop: off (score_tokens is 0); the allocation by prediction ships")
+        log("closed loop: off (calibration read no scoring tokens: score_tokens or calib_tokens is 0); "
+            "the allocation by prediction ships")
     calibration = Calibration(files.hessians or {}, files.sensitivity if spec.fill else None, score if spec.fill else [])
     return encode_checkpoint(ckpt, ckpt.build_model(), spec, calibration, budget=budget if spec.fill else None, log=log)
 
