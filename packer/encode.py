@@ -20,8 +20,8 @@ from ..codec.decoders.grid import Grid
 from ..codec.rules import PipelineSpec
 from ..model.builders import model_meta
 from ..model.checkpoint import QAT_PLAN_KEY, Checkpoint
-from ..trainer.calibration_files import calib_path, collect_hessians, collect_sensitivity, load_hessians, \
-    scoring_batches, sens_path
+from ..trainer.calibration_files import CLOSED_LOOP_OFF, CLOSED_LOOP_ON, calib_path, collect_hessians, \
+    collect_sensitivity, load_hessians, scoring_batches, sens_path
 from ..trainer.qat import MAX_RULES, parse_rules
 
 Log = Callable[[str], None]
@@ -74,11 +74,10 @@ def file_calibration(files: StatFiles, model: torch.nn.Module, hessians: dict[st
         log(f"measuring loss sensitivities on {sens_tokens:,} tokens of {shards}")
         sens = collect_sensitivity(model, shards, sens_tokens, seq_len, skip=calib_tokens)
     if shards is None or not score_tokens:
-        log("closed loop: off (" + ("score_tokens is 0" if shards else "no training shards given: --calib SHARDS")
-            + "); the allocation by prediction ships")
+        log(CLOSED_LOOP_OFF.format("score_tokens is 0" if shards else "no training shards given: --calib SHARDS"))
         return Calibration(hessians or {}, sens)
     score, what = scoring_batches(shards, model.vocab_size, calib_tokens + sens_tokens, score_tokens, seq_len, seen)
-    log(f"closed loop: contenders scored on {what}")
+    log(CLOSED_LOOP_ON.format(what))
     return Calibration(hessians or {}, sens, score)
 
 

@@ -59,6 +59,11 @@ def heldout_batches(train_files: str, vocab_size: int, skip: int, tokens: int, s
     return take_tokens(shard_batches(train_files, vocab_size, seq_len, 1, skip=skip), tokens // seq_len * seq_len)
 
 
+# The log's closed-loop line: which tokens score the fill's contenders, or why none do.
+CLOSED_LOOP_ON = "closed loop: contenders scored on {}"
+CLOSED_LOOP_OFF = "closed loop: off ({}); the allocation by prediction ships"
+
+
 def scoring_batches(train_files: str, vocab_size: int, after: int, tokens: int, seq_len: int,
                     seen: int | None) -> tuple[list[Batch], str]:
     """The closed loop's held-out tokens, and a line saying what they are. Why it matters: a

@@ -36,8 +36,8 @@ from ..model.shards import load_tokens, resolve_shards, stream_position
 from ..model.tokenizer import byte_tables_for
 from ..codec.decoders.config import EMBEDDING
 from .calibrate import Batch
-from .calibration_files import (calib_path, collect_hessians, collect_sensitivity, save_hessians, scoring_batches,
-                                sens_path)
+from .calibration_files import (CLOSED_LOOP_ON, calib_path, collect_hessians, collect_sensitivity, save_hessians,
+                                scoring_batches, sens_path)
 from .config import TrainConfig
 from .data import DistributedTokenLoader
 from .log_line import STEP_VAL
@@ -353,7 +353,7 @@ class Run:
             val = self.validate()
             self.log(f"ema val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f}")
         self.save(self.final_path, exported)
-        tokens_per_s = self.step * cfg.train_batch_tokens / max(self.train_ms / 1000.0, 1e-9)
+        tokens_per_s = self.tokens_seen / max(self.train_ms / 1000.0, 1e-9)
         self.log(f"saved:{self.final_path} steps:{self.step} train_time:{self.train_ms:.0f}ms "
                  f"tokens_per_s:{tokens_per_s:.0f} tokens_per_s_per_rank:{tokens_per_s / self.world:.0f}")
         if self.cuda:
@@ -370,8 +370,8 @@ class Run:
             if self.keep_score and cfg.score_tokens:  # the closed loop's tokens: training data, so read in the clock
                 score, what = scoring_batches(cfg.train_files, getattr(self.base, "vocab_size", None),
                                               cfg.calib_tokens + cfg.sens_tokens, cfg.score_tokens, cfg.train_seq_len,
-                                              self.step * cfg.train_batch_tokens)
-                self.log(f"closed loop: contenders scored on {what}")
+                                              self.tokens_seen)
+                self.log(CLOSED_LOOP_ON.format(what))
             self.sync()
             calib_ms = 1000.0 * (time.perf_counter() - t0)
             calib = calib_path(self.final_path)
@@ -380,10 +380,16 @@ class Run:
                 save_hessians(sens_path(self.final_path), sens, overwrite=self.force)
             self.log(f"calibration:{calib} tokens:{cfg.calib_tokens} hessians:{len(hessians)} "
                      f"sensitivity_tokens:{cfg.sens_tokens if sens is not None else 0} "
-                     f"score_tokens:{sum(x.numel() for x, _ in score)} calib_time:{calib_ms:.0f}ms train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
+                     f"score_tokens:{sum(x.numel() for x, _ in score)} calib_time:{calib_ms:.0f}ms "
+                     f"train_plus_calib_time:{self.train_ms + calib_ms:.0f}ms")
         if self.world > 1:
             dist.barrier()
         return TrainResult(self.final_path, self.step, self.train_ms, tokens_per_s, val, calib, self.ctx, score)
+
+    @property
+    def tokens_seen(self) -> int:
+        """The training stream's prefix the run has read (the checkpoint's ``tokens_seen``)."""
+        return self.step * self.cfg.train_batch_tokens
 
     # -- one step ---------------------------------------------------------------------------
     def zero_grad(self) -> None:
@@ -531,7 +537,7 @@ class Run:
         resume_state = ResumeState({k: v.detach().cpu() for k, v in self.base.state_dict().items()},
                                    [o.state_dict() for o in self.optimizers], self.loader.stream.state(), self.step,
                                    self.train_ms, self.qat_on, list(self.qat_rules), self.plans, self.ema).to_dict()
-        meta = {"step": self.step, "train_time_ms": self.train_ms, TOKENS_SEEN_KEY: self.step * cfg.train_batch_tokens,
+        meta = {"step": self.step, "train_time_ms": self.train_ms, TOKENS_SEEN_KEY: self.tokens_seen,
                 "world_size": self.world, "qat_on": self.qat_on, "ema": self.ema is not None}
         if self.plans:  # the grids the weights were trained toward: build's fill offers them (contender 'qat')
             meta[QAT_PLAN_KEY] = [r.to_json() for r in self.qat_rules]

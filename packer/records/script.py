@@ -33,6 +33,7 @@ from ...model.checkpoint import load_checkpoint
 from ...model.console import USER_ERRORS, one_line
 from ...model.distributed import shutdown
 from ...model.files import atomic_write_bytes
+from ...trainer.calibration_files import CLOSED_LOOP_OFF
 from ...trainer.config import TrainConfig, load_config
 from ..runtime.artifact import MAX_ARTIFACT_BYTES
 from ..runtime.model_file import decode_model_file
@@ -78,9 +79,8 @@ def encode(cfg: TrainConfig, spec: PipelineSpec, budget: int, score: list, log) 
     files = read_stat_files(final, None, sensitivity=spec.fill, log=log)
     ckpt = load_checkpoint(final, cfg.model_builder)
     if spec.fill and not score:
-        log("closed loop: off (calibration read no scoring tokens: score_tokens or calib_tokens is 0); "
-            "the allocation by prediction ships")
-    calibration = Calibration(files.hessians or {}, files.sensitivity if spec.fill else None, score if spec.fill else [])
+        log(CLOSED_LOOP_OFF.format("calibration read no scoring tokens: score_tokens or calib_tokens is 0"))
+    calibration = Calibration(files.hessians or {}, files.sensitivity, score)  # both empty unless the spec fills
     return encode_checkpoint(ckpt, ckpt.build_model(), spec, calibration, budget=budget if spec.fill else None, log=log)
 
 
