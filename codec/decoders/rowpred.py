@@ -6,7 +6,7 @@ With order ``p > 0`` the stage's output is ``x[i, j] - pred[i, j]``, where
 row). Why: some stored parameters are signals, not learnt noise (an STFT layer's windowed
 cosines, a convolution whose taps move together across channels), and their rows are
 predictable from their own past, as audio is in FLAC. Language-model weights mostly are not
-(of four checkpoints, only one trained by AdamW without weight decay gained, 0.1%), which is
+(of three models measured, only one trained by AdamW without weight decay gained, 0.1%), which is
 why this is a stage of its own, put before an entropy coder where it pays
 (``rtn -> rowpred -> ctxans``), and not shipped by the default pipeline. Integer arithmetic
 makes the prediction exact on every machine; decoding runs column by column, each column's rows
