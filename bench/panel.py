@@ -200,7 +200,8 @@ def main() -> None:
             if want(name):
                 seconds = args.seconds * recipe.time
                 print(f"{name}: training {seconds:.0f}s")
-                print(f"  -> {save_plain(*train_challenge(tg, train_glob, seconds, recipe), args.out / name, train_glob)}")
+                state, seen = train_challenge(tg, train_glob, seconds, recipe)
+                print(f"  -> {save_plain(state, seen, args.out / name, train_glob)}")
     if want("golfpack"):
         print(f"golfpack: training {args.seconds:.0f}s")
         print(f"  -> {train_golfpack(args.out / 'golfpack', train_glob, args.seconds)}")

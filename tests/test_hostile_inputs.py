@@ -37,8 +37,8 @@ def genuine(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("genuine")
     m = make_tiny(5)
     save_checkpoint(d / "m.pt", Checkpoint(m.state_dict(), m.cfg.to_dict()))
-    build(d / "m.pt", "blocks.*.weight=rtn bits=6 -> rowpred -> ctxans; *=fp16 -> brotli", d / "a.pyz", echo=lambda _: None,
-          progress=False)
+    build(d / "m.pt", "blocks.*.weight=rtn bits=6 -> rowpred -> ctxans; *=fp16 -> brotli", d / "a.pyz",
+          echo=lambda _: None, progress=False)
     return d
 
 

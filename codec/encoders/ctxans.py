@@ -21,7 +21,8 @@ import numpy as np
 
 from ..decoders.counts import MAX_ALPHABET
 from ..decoders.base import BYTES, SYMBOLS
-from ..decoders.ctxans import MAX_CLASSES, MAX_REF_ROWS, class_bits, class_models, pack_classes, pack_refs, ref_width, write_tables
+from ..decoders.ctxans import (MAX_CLASSES, MAX_REF_ROWS, class_bits, class_models, pack_classes, pack_refs, ref_width,
+                               write_tables)
 from ..decoders.intq import grid_shape
 from ..stage import EncodeContext, Encoded, Stage
 
