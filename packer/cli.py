@@ -467,9 +467,12 @@ def bench() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the validation tokens are scored (in fp32 on either; encoding runs on the CPU).")
+@click.option("--mirror", is_flag=True,
+              help="Also score each export's mirror image w - d: the rise's even part (what a prediction can "
+                   "rank) and odd part (the validation gradient along the error); twice the scoring time.")
 @model_option
 def bench_rd_cmd(checkpoint, train_files, val, tokenizer, val_tokens, seq_len, fractions, plot, score_tokens, force,
-                 device, model) -> None:
+                 device, mirror, model) -> None:
     """val_bpb against weight bytes: golfpack (default, --fill) against the records' export."""
     from ..model.files import refuse_existing
     from .bench.rd import format_rd, plot_rd, rd_bench
@@ -481,7 +484,7 @@ def bench_rd_cmd(checkpoint, train_files, val, tokenizer, val_tokens, seq_len, f
     except ValueError:
         raise ValueError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     rd = rd_bench(str(checkpoint), train_files, val, str(tokenizer), val_tokens, seq_len, fracs, echo=click.echo,
-                  score_tokens=score_tokens, model=use_model(model), device=device)
+                  score_tokens=score_tokens, model=use_model(model), device=device, mirror=mirror)
     click.echo(format_rd(rd))
     if plot is not None:
         plot_rd(rd.base, rd.points, str(plot), f"{Path(checkpoint).name}: {rd.params:,} params", force)

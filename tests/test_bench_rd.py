@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from golfpack.packer.bench.rd import RD, Point, format_rd, interpolate_bytes, spearman
+from golfpack.packer.bench.rd import RD, Point, format_rd, interpolate_bytes, mirror_image, spearman
 from golfpack.packer.bench.record_recipe import lqer_asym, record_export, record_export_full
 
 from .test_cli import golfpack
@@ -22,6 +22,32 @@ def test_interpolated_bytes_for_a_target_quality():
     better = format_rd(RD(1.0, [Point("record", 200, 1.2, kind="record"),
                                 Point("golfpack fill 0.80x record bytes", 160, 1.15, kind="fill")], 1000))
     assert "at most 160 (at least 20.0% fewer" in better
+
+
+def test_the_mirror_image_splits_a_rise_into_its_even_and_odd_parts():
+    """On a loss that is exactly L + g.d + d.d/2, the mirror image's score recovers both parts."""
+    w = {"a": torch.tensor([1.0, -2.0, 0.5]), "n": torch.tensor([3, 4])}
+    decoded = {"a": torch.tensor([1.25, -2.5, 0.5]), "n": torch.tensor([3, 4])}
+    image = mirror_image(w, decoded)
+    assert torch.equal(image["a"], torch.tensor([0.75, -1.5, 0.5])) and torch.equal(image["n"], w["n"])
+    g = torch.tensor([0.3, 0.1, -2.0])
+    loss = lambda sd: 1.0 + float(g @ (sd["a"] - w["a"])) + float((sd["a"] - w["a"]).square().sum()) / 2  # noqa: E731
+    d = decoded["a"] - w["a"]
+    point = Point("x", 10, loss(decoded), mirrored=loss(image))
+    even, odd = point.parts(1.0)
+    assert even == pytest.approx(float(d.square().sum()) / 2) and odd == pytest.approx(float(g @ d))
+    # ranked by the even part, the prediction is right where the plain rise ranks it wrong
+    pts = [Point("record", 200, 1.0 + 0.010 - 0.004, 0.02, kind="record", mirrored=1.0 + 0.010 + 0.004),
+           Point("golfpack fill 1.00x record bytes", 200, 1.0 + 0.002 + 0.005, 0.004, kind="fill", at_record=True,
+                 mirrored=1.0 + 0.002 - 0.005),
+           Point("golfpack fill 0.80x record bytes", 160, 1.005, 0.01, kind="fill", mirrored=1.005)]
+    predicted = [p.predicted for p in pts]
+    plain, by_even = spearman(predicted, [p.val_bpb for p in pts]), spearman(predicted, [p.parts(1.0)[0] for p in pts])
+    assert plain == pytest.approx(-0.5) and by_even == pytest.approx(1.0)
+    text = format_rd(RD(1.0, pts, 1000, plain, by_even))
+    assert "Δ even" in text and "+0.010000 -0.004000" in text and "+0.002000 +0.005000" in text
+    assert "Spearman -0.500 over 3" in text and "even part (w+d and w-d): Spearman 1.000" in text
+    assert "0.004000 median, 0.005000 largest" in text
 
 
 def test_spearman_ranks_with_ties():
@@ -98,11 +124,12 @@ def test_bench_rd_runs_end_to_end_on_an_untied_head(trained, train_glob, small_v
     ckpt = untied(trained, tmp_path)
     out = golfpack("bench", "rd", str(ckpt), "--train", train_glob, "--val", small_val, "--tokenizer", str(SP1024),
                    "--val-tokens", "4096",
-                   "--fractions", "0.9,1.0", "--score-tokens", "4096", "--plot", str(tmp_path / "rd.png"))
+                   "--fractions", "0.9,1.0", "--score-tokens", "4096", "--plot", str(tmp_path / "rd.png"), "--mirror")
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert "calibration: none for tok_emb.weight; identity Hessian" in out.stdout + out.stderr
     assert "record int6 sdclip:12.85" in out.stdout and "golfpack fill 1.00x" in out.stdout
     assert "at the record's bytes" in out.stdout and (tmp_path / "rd.png").stat().st_size > 1000
     assert "Spearman" in out.stdout and "closed" not in out.stderr
+    assert "Δ even" in out.stdout and "mirror image" in out.stdout and "against the rise's even part" in out.stdout
     assert "record as run: class clips + LQER + brotli-11" in out.stdout and "at the record-as-run's bytes" in out.stdout

@@ -33,6 +33,15 @@ weights on the same tokens. ``equal bytes`` compares golfpack fill at exactly th
 bytes; ``bytes for the record's quality`` interpolates golfpack's fill curve. ``predicted``
 is the allocator's prediction of each export's loss rise from the same sensitivities, and
 Spearman's rank correlation between it and the measured val_bpb is printed over all points.
+
+``mirror`` (``--mirror``) also scores each export's mirror image ``w - d`` (``d = w_hat - w``,
+the export's error, reversed). The loss of ``w + d`` is ``L + g.d + q(d)`` to second order and
+that of ``w - d`` is ``L - g.d + q(d)``: their mean's rise is the *even* part ``q(d)``, what a
+prediction from training statistics can know (the gradient ``g`` of the validation loss is
+not among them), and half their difference the *odd* part ``g.d``, where the export's error
+happens to point along or against that gradient. Where the odd parts are as large as the
+differences between exports, no such prediction can rank the exports by measured val_bpb;
+the even part is what it should rank, and its Spearman is printed beside the plain one.
 """
 from __future__ import annotations
 
@@ -74,6 +83,11 @@ class Point:
     shipped: str = ""  # the closed loop's winning contender, for fill points that ran it
     kind: str = ""  # "record", "record-full", "fill" (the curve), "fill-full" (at the full record's bytes), ""
     at_record: bool = False  # a fill at exactly the record's bytes (1.00x), with or without parts switched off
+    mirrored: float = math.nan  # val_bpb of the mirror image w - d (``mirror``; module docstring)
+
+    def parts(self, base: float) -> tuple[float, float]:
+        """The rise's even and odd parts (module docstring), from the mirror image's val_bpb."""
+        return (self.val_bpb + self.mirrored) / 2 - base, (self.val_bpb - self.mirrored) / 2
 
 
 @dataclass
@@ -82,6 +96,7 @@ class RD:
     points: list[Point]
     params: int
     spearman: float = math.nan  # predicted loss rise against measured val_bpb, over the points
+    spearman_even: float = math.nan  # predicted loss rise against the rise's even part (``mirror``)
 
 
 def interpolate_bytes(points: list[Point], target_bpb: float) -> float | None:
@@ -117,17 +132,24 @@ def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tens
     return sum(loss_rise(state[n], decoded[n].float(), s, hessians.get(n)) for n, s in sens.items() if n in decoded)
 
 
+def mirror_image(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``w - d`` for every floating tensor of the export (``d = w_hat - w``); the rest as decoded."""
+    return {n: 2 * state[n].float() - t.float() if t.is_floating_point() and n in state else t
+            for n, t in decoded.items()}
+
+
 def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: int, seq_len: int | None = None,
              fill_fractions: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1), k: float = 12.85, k_emb: float = 14.0,
              echo: Callable[[str], None] = print, score_tokens: int = 32_768, model: str | None = None,
-             device: str = "cpu") -> RD:
+             device: str = "cpu", mirror: bool = False) -> RD:
     """Every point, scored on the same tokens (``seq_len``: the run's train_seq_len by default).
     The statistics come by build's own path (``packer/encode.py``): the checkpoint's calibration
     file, completed as ``build`` completes it (``complete_hessians``: the identity for a matrix no
     hook saw, such as an untied embedding) for golfpack's exports and the records' alike; the
     sensitivities beside it or measured on the training shards ``train``; the closed loop's
     ``score_tokens`` from those shards (ones the run never reached where they hold them).
-    ``device``: where validation is scored, in fp32 (the rest runs on the CPU)."""
+    ``device``: where validation is scored, in fp32 (the rest runs on the CPU); ``mirror``: also
+    score each export's mirror image (the module's docstring), twice the scoring time."""
     check_shards(refuse_validation(resolve_shards(train), val))
     files = read_stat_files(Path(checkpoint), None, sensitivity=True, log=echo)
     if files.hessians is None:
@@ -160,12 +182,14 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     points: list[Point] = []
 
     def add(label: str, nbytes: int, decoded: dict[str, torch.Tensor], shipped: str = "", kind: str = "",
-            at_record: bool = False, val_bpb: float | None = None) -> None:
-        val_bpb = score(decoded) if val_bpb is None else val_bpb
+            at_record: bool = False, same: Point | None = None) -> None:
+        """One export's point; ``same``: a point of the same weights, whose scores it shares."""
+        val_bpb = score(decoded) if same is None else same.val_bpb
+        mirrored = (score(mirror_image(state, decoded)) if same is None else same.mirrored) if mirror else math.nan
         points.append(Point(label, nbytes, val_bpb, predicted_rise(state, decoded, sens, cancelling), shipped, kind,
-                            at_record))
-        echo(f"{label}: {nbytes:,} bytes, val_bpb {points[-1].val_bpb:.6f} (predicted rise "
-             f"{points[-1].predicted:.6f} nats)")
+                            at_record, mirrored))
+        echo(f"{label}: {nbytes:,} bytes, val_bpb {val_bpb:.6f}" + (f" (mirror image {mirrored:.6f})" if mirror else "")
+             + f" (predicted rise {points[-1].predicted:.6f} nats)")
 
     rec_bytes, rec_state = record_export(state, hessians, k, k_emb, roles)
     add(f"record int6 sdclip:{k:g} + int7 emb sdclip:{k_emb:g} + brotli-11", rec_bytes, rec_state, kind="record")
@@ -189,21 +213,24 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     add("record as run: class clips + LQER + brotli-11", full.brotli_bytes, full.state, kind="record-full")
     if full.pergroup_bytes is not None:
         add("record as run: class clips + LQER + per-group lrzip", full.pergroup_bytes, full.state, kind="record-full",
-            val_bpb=points[-1].val_bpb)
+            same=points[-1])
     add_fill(1.0, closed_loop, "golfpack fill at the record-as-run's bytes", "fill-full", points[-1].bytes)
     rho = spearman([p.predicted for p in points], [p.val_bpb for p in points])
-    return RD(base, points, sum(t.numel() for t in state.values()), rho)
+    even = spearman([p.predicted for p in points], [p.parts(base)[0] for p in points]) if mirror else math.nan
+    return RD(base, points, sum(t.numel() for t in state.values()), rho, even)
 
 
 def format_rd(rd: RD) -> str:
     base, points, params = rd.base, rd.points, rd.params
     rec = points[0]
+    mirrored = any(not math.isnan(p.mirrored) for p in points)
     lines = [f"{'export':<60} {'bytes':>11} {'bits/p':>7} {'val_bpb':>10} {'Δ float':>9} {'Δ/Δrecord':>9} "
-             f"{'predicted':>10} shipped"]
+             f"{'predicted':>10} " + (f"{'Δ even':>9} {'Δ odd':>9} " if mirrored else "") + "shipped"]
     for p in points:
         ratio = (p.val_bpb - base) / (rec.val_bpb - base) if rec.val_bpb != base else math.nan
+        parts = "".join(f"{x:>+9.6f} " for x in p.parts(base)) if mirrored else ""
         lines.append(f"{p.label:<60} {p.bytes:>11,} {8 * p.bytes / params:>7.3f} {p.val_bpb:>10.6f} "
-                     f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f} {p.predicted:>10.6f} {p.shipped or '-'}")
+                     f"{p.val_bpb - base:>+9.6f} {ratio:>9.3f} {p.predicted:>10.6f} {parts}{p.shipped or '-'}")
     fills = [p for p in points if p.kind == "fill"]
     for equal in (p for p in points if p.at_record):
         lines.append(f"at the record's bytes ({rec.bytes:,}; {equal.label}: {equal.bytes:,}): val_bpb increase "
@@ -214,6 +241,11 @@ def format_rd(rd: RD) -> str:
                      f"val_bpb increase {(equal.val_bpb - base) / (full[-1].val_bpb - base):.3f}x its")
     lines.append(f"bytes for the record's quality: {quality_bytes(fills, rec)}")
     lines.append(f"predicted loss rise against measured val_bpb: Spearman {rd.spearman:.3f} over {len(points)} exports")
+    if mirrored:
+        odd = sorted(abs(p.parts(base)[1]) for p in points)
+        lines.append(f"predicted loss rise against the rise's even part (w+d and w-d): Spearman {rd.spearman_even:.3f}; "
+                     f"odd part (the validation gradient along d) {odd[len(odd) // 2]:.6f} median, "
+                     f"{odd[-1]:.6f} largest, in val_bpb")
     return "\n".join(lines)
 
 
