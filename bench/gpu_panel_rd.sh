@@ -5,13 +5,14 @@
 # Usage: bench/gpu_panel_rd.sh PANEL_DIR VAL_SHARD TOKENIZER OUT_DIR
 #   PANEL_DIR is bench/panel.py's --out (each model's final.pt with final.calib.pt beside it,
 #   looplm/loop_lm.py, and the training shards in data/). Writes rd_<model>.txt
-#   and .png to OUT_DIR. On an H200 (16 CPU cores) four took about 4.5 minutes (2026-12-02).
+#   and .png to OUT_DIR. On an H200 (16 CPU cores) four took about 4.5 minutes (2026-12-02), before
+#   --mirror (each export also scored at its mirror image, docs/benchmarks.md) doubled the scoring.
 set -euo pipefail
 panel=$1; val=$2; tok=$3; out=$4
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 MKL_NUM_THREADS=4
 common=(--train "$panel/data/fineweb_train_*.bin" --val "$val" --tokenizer "$tok" --val-tokens 0 --seq-len 1024
-        --device cuda --force)
+        --device cuda --mirror --force)
 running=0
 for dir in "$panel"/*/; do
   m=$(basename "$dir")
@@ -22,4 +23,4 @@ for dir in "$panel"/*/; do
   if [ "$running" -eq 4 ]; then wait; running=0; fi
 done
 wait
-tail -n 4 "$out"/rd_*.txt
+tail -n 5 "$out"/rd_*.txt
