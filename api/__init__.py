@@ -180,8 +180,8 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
              trained: "Mapping[str, Grid] | None" = None) -> bytes:
     """``model``'s weights as a container of at most ``budget`` bytes (golfpack's model file).
 
-    A pipeline that fills (the default) chooses each matrix's bits, clip, column scales and
-    low-rank correction by predicted loss to land within ``tolerance`` under ``budget``, then,
+    A pipeline that fills (the default) chooses each matrix's bits, clip, column scales, row
+    steps and low-rank correction by predicted loss to land within ``tolerance`` under ``budget``, then,
     given ``calibration.score``, ships the best of its contenders on those held-out batches.
     Other pipelines code the weights as their rules say and refuse a result over ``budget``.
     Reads no data beyond ``calibration``; leaves ``model``'s weights as they were.

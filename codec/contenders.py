@@ -207,7 +207,7 @@ def trained_grids(filler: Filler, plan: Mapping[str, Grid], hdiag: Mapping[str, 
         g = plan[n]
         c = replace(estimate(filler.state_dict[n], g.bits, g.clip, hdiag.get(n), sens=filler.sens.get(n),
                              colscale=g.colscale), trained=True)
-        ladder = pareto([c, *(replace(x, trained=True) for x in table[n] if not (x.lqer or x.rdoq)
+        ladder = pareto([c, *(replace(x, trained=True) for x in table[n] if not (x.lqer or x.rdoq or x.rowstep)
                               and x.colscale == g.colscale)])
         ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
         choice[n] = c

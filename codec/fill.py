@@ -8,7 +8,8 @@ rounding strength, when offered); the rest of its chain (the coder) stays as the
 Other tensors are encoded as their rules say. The loop:
 
 1. estimate every allocatable tensor's candidates with round-to-nearest (once);
-2. solve the Lagrangian allocation for the bytes left after the fixed tensors and overhead;
+2. solve the Lagrangian allocation for the bytes left after the fixed tensors and overhead,
+   and spend what its convex hull leaves a rung at a time (``allocate.climb``);
 3. encode the chosen candidates exactly (by the rule's quantizer, GPTQ where it says gptq, or
    by round-to-nearest where that leaves the lower predicted loss; cached per choice), write
    the container, and measure it;
@@ -35,8 +36,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import (LQER_RANKS, RDOQ, Candidate, Tables, by_proxy, cancelling_hessians, estimate_tables,
-                       hessian_diagonals, ladder_step, loss_rise, solve)
+from .allocate import (LQER_RANKS, RDOQ, ROW_POWERS, Candidate, Tables, by_proxy, cancelling_hessians, climb,
+                       estimate_tables, hessian_diagonals, ladder_step, loss_rise, solve)
 from .allocatable import split_tensors, used_decoders
 from .contenders import (ALLOCATION_KEY, CHOSEN_KEY, CONTENDERS_KEY, PREDICTED, Allocation, Contender, allocation_meta,
                          best_predicted, contenders_meta, contenders_reserve, pick, records_grid, trained_grids)
@@ -56,18 +57,18 @@ Score = Callable[[bytes], Sequence[float]]  # container -> its weights' mean cro
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits, clip, column scales, rdoq and lqer replaced by
-    the candidate's (and by round-to-nearest for a trained grid)."""
+    """The rule's chain with its quantizer's bits, clip, column scales, row steps, rdoq and lqer
+    replaced by the candidate's (and by round-to-nearest for a trained grid)."""
     first = stages[0]
     if cand.trained:
         return (RTN(bits=cand.bits, clip=cand.clip, colscale=cand.colscale), *stages[1:])
     params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
-              "lqer": cand.lqer, "colscale": cand.colscale}
+              "lqer": cand.lqer, "colscale": cand.colscale, "rowstep": cand.rowstep}
     return (type(first)(**params), *stages[1:])
 
 
 def rounded(stage: Stage) -> RTN:
-    """Round-to-nearest on ``stage``'s grid (its bits, clip, column scales, rdoq and lqer)."""
+    """Round-to-nearest on ``stage``'s grid (its bits, clip, column scales, row steps, rdoq and lqer)."""
     return RTN(**{f.name: getattr(stage.params, f.name) for f in dataclasses.fields(QuantParams)})
 
 
@@ -106,9 +107,10 @@ class Filler:
         if key not in self.cache:
             self.say(f"encoding {n} {c.label}")
             stages = with_grid(self.spec.rule_for(n).stages, c)
-            record = encode_tensor(n, self.state_dict[n], stages, self.hessians.get(n))
+            stats = self.hessians.get(n), self.sens.get(n)
+            record = encode_tensor(n, self.state_dict[n], stages, *stats)
             if n in self.sens and not isinstance(stages[0], RTN):
-                other = encode_tensor(n, self.state_dict[n], (rounded(stages[0]), *stages[1:]), self.hessians.get(n))
+                other = encode_tensor(n, self.state_dict[n], (rounded(stages[0]), *stages[1:]), *stats)
                 rise, other_rise = self.exact_rise(n, record), self.exact_rise(n, other)
                 # ties: the rule's quantizer
                 record, self.rises[key] = (other, other_rise) if other_rise < rise else (record, rise)
@@ -151,7 +153,7 @@ class Filler:
         overhead = sum(record_bytes(r) for r in self.fixed.values())
         result: Allocation | None = None
         for solves in range(1, MAX_SOLVES + 1):
-            choice = solve(table, 8.0 * (budget - overhead), scale)
+            choice = climb(table, solve(table, 8.0 * (budget - overhead), scale), 8.0 * (budget - overhead), scale)
             data = self.build(choice)
             measured = self.measured(choice)
             result = Allocation(data, choice)
@@ -214,11 +216,13 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
          lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
          score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
-         trained: Mapping[str, Grid] | None = None) -> Allocation:
+         trained: Mapping[str, Grid] | None = None, rowstep: Sequence[float] = ROW_POWERS) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`contenders.pick` ships (:func:`closed_loop`). ``decoders``:
     the table that decodes contenders for their exact predictions (default:
-    :func:`used_decoders`); ``trained``: the grids the weights were trained toward, per tensor."""
+    :func:`used_decoders`); ``trained``: the grids the weights were trained toward, per tensor;
+    ``rdoq``, ``lqer``, ``rowstep``: the rate-aware rounding strengths, correction ranks and row
+    step powers offered (``allocate.py``)."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
     lap = Laps()
@@ -226,7 +230,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     if not filler.names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
     hdiag = hessian_diagonals(hessians, filler.names)
-    tables = estimate_tables(state_dict, filler.names, hdiag, filler.sens, rdoq, lqer, say)
+    tables = estimate_tables(state_dict, filler.names, hdiag, filler.sens, rdoq, lqer, say, rowstep)
     estimated = lap()
     if score is not None:
         return closed_loop(filler, tables, hdiag, budget, tolerance, trained, score, say, lap, estimated)

@@ -30,7 +30,8 @@ class GPTQSettings(Protocol):
 
 
 @one_thread
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQSettings,
+                  steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(symbols[rows, cols] int8, scales[rows] fp16)`` for a 2-D ``w`` and its ``[cols, cols]`` Hessian.
 
     float32 throughout, on one thread (``threads.py``), in the order of operations of the
@@ -39,12 +40,13 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, cfg: GPTQSettings) -> 
 
     With ``cfg.rdoq > 0`` each column is rounded rate-aware (``codec/rdoq.py``) under the code
     lengths of the tensor's round-to-nearest symbols; GPTQ's update then pushes that rounding's
-    error, like any other, onto the columns not yet quantized."""
+    error, like any other, onto the columns not yet quantized. ``steps``: per-row multipliers
+    of the rule's scales (``row_scales``)."""
     W = as_rows(w).float().clone()
     rows, cols = W.shape
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match {cols} input columns")
-    scales = row_scales(w, cfg.bits, cfg.rule)
+    scales = row_scales(w, cfg.bits, cfg.rule, steps)
     sf = scales.float()
     H = hessian.detach().float().clone()
     dead = torch.diag(H) == 0

@@ -24,13 +24,14 @@ def tensor_meta(name: str, tensor: torch.Tensor) -> TensorMeta:
 Record = tuple[TensorMeta, list[tuple[str, dict, dict[str, bytes]]], bytes]  # what write_container takes
 
 
-def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hessian: torch.Tensor | None) -> Record:
+def encode_tensor(name: str, tensor: torch.Tensor, stages: Sequence[Stage], hessian: torch.Tensor | None,
+                  sensitivity: torch.Tensor | None = None) -> Record:
     """One tensor through one chain: its description, each stage's params and side streams, its data."""
     tmeta = tensor_meta(name, tensor)
     if tmeta.dtype not in FLOAT_WIDTH and not (stages and stages[0].any_dtype):
         raise StageError(f"tensor '{name}' is {tmeta.dtype}: only a stage that stores any dtype exactly codes it "
                          "(its rule's chain must start with raw; the default pipeline's 'buffers' rule does)")
-    ctx = EncodeContext(tmeta, hessian)
+    ctx = EncodeContext(tmeta, hessian, sensitivity)
     value: Any = tensor.detach().cpu().contiguous()
     chain = []
     for stage in stages:

@@ -37,12 +37,13 @@ def rate_aware_round(x: torch.Tensor, bits: int, lengths: torch.Tensor, lam: flo
     return torch.where(cost_hi < cost_lo, hi, lo).to(torch.int8)
 
 
-def quantize_rdoq(w: torch.Tensor, bits: int, rule: ClipRule, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round-to-nearest's grid (same scales) with rate-aware rounding: ``(symbols, scales)``;
-    ``lam = 0`` is ``quantize_rtn`` itself."""
+def quantize_rdoq(w: torch.Tensor, bits: int, rule: ClipRule, lam: float,
+                  steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round-to-nearest's grid (same scales, ``steps``: per-row multipliers) with rate-aware
+    rounding: ``(symbols, scales)``; ``lam = 0`` is ``quantize_rtn`` itself."""
     if not lam:
-        return quantize_rtn(w, bits, rule)
-    scales = row_scales(w, bits, rule)
+        return quantize_rtn(w, bits, rule, steps)
+    scales = row_scales(w, bits, rule, steps)
     rows = as_rows(w)
     lengths = code_lengths(round_to_grid(rows, scales[:, None], bits), bits)
     return rate_aware_round(rows / scales.float()[:, None], bits, lengths, lam), scales

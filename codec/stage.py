@@ -49,6 +49,7 @@ class Encoded:
 class EncodeContext:
     meta: TensorMeta
     hessian: torch.Tensor | None = None  # calibration statistics for this tensor (stages that need_calibration)
+    sensitivity: torch.Tensor | None = None  # the loss's sensitivity to each of its weights (the fill's row steps)
 
 
 @dataclass

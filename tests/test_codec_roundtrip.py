@@ -437,6 +437,78 @@ def test_column_scales_round_trip_exactly_and_cut_the_weighted_error(quantizer, 
     assert err(out) < 0.8 * before and len(scaled) < len(plain)  # less error for fewer bytes
 
 
+def _uneven_rows(rows: int, cols: int) -> torch.Tensor:
+    """Sensitivities whose first quarter of rows the loss sees 16x more than the rest."""
+    sens = torch.full((rows, cols), 1e-4)
+    sens[: rows // 4] = 1.6e-3
+    return sens
+
+
+def test_row_steps_follow_the_rows_sensitivity_within_their_range():
+    """``row_steps``: multipliers ``(u_r / u_max)^(-power/2)`` of each row's predicted error per
+    squared step, so ``S_r s_r^2`` is equal across rows at power 1 and no row's step is finer than
+    its rule's; at most ``ROW_STEP_RANGE`` coarser (a dead row's)."""
+    from golfpack.codec.decoders.grid import row_scales
+    from golfpack.codec.encoders.intq import ROW_STEP_RANGE, row_steps
+
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(2))
+    sens = _uneven_rows(64, 32)
+    rule = ClipRule.parse("sdclip:4")
+    steps = row_steps(w, sens, 5, rule, 1.0)
+    cost = sens.double().sum(1) * (row_scales(w, 5, rule).double() * steps.double()).square()
+    assert float(cost.max() / cost.min()) < 1.01  # equalized, up to the fp16 rounding of the scales
+    assert float(steps.min()) == 1.0 and float(steps[:16].max()) < 3.0 < float(steps[16:].min())
+    half = row_steps(w, sens, 5, rule, 0.5)
+    assert torch.allclose(half, steps.sqrt(), rtol=1e-5)
+    assert torch.equal(row_steps(w, torch.ones(64, 32) * row_scales(w, 5, rule).float()[:, None] ** -2, 5, rule, 1.0),
+                       torch.ones(64))  # rows of equal cost keep their rule's steps
+    sens[-1] = 0.0
+    assert float(row_steps(w, sens, 5, rule, 1.0)[-1]) == ROW_STEP_RANGE
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
+def test_row_steps_round_trip_exactly_and_beat_the_rules_steps_at_their_bytes(quantizer):
+    """``rowstep``: the steps live in the fp16 row scales, so the decoder is unchanged and decodes
+    bit for bit what the encoder computed; where a quarter of the rows carries most of the loss,
+    the row-stepped grid's sensitivity-weighted error is below the rule's own curve (bits 4 to 7,
+    interpolated in log error) at the same bytes."""
+    from golfpack.codec.decoders.container import write_container
+    from golfpack.codec.encoders.intq import row_steps
+    from golfpack.codec.pipeline import encode_tensor
+
+    w = torch.randn(96, 64, generator=torch.Generator().manual_seed(1))
+    sens, h = _uneven_rows(96, 64), _dominant_input_hessian(64, 2)
+    err = lambda v: float((sens.double() * (v - w).double().square()).sum())  # noqa: E731
+
+    def point(chain: str) -> tuple[int, float, torch.Tensor]:
+        record = encode_tensor("w", w, load_spec(f"*={quantizer} {chain} -> ans").rule_for("w").stages, h, sens)
+        out = decode_state_dict(write_container([record], {}))[0]["w"]
+        return len(record[2]), err(out), out
+
+    nbytes, stepped, out = point("bits=6 clip=sdclip:6 rowstep=1")
+    steps = row_steps(w, sens, 6, ClipRule.parse("sdclip:6"), 1.0)
+    params = GPTQParams(bits=6, clip="sdclip:6")
+    q, sc = gptq_quantize(w, h, params, steps) if quantizer == "gptq" else quantize_rtn(w, 6, params.rule, steps)
+    assert torch.equal(out, dequantize(q, sc, (96, 64), torch.float32))
+    curve = [point(f"bits={b} clip=sdclip:6")[:2] for b in (4, 5, 6, 7)]
+    (b0, e0), (b1, e1) = next((a, b) for a, b in zip(curve, curve[1:]) if a[0] <= nbytes <= b[0])
+    rule = math.exp(math.log(e0) + (nbytes - b0) / (b1 - b0) * (math.log(e1) - math.log(e0)))
+    print(f"{quantizer}: {nbytes} bytes, weighted error {stepped:.4g} row-stepped, {rule:.4g} on the rule's curve")
+    assert stepped < 0.8 * rule
+
+
+def test_row_steps_need_the_sensitivities():
+    from golfpack.codec.pipeline import encode_tensor
+
+    with pytest.raises(StageError, match="rowstep needs the loss's sensitivity"):
+        encode_state_dict({"w": torch.randn(8, 16)}, load_spec("*=rtn bits=4 rowstep=0.5 -> ans"))
+    with pytest.raises(StageError, match="rowstep needs the loss's sensitivity"):
+        encode_tensor("w", torch.randn(8, 16), load_spec("*=rtn rowstep=1 -> ans").rule_for("w").stages, None,
+                      torch.ones(8, 15))
+    with pytest.raises(ValueError, match="rowstep must be in 0..1"):
+        load_spec("*=rtn rowstep=2 -> ans")
+
+
 def test_column_scales_need_a_matrix_and_its_hessian():
     spec = load_spec("*=rtn bits=4 colscale=0.5 -> ans")
     assert spec.needs_calibration(["w"]) and not load_spec("*=rtn bits=4 -> ans").needs_calibration(["w"])

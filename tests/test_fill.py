@@ -125,3 +125,29 @@ def test_column_scales_are_offered_where_the_inputs_drive_unevenly_and_the_fill_
     stage = with_grid((GPTQ(bits=6),), chosen)[0]
     assert (stage.params.bits, stage.params.clip, stage.params.colscale) == (chosen.bits, chosen.clip, 0.5)
     assert "colscale=0.5" in chosen.label and dataclasses.replace(chosen, colscale=0.0).label != chosen.label
+
+
+def test_row_steps_are_offered_with_sensitivities_and_the_fill_encodes_them():
+    """``candidates`` adds row-stepped grids only where sensitivities are given (the others stay
+    exactly as they are without them); where a quarter of the rows carries nearly all of the
+    loss some are on the front, and the chain ``fill`` encodes a chosen one with carries them."""
+    import dataclasses
+
+    import torch
+
+    from golfpack.codec.allocate import candidates, pareto
+    from golfpack.codec.encoders.intq import GPTQ
+    from golfpack.codec.fill import with_grid
+
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    sens = torch.full((64, 48), 1e-4)
+    sens[:16] = 4e-2
+    assert not any(c.rowstep for c in candidates(w, None, lqer=()))
+    offered = candidates(w, None, lqer=(), sens=sens)
+    assert [c for c in offered if not c.rowstep] == candidates(w, None, lqer=(), sens=sens, rowstep=())
+    front = pareto(offered)
+    print(f"front: {sum(c.rowstep > 0 for c in front)} of {len(front)} grids row-stepped")
+    chosen = next(c for c in front if c.rowstep)
+    stage = with_grid((GPTQ(bits=6),), chosen)[0]
+    assert (stage.params.bits, stage.params.clip, stage.params.rowstep) == (chosen.bits, chosen.clip, chosen.rowstep)
+    assert "rowstep=" in chosen.label and dataclasses.replace(chosen, rowstep=0.0).label != chosen.label

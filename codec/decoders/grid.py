@@ -121,8 +121,14 @@ def round_to_grid(w: torch.Tensor, scale16: torch.Tensor, bits: int) -> torch.Te
     return torch.clamp(torch.round(w / scale16.float()), -m, m).to(torch.int8)
 
 
-def row_scales(w: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
-    """fp16 per-row scales of ``w`` under ``rule``."""
+def row_scales(w: torch.Tensor, bits: int, rule: ClipRule, steps: torch.Tensor | None = None) -> torch.Tensor:
+    """fp16 per-row scales of ``w`` under ``rule``, each times its row's ``steps`` when given
+    (``encoders/intq.py: row_steps``: a coarser grid where the row's error costs less)."""
+    scales = _rule_scales(w, bits, rule)
+    return scales if steps is None else (scales.float() * steps).clamp(FP16_TINY, FP16_MAX).to(torch.float16)
+
+
+def _rule_scales(w: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
     rows = as_rows(w)
     absmax = rows.abs().amax(dim=1) if rows.numel() else torch.zeros(rows.shape[0])
     if rule.kind == "absmax" or rows.shape[1] == 0:
@@ -146,7 +152,8 @@ def row_scales(w: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
     return best
 
 
-def quantize_rtn(w: torch.Tensor, bits: int, rule: ClipRule) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rtn(w: torch.Tensor, bits: int, rule: ClipRule,
+                 steps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Round-to-nearest: ``(symbols[rows, cols] int8, scales[rows] fp16)``."""
-    scales = row_scales(w, bits, rule)
+    scales = row_scales(w, bits, rule, steps)
     return round_to_grid(as_rows(w), scales[:, None], bits), scales

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
-from ..decoders.grid import ClipRule
-from ..decoders.intq import MAX_LQER_RANK, dequantize, qmax
+from ..decoders.grid import ClipRule, row_scales
+from ..decoders.intq import MAX_LQER_RANK, dequantize, grid_shape, qmax
 from ..gptq import gptq_quantize
 from ..lqer import lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq
@@ -23,12 +23,14 @@ class QuantParams:
     rdoq: float = 0.0  # rate-aware rounding: squared error (in grid steps) a coded bit is worth (codec/rdoq.py)
     lqer: int = 0  # rank of the low-rank error correction (codec/lqer.py); 0 for none
     colscale: float = 0.0  # column steps ~ H_jj^(-colscale/2) (column_scales); 0: one step per row
+    rowstep: float = 0.0  # row steps ~ (the row's predicted error)^(-rowstep/2) (row_steps); 0: the rule's
 
     def __post_init__(self) -> None:
         qmax(self.bits)
         self.rule = ClipRule.parse(self.clip)
-        if not 0.0 <= self.colscale <= 1.0:
-            raise ValueError(f"colscale must be in 0..1, got {self.colscale}")
+        for name in ("colscale", "rowstep"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)}")
         if not 0.0 <= self.rdoq <= 10.0:
             raise ValueError(f"rdoq must be in 0..10, got {self.rdoq}")
         if not 0 <= self.lqer <= MAX_LQER_RANK:
@@ -65,6 +67,44 @@ def scale_columns(w: torch.Tensor, hdiag: torch.Tensor | None, power: float) -> 
     return w.float() / cols.float()[None, :], cols
 
 
+ROW_STEP_RANGE = 8.0  # a row's step is at most this many times its rule's
+
+
+def row_steps(w: torch.Tensor, sens: torch.Tensor, bits: int, rule: ClipRule, power: float) -> torch.Tensor:
+    """Per-row multipliers of the rule's steps, ``(u_r / u_max)^(-power/2)``: ``u_r`` the row's
+    predicted loss rise per unit of squared step (``sum_j S_rj`` times its rule step squared,
+    ``S``: the loss's sensitivity to each weight of ``w``), ``u_max`` the largest.
+
+    Why: a row's error at step ``s_r`` costs about ``s_r^2 sum_j S_rj / 12`` and its coded
+    rate falls as ``log2 s_r``; the least total cost at a given rate makes ``S_r s_r^2`` equal
+    across rows (``power`` 1), the reverse water-filling of rate-distortion theory. A clip rule
+    sets each row's step by its own spread alone: a dead neuron's row, an embedding row of a
+    rare token or a query row the loss barely sees gets the step of the row that matters most.
+    The row that costs most keeps its rule's step, the others get coarser ones, at most
+    ``ROW_STEP_RANGE`` times (so no row is clipped narrower than its rule says; the fill's bits
+    and clip set the level); a row no sensitivity reached counts as a millionth of the mean.
+    The decoder needs nothing: the steps are in the fp16 row scales it reads anyway."""
+    base = row_scales(w, bits, rule).double()
+    if not base.numel():
+        return torch.ones(0)
+    u = sens.double().reshape(base.shape[0], -1).sum(1) * base.square()
+    mean = float(u.mean()) if u.numel() else 0.0
+    u = u.clamp_min(DEAD_INPUT * mean if mean > 0 else 1.0)
+    return (u / u.max()).pow(-power / 2.0).clamp(1.0, ROW_STEP_RANGE).float()
+
+
+def scaled_row_steps(scaled: torch.Tensor, sens: torch.Tensor | None, cols: torch.Tensor | None,
+                     params: QuantParams) -> torch.Tensor | None:
+    """:func:`row_steps` of the matrix the grid codes (``W / col``: an error there costs
+    ``S col^2``), or None at ``rowstep`` 0."""
+    if not params.rowstep:
+        return None
+    sens = sens.reshape(grid_shape(tuple(scaled.shape))).float()
+    if cols is not None:
+        sens = sens * cols.float().square()[None, :]
+    return row_steps(scaled, sens, params.bits, params.rule, params.rowstep)
+
+
 class _Quantizer(Stage):
     """Shared hand-off of the quantizers: int symbols, flat, plus fp16 row scales (and, with
     ``colscale``, fp16 column scales: the symbols then code ``W / col``, with the Hessian of
@@ -83,12 +123,16 @@ class _Quantizer(Stage):
             raise StageError(f"{self.name}: colscale needs a matrix and its inputs' calibration statistics; "
                              f"'{ctx.meta.name}' is {list(value.shape)}"
                              + (" without them (give --calib)" if hdiag is None else ""))
+        if self.params.rowstep and (ctx.sensitivity is None or ctx.sensitivity.numel() != value.numel()):
+            raise StageError(f"{self.name}: rowstep needs the loss's sensitivity to each weight of "
+                             f"'{ctx.meta.name}' (the fill passes it; calibrate with sensitivity tokens)")
         scaled, cols = scale_columns(value, hdiag, self.params.colscale)
         if cols is not None:
             c = cols.float()
             ctx = dataclasses.replace(ctx, hessian=ctx.hessian.float() * c[:, None] * c[None, :])
             params["cols"], blobs["cols"] = 1, cols.numpy().astype("<f2").tobytes()
-        q, scales = self.quantize(scaled, ctx)
+        steps = scaled_row_steps(scaled, ctx.sensitivity, cols, self.params)
+        q, scales = self.quantize(scaled, ctx, steps)
         blobs["scales"] = scales.numpy().astype("<f2").tobytes()
         rank = self.params.lqer
         if rank:
@@ -100,7 +144,8 @@ class _Quantizer(Stage):
             params["lqer"], blobs["lqer"] = rank, lqer_blob(factors)
         return Encoded(q.reshape(-1).numpy().astype(np.int32), params, blobs)
 
-    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext,
+                 steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -109,8 +154,9 @@ class RTN(_Quantizer):
     summary = "round-to-nearest per-row symmetric integers"
     Params = QuantParams
 
-    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
-        return quantize_rdoq(value, self.params.bits, self.params.rule, self.params.rdoq)
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext,
+                 steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return quantize_rdoq(value, self.params.bits, self.params.rule, self.params.rdoq, steps)
 
 
 @dataclass
@@ -131,10 +177,11 @@ class GPTQ(_Quantizer):
     Params = GPTQParams
     needs_calibration = True
 
-    def quantize(self, value: torch.Tensor, ctx: EncodeContext) -> tuple[torch.Tensor, torch.Tensor]:
+    def quantize(self, value: torch.Tensor, ctx: EncodeContext,
+                 steps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if value.ndim != 2:
             raise StageError(f"gptq: '{ctx.meta.name}' is not a matrix; use rtn for it")
         if ctx.hessian is None:
             raise StageError(f"gptq: no calibration statistics for '{ctx.meta.name}' "
                              "(give calibration shards with --calib, or use rtn)")
-        return gptq_quantize(value, ctx.hessian, self.params)
+        return gptq_quantize(value, ctx.hessian, self.params, steps)

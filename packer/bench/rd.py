@@ -20,8 +20,8 @@ Points measured:
   held-out training tokens (``codec/fill.py``); the shipped contender is shown;
 * at the record's bytes, each part of the default's allocation switched off in turn: the
   closed loop (the allocation by predicted loss ships unscored), the loss sensitivities (the
-  Hessian-diagonal proxy, golfpack's allocator before it was loss-aware), and the low-rank
-  error correction (no ``lqer``);
+  Hessian-diagonal proxy, golfpack's allocator before it was loss-aware), the low-rank
+  error correction (no ``lqer``) and the row steps by sensitivity (no ``rowstep``);
 * ``golfpack --no-fill``: the default pipeline's written grids (int6/int7, clip sdcap:12.85);
 * ``record as run``: the #1 record's whole export (``record_recipe.record_export_full``: its
   per-class clips and its LQER), as one brotli-11 stream and, with ``lrzip`` installed, in its
@@ -207,6 +207,7 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     add_fill(1.0, {"sensitivity": sens}, "golfpack fill 1.00x, predicted loss only (no closed loop)")
     add_fill(1.0, {}, "golfpack fill 1.00x, Hessian proxy only (before loss-aware)")
     add_fill(1.0, {**closed_loop, "lqer": ()}, "golfpack fill 1.00x, no lqer")
+    add_fill(1.0, {**closed_loop, "rowstep": ()}, "golfpack fill 1.00x, no row steps")
     fixed = encode_state_dict(state, default, hessians, {})
     add("golfpack --no-fill (int6/int7 sdcap:12.85)", len(fixed), decode_state_dict(fixed)[0])
     full = record_export_full(state, hessians, roles)
