@@ -64,15 +64,16 @@ class GridPlan:
 def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor] | None,
                sensitivity: Mapping[str, torch.Tensor] | None, *, spec: PipelineSpec, budget: int,
                meta: dict | None = None) -> GridPlan:
-    """The least-predicted-loss grids (bits, clip, column scales; no corrections) whose
-    estimated container fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are
-    ``fill``'s)."""
+    """The least-predicted-loss grids (bits, clip, column scales; no corrections, no row steps:
+    a grid the fake quantizer trains toward is one a clip rule spells) whose estimated container
+    fits ``budget`` bytes; ``spec`` with its roles resolved (the allocatable tensors are ``fill``'s)."""
     names, fixed, sens = split_tensors(spec, state_dict, hessians or {}, sensitivity or {})
     if not names:
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
     hdiag = hessian_diagonals(hessians, names)
     overhead = sum(record_bytes(r) for r in fixed.values()) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=sens.get(n))) for n in names}
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=sens.get(n), rowstep=()))
+             for n in names}
     bits = 8.0 * (budget - overhead)
     choice = climb(table, solve(table, bits), bits)
     cols = {n: tuple(column_scales(hdiag[n], c.colscale).float().tolist()) for n, c in choice.items() if c.colscale}
