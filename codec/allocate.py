@@ -31,7 +31,7 @@ from .decoders.config import EMBEDDING
 from .decoders.grid import ClipRule, Grid
 
 from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
-from .encoders.intq import QuantParams, scale_columns, scaled_row_steps
+from .encoders.intq import scale_columns, scaled_row_steps
 from .entropy import order0_bits
 from .lqer import lqer_factors
 from .rdoq import quantize_rdoq
@@ -52,10 +52,11 @@ LQER_RANKS = (4, 16)
 COL_POWERS = (0.5,)
 COL_SKEW = 2.0
 # Row steps by the loss's sensitivity (encoders/intq.py: row_steps): the powers offered where
-# sensitivities are given, beside the rule's own steps. Both were chosen by the allocator on a
-# panel model (challenge-long, round-to-nearest estimates: at equal predicted loss, 7.8 % fewer
-# bits than the rule's steps at 3.5 bits per weight; -23 % predicted loss at equal bits on
-# sensitivities from other tokens than those that chose the steps).
+# sensitivities are given, beside the rule's own steps. Offered together, the allocator took
+# both on challenge-long (round-to-nearest estimates: at equal predicted loss, 7.5 % fewer bits
+# than the rule's steps at 3.5 bits per weight; 22 % less predicted loss at equal bits on
+# sensitivities from other tokens than those that chose the steps); measured on three panel
+# models in docs/benchmarks.md ("Row steps by sensitivity").
 ROW_POWERS = (0.5, 1.0)
 # A candidate whose error holds more than this share of its tensor's energy is not offered: a
 # second-order prediction of the loss holds for small changes, and such a grid is no longer one
@@ -139,7 +140,7 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     power ``rowstep``) on the per-row grid (cheap, no GPTQ); ``sens``: the loss sensitivities of ``w``."""
     rule = ClipRule.parse(clip)
     scaled, cols = scale_columns(w, hdiag, colscale)
-    steps = scaled_row_steps(scaled, sens, cols, QuantParams(bits, clip, rowstep=rowstep))
+    steps = scaled_row_steps(scaled, sens, cols, bits, rule, rowstep)
     q, scales = quantize_rdoq(scaled, bits, rule, rdoq, steps)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32, cols)
     symbols = q.numpy().reshape(-1)

@@ -153,7 +153,8 @@ class Filler:
         overhead = sum(record_bytes(r) for r in self.fixed.values())
         result: Allocation | None = None
         for solves in range(1, MAX_SOLVES + 1):
-            choice = climb(table, solve(table, 8.0 * (budget - overhead), scale), 8.0 * (budget - overhead), scale)
+            bits = 8.0 * (budget - overhead)
+            choice = climb(table, solve(table, bits, scale), bits, scale)
             data = self.build(choice)
             measured = self.measured(choice)
             result = Allocation(data, choice)

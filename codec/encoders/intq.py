@@ -88,21 +88,21 @@ def row_steps(w: torch.Tensor, sens: torch.Tensor, bits: int, rule: ClipRule, po
     if not base.numel():
         return torch.ones(0)
     u = sens.double().reshape(base.shape[0], -1).sum(1) * base.square()
-    mean = float(u.mean()) if u.numel() else 0.0
+    mean = float(u.mean())
     u = u.clamp_min(DEAD_INPUT * mean if mean > 0 else 1.0)
     return (u / u.max()).pow(-power / 2.0).clamp(1.0, ROW_STEP_RANGE).float()
 
 
-def scaled_row_steps(scaled: torch.Tensor, sens: torch.Tensor | None, cols: torch.Tensor | None,
-                     params: QuantParams) -> torch.Tensor | None:
+def scaled_row_steps(scaled: torch.Tensor, sens: torch.Tensor | None, cols: torch.Tensor | None, bits: int,
+                     rule: ClipRule, power: float) -> torch.Tensor | None:
     """:func:`row_steps` of the matrix the grid codes (``W / col``: an error there costs
-    ``S col^2``), or None at ``rowstep`` 0."""
-    if not params.rowstep:
+    ``S col^2``), or None at ``power`` 0."""
+    if not power:
         return None
     sens = sens.reshape(grid_shape(tuple(scaled.shape))).float()
     if cols is not None:
         sens = sens * cols.float().square()[None, :]
-    return row_steps(scaled, sens, params.bits, params.rule, params.rowstep)
+    return row_steps(scaled, sens, bits, rule, power)
 
 
 class _Quantizer(Stage):
@@ -131,7 +131,7 @@ class _Quantizer(Stage):
             c = cols.float()
             ctx = dataclasses.replace(ctx, hessian=ctx.hessian.float() * c[:, None] * c[None, :])
             params["cols"], blobs["cols"] = 1, cols.numpy().astype("<f2").tobytes()
-        steps = scaled_row_steps(scaled, ctx.sensitivity, cols, self.params)
+        steps = scaled_row_steps(scaled, ctx.sensitivity, cols, self.params.bits, self.params.rule, self.params.rowstep)
         q, scales = self.quantize(scaled, ctx, steps)
         blobs["scales"] = scales.numpy().astype("<f2").tobytes()
         rank = self.params.lqer

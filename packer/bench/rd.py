@@ -244,9 +244,9 @@ def format_rd(rd: RD) -> str:
     lines.append(f"predicted loss rise against measured val_bpb: Spearman {rd.spearman:.3f} over {len(points)} exports")
     if mirrored:
         odd = sorted(abs(p.parts(base)[1]) for p in points)
-        lines.append(f"predicted loss rise against the rise's even part (w+d and w-d): Spearman {rd.spearman_even:.3f}; "
-                     f"odd part (the validation gradient along d) {odd[len(odd) // 2]:.6f} median, "
-                     f"{odd[-1]:.6f} largest, in val_bpb")
+        lines.append("predicted loss rise against the rise's even part (w+d and w-d): "
+                     f"Spearman {rd.spearman_even:.3f}; odd part (the validation gradient along d) "
+                     f"{odd[len(odd) // 2]:.6f} median, {odd[-1]:.6f} largest, in val_bpb")
     return "\n".join(lines)
 
 
