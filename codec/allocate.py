@@ -30,7 +30,7 @@ import torch
 from .decoders.config import EMBEDDING
 from .decoders.grid import ClipRule, Grid
 
-from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size, rotate, rotation_block
+from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
 from .encoders.intq import scale_columns, scaled_row_steps
 from .entropy import order0_bits
 from .lqer import lqer_factors
@@ -58,12 +58,6 @@ COL_SKEW = 2.0
 # sensitivities from other tokens than those that chose the steps); measured on three panel
 # models in docs/benchmarks.md ("Row steps by sensitivity").
 ROW_POWERS = (0.5, 1.0)
-# Rotation (decoders/intq.py: rotate), offered on matrices whose columns split into Hadamard
-# blocks of at least MIN_ROTATION_BLOCK: a one-off GPTQ comparison on challenge-long (its 24
-# matrices, 3-6 bits, five clips) predicted half the loss rise at equal order-0 bits (0.00065
-# against 0.00122 at 3.5 bits per weight); round-to-nearest, which the estimates use, gains far
-# less (0.00243 against 0.00291), hence the fill-rotated contender (contenders.py).
-MIN_ROTATION_BLOCK = 16
 # A candidate whose error holds more than this share of its tensor's energy is not offered: a
 # second-order prediction of the loss holds for small changes, and such a grid is no longer one
 # (3 bits clipped at 25 sigma rounds nearly every weight to zero; on the panel's LoopLM the
@@ -87,7 +81,6 @@ class Candidate:
     trained: bool = False  # the grid QAT trained toward: encoded round-to-nearest, whatever the rule's quantizer
     colscale: float = 0.0  # column scales' power (encoders/intq.column_scales); 0: none
     rowstep: float = 0.0  # row steps' power (encoders/intq.row_steps); 0: the clip rule's
-    rotate: bool = False  # coded as W R (decoders/intq.rotate)
 
     @property
     def grid(self) -> Grid:
@@ -98,7 +91,7 @@ class Candidate:
     def label(self) -> str:
         return (f"bits={self.bits} clip={self.clip}" + (f" colscale={self.colscale:g}" if self.colscale else "")
                 + (f" rowstep={self.rowstep:g}" if self.rowstep else "")
-                + (" rotate" if self.rotate else "") + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
+                + (f" rdoq={self.rdoq:g}" if self.rdoq else "")
                 + (f" lqer={self.lqer}" if self.lqer else "") + (" trained" if self.trained else ""))
 
 
@@ -141,22 +134,15 @@ def cancelling_hessians(hessians: Mapping[str, torch.Tensor] | None,
 
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,
-             lqer: int = 0, sens: torch.Tensor | None = None, colscale: float = 0.0, rowstep: float = 0.0,
-             rotated: bool = False) -> Candidate:
+             lqer: int = 0, sens: torch.Tensor | None = None, colscale: float = 0.0, rowstep: float = 0.0) -> Candidate:
     """Rate and distortion of round-to-nearest (rate-aware when ``rdoq``, corrected at rank
     ``lqer``, on columns scaled by ``hdiag`` at power ``colscale``, rows stepped by ``sens`` at
-    power ``rowstep``, of ``W R`` when ``rotated``: not with column scales or corrections, which
-    would need the rotated Hessian) on the per-row grid (cheap, no GPTQ); ``sens``: the loss
-    sensitivities of ``w``."""
+    power ``rowstep``) on the per-row grid (cheap, no GPTQ); ``sens``: the loss sensitivities of ``w``."""
     rule = ClipRule.parse(clip)
-    if rotated and (colscale or lqer):
-        raise ValueError("a rotated estimate has no column scales or corrections")
-    scaled, cols = scale_columns(rotate(w) if rotated else w, hdiag, colscale)
+    scaled, cols = scale_columns(w, hdiag, colscale)
     steps = scaled_row_steps(scaled, sens, cols, bits, rule, rowstep)
     q, scales = quantize_rdoq(scaled, bits, rule, rdoq, steps)
     w_hat = dequantize(q, scales, tuple(w.shape), torch.float32, cols)
-    if rotated:
-        w_hat = rotate(w_hat, inverse=True)
     symbols = q.numpy().reshape(-1)
     alphabet = int(symbols.max()) - int(symbols.min()) + 1 if symbols.size else 1
     rate = (order0_bits(symbols) + SCALE_BITS * (scales.numel() + (cols.numel() if cols is not None else 0))
@@ -169,12 +155,12 @@ def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, 
     relative = float((w32 - w_hat).square().sum(dtype=torch.float64)) / max(float(w32.square().sum(dtype=torch.float64)),
                                                                            1e-300)
     return Candidate(bits, clip, rate, loss_rise(w, w_hat, sens) if sens is not None else proxy, rdoq, lqer, proxy,
-                     relative, colscale=colscale, rowstep=rowstep, rotate=rotated)
+                     relative, colscale=colscale, rowstep=rowstep)
 
 
 def cand_order(c: Candidate) -> tuple:
     """Candidates' one total order: by rate, then distortion, then their settings (deterministic ties)."""
-    return c.rate, c.distortion, c.bits, c.clip, c.colscale, c.rowstep, c.rotate, c.rdoq, c.lqer
+    return c.rate, c.distortion, c.bits, c.clip, c.colscale, c.rowstep, c.rdoq, c.lqer
 
 
 def pareto(cands: Iterable[Candidate]) -> list[Candidate]:
@@ -194,46 +180,34 @@ def uneven(hdiag: torch.Tensor | None) -> bool:
     return float(d.mean() / d.log().mean().exp()) >= COL_SKEW
 
 
-def rotatable(w: torch.Tensor) -> bool:
-    """Whether ``w`` is a matrix whose columns split into rotation blocks of at least ``MIN_ROTATION_BLOCK``."""
-    return w.ndim == 2 and w.numel() > 0 and rotation_block(w.shape[1]) >= MIN_ROTATION_BLOCK
-
-
 def candidates(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int] = BITS,
                clip_sigmas: Sequence[float] = CLIP_SIGMAS, rdoq: Sequence[float] = RDOQ,
                lqer: Sequence[int] = LQER_RANKS, sens: torch.Tensor | None = None,
-               colscale: Sequence[float] = COL_POWERS, rowstep: Sequence[float] = ROW_POWERS,
-               rotation: bool = True) -> list[Candidate]:
+               colscale: Sequence[float] = COL_POWERS, rowstep: Sequence[float] = ROW_POWERS) -> list[Candidate]:
     """Every candidate on the Pareto front of either measure (the loss-aware one, and the
     proxy: its contender needs its own front), with and without low-rank corrections (the
     fronts without them stay whole: ``fill-no-lqer`` allocates from them), per family: one
     step per row, and column scales at each power of ``colscale`` where the Hessian's diagonal
-    is :func:`uneven`, and row steps at each power of ``rowstep`` where sensitivities are given;
-    with ``rotation``, the rotated matrix where it is :func:`rotatable` (one family per row-step
-    power, without column scales or corrections). Each family keeps its own fronts and
-    corrections, so the candidates without column scales are exactly those offered where they
-    are not (``fill-no-cols`` allocates from them). The corrections are tried on up to
-    ``LQER_BASES`` round-to-nearest grids of a family's front, spread over its rates (each try
-    costs an SVD)."""
+    is :func:`uneven`, and row steps at each power of ``rowstep`` where sensitivities are given.
+    Each family keeps its own fronts and corrections, so the candidates without column scales
+    are exactly those offered where they are not (``fill-no-cols`` allocates from them). The
+    corrections are tried on up to ``LQER_BASES`` round-to-nearest grids of a family's front,
+    spread over its rates (each try costs an SVD)."""
     powers = (0.0, *(p for p in colscale if p)) if w.ndim == 2 and uneven(hdiag) else (0.0,)
     rows = (0.0, *(r for r in rowstep if r)) if sens is not None else (0.0,)
     out: set[Candidate] = set()
     for p in powers:
         for r in rows:
             out |= set(family(w, hdiag, bits, clip_sigmas, rdoq, lqer, sens, p, r))
-    if rotation and rotatable(w):
-        for r in rows:
-            out |= set(family(w, hdiag, bits, clip_sigmas, rdoq, (), sens, 0.0, r, rotated=True))
     return sorted(out, key=cand_order)
 
 
 def family(w: torch.Tensor, hdiag: torch.Tensor | None, bits: Sequence[int], clip_sigmas: Sequence[float],
            rdoq: Sequence[float], lqer: Sequence[int], sens: torch.Tensor | None, colscale: float,
-           rowstep: float = 0.0, rotated: bool = False) -> list[Candidate]:
-    """:func:`candidates` of one column-scale and one row-step power, rotated or not."""
+           rowstep: float = 0.0) -> list[Candidate]:
+    """:func:`candidates` of one column-scale and one row-step power."""
     clips = [f"sdclip:{k:g}" for k in clip_sigmas] + ["absmax"]
-    grid = [estimate(w, b, c, hdiag, lam, 0, sens, colscale, rowstep, rotated)
-            for b in bits for c in clips for lam in rdoq]
+    grid = [estimate(w, b, c, hdiag, lam, 0, sens, colscale, rowstep) for b in bits for c in clips for lam in rdoq]
     trusted = [c for c in grid if c.relative <= MAX_RELATIVE_ERROR]
     front = both_fronts(trusted or [min(grid, key=lambda c: c.relative)])
     ranks = [r for r in lqer if 0 < r <= min(w.shape)] if w.ndim == 2 else []
@@ -269,22 +243,15 @@ class Tables:
         """The front of the candidates without ``feature``."""
         return {n: pareto(c for c in cands if not getattr(c, feature)) for n, cands in self.full.items()}
 
-    def only(self, feature: str) -> dict[str, list[Candidate]]:
-        """The front of the candidates with ``feature``, where a tensor has any (else its whole front)."""
-        return {n: pareto(c for c in cands if getattr(c, feature)) or self.table[n] for n, cands in self.full.items()}
-
 
 def estimate_tables(state_dict: Mapping[str, torch.Tensor], names: Iterable[str], hdiag: Mapping[str, torch.Tensor],
                     sens: Mapping[str, torch.Tensor], rdoq: Sequence[float], lqer: Sequence[int],
-                    say: Callable[[str], None], rowstep: Sequence[float] = ROW_POWERS,
-                    rotated: Container[str] = ()) -> Tables:
-    """Every candidate of each of ``names`` (:func:`candidates`; rotated grids for those in
-    ``rotated``), and the fronts a fill allocates over."""
+                    say: Callable[[str], None], rowstep: Sequence[float] = ROW_POWERS) -> Tables:
+    """Every candidate of each of ``names`` (:func:`candidates`), and the fronts a fill allocates over."""
     full = {}
     for n in names:
         say(f"estimating {n}")
-        full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n), rowstep=rowstep,
-                             rotation=n in rotated)
+        full[n] = candidates(state_dict[n], hdiag.get(n), rdoq=rdoq, lqer=lqer, sens=sens.get(n), rowstep=rowstep)
     return Tables(full, {n: pareto(c) for n, c in full.items()},
                   {n: pareto(c for c in cands if not c.lqer) for n, cands in full.items()})
 

@@ -12,9 +12,6 @@ weights:
 * ``fill-no-cols``: the same without column scales (when any were offered): GPTQ with a
   correction can do far better on a matrix with a few dominant inputs than round-to-nearest
   predicts (docs/benchmarks.md);
-* ``fill-rotated``: the same with every matrix that can be rotated (``allocate.rotatable``)
-  chosen among rotated grids only: the estimates are round-to-nearest, and GPTQ gains far more
-  on a rotated matrix than on the matrix as it is (``allocate.MIN_ROTATION_BLOCK``'s comment);
 * ``fill-proxy``: the allocation by the Hessian-diagonal proxy (when sensitivities are given);
 * ``qat``: when the weights were trained toward a plan (budget-aware QAT, ``qat_plan.py``), the
   plan's grids rounded to nearest as the fake quantizer rounded (GPTQ would move the weights off
@@ -59,7 +56,6 @@ class Contender(str, Enum):
     FILL = "fill"
     FILL_NO_LQER = "fill-no-lqer"
     FILL_NO_COLS = "fill-no-cols"
-    FILL_ROTATED = "fill-rotated"
     QAT = "qat"
     FILL_PROXY = "fill-proxy"
     RECORDS = "records"
@@ -67,7 +63,7 @@ class Contender(str, Enum):
 
 
 CONTENDERS = tuple(c.value for c in Contender)
-PREDICTED = (Contender.FILL, Contender.FILL_NO_LQER, Contender.FILL_NO_COLS, Contender.FILL_ROTATED)  # judged by the predicted loss
+PREDICTED = (Contender.FILL, Contender.FILL_NO_LQER, Contender.FILL_NO_COLS)  # judged by the predicted loss
 TRAINED = Contender.QAT  # judged by its score against the predicted choice; the other contenders are guards
 SIGNIFICANT = 2.0  # standard errors by which a guard's measured score overrides the prediction
 RECORD_BITS, RECORD_EMBEDDING_BITS = 6, 7
@@ -211,7 +207,7 @@ def trained_grids(filler: Filler, plan: Mapping[str, Grid], hdiag: Mapping[str, 
         g = plan[n]
         c = replace(estimate(filler.state_dict[n], g.bits, g.clip, hdiag.get(n), sens=filler.sens.get(n),
                              colscale=g.colscale), trained=True)
-        ladder = pareto([c, *(replace(x, trained=True) for x in table[n] if not (x.lqer or x.rdoq or x.rowstep or x.rotate)
+        ladder = pareto([c, *(replace(x, trained=True) for x in table[n] if not (x.lqer or x.rdoq or x.rowstep)
                               and x.colscale == g.colscale)])
         ladders[n] = ladder if c in ladder else sorted([*ladder, c], key=lambda x: (x.rate, x.distortion))
         choice[n] = c

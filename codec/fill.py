@@ -57,18 +57,18 @@ Score = Callable[[bytes], Sequence[float]]  # container -> its weights' mean cro
 
 
 def with_grid(stages: tuple[Stage, ...], cand: Candidate) -> tuple[Stage, ...]:
-    """The rule's chain with its quantizer's bits, clip, column scales, row steps, rotation, rdoq
-    and lqer replaced by the candidate's (and by round-to-nearest for a trained grid)."""
+    """The rule's chain with its quantizer's bits, clip, column scales, row steps, rdoq and lqer
+    replaced by the candidate's (and by round-to-nearest for a trained grid)."""
     first = stages[0]
     if cand.trained:
         return (RTN(bits=cand.bits, clip=cand.clip, colscale=cand.colscale), *stages[1:])
     params = {**dataclasses.asdict(first.params), "bits": cand.bits, "clip": cand.clip, "rdoq": cand.rdoq,
-              "lqer": cand.lqer, "colscale": cand.colscale, "rowstep": cand.rowstep, "rotate": cand.rotate}
+              "lqer": cand.lqer, "colscale": cand.colscale, "rowstep": cand.rowstep}
     return (type(first)(**params), *stages[1:])
 
 
 def rounded(stage: Stage) -> RTN:
-    """Round-to-nearest on ``stage``'s grid (its bits, clip, column scales, row steps, rotation, rdoq and lqer)."""
+    """Round-to-nearest on ``stage``'s grid (its bits, clip, column scales, row steps, rdoq and lqer)."""
     return RTN(**{f.name: getattr(stage.params, f.name) for f in dataclasses.fields(QuantParams)})
 
 
@@ -197,8 +197,7 @@ class Filler:
 def variants(tables: Tables) -> dict[Contender, dict[str, list[Candidate]]]:
     """The other tables the prediction judges, where they differ from the full front."""
     return {**({Contender.FILL_NO_LQER: tables.plain} if tables.offers("lqer") else {}),
-            **({Contender.FILL_NO_COLS: tables.without("colscale")} if tables.offers("colscale") else {}),
-            **({Contender.FILL_ROTATED: tables.only("rotate")} if tables.offers("rotate") else {})}
+            **({Contender.FILL_NO_COLS: tables.without("colscale")} if tables.offers("colscale") else {})}
 
 
 class Laps:
@@ -218,16 +217,13 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
          progress: Callable[[str], None] | None = None, rdoq: Sequence[float] = RDOQ,
          lqer: Sequence[int] = LQER_RANKS, sensitivity: Mapping[str, torch.Tensor] | None = None,
          score: Score | None = None, decoders: Mapping[str, DecoderSpec] | None = None,
-         trained: Mapping[str, Grid] | None = None, rowstep: Sequence[float] = ROW_POWERS,
-         rotation: bool = True) -> Allocation:
+         trained: Mapping[str, Grid] | None = None, rowstep: Sequence[float] = ROW_POWERS) -> Allocation:
     """The container that fills ``budget``: the allocation by predicted loss, or, with
     ``score``, the contender :func:`contenders.pick` ships (:func:`closed_loop`). ``decoders``:
     the table that decodes contenders for their exact predictions (default:
     :func:`used_decoders`); ``trained``: the grids the weights were trained toward, per tensor;
-    ``rdoq``, ``lqer``, ``rowstep``, ``rotation``: the rate-aware rounding strengths, correction
-    ranks and row step powers offered, and whether rotated grids are, on every matrix but an
-    embedding (``allocate.py``: a looked-up row's error never cancels, and GPTQ is what gains
-    from a rotation)."""
+    ``rdoq``, ``lqer``, ``rowstep``: the rate-aware rounding strengths, correction ranks and row
+    step powers offered (``allocate.py``)."""
     say = progress or (lambda _: None)
     hessians = hessians or {}
     lap = Laps()
@@ -235,8 +231,7 @@ def fill(state_dict: Mapping[str, torch.Tensor], spec: PipelineSpec, hessians: M
     if not filler.names:
         raise StageError("--fill: no tensor's rule starts with a grid quantizer (rtn, gptq); nothing to allocate")
     hdiag = hessian_diagonals(hessians, filler.names)
-    rotated = [n for n in filler.names if rotation and not filler.is_embedding(n)]
-    tables = estimate_tables(state_dict, filler.names, hdiag, filler.sens, rdoq, lqer, say, rowstep, rotated)
+    tables = estimate_tables(state_dict, filler.names, hdiag, filler.sens, rdoq, lqer, say, rowstep)
     estimated = lap()
     if score is not None:
         return closed_loop(filler, tables, hdiag, budget, tolerance, trained, score, say, lap, estimated)

@@ -72,7 +72,7 @@ def plan_grids(state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, to
         raise ValueError("budget-aware QAT: no tensor's rule starts with a grid quantizer (rtn, gptq)")
     hdiag = hessian_diagonals(hessians, names)
     overhead = sum(record_bytes(r) for r in fixed.values()) + len(write_container([], meta or {}))
-    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=sens.get(n), rowstep=(), rotation=False))
+    table = {n: pareto(candidates(state_dict[n], hdiag.get(n), lqer=(), sens=sens.get(n), rowstep=()))
              for n in names}
     bits = 8.0 * (budget - overhead)
     choice = climb(table, solve(table, bits), bits)

@@ -490,51 +490,11 @@ def test_row_steps_round_trip_exactly_and_beat_the_rules_steps_at_their_bytes(qu
     params = GPTQParams(bits=6, clip="sdclip:6")
     q, sc = gptq_quantize(w, h, params, steps) if quantizer == "gptq" else quantize_rtn(w, 6, params.rule, steps)
     assert torch.equal(out, dequantize(q, sc, (96, 64), torch.float32))
-    rule = _on_curve([point(f"bits={b} clip=sdclip:6")[:2] for b in (4, 5, 6, 7)], nbytes)
+    curve = [point(f"bits={b} clip=sdclip:6")[:2] for b in (4, 5, 6, 7)]
+    (b0, e0), (b1, e1) = next((a, b) for a, b in zip(curve, curve[1:]) if a[0] <= nbytes <= b[0])
+    rule = math.exp(math.log(e0) + (nbytes - b0) / (b1 - b0) * (math.log(e1) - math.log(e0)))
     print(f"{quantizer}: {nbytes} bytes, weighted error {stepped:.4g} row-stepped, {rule:.4g} on the rule's curve")
     assert stepped < 0.8 * rule
-
-
-def _on_curve(curve: list[tuple[int, float]], nbytes: int) -> float:
-    """The error of a rate-distortion ``curve`` (bytes, error; increasing bytes) at ``nbytes``,
-    interpolated in log error between the two points around it."""
-    (b0, e0), (b1, e1) = next((a, b) for a, b in zip(curve, curve[1:]) if a[0] <= nbytes <= b[0])
-    return math.exp(math.log(e0) + (nbytes - b0) / (b1 - b0) * (math.log(e1) - math.log(e0)))
-
-
-@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
-def test_rotation_round_trips_exactly_and_beats_the_plain_grid_at_its_bytes(quantizer):
-    """``rotate``: the symbols code ``W R`` (``R``: random signs times normalized Hadamard
-    blocks, orthogonal) with the rotated inputs' Hessian ``R^T H R``, and decode to the grid's
-    weights times ``R^T``, bit for bit as the encoder computed them. On a matrix with an outlier
-    weight in every row (under an absmax grid the outlier sets its row's step) the rotated
-    grid's Hessian-weighted error is below the plain grid's curve (bits 4 to 8) at the same
-    bytes, GPTQ's far below (it was 0.69x for round-to-nearest, 0.086x for GPTQ)."""
-    from golfpack.codec.decoders.container import write_container
-    from golfpack.codec.decoders.intq import rotate
-    from golfpack.codec.pipeline import encode_tensor
-
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(64, 96, generator=g)
-    w[torch.arange(64), torch.randint(0, 96, (64,), generator=g)] *= 25.0
-    h = _dominant_input_hessian(96, 2)
-    r = rotate(torch.eye(96))
-    assert torch.allclose(r @ r.T, torch.eye(96), atol=1e-5) and not torch.allclose(r.abs(), torch.eye(96))
-    err = lambda v: float(torch.einsum("ij,jk,ik->", (v - w).double(), h.double(), (v - w).double()))  # noqa: E731
-
-    def point(chain: str) -> tuple[int, float, torch.Tensor]:
-        record = encode_tensor("w", w, load_spec(f"*={quantizer} clip=absmax {chain} -> ans").rule_for("w").stages, h)
-        out = decode_state_dict(write_container([record], {}))[0]["w"]
-        return len(record[2]), err(out), out
-
-    nbytes, rotated, out = point("bits=4 rotate=true")
-    wr, hr = rotate(w), rotate(rotate(h).T)
-    rule = ClipRule.parse("absmax")
-    q, sc = gptq_quantize(wr, hr, GPTQParams(bits=4, clip="absmax")) if quantizer == "gptq" else quantize_rtn(wr, 4, rule)
-    assert torch.equal(out, rotate(dequantize(q, sc, (64, 96), torch.float32), inverse=True))
-    plain = _on_curve([point(f"bits={b}")[:2] for b in (4, 5, 6, 7, 8)], nbytes)
-    print(f"{quantizer}: {nbytes} bytes, weighted error {rotated:.4g} rotated, {plain:.4g} on the plain grid's curve")
-    assert rotated < (0.2 if quantizer == "gptq" else 0.8) * plain
 
 
 def test_row_steps_need_the_sensitivities():
@@ -547,11 +507,6 @@ def test_row_steps_need_the_sensitivities():
                       torch.ones(8, 15))
     with pytest.raises(ValueError, match="rowstep must be in 0..1"):
         load_spec("*=rtn rowstep=2 -> ans")
-
-
-def test_rotation_needs_a_matrix():
-    with pytest.raises(StageError, match="rotate needs a matrix"):
-        encode_state_dict({"w": torch.randn(16)}, load_spec("*=rtn bits=4 rotate=true -> ans"))
 
 
 def test_column_scales_need_a_matrix_and_its_hessian():

@@ -19,17 +19,8 @@ fp16 scale per row, and decodes to ``q * scale + A @ B``. Stream layout: ``A`` s
 (row-major), ``B`` symbols, ``A``'s scales, ``B``'s scales. Why: the error that matters is
 ``E H E^T`` (H: the Hessian of the layer's inputs), and where a few input directions dominate
 H, a few singular directions hold most of it (docs/stages.md).
-
-Rotation (param ``rot = 1``): a matrix may be stored as ``W R``, ``R = D B`` a randomized
-Hadamard rotation of its columns (``D``: fixed random signs, ``B``: block-diagonal normalized
-Hadamard matrices, blocks of :func:`rotation_block` columns), and decodes to the above times
-``R^T``. Why: GPTQ on ``W R`` with the rotated inputs' Hessian ``R^T H R`` spreads a few
-dominant input directions and outlier weights over every column (incoherence processing,
-QuIP#/QuaRot); on a small GPT it halved the predicted loss rise at equal bits (docs/stages.md).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -38,7 +29,6 @@ from .base import FLOAT_WIDTH, DecodeError, TensorMeta, blob, param
 
 MIN_BITS, MAX_BITS = 2, 8
 MAX_LQER_RANK = 64
-MAX_ROTATION_BLOCK = 512  # work per element: a multiply-add per block column
 
 
 def qmax(bits: int) -> int:
@@ -91,39 +81,15 @@ def decode(symbols: np.ndarray, params: dict, blobs: dict, meta: TensorMeta) -> 
     if "cols" in params:
         param(params, "cols", int, 1, 1)  # the only value: a flag that the stream is there
         col_scales = read_col_scales(blob(blobs, "cols"), meta.shape)
-    w = dequantize(q, scales, meta.shape, torch.float32, col_scales)
+    if "lqer" not in params:
+        return dequantize(q, scales, meta.shape, getattr(torch, meta.dtype), col_scales)
+    rank = param(params, "lqer", int, 1, MAX_LQER_RANK)
     rows, cols = grid_shape(meta.shape)
-    if "lqer" in params:
-        rank = param(params, "lqer", int, 1, MAX_LQER_RANK)
-        if len(meta.shape) != 2 or rank > min(rows, cols):
-            raise DecodeError(f"rank-{rank} correction of a tensor of shape {list(meta.shape)}")
-        w = w + lqer_product(*read_lqer(blob(blobs, "lqer"), rows, cols, rank))
-    if "rot" in params:
-        param(params, "rot", int, 1, 1)
-        if len(meta.shape) != 2:
-            raise DecodeError(f"rotation of a tensor of shape {list(meta.shape)}")
-        w = rotate(w, inverse=True)
+    if len(meta.shape) != 2 or rank > min(rows, cols):
+        raise DecodeError(f"rank-{rank} correction of a tensor of shape {list(meta.shape)}")
+    a, sa, b, sb = read_lqer(blob(blobs, "lqer"), rows, cols, rank)
+    w = dequantize(q, scales, meta.shape, torch.float32, col_scales) + lqer_product(a, sa, b, sb)
     return w.to(getattr(torch, meta.dtype))
-
-
-def rotation_block(cols: int) -> int:
-    """The rotation's block: the largest power of two dividing ``cols``, at most ``MAX_ROTATION_BLOCK``."""
-    return math.gcd(cols, MAX_ROTATION_BLOCK)
-
-
-def rotate(w: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """``w R`` (``inverse``: ``w R^T``) in float32, for the rotation ``R = D B`` of ``w``'s
-    columns (the module's docstring). The signs come from PCG64 seeded by the column count,
-    whose raw stream numpy keeps stable across versions; encoder and decoder call this one function."""
-    rows, cols = w.shape
-    b = rotation_block(cols)
-    h = torch.ones(1, 1)
-    while h.shape[0] < b:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
-    signs = torch.from_numpy(np.random.PCG64(cols).random_raw(cols) % 2 * 2.0 - 1).float()
-    w = w.float() if inverse else w.float() * signs
-    w = (w.reshape(rows, cols // b, b) @ (h / math.sqrt(b))).reshape(rows, cols)
-    return w * signs if inverse else w
 
 
 def read_col_scales(raw: bytes, shape: tuple[int, ...]) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from ..decoders.base import SYMBOLS, TENSOR
 from ..decoders.grid import ClipRule, row_scales
-from ..decoders.intq import MAX_LQER_RANK, dequantize, grid_shape, qmax, rotate
+from ..decoders.intq import MAX_LQER_RANK, dequantize, grid_shape, qmax
 from ..gptq import gptq_quantize
 from ..lqer import lqer_blob, lqer_factors
 from ..rdoq import quantize_rdoq
@@ -24,7 +24,6 @@ class QuantParams:
     lqer: int = 0  # rank of the low-rank error correction (codec/lqer.py); 0 for none
     colscale: float = 0.0  # column steps ~ H_jj^(-colscale/2) (column_scales); 0: one step per row
     rowstep: float = 0.0  # row steps ~ (the row's predicted error)^(-rowstep/2) (row_steps); 0: the rule's
-    rotate: bool = False  # code W R, R a randomized Hadamard rotation of the columns (decoders/intq.rotate)
 
     def __post_init__(self) -> None:
         qmax(self.bits)
@@ -119,12 +118,6 @@ class _Quantizer(Stage):
 
     def encode(self, value: torch.Tensor, ctx: EncodeContext) -> Encoded:
         params, blobs = {"bits": self.params.bits}, {}
-        if self.params.rotate:
-            if value.ndim != 2:
-                raise StageError(f"{self.name}: rotate needs a matrix; '{ctx.meta.name}' is {list(value.shape)}")
-            value, params["rot"] = rotate(value), 1
-            if ctx.hessian is not None:  # the rotated inputs' R^T H R
-                ctx = dataclasses.replace(ctx, hessian=rotate(rotate(ctx.hessian.float()).T))
         hdiag = torch.diagonal(ctx.hessian) if ctx.hessian is not None else None  # of the inputs as they are
         if self.params.colscale and (value.ndim != 2 or hdiag is None or hdiag.numel() != value.shape[1]):
             raise StageError(f"{self.name}: colscale needs a matrix and its inputs' calibration statistics; "
