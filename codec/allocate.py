@@ -55,8 +55,8 @@ COL_SKEW = 2.0
 # sensitivities are given, beside the rule's own steps. Offered together, the allocator took
 # both on challenge-long (round-to-nearest estimates: at equal predicted loss, 7.5 % fewer bits
 # than the rule's steps at 3.5 bits per weight; 22 % less predicted loss at equal bits on
-# sensitivities from other tokens than those that chose the steps); measured on three panel
-# models in docs/benchmarks.md ("Row steps by sensitivity").
+# sensitivities from other tokens than those that chose the steps); measured with and without
+# on the panel in docs/benchmarks.md ("Row steps by sensitivity").
 ROW_POWERS = (0.5, 1.0)
 # A candidate whose error holds more than this share of its tensor's energy is not offered: a
 # second-order prediction of the loss holds for small changes, and such a grid is no longer one
