@@ -216,6 +216,15 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
         if budget is not None and len(data) > budget:
             raise BudgetError(f"the weights code to {len(data):,} bytes, over the budget of {budget:,}")
         return data
+    return _fill(model, state, spec, hessians, budget, meta, tolerance, calibration, trained, log, progress)
+
+
+def _fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], spec: "PipelineSpec",
+          hessians: Mapping[str, "torch.Tensor"], budget: int, meta: dict, tolerance: float, calibration: Calibration,
+          trained: "Mapping[str, Grid] | None", log: Log, progress: Callable[[str], None] | None) -> bytes:
+    """``compress`` for a pipeline that fills: the fill, closed loop and all. Its own function
+    because only it reaches the fill: a script ``golfpack inline`` packs with a pipeline that
+    does not fill ships none of it (``inline.py: FILL_FUNCTION``)."""
     from .codec.allocatable import used_decoders
     from .codec.fill import fill
 

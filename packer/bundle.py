@@ -326,16 +326,17 @@ def compress_solid(data: bytes) -> tuple[bytes, str]:
 def build_bundle(decoders: Iterable[DecoderSpec], models: Iterable[str] = (), entries: Iterable[str] = (RUNTIME_ENTRY,),
                  allowed: Callable[[str], bool] = is_shipped, data: dict[str, str] | None = None,
                  style: MinifyStyle = ARTIFACT_STYLE, prefix: bytes = b"",
-                 unused: Mapping[str, Container[str]] | None = None, roots: Iterable[str] | None = None) -> CodeBundle:
+                 unused: Mapping[str, Container[str]] | None = None, roots: Iterable[str] | None = None,
+                 dead: Iterable[str] = ()) -> CodeBundle:
     """The minified, compressed bundle of ``closure(...)``, plus ``data`` files stored as they are;
     ``prefix``: bytes compressed in the same stream before it (an inlined script's loader);
-    ``roots``: shake the modules down to what these names reach (``shake.py``) and give the
-    module-level names nothing else sees short ones (``rename.py``)."""
+    ``roots``: shake the modules down to what these names reach, less the ``dead`` ones
+    (``shake.py``), and give the module-level names nothing else sees short ones (``rename.py``)."""
     found = closure(decoders, models, entries, allowed, unused)
     sources = dict(sorted(found.sources.values()))
     renames = None
     if roots is not None:
-        sources = shake(sources, roots)
+        sources = shake(sources, roots, dead)
         renames = global_renames(sources, roots)
     files = {path: minify(src, path, style, renames) for path, src in sources.items()} | (data or {})
     raw = sum(len(src.encode()) for _, src in found.sources.values())

@@ -38,6 +38,7 @@ MAX_SCRIPT_BYTES = 1 << 20  # a training script; the #1 record's is about 50 KB
 API = "golfpack"
 DECODE_ENTRY = "golfpack.codec.decoders.chain"  # with the stages' decoders: the decode path, for the ledger
 DECODE_ROOTS = ("read_container", "decode_container")  # what reading a model file calls
+FILL_FUNCTION = "_fill"  # the API's only way to the fill: never reached under a pipeline that does not fill
 
 
 class InlineError(ValueError):
@@ -146,18 +147,20 @@ def api_functions_used(tree: ast.Module) -> set[str] | None:
     return used
 
 
-def unused_imports(tree: ast.Module) -> dict[str, set[str]]:
+def unused_imports(tree: ast.Module, fills: bool = True) -> dict[str, set[str]]:
     """The imports of ``golfpack`` (the API module) that the script can never reach: those made
     inside API functions it neither calls nor reaches through the ones it calls (a script that
-    never calls ``shard_batches`` carries no shard reader). Lazy imports are the API's rule
-    (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
+    never calls ``shard_batches`` carries no shard reader), and, where the packed pipeline does
+    not ``fills``, the fill's (``FILL_FUNCTION``: ``compress`` calls it only for a pipeline
+    that fills, and an inlined script has only the pipeline it packed). Lazy imports are the
+    API's rule (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
     used = api_functions_used(tree)
     if used is None:
         return {}
     api = ast.parse(module_path(API)[1])
     functions = {n.name: n for n in api.body if isinstance(n, ast.FunctionDef)}
-    calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions}
-             for f, node in functions.items()}
+    calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions
+                 and (fills or n.id != FILL_FUNCTION)} for f, node in functions.items()}
     reach, todo = set(), [u for u in used if u in functions]
     while todo:
         f = todo.pop()
@@ -170,6 +173,20 @@ def unused_imports(tree: ast.Module) -> dict[str, set[str]]:
 
     kept = imports(n for n in api.body if not isinstance(n, ast.FunctionDef)) | imports(functions[f] for f in reach)
     return {API: imports(functions.values()) - kept}
+
+
+def own_modules(modules: set[str]) -> list[str]:
+    """The API and the golfpack modules a script names beyond it (``modules``: what it imports;
+    not the API's functions, not the packed pipeline)."""
+    return sorted({API} | {m for m in modules if m.startswith(API + ".") and m != API + "._packed"
+                           and m.removeprefix(API + ".") not in API_NAMES})
+
+
+def inline_dead(tree: ast.Module, fills: bool) -> tuple[str, ...]:
+    """What an inlined script's bundle drops though the API names it (``shake.py``'s ``dead``):
+    the fill (``FILL_FUNCTION``), where the packed pipeline does not ``fills`` and the script
+    names no golfpack module beyond the API (with one it could build a pipeline that fills)."""
+    return () if fills or len(own_modules(imported_modules(tree))) > 1 else (FILL_FUNCTION,)
 
 
 def inline_roots(tree: ast.Module, stages: Iterable[str]) -> set[str]:
@@ -211,16 +228,15 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
         raise InlineError(f"{script}: does not import golfpack; there is nothing to inline")
     requirements = user_requirements(script, modules)
     spec = load_spec(pipeline)
-    extra = (RTN,) if any(allocates(r) for r in spec.rules) else ()  # what a fill codes with beyond the rules
+    dead = inline_dead(tree, spec.fill)
+    extra = (RTN,) if not dead and any(allocates(r) for r in spec.rules) else ()  # what a fill codes with beyond the rules
     classes = sorted({type(s) for r in spec.rules for s in r.stages} | set(extra), key=lambda c: c.name)
     decoders = [c.decoder() for c in classes]
     # the API always (importing any golfpack module runs it first), and the modules the script names
-    own = sorted({API} | {m for m in modules if m.startswith(API + ".") and m != API + "._packed"
-                          and m.removeprefix(API + ".") not in API_NAMES})
-    bundle = build_bundle(decoders, entries=[*own, *sorted({c.__module__ for c in classes})],
+    bundle = build_bundle(decoders, entries=[*own_modules(modules), *sorted({c.__module__ for c in classes})],
                           allowed=ships_in_records, style=INLINE_STYLE, data={PACKED_PATH: packed_source(spec, extra)},
-                          prefix=inline_prefix(), unused=unused_imports(tree),
-                          roots=inline_roots(tree, [c.__name__ for c in classes]))
+                          prefix=inline_prefix(), unused=unused_imports(tree, not dead),
+                          roots=inline_roots(tree, [c.__name__ for c in classes]), dead=dead)
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, style=INLINE_STYLE,  # as packed
                           prefix=inline_prefix(), roots=DECODE_ROOTS)
     # the two lines that would carry it, as the script carries the whole bundle (and bench/code_bytes.py the record's)

@@ -237,7 +237,7 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
 
     out, _ = folder
     files = packed_files(out)
-    roots = shaken_to(parse_inline((out / "train_gpt.py").read_bytes()), packed_literals(files["golfpack/_packed.py"]))
+    shaking = shaken_to(parse_inline((out / "train_gpt.py").read_bytes()), packed_literals(files["golfpack/_packed.py"]))
     plant = tmp_path / "plant"
     (plant / "evilpkg").mkdir(parents=True)
     marker = tmp_path / "imported"
@@ -245,7 +245,7 @@ def test_check_imports_nothing_a_hostile_bundle_names(folder, tmp_path):
     sys.path.insert(0, str(plant))
     try:
         evil = {**files, "evilpkg/mod.py": "x = 1\n"}
-        assert foreign_modules(evil, roots) == ["evilpkg/mod.py"] and not marker.exists()
+        assert foreign_modules(evil, *shaking) == ["evilpkg/mod.py"] and not marker.exists()
         problems = check_folder(replanted(out, evil, tmp_path / "rec")).problems
         assert any("not golfpack 0.1.0's own: evilpkg/mod.py" in p for p in problems) and not marker.exists()
     finally:
@@ -307,3 +307,69 @@ def test_the_packed_pipeline_rebuilds_the_installed_one(pipeline):
     assert shape(again) == shape(spec)
     assert [[type(x) for x in r.stages] for r in again.rules] == [[type(x) for x in r.stages] for r in spec.rules]
     assert set(packed_decoders(packed)) == {type(x).name for r in spec.rules for x in r.stages} | {"rtn"}
+
+
+FIXED_SCRIPT = '''import hashlib, sys
+import torch
+import golfpack
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = torch.nn.Embedding(64, 32)
+        self.out = torch.nn.Linear(32, 64, bias=False)
+
+    def forward(self, x, y):
+        return torch.nn.functional.cross_entropy(self.out(self.table(x)).flatten(0, 1), y.flatten())
+
+net = Tiny()
+tokens = torch.randint(0, 64, (8, 17), generator=torch.Generator().manual_seed(1))
+calib = golfpack.calibrate(net, [(tokens[:, :-1], tokens[:, 1:])], hessian_tokens=128, sensitivity_tokens=0,
+                           score_tokens=0)
+blob = golfpack.compress(net, calib, 1_000_000, pipeline=sys.argv[1] if len(sys.argv) > 1 else None)
+again = Tiny()
+golfpack.decompress(blob, again)
+print(hashlib.sha256(blob).hexdigest(), float((again.out.weight - net.out.weight).abs().max()))
+'''
+
+
+def test_a_pipeline_that_does_not_fill_ships_no_fill_and_runs_without_it(tmp_path):
+    """Under a packed pipeline that does not fill, ``compress`` never reaches the fill, so the
+    script carries none of it (the allocator, the contenders, the API's ``_fill``); it still
+    codes the bytes the installed golfpack codes, where golfpack is not installed, and ``check``
+    finds its packed code golfpack's own."""
+    from golfpack.packer.inline import FILL_FUNCTION
+    from golfpack.packer.records.check_inline import foreign_modules, packed_literals, shaken_to
+
+    from importlib.resources import files as resources
+
+    default = (resources("golfpack.codec") / "default_pipeline.toml").read_text()
+    assert "\nfill = true\n" in default
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(default.replace("\nfill = true\n", "\nfill = false\n"))
+    script = tmp_path / "train_gpt.py"
+    script.write_text(FIXED_SCRIPT)
+    result = {}
+    for name, pipeline in (("fixed", str(fixed)), ("default", "default")):
+        inline(script, tmp_path / name, pipeline)
+        result[name] = packed_files(tmp_path / name)
+    assert {"golfpack/codec/fill.py", "golfpack/codec/allocate.py", "golfpack/codec/contenders.py"} <= set(result["default"])
+    assert not {"golfpack/codec/fill.py", "golfpack/codec/allocate.py", "golfpack/codec/contenders.py",
+                "golfpack/codec/allocatable.py"} & set(result["fixed"])
+    api = result["fixed"]["golfpack/__init__.py"]
+    assert f"def {FILL_FUNCTION}(" not in api and "def contender_score(" not in api
+    files = result["fixed"]
+    assert foreign_modules(files, *shaken_to(parse_inline((tmp_path / "fixed" / "train_gpt.py").read_bytes()),
+                                             packed_literals(files["golfpack/_packed.py"]))) == []
+
+    site = without_golfpack(tmp_path)
+    run = subprocess.run([sys.executable, "-S", "train_gpt.py"], cwd=tmp_path / "fixed", capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    digest, error = run.stdout.split()
+    here = subprocess.run([sys.executable, str(script), str(fixed)], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert here.returncode == 0, here.stderr[-3000:]
+    print(run.stdout, here.stdout)
+    assert here.stdout.split() == [digest, error] and 0 < float(error) < 0.1  # the same bytes, a real quantization

@@ -24,7 +24,7 @@ from ...codec.rules import PACKED_NAMES, PACKED_PATH
 from ...model.console import one_line
 from ...model.files import read_regular
 from ..bundle import INLINE_STYLE, minify, module_path
-from ..inline import inline_roots
+from ..inline import inline_dead, inline_roots
 from ..rename import global_renames
 from ..shake import shake
 from ..version import golfpack_version
@@ -93,21 +93,21 @@ def packed_pipeline(packed: SimpleNamespace, source: str) -> dict:
     return {n: c.decoder() for n, c in classes.items()}
 
 
-def shaken_to(parts: InlineParts, packed: SimpleNamespace) -> set[str] | None:
-    """The names ``inline`` shook this script's bundle down to (``inline.py: inline_roots``), or
-    None when the user's source does not parse."""
+def shaken_to(parts: InlineParts, packed: SimpleNamespace) -> tuple[set[str], tuple[str, ...]] | None:
+    """The names ``inline`` shook this script's bundle down to and those it dropped
+    (``inline.py: inline_roots, inline_dead``), or None when the user's source does not parse."""
     try:
         with silenced():
             user = ast.parse(parts.prefix + parts.body)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    return inline_roots(user, [ref.rsplit(":", 1)[-1] for ref in packed.STAGES.values()])
+    return inline_roots(user, [ref.rsplit(":", 1)[-1] for ref in packed.STAGES.values()]), inline_dead(user, packed.FILL)
 
 
-def foreign_modules(files: dict[str, str], roots: set[str]) -> list[str]:
-    """The packed modules whose code is not this golfpack's own, shaken down to ``roots`` and
-    minified as inline packs it (a path outside ``golfpack/`` is foreign without a look-up:
-    nothing it names is imported)."""
+def foreign_modules(files: dict[str, str], roots: set[str], dead: tuple[str, ...] = ()) -> list[str]:
+    """The packed modules whose code is not this golfpack's own, shaken down to ``roots`` less
+    ``dead`` and minified as inline packs it (a path outside ``golfpack/`` is foreign without a
+    look-up: nothing it names is imported)."""
     out, own = [], {}
     for path in sorted(files):
         if path == PACKED_PATH:
@@ -123,7 +123,7 @@ def foreign_modules(files: dict[str, str], roots: set[str]) -> list[str]:
         if own_path != path:
             out.append(path)
             own.pop(path, None)
-    shaken = shake(own, roots)
+    shaken = shake(own, roots, dead)
     renames = global_renames(shaken, roots)
     return sorted(out + [p for p in own if minify(shaken[p], p, INLINE_STYLE, renames) != files[p]])
 
@@ -145,10 +145,10 @@ def check_inline(report: Report, folder: Path, names: set[str], doc: dict, targe
         report.problems.append(f"{SCRIPT}: inlined by golfpack {parts.version}; this is {golfpack_version()}, whose "
                                "decoders cannot vouch for its packed ones (check it with that version)")
         return
-    roots = shaken_to(parts, packed)
-    if roots is None:  # compiled() has said why
+    shaking = shaken_to(parts, packed)
+    if shaking is None:  # compiled() has said why
         return
-    foreign = foreign_modules(files, roots)
+    foreign = foreign_modules(files, *shaking)
     if foreign:
         report.problems.append(f"{SCRIPT}: packed code is not golfpack {parts.version}'s own: {', '.join(foreign[:5])}")
         return
