@@ -154,11 +154,11 @@ def unused_imports(tree: ast.Module, fills: bool = True) -> dict[str, set[str]]:
     not ``fills``, the fill's (``FILL_FUNCTION``: ``compress`` calls it only for a pipeline
     that fills, and an inlined script has only the pipeline it packed). Lazy imports are the
     API's rule (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
-    used = api_functions_used(tree)
-    if used is None:
-        return {}
     api = ast.parse(module_path(API)[1])
     functions = {n.name: n for n in api.body if isinstance(n, ast.FunctionDef)}
+    used = api_functions_used(tree)
+    if used is None:  # the module used otherwise: every function may be called (the fill's as the pipeline says)
+        used = {f for f in functions if fills or f != FILL_FUNCTION}
     calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions
                  and (fills or n.id != FILL_FUNCTION)} for f, node in functions.items()}
     reach, todo = set(), [u for u in used if u in functions]
@@ -185,8 +185,11 @@ def own_modules(modules: set[str]) -> list[str]:
 def inline_dead(tree: ast.Module, fills: bool) -> tuple[str, ...]:
     """What an inlined script's bundle drops though the API names it (``shake.py``'s ``dead``):
     the fill (``FILL_FUNCTION``), where the packed pipeline does not ``fills`` and the script
-    names no golfpack module beyond the API (with one it could build a pipeline that fills)."""
-    return () if fills or len(own_modules(imported_modules(tree))) > 1 else (FILL_FUNCTION,)
+    names no golfpack module beyond the API (with one it could build a pipeline that fills) nor
+    the fill's function itself."""
+    if fills or len(own_modules(imported_modules(tree))) > 1 or FILL_FUNCTION in (api_functions_used(tree) or ()):
+        return ()
+    return (FILL_FUNCTION,)
 
 
 def inline_roots(tree: ast.Module, stages: Iterable[str]) -> set[str]:

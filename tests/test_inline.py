@@ -387,3 +387,20 @@ def test_the_docs_compact_pipeline_packs_within_issue_35s_targets(tmp_path):
     print(result.golfpack_bytes, result.decode_bytes)
     assert result.golfpack_bytes <= 16_000 and result.decode_bytes <= 6_000
     assert "golfpack/codec/fill.py" not in packed_files(tmp_path / "rec")
+
+
+@pytest.mark.parametrize("script", ["import golfpack\nf = getattr(golfpack, 'compress')\n",
+                                    "from golfpack import *\n"])
+def test_under_a_fixed_pipeline_a_script_using_the_api_otherwise_ships_no_fill_either(tmp_path, script):
+    """Every API function ships where the script's syntax does not say which it calls, but the
+    fill is reached only by a pipeline that fills, whatever the script calls."""
+    from importlib.resources import files as resources
+
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text((resources("golfpack.codec") / "default_pipeline.toml").read_text()
+                     .replace("\nfill = true\n", "\nfill = false\n"))
+    (tmp_path / "s.py").write_text(script)
+    inline(tmp_path / "s.py", tmp_path / "rec", str(fixed))
+    files = packed_files(tmp_path / "rec")
+    assert "golfpack/model/shards.py" in files and "def compress(" in files["golfpack/__init__.py"]
+    assert "golfpack/codec/fill.py" not in files and "golfpack/codec/contenders.py" not in files
