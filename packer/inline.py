@@ -156,12 +156,12 @@ def unused_imports(tree: ast.Module, fills: bool = True) -> dict[str, set[str]]:
     API's rule (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
     api = ast.parse(module_path(API)[1])
     functions = {n.name: n for n in api.body if isinstance(n, ast.FunctionDef)}
+    callable_ = {f for f in functions if fills or f != FILL_FUNCTION}
     used = api_functions_used(tree)
-    if used is None:  # the module used otherwise: every function may be called (the fill's as the pipeline says)
-        used = {f for f in functions if fills or f != FILL_FUNCTION}
-    calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions
-                 and (fills or n.id != FILL_FUNCTION)} for f, node in functions.items()}
-    reach, todo = set(), [u for u in used if u in functions]
+    used = callable_ if used is None else used  # the module used otherwise: every function may be called
+    calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in callable_}
+             for f, node in functions.items()}
+    reach, todo = set(), [u for u in used if u in callable_]
     while todo:
         f = todo.pop()
         if f not in reach:

@@ -72,36 +72,37 @@ def _lines(tree: ast.Module) -> list[tuple[int, int] | None]:
             for i, (first, last) in enumerate(spans)]
 
 
-def _needed(node: ast.stmt, keep: set[str], dead: set[str]) -> bool:
+def _needed(node: ast.stmt, keep: set[str]) -> bool:
     names = _defined(node)
-    return not names or (bool(names & keep) and not names & dead) or any(n.startswith("__") for n in names)
+    return not names or bool(names & keep) or any(n.startswith("__") for n in names)
 
 
 def shake(sources: Mapping[str, str], roots: Iterable[str], dead: Iterable[str] = ()) -> dict[str, str]:
     """``path -> source`` less what neither ``roots`` (names the caller reaches: the script's,
     the stages', the decoders' entry points) nor anything kept references. ``dead``: names the
     caller knows are never called though kept code names them (the API's fill, under a packed
-    pipeline that does not fill): their definitions go, and what only they referenced."""
+    pipeline that does not fill): never kept, so their definitions and imports go, and what only
+    they referenced."""
     trees = {path: ast.parse(src) for path, src in sources.items()}
     lines = {path: _lines(tree) for path, tree in trees.items()}
-    keep, dead = set(roots), set(dead)
+    dead = set(dead)
+    keep = set(roots) - dead
     reached: set[int] = set()  # statements whose references are in ``keep`` already (each walked once)
     while True:
         before = len(keep)
         for path, tree in trees.items():
             for node, span in zip(tree.body, lines[path]):
                 if isinstance(node, ast.ImportFrom) and span is not None:  # keeping b keeps x's a
-                    keep.update(a.name for a in node.names if _bound(a) in keep)
-                elif id(node) not in reached and (span is None or _needed(node, keep, dead)):
+                    keep.update(a.name for a in node.names if _bound(a) in keep and a.name not in dead)
+                elif id(node) not in reached and (span is None or _needed(node, keep)):
                     reached.add(id(node))
-                    keep |= _references(node)
+                    keep |= _references(node) - dead
         if len(keep) == before:
             break
-    return {path: _edited(sources[path], tree, lines[path], keep, dead) for path, tree in trees.items()}
+    return {path: _edited(sources[path], tree, lines[path], keep) for path, tree in trees.items()}
 
 
-def _edited(source: str, tree: ast.Module, spans: list[tuple[int, int] | None], keep: set[str],
-            dead: set[str]) -> str:
+def _edited(source: str, tree: ast.Module, spans: list[tuple[int, int] | None], keep: set[str]) -> str:
     """``source`` with the dropped statements' lines blanked and pruned imports re-spelled on
     their first line: every kept line stays where it was, so an error's pointer
     (``bundle.py: _PointToMessages``) names golfpack's own line."""
@@ -114,7 +115,7 @@ def _edited(source: str, tree: ast.Module, spans: list[tuple[int, int] | None], 
             if len(names) == len(node.names):
                 continue
             replacement = [ast.unparse(ast.ImportFrom(node.module, names, node.level))] if names else []
-        elif _needed(node, keep, dead):
+        elif _needed(node, keep):
             continue
         else:
             replacement = []

@@ -309,6 +309,17 @@ def test_the_packed_pipeline_rebuilds_the_installed_one(pipeline):
     assert set(packed_decoders(packed)) == {type(x).name for r in spec.rules for x in r.stages} | {"rtn"}
 
 
+def fixed_pipeline(tmp: Path) -> Path:
+    """The default pipeline's rules with ``fill = false``, as a pipeline file."""
+    from importlib.resources import files as resources
+
+    default = (resources("golfpack.codec") / "default_pipeline.toml").read_text()
+    assert "\nfill = true\n" in default
+    out = tmp / "fixed.toml"
+    out.write_text(default.replace("\nfill = true\n", "\nfill = false\n"))
+    return out
+
+
 FIXED_SCRIPT = '''import hashlib, sys
 import torch
 import golfpack
@@ -342,12 +353,7 @@ def test_a_pipeline_that_does_not_fill_ships_no_fill_and_runs_without_it(tmp_pat
     from golfpack.packer.inline import FILL_FUNCTION
     from golfpack.packer.records.check_inline import foreign_modules, packed_literals, shaken_to
 
-    from importlib.resources import files as resources
-
-    default = (resources("golfpack.codec") / "default_pipeline.toml").read_text()
-    assert "\nfill = true\n" in default
-    fixed = tmp_path / "fixed.toml"
-    fixed.write_text(default.replace("\nfill = true\n", "\nfill = false\n"))
+    fixed = fixed_pipeline(tmp_path)
     script = tmp_path / "train_gpt.py"
     script.write_text(FIXED_SCRIPT)
     result = {}
@@ -394,11 +400,7 @@ def test_the_docs_compact_pipeline_packs_within_issue_35s_targets(tmp_path):
 def test_under_a_fixed_pipeline_a_script_using_the_api_otherwise_ships_no_fill_either(tmp_path, script):
     """Every API function ships where the script's syntax does not say which it calls, but the
     fill is reached only by a pipeline that fills, whatever the script calls."""
-    from importlib.resources import files as resources
-
-    fixed = tmp_path / "fixed.toml"
-    fixed.write_text((resources("golfpack.codec") / "default_pipeline.toml").read_text()
-                     .replace("\nfill = true\n", "\nfill = false\n"))
+    fixed = fixed_pipeline(tmp_path)
     (tmp_path / "s.py").write_text(script)
     inline(tmp_path / "s.py", tmp_path / "rec", str(fixed))
     files = packed_files(tmp_path / "rec")

@@ -86,6 +86,15 @@ def test_shake_keeps_what_the_roots_reach_and_drops_the_rest():
     assert names(out["p/b.py"]) == ["used", "lazy_one", "named_in_a_string"]
 
 
+def test_dead_names_go_with_their_imports_and_what_only_they_reach():
+    """``entry`` names ``used``, but the caller knows it is never called: its definition, the
+    import that binds it, and everything only it reached go; the rest is shaken as before."""
+    out = shake({"p/a.py": A, "p/b.py": B}, roots={"entry", "Kept", "by_string"}, dead={"used"})
+    assert names(out["p/a.py"]) == ["import", "LIMIT", "TABLE", "COMPUTED", "entry", "by_string", "Kept", "helper",
+                                    "__getattr__"]
+    assert names(out["p/b.py"]) == ["lazy_one", "named_in_a_string"]
+
+
 def test_shake_leaves_a_module_with_nothing_to_drop_byte_for_byte():
     src = "from .b import used\n\n\ndef entry(x):\n    return used(x)\n"
     assert shake({"p/a.py": src}, roots={"entry"})["p/a.py"] == src
