@@ -147,16 +147,16 @@ def api_functions_used(tree: ast.Module) -> set[str] | None:
     return used
 
 
-def unused_imports(tree: ast.Module, fills: bool = True) -> dict[str, set[str]]:
+def unused_imports(tree: ast.Module, dead: Iterable[str] = ()) -> dict[str, set[str]]:
     """The imports of ``golfpack`` (the API module) that the script can never reach: those made
     inside API functions it neither calls nor reaches through the ones it calls (a script that
-    never calls ``shard_batches`` carries no shard reader), and, where the packed pipeline does
-    not ``fills``, the fill's (``FILL_FUNCTION``: ``compress`` calls it only for a pipeline
-    that fills, and an inlined script has only the pipeline it packed). Lazy imports are the
-    API's rule (``api/__init__.py``), so a function's imports are exactly what calling it loads."""
+    never calls ``shard_batches`` carries no shard reader), and those only ``dead`` functions
+    reach (:func:`inline_dead`: the fill under a packed pipeline that does not fill). Lazy
+    imports are the API's rule (``api/__init__.py``), so a function's imports are exactly what
+    calling it loads."""
     api = ast.parse(module_path(API)[1])
     functions = {n.name: n for n in api.body if isinstance(n, ast.FunctionDef)}
-    callable_ = {f for f in functions if fills or f != FILL_FUNCTION}
+    callable_ = set(functions) - set(dead)
     used = api_functions_used(tree)
     used = callable_ if used is None else used  # the module used otherwise: every function may be called
     calls = {f: {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in callable_}
@@ -238,7 +238,7 @@ def inline(script: str | Path, out: str | Path, pipeline: str = "default", force
     # the API always (importing any golfpack module runs it first), and the modules the script names
     bundle = build_bundle(decoders, entries=[*own_modules(modules), *sorted({c.__module__ for c in classes})],
                           allowed=ships_in_records, style=INLINE_STYLE, data={PACKED_PATH: packed_source(spec, extra)},
-                          prefix=inline_prefix(), unused=unused_imports(tree, not dead),
+                          prefix=inline_prefix(), unused=unused_imports(tree, dead),
                           roots=inline_roots(tree, [c.__name__ for c in classes]), dead=dead)
     decode = build_bundle(decoders, entries=[DECODE_ENTRY], allowed=ships_in_records, style=INLINE_STYLE,  # as packed
                           prefix=inline_prefix(), roots=DECODE_ROOTS)
