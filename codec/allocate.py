@@ -27,7 +27,7 @@ from typing import Callable, Container, Iterable, Mapping, Sequence
 
 import torch
 
-from .decoders.config import EMBEDDING
+from .decoders.config import HEAD_PART, LOOKUP_PART
 from .decoders.grid import ClipRule, Grid
 
 from .decoders.intq import dequantize, grid_shape, lqer_product, lqer_size
@@ -125,12 +125,44 @@ def loss_rise(w: torch.Tensor, w_hat: torch.Tensor, sens: torch.Tensor, hessian:
     return float((per_row * factor).sum())
 
 
-def cancelling_hessians(hessians: Mapping[str, torch.Tensor] | None,
-                        roles: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """The Hessians :func:`loss_rise` may scale rows by: not an embedding's. A token's row is
-    looked up alone, so its errors never cancel there; a tied embedding's Hessian is its output
-    layer's only, and would hide the lookup's error."""
-    return {n: h for n, h in (hessians or {}).items() if roles.get(n) != EMBEDDING}
+PARTS = (LOOKUP_PART, HEAD_PART)  # a tied embedding's sensitivity, split by its two roles, beside the whole
+
+
+def owner(key: str) -> str:
+    """The tensor a sensitivity's key is of: ``tok_emb.weight#lookup`` -> ``tok_emb.weight``."""
+    for part in PARTS:
+        if key.endswith(part):
+            return key[: -len(part)]
+    return key
+
+
+@dataclass(frozen=True)
+class LossModel:
+    """The predicted loss rise of a tensor's decoded weights (:func:`loss_rise`): its
+    sensitivity, each row's term scaled by the cancellation that the Hessian of the layer's
+    inputs allows. Not an embedding's as a whole: a token's row is looked up alone, so its
+    errors never cancel there, and a tied embedding's Hessian is its output layer's only. A tied
+    embedding whose sensitivity comes in its two roles' parts gets each its own: the lookup's as
+    is, the head's with the head's cancellation. Why: GPTQ on a tied embedding makes the head's
+    errors cancel in the logits, which the whole sensitivity priced as if they did not (on the
+    panel's no-fill grid, AdamW without decay, the embedding's predicted rise over its measured
+    rise was 10.8 against the matrices' 1.6; split, its prediction falls to a third;
+    docs/benchmarks.md)."""
+
+    sens: Mapping[str, torch.Tensor]  # tensor name -> sensitivity; a tied embedding's parts under ``name + part``
+    hessians: Mapping[str, torch.Tensor]  # tensor name -> GPTQ's Hessian of its inputs
+    embeddings: Container[str] = frozenset()  # looked-up tensors
+
+    def rise(self, n: str, w: torch.Tensor, w_hat: torch.Tensor) -> float:
+        """Tensor ``n``'s predicted loss rise (nats per token) from ``w`` replaced by ``w_hat``."""
+        lookup, head = (self.sens.get(n + p) for p in PARTS)
+        if lookup is not None and head is not None:
+            return loss_rise(w, w_hat, lookup) + loss_rise(w, w_hat, head, self.hessians.get(n))
+        return loss_rise(w, w_hat, self.sens[n], None if n in self.embeddings else self.hessians.get(n))
+
+    def total(self, state: Mapping[str, torch.Tensor], decoded: Mapping[str, torch.Tensor]) -> float:
+        """The predicted loss rise of every tensor with a sensitivity that ``decoded`` holds."""
+        return sum(self.rise(n, state[n], decoded[n].float()) for n in self.sens if n in decoded and owner(n) == n)
 
 
 def estimate(w: torch.Tensor, bits: int, clip: str, hdiag: torch.Tensor | None, rdoq: float = 0.0,

@@ -36,8 +36,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .allocate import (LQER_RANKS, RDOQ, ROW_POWERS, Candidate, Tables, by_proxy, cancelling_hessians, climb,
-                       estimate_tables, hessian_diagonals, ladder_step, loss_rise, solve)
+from .allocate import (LQER_RANKS, RDOQ, ROW_POWERS, Candidate, Tables, by_proxy, LossModel, climb,
+                       estimate_tables, hessian_diagonals, ladder_step, solve)
 from .allocatable import split_tensors, used_decoders
 from .contenders import (ALLOCATION_KEY, CHOSEN_KEY, CONTENDERS_KEY, PREDICTED, Allocation, Contender, allocation_meta,
                          best_predicted, contenders_meta, contenders_reserve, pick, records_grid, trained_grids)
@@ -82,7 +82,7 @@ class Filler:
         self.state_dict, self.spec, self.hessians, self.meta, self.say = state_dict, spec, hessians, meta, say
         self.decoders = used_decoders(spec, state_dict) if decoders is None else decoders
         self.names, self.fixed, self.sens = split_tensors(spec, state_dict, hessians, sensitivity)
-        self.cancelling = cancelling_hessians(hessians, {n: EMBEDDING for n in self.names if self.is_embedding(n)})
+        self.loss = LossModel(self.sens, hessians, frozenset(n for n in self.names if self.is_embedding(n)))
         self.cache: dict[tuple[str, Candidate], Record] = {}
         self.rises: dict[tuple[str, Candidate], float] = {}
 
@@ -120,7 +120,7 @@ class Filler:
     def exact_rise(self, n: str, record: Record) -> float:
         """The predicted loss rise of tensor ``n``'s weights as ``record`` decodes them."""
         decoded = decode_container(read_container(write_container([record], {})), self.decoders)
-        return loss_rise(self.state_dict[n], decoded[n].float(), self.sens[n], self.cancelling.get(n))
+        return self.loss.rise(n, self.state_dict[n], decoded[n].float())
 
     def rise(self, n: str, c: Candidate) -> float:
         """The predicted loss rise of tensor ``n``'s exact (decoded) weights under ``c``: what

@@ -14,7 +14,7 @@ from torch import nn
 
 import golfpack
 from golfpack.codec.decoders.container import ContainerError
-from golfpack.codec.decoders.config import EMBEDDING, MATRIX, SMALL
+from golfpack.codec.decoders.config import EMBEDDING, HEAD_PART, LOOKUP_PART, MATRIX, SMALL
 from golfpack.model.anatomy import probe_output_layers
 from golfpack.trainer.roles import tensor_roles
 
@@ -96,15 +96,17 @@ def test_roles_come_from_the_modules_not_the_names(trained_own):
 
 
 def test_calibrate_reads_the_scripts_own_batches_in_order(trained_own, train_glob):
+    grads = [p.grad for p in trained_own.parameters()]  # the script's own, from its last step
     calib = golfpack.calibrate(trained_own, my_loader(train_glob, 4, SEQ), hessian_tokens=2048,
                                sensitivity_tokens=1024, score_tokens=1024)
     linears = {f"{n}.weight" for n, m in trained_own.named_modules() if isinstance(m, nn.Linear)}
     assert set(calib.hessians) == linears | ({"wte.weight"} if trained_own.tied else set())
     if trained_own.tied:  # the tied head's Hessian is of the final hidden states
         assert calib.hessians["wte.weight"].shape == (DIM, DIM)
-    assert set(calib.sensitivity) == {n for n, p in trained_own.named_parameters() if p.ndim == 2}
+    parts = {f"wte.weight{p}" for p in (LOOKUP_PART, HEAD_PART)} if trained_own.tied else set()  # its two roles
+    assert set(calib.sensitivity) == {n for n, p in trained_own.named_parameters() if p.ndim == 2} | parts
     assert sum(x.numel() for x, _ in calib.score) == 1024 and calib.tokens == 4096 and calib.seconds > 0
-    assert all(p.grad is None for p in trained_own.parameters())
+    assert all(p.grad is g for p, g in zip(trained_own.parameters(), grads))  # left as they were
 
 
 def test_compress_fills_the_budget_and_decompress_gives_the_weights_back(trained_own, train_glob):

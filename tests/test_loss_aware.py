@@ -9,7 +9,8 @@ import re
 import pytest
 import torch
 
-from golfpack.codec.allocate import cancelling_hessians, loss_rise
+from golfpack.codec.allocate import LossModel, loss_rise
+from golfpack.codec.decoders.config import HEAD_PART, LOOKUP_PART
 from golfpack.codec.contenders import CONTENDERS, PREDICTED, TRAINED, Allocation, pick
 from golfpack.codec.fill import fill
 from golfpack.codec.host import decode_state_dict
@@ -36,7 +37,9 @@ def setup(trained, train_glob):
 def test_sensitivities_cover_every_matrix_and_are_non_negative(setup):
     ckpt, model, sens, _, _ = setup
     matrices = {n for n, p in model.named_parameters() if p.ndim == 2}
-    assert set(sens) == matrices and all(s.shape == ckpt.state_dict[n].shape for n, s in sens.items())
+    parts = {f"tok_emb.weight{p}" for p in (LOOKUP_PART, HEAD_PART)}  # the tied embedding's two roles
+    assert set(sens) == matrices | parts
+    assert all(s.shape == ckpt.state_dict[n.split("#")[0]].shape for n, s in sens.items())
     assert all(bool((s >= 0).all()) and float(s.sum()) > 0 for s in sens.values())
 
 
@@ -65,6 +68,56 @@ def test_sensitivity_is_the_scaled_mean_squared_sequence_gradient(setup, train_g
         assert torch.allclose(sens[n], expected, rtol=1e-5, atol=1e-12), n
 
 
+def test_a_tied_embeddings_two_roles_are_each_the_same_estimator(setup, train_glob):
+    """The tied embedding's lookup and head parts, recomputed by hand with the lookup reading a
+    copy of the weight: the copy's gradient is the lookup's, the weight's own the head's."""
+    from golfpack.model.shards import TokenStream
+
+    _, model, sens, _, _ = setup
+    stream = TokenStream(train_glob, model.vocab_size)
+    stream.take(2048)
+    tokens = stream.take(8192 + 1).long()
+    emb = model.tok_emb
+    copy = emb.weight.detach().clone().requires_grad_(True)
+    emb.forward = lambda ids: torch.nn.functional.embedding(ids, copy)  # this instance only
+    lookup, head = torch.zeros_like(copy, dtype=torch.float64), torch.zeros_like(copy, dtype=torch.float64)
+    try:
+        for i in range(8192 // SEQ):
+            chunk = tokens[i * SEQ : (i + 1) * SEQ + 1]
+            model.zero_grad()
+            copy.grad = None
+            model(chunk[:-1][None], chunk[1:][None]).backward()
+            lookup += copy.grad.double().square()
+            head += emb.weight.grad.double().square()
+    finally:
+        del emb.forward
+        model.zero_grad()
+    scale = SEQ / (2 * (8192 // SEQ))
+    for part, acc in ((LOOKUP_PART, lookup), (HEAD_PART, head)):
+        assert torch.allclose(sens["tok_emb.weight" + part], (acc * scale).float(), rtol=1e-5, atol=1e-12), part
+    whole, parts = float(sens["tok_emb.weight"].sum()), float(lookup.sum() + head.sum()) * scale
+    print(f"\nlookup {float(lookup.sum()) * scale:.4g} + head {float(head.sum()) * scale:.4g} = {parts:.4g}; "
+          f"whole {whole:.4g}")
+    assert float(sens["tok_emb.weight" + LOOKUP_PART].sum()) > 0 and float(sens["tok_emb.weight" + HEAD_PART].sum()) > 0
+
+
+def test_an_untied_model_has_no_role_parts():
+    """Only an embedding that is also the output layer is read in two roles."""
+    from golfpack.trainer.calibrate import sensitivities_of
+
+    class Untied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok_emb, self.lm_head = torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16, bias=False)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(self.lm_head(self.tok_emb(x)).flatten(0, 1), y.flatten())
+
+    x = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
+    sens = sensitivities_of(Untied(), [(x, x.roll(1, 1))], progress=False)
+    assert set(sens) == {"tok_emb.weight", "lm_head.weight"}
+
+
 def test_the_closed_loop_scores_every_contender_within_the_budget(setup, trained):
     ckpt, model, sens, held, hessians = setup
     state = {k: v.float() for k, v in ckpt.state_dict.items()}
@@ -86,8 +139,13 @@ def test_the_closed_loop_scores_every_contender_within_the_budget(setup, trained
     assert read_contenders(meta) == (alloc.contenders, alloc.name)
     windows = score(alloc.container)
     assert abs(sum(windows) / len(windows) - by_name[alloc.name]["loss"]) <= 1e-6  # the shipped container's score
-    h = cancelling_hessians(hessians, tensor_roles(model))
-    rise = sum(loss_rise(state[n], decoded[n].float(), s, h.get(n)) for n, s in sens.items() if n in alloc.choice)
+    def rise(n: str) -> float:  # a matrix's errors cancel in its output; a tied embedding's in its head's only
+        w, w_hat = state[n], decoded[n].float()
+        if n == "tok_emb.weight":
+            return loss_rise(w, w_hat, sens[n + LOOKUP_PART]) + loss_rise(w, w_hat, sens[n + HEAD_PART], hessians[n])
+        return loss_rise(w, w_hat, sens[n], hessians.get(n))
+
+    rise = sum(rise(n) for n in alloc.choice)
     assert rise == pytest.approx(by_name[alloc.name]["predicted"], rel=1e-5)  # predicted from the exact weights
 
 
@@ -131,6 +189,32 @@ def test_the_predicted_rise_sees_errors_that_cancel_in_the_output():
     assert loss_rise(w, w - d, sens, torch.eye(2)) == pytest.approx(1 + 2 + 0.75)
     x = torch.tensor([[1.0], [1.0]])  # every input is (t, t): row 0's error (1, -1) never shows
     assert loss_rise(w, w - d, sens, x @ x.T) == pytest.approx(0.75)
+    # LossModel: a matrix's rows cancel, an embedding's never, a tied embedding's head part does.
+    h = {n: x @ x.T for n in ("m", "e")}
+    assert LossModel({"m": sens}, h).rise("m", w, w - d) == pytest.approx(0.75)
+    assert LossModel({"e": sens}, h, {"e"}).rise("e", w, w - d) == pytest.approx(3.75)
+    split = {"e": sens, "e" + LOOKUP_PART: sens, "e" + HEAD_PART: 2 * sens}
+    assert LossModel(split, h, {"e"}).rise("e", w, w - d) == pytest.approx(3.75 + 2 * 0.75)
+    assert LossModel(split, h, {"e"}).total({"e": w}, {"e": w - d}) == pytest.approx(3.75 + 2 * 0.75)
+    one_part = {"e": sens, "e" + LOOKUP_PART: sens}  # both parts or the whole
+    assert LossModel(one_part, h, {"e"}).rise("e", w, w - d) == pytest.approx(3.75)
+
+
+def test_a_sensitivity_part_of_another_shape_is_not_read(tmp_path):
+    """A sensitivity file's parts round-trip exactly; a part (or whole) whose shape is not its
+    tensor's is left out, as is a part of a tensor the fill does not allocate."""
+    from golfpack.codec.allocatable import split_tensors
+    from golfpack.trainer.calibration_files import save_hessians
+
+    g = torch.Generator().manual_seed(0)
+    state = {"tok_emb.weight": torch.randn(8, 4, generator=g), "ln.weight": torch.randn(4, generator=g)}
+    sens = {"tok_emb.weight": torch.rand(8, 4, generator=g), "tok_emb.weight" + LOOKUP_PART: torch.rand(8, 4, generator=g),
+            "tok_emb.weight" + HEAD_PART: torch.rand(4, 8, generator=g), "ln.weight" + HEAD_PART: torch.rand(1, 4)}
+    save_hessians(tmp_path / "s.pt", sens)
+    read = load_hessians(tmp_path / "s.pt", "sensitivity")
+    assert read.keys() == sens.keys() and all(torch.equal(read[n], t) for n, t in sens.items())
+    _, _, kept = split_tensors(load_spec("*.weight=rtn -> ans"), state, {}, read)
+    assert set(kept) == {"tok_emb.weight", "tok_emb.weight" + LOOKUP_PART}
 
 
 def test_gptq_is_predicted_below_round_to_nearest_only_with_the_hessian(setup):
@@ -212,6 +296,15 @@ def test_each_tensor_is_encoded_by_the_quantizer_whose_exact_weights_predict_low
         print(f"{n}: predicted rise gptq {rises['gptq']:.4g} rtn {rises['rtn']:.4g}, encoded by {chosen[n]}")
         assert chosen[n] == min(rises, key=rises.get) and filler.rise(n, grid) == min(rises.values())
     assert chosen == {"tok_emb.weight": "rtn", "blocks.0.mlp.fc.weight": "gptq"}
+    # The same embedding with its sensitivity in its two roles' parts: all in the head, whose
+    # errors GPTQ makes cancel, and GPTQ encodes it; all in the lookup, round-to-nearest.
+    for lookup, quantizer in ((0.0, "gptq"), (1.0, "rtn")):
+        w = state["tok_emb.weight"]
+        parts = {"tok_emb.weight" + LOOKUP_PART: torch.full_like(w, lookup),
+                 "tok_emb.weight" + HEAD_PART: torch.full_like(w, 1.0 - lookup)}
+        split = Filler(state, spec, {n: h for n in state}, {}, lambda _: None, {**sens, **parts})
+        assert set(split.sens) == set(sens) | set(parts)
+        assert split.encoded("tok_emb.weight", grid)[1][0][0] == quantizer, lookup
     table = used_decoders(spec, state)
     assert {"gptq", "rtn"} <= set(table)
     decoded = decode_container(read_container(write_container([filler.encoded(n, grid) for n in state], {})), table)

@@ -17,7 +17,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..model.anatomy import EmbeddingOutputs
+from ..codec.decoders.config import HEAD_PART, LOOKUP_PART
+from ..model.anatomy import EmbeddingOutputs, probe_output_layers
 from ..model.console import progress_bar
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (input ids, target ids), each (batch, seq)
@@ -90,8 +91,9 @@ def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
     and loss) is told so in one line."""
     loss = model(x, y)
     if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
-        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else f"a tensor of shape {tuple(loss.shape)}"
-        raise ValueError(f"model(x, y) must return the mean loss (a one-element float tensor), got {got}")
+        raise ValueError("model(x, y) must return the mean loss (a one-element float tensor), got "  # one expression:
+                         + (f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)  # an inlined
+                            else type(loss).__name__))  # script ships a pointer to it (packer/bundle.py)
     return loss
 
 
@@ -106,10 +108,22 @@ def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: t
     on another. GPTQ's Hessian ``2 X^T X`` weighs errors within one layer only: it cannot see
     that an embedding row of a frequent token, or a layer near the output, matters more. (One
     gradient per sequence averages ``seq_len`` tokens: ``E[g_seq^2]`` is the token Fisher over
-    ``seq_len`` when token gradients are uncorrelated, hence the factor.)"""
+    ``seq_len`` when token gradients are uncorrelated, hence the factor.)
+
+    A tied embedding (``anatomy.probe_output_layers``) also gets its two roles' parts, under
+    its name plus ``LOOKUP_PART`` and ``HEAD_PART``: the same estimator on the lookup's gradient
+    (its output's, found by a forward hook on the ``nn.Embedding``, added up by token) and on
+    the rest, the output head's. Why: GPTQ makes the head's errors cancel in the logits and
+    never the lookup's, so the allocator prices the two apart (``codec/allocate.py: LossModel``).
+    The gradients come from ``torch.autograd.grad``: the model's own ``.grad`` stay untouched."""
     device = torch.device(device)
     params = {n: p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad}
+    tied = {n for n in probe_output_layers(model).tied if n in params}
     sums = {n: torch.zeros(p.shape, dtype=torch.float64, device=device) for n, p in params.items()}
+    sums |= {n + part: torch.zeros_like(sums[n]) for n in tied for part in (LOOKUP_PART, HEAD_PART)}
+    lookups: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (weight, ids, output) of this sequence's lookups
+    hooks = [m.register_forward_hook(lambda m, a, out, n=f"{name}.weight": lookups.append((n, a[0], out)))
+             for name, m in model.named_modules() if f"{name}.weight" in tied]
     rows = [(x[i : i + 1], y[i : i + 1]) for x, y in batches for i in range(x.shape[0])]
     if not rows:
         raise ValueError("sensitivity needs at least one sequence")
@@ -118,15 +132,25 @@ def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: t
     try:
         with progress_bar(progress, total=sum(x.numel() for x, _ in rows), desc="sensitivity", unit="tok") as bar:
             for x, y in rows:
-                model.zero_grad(set_to_none=True)
+                lookups.clear()
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     loss = mean_loss(model, x.to(device), y.to(device))
-                loss.backward()
-                for n, p in params.items():
-                    if p.grad is not None:
-                        sums[n] += p.grad.double().square() * (x.shape[1] / 2.0)
+                grads = torch.autograd.grad(loss, [*params.values(), *(out for *_, out in lookups)], allow_unused=True)
+                lookup, f = {}, x.shape[1] / 2.0
+                for (n, ids, _), g in zip(lookups, grads[len(params):]):
+                    if g is not None:  # the lookup's gradient: its output's, added up by token
+                        lookup[n] = lookup.get(n, 0) + torch.zeros_like(sums[n]).index_add_(
+                            0, ids.reshape(-1), g.reshape(-1, g.shape[-1]).double())
+                for n, g in zip(params, grads):
+                    if g is not None:
+                        g = g.double()
+                        sums[n] += g.square() * f
+                        if n in lookup:
+                            sums[n + LOOKUP_PART] += lookup[n].square() * f
+                            sums[n + HEAD_PART] += (g - lookup[n]).square() * f
                 bar.update(x.numel())
     finally:
-        model.zero_grad(set_to_none=True)
+        for h in hooks:
+            h.remove()
         model.train(was_training)
     return {n: (s / len(rows)).float().cpu() for n, s in sums.items()}

@@ -16,6 +16,10 @@ from typing import Any, Iterable, Sequence
 
 MATRIX, EMBEDDING, SMALL, BUFFER = "matrix", "embedding", "small", "buffer"  # the roles (see the docstring)
 ROLES = (MATRIX, EMBEDDING, SMALL, BUFFER)
+# A tied embedding's two roles, lookup and output head: calibration also measures the loss's
+# sensitivity to each apart, under the embedding's name plus these suffixes
+# (trainer/calibrate.py: sensitivities_of), and the fill prices them apart (codec/allocate.py: LossModel).
+LOOKUP_PART, HEAD_PART = "#lookup", "#head"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -53,7 +53,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...codec.allocate import cancelling_hessians, loss_rise
+from ...codec.allocate import LossModel
+from ...codec.decoders.config import EMBEDDING
 from ...codec.fill import fill
 from ...codec.registry import decoder_table
 from ...codec.host import decode_state_dict
@@ -126,12 +127,6 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def predicted_rise(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor],
-                   sens: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor]) -> float:
-    """The allocator's prediction of the loss rise (nats per token) for a decoded export."""
-    return sum(loss_rise(state[n], decoded[n].float(), s, hessians.get(n)) for n, s in sens.items() if n in decoded)
-
-
 def mirror_image(state: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``w - d`` for every floating tensor of the export (``d = w_hat - w``); the rest as decoded."""
     return {n: 2 * state[n].float() - t.float() if t.is_floating_point() and n in state else t
@@ -163,11 +158,11 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     roles = tensor_roles(model)
     default = load_spec("default").with_roles(roles)
     hessians = complete_hessians(state, default, files.hessians, echo)
-    cancelling = cancelling_hessians(hessians, roles)
     calibration = file_calibration(files, model, hessians, train, calib_tokens=calib_tokens, sens_tokens=SENS_TOKENS,
                                    score_tokens=score_tokens, seq_len=ckpt.train_seq_len, seen=ckpt.tokens_seen,
                                    log=echo)
     sens = calibration.sensitivity
+    loss = LossModel(sens, hessians, frozenset(n for n, r in roles.items() if r == EMBEDDING))
     closed = contender_score(model, calibration.score, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
     tokens = load_tokens(val, ckpt.vocab_size)
@@ -186,7 +181,7 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
         """One export's point; ``same``: a point of the same weights, whose scores it shares."""
         val_bpb = score(decoded) if same is None else same.val_bpb
         mirrored = (score(mirror_image(state, decoded)) if same is None else same.mirrored) if mirror else math.nan
-        points.append(Point(label, nbytes, val_bpb, predicted_rise(state, decoded, sens, cancelling), shipped, kind,
+        points.append(Point(label, nbytes, val_bpb, loss.total(state, decoded), shipped, kind,
                             at_record, mirrored))
         echo(f"{label}: {nbytes:,} bytes, val_bpb {val_bpb:.6f}" + (f" (mirror image {mirrored:.6f})" if mirror else "")
              + f" (predicted rise {points[-1].predicted:.6f} nats)")
