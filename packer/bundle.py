@@ -243,10 +243,17 @@ class _PointToMessages(ast.NodeTransformer):
     arguments of a module's ``_expect(cond, *message)`` helper (an assert that raises its own
     error). An inlined script keeps every refusal but ships no prose: its own code reads only
     the files it wrote, and ``golfpack check`` reads them with the installed golfpack, messages
-    and all. ``SystemExit`` keeps its argument (an exit status or what to print)."""
+    and all. ``SystemExit`` keeps its argument (an exit status or what to print). A stage's
+    one-line help (a class's ``summary = "..."``: ``Stage.summary``, which only ``golfpack
+    stages`` reads) is prose too, and goes (the class then has the base's empty one)."""
 
     def __init__(self, path: str) -> None:
         self.file = path.rsplit("/", 1)[-1]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
+        node.body = [s for s in node.body if not (isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant)
+                                                  and [ast.unparse(t) for t in s.targets] == ["summary"])] or [ast.Pass()]
+        return self.generic_visit(node)
 
     def pointer(self, node: ast.AST) -> ast.Constant:
         return ast.Constant(f"{self.file}:{node.lineno}")

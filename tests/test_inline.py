@@ -392,7 +392,10 @@ def test_the_docs_compact_pipeline_packs_within_issue_35s_targets(tmp_path):
     result = inline(tmp_path / "train_gpt.py", tmp_path / "rec", str(tmp_path / "compact.toml"))
     print(result.golfpack_bytes, result.decode_bytes)
     assert result.golfpack_bytes <= 16_000 and result.decode_bytes <= 6_000
-    assert "golfpack/codec/fill.py" not in packed_files(tmp_path / "rec")
+    files = packed_files(tmp_path / "rec")
+    assert "golfpack/codec/fill.py" not in files
+    helps = [n for n, src in files.items() if re.search(r"summary\s*=\s*('[^']+'|\"[^\"]+\")", src)]
+    assert "golfpack/codec/encoders/intq.py" in files and helps == []  # stages' one-line help is prose: not shipped
 
 
 @pytest.mark.parametrize("script", ["import golfpack\nf = getattr(golfpack, 'compress')\n",

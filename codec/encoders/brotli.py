@@ -5,7 +5,8 @@ from ._compressor import ByteCompressor
 
 
 class Brotli(ByteCompressor):
-    name, max_level, summary = "brotli", 11, "brotli (quality 11 by default)"
+    name, max_level = "brotli", 11
+    summary = "brotli (quality 11 by default)"
 
     def compress(self, data: bytes) -> bytes:
         import brotli

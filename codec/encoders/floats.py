@@ -25,19 +25,23 @@ class _Float(Stage):
 
 
 class FP16(_Float):
-    name, store, summary = "fp16", "float16", "raw fp16 bytes"
+    name, store = "fp16", "float16"
+    summary = "raw fp16 bytes"
 
 
 class BF16(_Float):
-    name, store, summary = "bf16", "bfloat16", "raw bf16 bytes"
+    name, store = "bf16", "bfloat16"
+    summary = "raw bf16 bytes"
 
 
 class FP32(_Float):
-    name, store, summary = "fp32", "float32", "raw fp32 bytes (lossless for fp32 tensors)"
+    name, store = "fp32", "float32"
+    summary = "raw fp32 bytes (lossless for fp32 tensors)"
 
 
 class Raw(_Float):
-    name, summary = "raw", "the tensor's own bytes, any dtype (lossless: integer and bool buffers too)"
+    name = "raw"
+    summary = "the tensor's own bytes, any dtype (lossless: integer and bool buffers too)"
     any_dtype = True
 
     def stored(self, value: torch.Tensor) -> str:
