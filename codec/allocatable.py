@@ -7,7 +7,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .allocate import owner
+from .allocate import sensitivities_for
 from .decoders.chain import DecoderSpec
 from .encoders.intq import RTN, QuantParams
 from .pipeline import Record, encode_tensor
@@ -27,13 +27,11 @@ def allocatable(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor]) -> l
 def split_tensors(spec: PipelineSpec, state_dict: Mapping[str, torch.Tensor], hessians: Mapping[str, torch.Tensor],
                   sensitivity: Mapping[str, torch.Tensor]) -> tuple[list[str], dict[str, Record], dict[str, torch.Tensor]]:
     """The allocatable tensors' names, every other tensor encoded as its rule says, and the
-    sensitivities of the allocatable ones (those of their shape; a tied embedding's roles' parts
-    too, ``allocate.LossModel``)."""
+    sensitivities of the allocatable ones (``allocate.sensitivities_for``)."""
     names = allocatable(spec, state_dict)
     fixed = {n: encode_tensor(n, t, spec.rule_for(n).stages, hessians.get(n))
              for n, t in state_dict.items() if n not in names}
-    return names, fixed, {k: s for k, s in sensitivity.items()
-                          if owner(k) in names and s.shape == state_dict[owner(k)].shape}
+    return names, fixed, sensitivities_for(sensitivity, state_dict, names)
 
 
 def used_decoders(spec: PipelineSpec, names: Iterable[str]) -> dict[str, DecoderSpec]:

@@ -136,6 +136,16 @@ def owner(key: str) -> str:
     return key
 
 
+def sensitivities_for(sensitivity: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],
+                      names: Container[str] | None = None) -> dict[str, torch.Tensor]:
+    """The entries of ``sensitivity`` (wholes, and a tied embedding's parts) that are of a tensor
+    of ``state_dict`` (one of ``names``, when given) and have its shape: what the fill and
+    ``bench rd`` read of a sensitivity file, which its reader checks only for being finite 2-D
+    tensors (the file may be someone else's, made for another model)."""
+    return {k: s for k, s in sensitivity.items()
+            if owner(k) in (state_dict if names is None else names) and s.shape == state_dict[owner(k)].shape}
+
+
 @dataclass(frozen=True)
 class LossModel:
     """The predicted loss rise of a tensor's decoded weights (:func:`loss_rise`): its

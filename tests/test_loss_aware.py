@@ -204,6 +204,7 @@ def test_a_sensitivity_part_of_another_shape_is_not_read(tmp_path):
     """A sensitivity file's parts round-trip exactly; a part (or whole) whose shape is not its
     tensor's is left out, as is a part of a tensor the fill does not allocate."""
     from golfpack.codec.allocatable import split_tensors
+    from golfpack.codec.allocate import sensitivities_for
     from golfpack.trainer.calibration_files import save_hessians
 
     g = torch.Generator().manual_seed(0)
@@ -215,6 +216,8 @@ def test_a_sensitivity_part_of_another_shape_is_not_read(tmp_path):
     assert read.keys() == sens.keys() and all(torch.equal(read[n], t) for n, t in sens.items())
     _, _, kept = split_tensors(load_spec("*.weight=rtn -> ans"), state, {}, read)
     assert set(kept) == {"tok_emb.weight", "tok_emb.weight" + LOOKUP_PART}
+    stray = {**read, "ghost.weight": torch.rand(8, 4), "ghost.weight" + HEAD_PART: torch.rand(8, 4)}
+    assert sensitivities_for(stray, state) == kept  # bench rd's reading: no allocatable names, the same shapes
 
 
 def test_gptq_is_predicted_below_round_to_nearest_only_with_the_hessian(setup):

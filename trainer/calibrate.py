@@ -139,7 +139,7 @@ def sensitivities_of(model: torch.nn.Module, batches: Iterable[Batch], device: t
                 lookup, f = {}, x.shape[1] / 2.0
                 for (n, ids, _), g in zip(lookups, grads[len(params):]):
                     if g is not None:  # the lookup's gradient: its output's, added up by token
-                        lookup[n] = lookup.get(n, 0) + torch.zeros_like(sums[n]).index_add_(
+                        lookup.setdefault(n, torch.zeros_like(sums[n])).index_add_(
                             0, ids.reshape(-1), g.reshape(-1, g.shape[-1]).double())
                 for n, g in zip(params, grads):
                     if g is not None:

@@ -53,7 +53,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...codec.allocate import LossModel
+from ...codec.allocate import LossModel, sensitivities_for
 from ...codec.decoders.config import EMBEDDING
 from ...codec.fill import fill
 from ...codec.registry import decoder_table
@@ -161,7 +161,7 @@ def rd_bench(checkpoint: str, train: str, val: str, tokenizer: str, val_tokens: 
     calibration = file_calibration(files, model, hessians, train, calib_tokens=calib_tokens, sens_tokens=SENS_TOKENS,
                                    score_tokens=score_tokens, seq_len=ckpt.train_seq_len, seen=ckpt.tokens_seen,
                                    log=echo)
-    sens = calibration.sensitivity
+    sens = sensitivities_for(calibration.sensitivity, state)
     loss = LossModel(sens, hessians, frozenset(n for n, r in roles.items() if r == EMBEDDING))
     closed = contender_score(model, calibration.score, decoder_table())  # loads each contender into it
     tables = byte_tables_for(tokenizer, ckpt.vocab_size)
