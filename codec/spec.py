@@ -8,7 +8,8 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
     chain = "gptq bits=6 clip=sdcap:12.85 -> ans"
 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
-or the word ``default`` (``codec/default_pipeline.toml``). A rule may match tensors by role as
+or the name of a pipeline golfpack ships (``PIPELINES``: ``default``, which fills the budget,
+and ``compact``, one fixed grid per role, for the least code in an inlined script). A rule may match tensors by role as
 well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain`` inline), so a pipeline
 fits a model whose names it has never seen: ``trainer/roles.py: tensor_roles`` gives each
 tensor of the model one of ``ROLES`` (``embedding``: the token embedding or output head;
@@ -42,7 +43,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_SPEC_FILE = "default_pipeline.toml"  # beside this module (a records script carries its spec as data)
+# The pipelines golfpack ships, by name: files beside this module (a records script carries its spec as data).
+PIPELINES = {"default": "default_pipeline.toml", "compact": "compact_pipeline.toml"}
 
 RULE_KEYS = {"match", "role", "chain", "name", "allocate"}
 SPEC_KEYS = {"rule", "fill"}
@@ -124,15 +126,15 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
 def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] | None = None) -> PipelineSpec:
     registry = discover() if registry is None else registry
     text = str(spec)
-    path = Path(__file__).with_name(DEFAULT_SPEC_FILE) if text == "default" else Path(text)
-    if text == "default" or text.endswith(".toml"):
+    path = Path(__file__).with_name(PIPELINES[text]) if text in PIPELINES else Path(text)
+    if text in PIPELINES or text.endswith(".toml"):
         if not path.is_file():
             raise StageError(f"{path}: no such pipeline file")
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             raise StageError(f"{path}: not valid TOML ({e})") from None
-        return spec_from_doc(doc, "default" if text == "default" else str(path), registry)
+        return spec_from_doc(doc, text if text in PIPELINES else str(path), registry)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
         pattern, eq, chain = (x.strip() for x in part.partition("="))

@@ -28,6 +28,14 @@ def model_option(f):
     return click.option("--model", "model", default=None, metavar="BUILDER", help=MODEL_HELP)(f)
 
 
+PIPELINE_HELP = ("Pipeline spec: default (fills the budget), compact (one fixed grid per role: the least code "
+                 "inlined), a .toml file, or inline rules.")  # the names of codec/spec.py's PIPELINES
+
+
+def pipeline_option(f):
+    return click.option("--pipeline", default="default", show_default=True, help=PIPELINE_HELP)(f)
+
+
 def model_set_option(f):
     return click.option("--set", "model_sets", multiple=True, metavar="model.KEY=VALUE",
                         help="A plain state dict's model config (it starts from the module's DEFAULT_CONFIG), "
@@ -267,7 +275,7 @@ def train_cmd(config_file, overrides, pipeline, budget, nproc, resume, save_ever
 
 @main.command("build")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@pipeline_option
 @click.option("--calib", default=None, help="Training data at hand: a shard glob (calibrates what no file beside the "
               "checkpoint holds, and scores the closed loop), or a .calib.pt file.")
 @click.option("--calib-tokens", default=262_144, show_default=True, type=POSITIVE,
@@ -372,7 +380,7 @@ def run_cmd(artifact, val, tokenizer, nproc, settings, device, as_json) -> None:
 @main.command("inline")
 @click.argument("script", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Records folder to write.")
-@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@pipeline_option
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty, replacing its files.")
 def inline_cmd(script, out, pipeline, force) -> None:
     """Make SCRIPT, your own training script that imports golfpack, one self-contained records
@@ -386,7 +394,7 @@ def inline_cmd(script, out, pipeline, force) -> None:
 @main.command("submit")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Records folder to write.")
-@click.option("--pipeline", default="default", show_default=True, help="Pipeline spec: default, a .toml file, or inline.")
+@pipeline_option
 @click.option("--seeds", default="1337", show_default=True, help="Comma-separated seeds to run, e.g. 1337,42,2025.")
 @click.option("--nproc", default=1, show_default=True, type=POSITIVE, help="Processes per run (torchrun).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

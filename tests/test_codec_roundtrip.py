@@ -189,6 +189,22 @@ def test_wrong_chains_fail_at_build_time(bad, message):
         load_spec(bad)
 
 
+def test_the_shipped_pipelines_load_by_name_and_the_cli_names_them_all():
+    """``compact`` is the default's rules without the fill and with order-0 ``ans`` (what keeps an
+    inlined script's golfpack small); every shipped name is in ``--pipeline``'s help."""
+    from golfpack.codec.spec import PIPELINES
+    from golfpack.packer.cli import PIPELINE_HELP
+
+    default, compact = load_spec("default"), load_spec("compact")
+    assert (default.source, default.fill, compact.source, compact.fill) == ("default", True, "compact", False)
+    names = lambda spec: [[x.name.replace("ctxans", "ans") for x in r.stages] for r in spec.rules]  # noqa: E731
+    assert names(default) == names(compact)
+    assert [r.stages[0].params for r in default.rules] == [r.stages[0].params for r in compact.rules]
+    assert [(r.label, r.roles, r.patterns, r.allocate) for r in default.rules] == \
+        [(r.label, r.roles, r.patterns, r.allocate) for r in compact.rules]
+    assert all(f"{name} (" in PIPELINE_HELP for name in PIPELINES)
+
+
 def test_spec_first_match_wins(tmp_path):
     p = tmp_path / "spec.toml"
     p.write_text('[[rule]]\nmatch = "blocks.*"\nchain = "rtn bits=4 -> ans"\n'

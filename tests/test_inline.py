@@ -381,15 +381,13 @@ def test_a_pipeline_that_does_not_fill_ships_no_fill_and_runs_without_it(tmp_pat
     assert here.stdout.split() == [digest, error] and 0 < float(error) < 0.1  # the same bytes, a real quantization
 
 
-def test_the_docs_compact_pipeline_packs_within_issue_35s_targets(tmp_path):
-    """docs/own-script.md's ``compact.toml`` (no fill, ``ans``) as the docs spell it: golfpack's
+def test_the_compact_pipeline_packs_within_issue_35s_targets(tmp_path):
+    """``--pipeline compact`` (no fill, ``ans``), as docs/own-script.md says to run it: golfpack's
     packed code for the participant's script within 16,000 bytes, its decode path within 6,000."""
     docs = (Path(__file__).parents[1] / "docs" / "own-script.md").read_text()
-    block = re.search(r"```toml\n(# One fixed grid per role.*?)```", docs, re.S)
-    assert block, "docs/own-script.md lost its compact.toml"
-    (tmp_path / "compact.toml").write_text(block.group(1))
+    assert "golfpack inline train_gpt.py --out rec --pipeline compact\n" in docs
     shutil.copy(PARTICIPANT, tmp_path / "train_gpt.py")
-    result = inline(tmp_path / "train_gpt.py", tmp_path / "rec", str(tmp_path / "compact.toml"))
+    result = inline(tmp_path / "train_gpt.py", tmp_path / "rec", "compact")
     print(result.golfpack_bytes, result.decode_bytes)
     assert result.golfpack_bytes <= 16_000 and result.decode_bytes <= 6_000
     files = packed_files(tmp_path / "rec")
