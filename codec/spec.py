@@ -9,10 +9,10 @@ A chain is written ``stage key=value ... -> stage ... -> ...``. Specs come from 
 
 or inline, rules separated by ``;``: ``'blocks.*.weight=rtn bits=6 -> ans; *=fp16 -> brotli'``,
 or the name of a pipeline golfpack ships (``PIPELINES``: ``default``, which fills the budget,
-and ``compact``, one fixed grid per role, for the least code in an inlined script). A rule may match tensors by role as
-well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain`` inline), so a pipeline
-fits a model whose names it has never seen: ``trainer/roles.py: tensor_roles`` gives each
-tensor of the model one of ``ROLES`` (``embedding``: the token embedding or output head;
+and ``compact``, one fixed grid per role, for the least code in an inlined script). A rule may
+match tensors by role as well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain``
+inline), so a pipeline fits a model whose names it has never seen: ``trainer/roles.py:
+tensor_roles`` gives each tensor of the model one of ``ROLES`` (``embedding``: the token embedding or output head;
 ``matrix``: any other weight of 2+ dimensions that is not a named scale or gain; ``small``:
 the rest).
 A TOML rule may have a ``name``
