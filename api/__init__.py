@@ -187,11 +187,11 @@ def compress(model: "torch.nn.Module", calibration: Calibration | None = None, b
     Reads no data beyond ``calibration``; leaves ``model``'s weights as they were.
 
     ``log`` receives the fill's ``fill:`` lines; ``progress`` a short message per step.
-    ``pipeline``: a name (``default``, also what ``None`` means, or ``compact``), a pipeline file, or a spec;
-    in a script ``golfpack inline`` wrote, the pipeline it packed. ``state_dict``: the weights
-    to code when not the model's own (a checkpoint's, in its stored dtypes); ``meta``: more
-    for the container's meta (``build`` records the model's builder); ``trained``: the grids
-    the weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
+    ``pipeline``: a name (``default``, also what ``None`` means, or ``compact``), a pipeline file or
+    a spec; in a script ``golfpack inline`` wrote, the pipeline it packed. ``state_dict``: the
+    weights to code when not the model's own (a checkpoint's, in its stored dtypes); ``meta``: more
+    for the container's meta (``build`` records the model's builder); ``trained``: the grids the
+    weights were trained toward (budget-aware QAT's plan, for the ``qat`` contender)."""
     from .codec.decoders.container import ALIASES_KEY
     from .codec.pipeline import complete_hessians, encode_state_dict, shared_tensors
     from .codec.rules import RULE_BY_ROLE_KEY

@@ -14,12 +14,12 @@ match tensors by role as well as by name (``role = ["matrix"]`` in TOML, ``role:
 inline), so a pipeline fits a model whose names it has never seen: ``trainer/roles.py:
 tensor_roles`` gives each tensor of the model one of ``ROLES`` (``embedding``: the token
 embedding or output head; ``matrix``: any other weight of 2+ dimensions that is not a named
-scale or gain; ``buffer``: state that is not a parameter; ``small``: the rest). A TOML rule may have a ``name`` (the class ``golfpack
-inspect`` groups its tensors under); otherwise its first glob names it. A TOML file may ask to
-fill the byte budget (top-level ``fill = true``: ``golfpack build`` then chooses bits, clip and
-low-rank correction per matrix, codec/fill.py), and a rule may keep its grid out of that choice
-(``allocate = false``, e.g. for control tensors whose loss the allocator's Hessian-weighted
-error does not see).
+scale or gain; ``buffer``: state that is not a parameter; ``small``: the rest). A TOML rule may
+have a ``name`` (the class ``golfpack inspect`` groups its tensors under); otherwise its first
+glob names it. A TOML file may ask to fill the byte budget (top-level ``fill = true``:
+``golfpack build`` then chooses bits, clip and low-rank correction per matrix, codec/fill.py),
+and a rule may keep its grid out of that choice (``allocate = false``, e.g. for control tensors
+whose loss the allocator's Hessian-weighted error does not see).
 Chains are built and type-checked when the spec is loaded: a wrong hand-off fails here, not
 at decode time.
 """
@@ -125,15 +125,16 @@ def _rules_from_toml(doc: dict, source: str, registry) -> tuple[Rule, ...]:
 def load_spec(spec: str | Path = "default", registry: Mapping[str, Registered] | None = None) -> PipelineSpec:
     registry = discover() if registry is None else registry
     text = str(spec)
-    path = Path(__file__).with_name(PIPELINES[text]) if text in PIPELINES else Path(text)
-    if text in PIPELINES or text.endswith(".toml"):
+    shipped = PIPELINES.get(text)
+    path = Path(__file__).with_name(shipped) if shipped else Path(text)
+    if shipped or text.endswith(".toml"):
         if not path.is_file():
             raise StageError(f"{path}: no such pipeline file")
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             raise StageError(f"{path}: not valid TOML ({e})") from None
-        return spec_from_doc(doc, text if text in PIPELINES else str(path), registry)
+        return spec_from_doc(doc, text if shipped else str(path), registry)
     rules = []
     for part in (p.strip() for p in text.split(";") if p.strip()):
         pattern, eq, chain = (x.strip() for x in part.partition("="))
