@@ -13,8 +13,8 @@ and ``compact``, one fixed grid per role, for the least code in an inlined scrip
 match tensors by role as well as by name (``role = ["matrix"]`` in TOML, ``role:matrix=chain``
 inline), so a pipeline fits a model whose names it has never seen: ``trainer/roles.py:
 tensor_roles`` gives each tensor of the model one of ``ROLES`` (``embedding``: the token
-embedding or output head; ``matrix``: any other weight of 2+ dimensions that is not a named
-scale or gain; ``buffer``: state that is not a parameter; ``small``: the rest). A TOML rule may
+embedding or output head; ``matrix``: any other 2-D weight that is not a named scale or gain;
+``buffer``: state that is not a parameter; ``small``: the rest, a convolution's 3-D weight too). A TOML rule may
 have a ``name`` (the class ``golfpack inspect`` groups its tensors under); otherwise its first
 glob names it. A TOML file may ask to fill the byte budget (top-level ``fill = true``:
 ``golfpack build`` then chooses bits, clip and low-rank correction per matrix, codec/fill.py),
