@@ -14,12 +14,12 @@ match tensors by role as well as by name (``role = ["matrix"]`` in TOML, ``role:
 inline), so a pipeline fits a model whose names it has never seen: ``trainer/roles.py:
 tensor_roles`` gives each tensor of the model one of ``ROLES`` (``embedding``: the token
 embedding or output head; ``matrix``: any other 2-D weight that is not a named scale or gain;
-``buffer``: state that is not a parameter; ``small``: the rest, a convolution's 3-D weight too). A TOML rule may
-have a ``name`` (the class ``golfpack inspect`` groups its tensors under); otherwise its first
-glob names it. A TOML file may ask to fill the byte budget (top-level ``fill = true``:
-``golfpack build`` then chooses bits, clip and low-rank correction per matrix, codec/fill.py),
-and a rule may keep its grid out of that choice (``allocate = false``, e.g. for control tensors
-whose loss the allocator's Hessian-weighted error does not see).
+``buffer``: state that is not a parameter; ``small``: the rest, a convolution's 3-D weight too).
+A TOML rule may have a ``name`` (the class ``golfpack inspect`` groups its tensors under);
+otherwise its first glob names it. A TOML file may ask to fill the byte budget (top-level
+``fill = true``: ``golfpack build`` then chooses bits, clip and low-rank correction per matrix,
+codec/fill.py), and a rule may keep its grid out of that choice (``allocate = false``, e.g. for
+control tensors whose loss the allocator's Hessian-weighted error does not see).
 Chains are built and type-checked when the spec is loaded: a wrong hand-off fails here, not
 at decode time.
 """

@@ -17,11 +17,12 @@ from ..model.anatomy import Kind, parameter_kinds, probe_output_layers
 def tensor_roles(model: nn.Module) -> dict[str, str]:
     """The embedding and the output layer are ``embedding`` (the output layer found by
     ``probe_output_layers``, so a model that does not call it ``lm_head`` is placed right too),
-    every other Muon weight (2-D, not a named scale or gain) ``matrix``, a buffer (state that is
-    not a parameter: a mask, a step counter, rotary frequencies) ``buffer``, the rest (a
-    convolution's 3-D weight too: GPTQ and the fill take 2-D weights only) ``small``: so a pipeline fits a model whose names it has never seen. Why no size line: a
-    matrix of any size is quantized and allocated like the others (the fill chooses its bits),
-    which is what golfpack's own GPT always got. Why buffers apart: nothing measures what their
+    every other Muon weight (2-D, not a named scale or gain: ``Kind.HIDDEN``) ``matrix``, a buffer
+    (state that is not a parameter: a mask, a step counter, rotary frequencies) ``buffer``, the
+    rest (a convolution's 3-D weight too: GPTQ and the fill take 2-D weights only) ``small``: so a
+    pipeline fits a model whose names it has never seen. Why no size line: a matrix of any size
+    is quantized and allocated like the others (the fill chooses its bits), which is what
+    golfpack's own GPT always got. Why buffers apart: nothing measures what their
     error costs, and they may be integers, so the default stores them exactly."""
     kinds = parameter_kinds(model)
     heads = set(probe_output_layers(model).heads)
